@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC stubs for etcdforge's etcd API subset (see scripts/gen_protos.py)."""
