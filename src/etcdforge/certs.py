@@ -1,0 +1,89 @@
+"""Pure mapping from a spec to the PKI's inputs: the CA settings and one request per certificate.
+
+Per member a server and a peer certificate (SANs from :func:`topology.member_sans`); per client name a
+client certificate. When the user brings a cfssl ``ca-config.json``, the usages and expiry of its
+profiles (``etcd``/``client`` by default, as in the guide) replace ours, exactly as ``cfssl gencert
+-profile=…`` would apply them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from etcdforge import topology
+from etcdforge.pki import CaSettings, CertRequest, KeySpec, SubjectNames, load_ca_config
+from etcdforge.spec import ClusterSpec, expiry
+
+
+def subject(spec: ClusterSpec) -> SubjectNames:
+    s = spec.pki.subject
+    return SubjectNames(C=s.C, ST=s.ST, L=s.L, O=s.O, OU=s.OU)
+
+
+def key_spec(spec: ClusterSpec) -> KeySpec:
+    return KeySpec(algo=spec.pki.key.algo, size=spec.pki.key.size)
+
+
+def ca_settings(spec: ClusterSpec) -> CaSettings:
+    return CaSettings(cn=spec.pki.ca_cn, subject=subject(spec), key=key_spec(spec), expiry=expiry(spec.pki.ca_expiry))
+
+
+def cert_requests(spec: ClusterSpec, *, base_dir: Path | None = None) -> tuple[CertRequest, ...]:
+    """Every certificate the cluster needs, in a stable order (members first, then clients)."""
+    profiles: dict[str, tuple[tuple[str, ...] | None, object]] = {}
+    cfssl = spec.pki.cfssl
+    if cfssl is not None and cfssl.ca_config is not None:
+        path = Path(cfssl.ca_config)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        config = load_ca_config(path)
+        for role, name in (
+            ("server", cfssl.server_profile),
+            ("peer", cfssl.peer_profile),
+            ("client", cfssl.client_profile),
+        ):
+            profile = config.profile(name)
+            profiles[role] = (tuple(profile.usages), profile.expiry)
+
+    def usages_and_expiry(role: str) -> tuple[tuple[str, ...] | None, object]:
+        return profiles.get(role, (None, expiry(spec.pki.cert_expiry)))
+
+    out: list[CertRequest] = []
+    subj = subject(spec)
+    key = key_spec(spec)
+    for member in spec.members:
+        sans = topology.member_sans(member)
+        for role, stem in (
+            ("server", topology.server_cert_name(member.name)),
+            ("peer", topology.peer_cert_name(member.name)),
+        ):
+            usages, life = usages_and_expiry(role)
+            out.append(
+                CertRequest(
+                    name=stem,
+                    cn=member.name,
+                    profile=role,  # type: ignore[arg-type]
+                    ip_sans=sans.ips,
+                    dns_sans=sans.dns,
+                    key=key,
+                    expiry=life,  # type: ignore[arg-type]
+                    subject=subj,
+                    usages=usages,
+                )
+            )
+    for client in spec.pki.clients:
+        usages, life = usages_and_expiry("client")
+        out.append(
+            CertRequest(
+                name=topology.client_cert_name(client),
+                cn=client,
+                profile="client",
+                ip_sans=(),
+                dns_sans=(),
+                key=key,
+                expiry=life,  # type: ignore[arg-type]
+                subject=subj,
+                usages=usages,
+            )
+        )
+    return tuple(out)

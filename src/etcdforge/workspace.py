@@ -1,0 +1,101 @@
+"""The workspace directory: where a cluster's spec, PKI and (in local mode) members live.
+
+Layout::
+
+    DIR/cluster.yaml                 the spec
+    DIR/pki/                         the control machine's PKI: ca.pem, ca-key.pem, NAME.pem, NAME-key.pem
+    DIR/etcdctl.env                  shell exports for plain etcdctl (admin client)
+    DIR/members/NAME/                local mode only: one directory per member
+        etcd.conf.yml                its etcd config
+        pki/                         its own key pairs and the CA certificate — never the CA key
+        data/                        its data dir (never wiped by `up`/`down`)
+        etcd.log, etcd.pid           supervisor files
+
+The default workspace is ``$ETCDFORGE_DIR`` or ``~/.local/share/etcdforge/local`` (XDG).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from etcdforge import topology
+from etcdforge.render import ClientPaths, MemberPaths
+from etcdforge.spec import SPEC_FILE
+
+
+def default_dir() -> Path:
+    env = os.environ.get("ETCDFORGE_DIR")
+    if env:
+        return Path(env)
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "etcdforge" / "local"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / SPEC_FILE
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def env_path(self) -> Path:
+        return self.root / "etcdctl.env"
+
+    @property
+    def members_dir(self) -> Path:
+        return self.root / "members"
+
+    def exists(self) -> bool:
+        return self.spec_path.is_file()
+
+    def member_dir(self, name: str) -> Path:
+        return self.members_dir / name
+
+    def member_pki_dir(self, name: str) -> Path:
+        return self.member_dir(name) / "pki"
+
+    def member_log(self, name: str) -> Path:
+        return self.member_dir(name) / "etcd.log"
+
+    def member_pid(self, name: str) -> Path:
+        return self.member_dir(name) / "etcd.pid"
+
+    def member_paths(self, name: str) -> MemberPaths:
+        """Paths of a local member's files (absolute, as etcd reads them from its config)."""
+        d = self.member_dir(name).resolve()
+        p = d / "pki"
+        return MemberPaths(
+            config=str(d / "etcd.conf.yml"),
+            data_dir=str(d / "data"),
+            ca_cert=str(p / "ca.pem"),
+            server_cert=str(p / "server.pem"),
+            server_key=str(p / "server-key.pem"),
+            peer_cert=str(p / "peer.pem"),
+            peer_key=str(p / "peer-key.pem"),
+        )
+
+    def cert_path(self, stem: str) -> Path:
+        return self.pki_dir / f"{stem}.pem"
+
+    def key_path(self, stem: str) -> Path:
+        return self.pki_dir / f"{stem}-key.pem"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.pki_dir / "ca.pem"
+
+    def client_paths(self, client: str = topology.ADMIN_CLIENT) -> ClientPaths:
+        stem = topology.client_cert_name(client)
+        return ClientPaths(
+            ca_cert=str(self.ca_cert.resolve()),
+            cert=str(self.cert_path(stem).resolve()),
+            key=str(self.key_path(stem).resolve()),
+        )
