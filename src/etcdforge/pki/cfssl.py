@@ -50,7 +50,17 @@ _PROFILE_IGNORED = (
     "prev_auth_key", "remote", "auth_remote", "ct_log_servers", "lint_error_level", "ignored_lints",
     "ignored_lint_sources", "cert_store", "policies",
 )  # fmt: skip
-_CSR_KEYS = ("cn", "hosts", "key", "names", "ca", "serialnumber", "crl_url", "delegation_enabled", "extensions")
+_CSR_KEYS = (
+    "cn",
+    "hosts",
+    "key",
+    "names",
+    "ca",
+    "serialnumber",
+    "crl_url",
+    "delegation_enabled",
+    "extensions",
+)
 _NAME_KEYS = ("c", "st", "l", "o", "ou", "serialnumber", "e", "oid")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -59,6 +69,9 @@ _CFSSL_DEFAULT_USAGES = ("signing", "key encipherment", "server auth", "client a
 _CFSSL_DEFAULT_EXPIRY = "8760h"
 #: cfssl's default CA lifetime for ``gencert -initca`` without ``ca.expiry`` (B3).
 CFSSL_DEFAULT_CA_EXPIRY = timedelta(hours=43800)
+#: cfssl's ``NewKeyRequest()``: ECDSA P-256 when a CSR has no ``key``.
+_DEFAULT_KEY = KeySpec("ecdsa", 256)
+_NO_NAMES = SubjectNames()
 
 
 @dataclass(frozen=True)
@@ -114,8 +127,8 @@ class CsrSpec:
     cn: str
     ip_sans: tuple[str, ...] = ()
     dns_sans: tuple[str, ...] = ()
-    key: KeySpec = KeySpec()
-    subject: SubjectNames = SubjectNames()
+    key: KeySpec = _DEFAULT_KEY
+    subject: SubjectNames = _NO_NAMES
     ca_expiry: timedelta | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -154,7 +167,9 @@ def load_ca_config(source: bytes | Path) -> CfsslConfig:
             f'{origin}: No "signing" field present',
             hint='wrap the profiles in {"signing": {"default": {...}, "profiles": {...}}}',
         )
-    signing = _fields(_object(signing_raw, origin, "signing"), ("default", "profiles"), origin, "signing.", warnings)
+    signing = _fields(
+        _object(signing_raw, origin, "signing"), ("default", "profiles"), origin, "signing.", warnings
+    )
     default_raw = signing.get("default")
     if default_raw is None:
         default = CfsslProfile(_CFSSL_DEFAULT_USAGES, parse_go_duration(_CFSSL_DEFAULT_EXPIRY))
@@ -169,7 +184,7 @@ def load_ca_config(source: bytes | Path) -> CfsslConfig:
             got = ", ".join(repr(u) for u in prof.usages) or "none"
             raise CfsslConfigError(
                 f"{origin}: invalid configuration: profile {name!r} has no known usage (got {got})",
-                hint="use cfssl usage names such as 'signing', 'key encipherment', 'server auth', 'client auth'",
+                hint="use cfssl usage names such as 'signing', 'key encipherment', 'client auth'",
             )
     return CfsslConfig(default=default, profiles=profiles, origin=origin, warnings=tuple(warnings))
 
@@ -236,7 +251,7 @@ def _load_json(source: bytes | Path, default_name: str) -> tuple[str, Any]:
     else:
         origin, data = default_name, source
     try:
-        return origin, json.loads(data)
+        doc: Any = json.loads(data)
     except json.JSONDecodeError as exc:
         raise CfsslConfigError(
             f"{origin}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}",
@@ -244,6 +259,7 @@ def _load_json(source: bytes | Path, default_name: str) -> tuple[str, Any]:
         ) from exc
     except UnicodeDecodeError as exc:
         raise CfsslConfigError(f"{origin}: not UTF-8 text ({exc.reason})") from exc
+    return origin, doc
 
 
 def _object(value: Any, origin: str, where: str) -> dict[str, Any]:
@@ -291,7 +307,7 @@ def _profile(raw: Any, origin: str, name: str, warnings: list[str]) -> CfsslProf
 def _duration(value: Any, origin: str, where: str) -> timedelta:
     text = _string(value, origin, where)
     try:
-        td = parse_go_duration(text)
+        td: timedelta = parse_go_duration(text)
     except CfsslConfigError as exc:
         raise CfsslConfigError(f"{origin}: {where}: {exc.message}", hint=exc.hint) from exc
     if td <= timedelta(0):
@@ -315,7 +331,7 @@ def _string_list(value: Any, origin: str, where: str) -> tuple[str, ...]:
 
 def _key(raw: Any, origin: str, warnings: list[str]) -> KeySpec:
     if raw is None:
-        return KeySpec()  # cfssl's NewKeyRequest: ECDSA P-256
+        return _DEFAULT_KEY
     f = _fields(_object(raw, origin, "key"), ("algo", "size"), origin, "key.", warnings)
     algo = _string(f.get("algo", ""), origin, "key.algo")
     size = f.get("size", 0)
@@ -324,7 +340,7 @@ def _key(raw: Any, origin: str, warnings: list[str]) -> KeySpec:
     if algo not in ("rsa", "ecdsa"):
         raise CfsslConfigError(f"{origin}: invalid algorithm {algo!r}", hint='use "ecdsa" or "rsa"')
     try:
-        return KeySpec(algo, size)
+        return KeySpec("rsa" if algo == "rsa" else "ecdsa", size)
     except PkiError as exc:
         raise CfsslConfigError(f"{origin}: {exc.message}", hint=exc.hint) from exc
 

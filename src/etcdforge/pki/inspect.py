@@ -13,7 +13,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from etcdforge.pki.keys import describe_key
 from etcdforge.pki.model import EXT_KEY_USAGE_NAMES
@@ -46,7 +46,7 @@ _NAME_FIELDS = (
     ("street_address", NameOID.STREET_ADDRESS, False),
     ("postal_code", NameOID.POSTAL_CODE, False),
 )
-_EKU_LABELS = {v: k for k, v in reversed(EXT_KEY_USAGE_NAMES.items())}
+_EKU_LABELS: dict[str, str] = {v: k for k, v in reversed(EXT_KEY_USAGE_NAMES.items())}
 
 
 def certinfo(cert: x509.Certificate) -> dict[str, Any]:
@@ -117,7 +117,12 @@ def eku_names(cert: x509.Certificate) -> list[str]:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return []
-    return [_EKU_LABELS.get(oid.dotted_string, oid.dotted_string) for oid in eku]
+    return [eku_label(oid) for oid in eku]
+
+
+def eku_label(oid: x509.ObjectIdentifier) -> str:
+    """cfssl's name for an EKU OID, or the dotted OID."""
+    return _EKU_LABELS.get(oid.dotted_string, oid.dotted_string)
 
 
 def is_ca(cert: x509.Certificate) -> bool:
@@ -189,7 +194,3 @@ def _ski(cert: x509.Certificate) -> bytes:
 
 def _key_id(raw: bytes) -> str:
     return ":".join(f"{b:02X}" for b in raw)
-
-
-__all__ = ["ExtendedKeyUsageOID", "certinfo", "certinfo_json", "describe", "eku_names", "is_ca",
-           "key_usage_names", "san_sets"]  # fmt: skip

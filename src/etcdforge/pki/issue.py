@@ -72,7 +72,7 @@ def validity(now: datetime, expiry: timedelta) -> tuple[datetime, datetime]:
     return not_before, not_before + expiry
 
 
-def signature_hash(ca_key: PrivateKey) -> hashes.HashAlgorithm:
+def signature_hash(ca_key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
     """The hash cfssl's ``DefaultSigAlgo`` picks for a CA key."""
     if isinstance(ca_key, rsa.RSAPrivateKey):
         if ca_key.key_size >= 4096:
@@ -86,7 +86,7 @@ def signature_hash(ca_key: PrivateKey) -> hashes.HashAlgorithm:
             f"the CA key is {describe_key(ca_key)}, too weak to sign with",
             hint="create a new CA with an RSA key of at least 2048 bits or an ECDSA key",
         )
-    by_curve: dict[str, hashes.HashAlgorithm] = {
+    by_curve: dict[str, hashes.SHA256 | hashes.SHA384 | hashes.SHA512] = {
         "secp256r1": hashes.SHA256(),
         "secp384r1": hashes.SHA384(),
         "secp521r1": hashes.SHA512(),
@@ -94,7 +94,9 @@ def signature_hash(ca_key: PrivateKey) -> hashes.HashAlgorithm:
     try:
         return by_curve[ca_key.curve.name]
     except KeyError:
-        raise PkiError(f"unsupported CA curve {ca_key.curve.name}", hint="use P-256, P-384 or P-521") from None
+        raise PkiError(
+            f"unsupported CA curve {ca_key.curve.name}", hint="use P-256, P-384 or P-521"
+        ) from None
 
 
 def subject_name(cn: str, names: SubjectNames) -> x509.Name:
@@ -183,9 +185,11 @@ def issue(ca: KeyPair, req: CertRequest, now: datetime, key: PrivateKey | None =
     sans = san_entries(req.dns_sans, req.ip_sans)
     if sans:
         # Go marks the SAN extension critical only when the subject is empty (RFC 5280 4.2.1.6).
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=not req.cn and not any(
-            (req.subject.C, req.subject.ST, req.subject.L, req.subject.O, req.subject.OU)
-        ))
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(sans),
+            critical=not req.cn
+            and not any((req.subject.C, req.subject.ST, req.subject.L, req.subject.O, req.subject.OU)),
+        )
     cert = builder.sign(ca.key, signature_hash(ca.key))
     return KeyPair(cert=cert, key=leaf_key)
 

@@ -13,6 +13,8 @@ Reading files is the only I/O here; writing belongs to :mod:`etcdforge.pki.apply
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,15 +64,17 @@ def key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def key_spec_of(key: PrivateKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> KeySpec | None:
-    """The :class:`KeySpec` a key matches, or None when it is outside what cfssl can generate."""
+def key_spec_of(key: object) -> KeySpec | None:
+    """The :class:`KeySpec` of a private or public key, or None outside what cfssl can generate."""
     if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
         try:
             return KeySpec("rsa", key.key_size)
         except PkiError:
             return None
-    size = _CURVE_SIZES.get(key.curve.name)
-    return KeySpec("ecdsa", size) if size else None
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        size = _CURVE_SIZES.get(key.curve.name)
+        return KeySpec("ecdsa", size) if size else None
+    return None
 
 
 def describe_key(key: object) -> str:
@@ -112,9 +116,6 @@ def parse_key(data: bytes, *, origin: str = "private key") -> PrivateKey:
 
 
 def _pem_body_to_der(body: bytes, origin: str) -> bytes:
-    import base64
-    import binascii
-
     lines = [ln for ln in body.splitlines() if ln.strip() and b":" not in ln]
     try:
         return base64.b64decode(b"".join(lines), validate=True)
