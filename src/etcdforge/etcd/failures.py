@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from etcdforge.errors import EtcdError, EtcdRequestError, EtcdUnavailable
+from etcdforge.errors import EtcdError, EtcdRequestError, EtcdTLSError, EtcdUnavailable
 
 EtcdReason = Literal[
     "member_not_found",
@@ -86,7 +86,7 @@ _HINTS: Final[dict[EtcdReason, str]] = {
     "learner_rpc_unsupported": "send this request to a voting member, not a learner",
     "not_leader": "send this request to the current leader",
     "no_space": "compact, defragment every member, then disarm the NOSPACE alarm",
-    "no_leader": "the member has no leader: check that a quorum of members is running and can reach each other",
+    "no_leader": "the member has no leader: check that a quorum of members runs and can reach each other",
 }
 
 
@@ -151,8 +151,6 @@ def map_status(code: str, details: str, *, endpoint: str, timeout: float | None 
 
 def is_failover_error(exc: EtcdError) -> bool:
     """Whether a read-only/idempotent call may be retried on another endpoint after ``exc``."""
-    from etcdforge.errors import EtcdTLSError
-
     return isinstance(exc, EtcdUnavailable | EtcdTLSError) or (
         isinstance(exc, EtcdServerError) and exc.reason == "learner_rpc_unsupported"
     )
