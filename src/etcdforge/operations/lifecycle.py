@@ -1,0 +1,193 @@
+"""``up``, ``down`` and ``destroy`` for a local workspace: observe → plan → execute.
+
+These are the library entry points behind the CLI verbs. They take a workspace directory and options,
+return the plan they executed (or would execute, with ``dry_run``), and raise :mod:`etcdforge.errors`
+exceptions on expected failures. A workspace lock (``flock`` on ``DIR/.lock``) keeps two concurrent
+invocations on one workspace from interleaving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etcdforge import binaries, certs
+from etcdforge.errors import BinaryError, WorkspaceError
+from etcdforge.execute import Reporter, execute
+from etcdforge.fsutil import ensure_dir
+from etcdforge.operations.local import (
+    LocalObserved,
+    MemberObserved,
+    member_pki_files,
+    new_local_spec,
+    plan_destroy,
+    plan_down,
+    plan_up,
+)
+from etcdforge.plan import Plan
+from etcdforge.services import local as supervisor
+from etcdforge.services.local_runtime import LocalRuntime
+from etcdforge.spec import ClusterSpec, load_spec
+from etcdforge.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class UpResult:
+    plan: Plan
+    spec: ClusterSpec
+    binary: binaries.Binary
+    warnings: tuple[str, ...]
+
+
+def port_is_free(ip: str, port: int) -> bool:
+    """True if nothing listens on (ip, port): a bind test (loopback only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def workspace_lock(ws: Workspace) -> Iterator[None]:
+    ensure_dir(ws.root)
+    fd = os.open(ws.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkspaceError(f"another etcdforge command is working on {ws.root}; try again") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def observe_local(spec: ClusterSpec, ws: Workspace) -> LocalObserved:
+    members = {}
+    for m in spec.members:
+        data = Path(ws.member_paths(m.name).data_dir)
+        members[m.name] = MemberObserved(
+            running=supervisor.running_pid(ws.member_pid(m.name)) is not None,
+            has_data=(data / "member").is_dir(),
+            config=_read(Path(ws.member_paths(m.name).config)),
+            pki={dst: _read(Path(dst)) for _, dst, _ in member_pki_files(ws, m.name)},
+        )
+    spec_text = ws.spec_path.read_text() if ws.spec_path.is_file() else None
+    return LocalObserved(spec_text=spec_text, members=members, env_file=_read(ws.env_path))
+
+
+def load_workspace(directory: Path) -> tuple[Workspace, ClusterSpec]:
+    ws = Workspace(directory)
+    if not ws.exists():
+        raise WorkspaceError(f"no cluster in {directory}", hint="run `etcdforge up` first, or pass --dir")
+    return ws, load_spec(ws.spec_path)
+
+
+def resolve_binary(spec: ClusterSpec, etcd_bin: str | None) -> tuple[binaries.Binary, tuple[str, ...]]:
+    binary = binaries.probe(binaries.find_tool("etcd", etcd_bin, spec.etcd.binary))
+    if spec.etcd.version and binary.version_str != spec.etcd.version:
+        raise BinaryError(
+            f"{binary.path} is etcd {binary.version_str}, but the spec asks for {spec.etcd.version}",
+            hint="pass --etcd-bin with the right binary or change etcd.version",
+        )
+    problem = binaries.version_problem(binary.version, production=False)
+    if problem and binary.version[:2] < (3, 4):
+        raise BinaryError(problem)
+    return binary, ((problem,) if problem else ())
+
+
+async def up(
+    directory: Path,
+    *,
+    members: int | None = None,
+    etcd_bin: str | None = None,
+    name: str | None = None,
+    timeout: float = 60.0,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+) -> UpResult:
+    ws = Workspace(directory)
+    with workspace_lock(ws):
+        if ws.exists():
+            spec = load_spec(ws.spec_path)
+            if members is not None and members != len(spec.members):
+                raise WorkspaceError(
+                    f"{directory} already has a {len(spec.members)}-member cluster; --members {members} "
+                    "does not resize it",
+                    hint="use another --dir for a new cluster",
+                )
+            if spec.mode != "local":
+                raise WorkspaceError(f"{directory} describes real hosts; use `etcdforge apply` there")
+        else:
+            spec = new_local_spec(
+                members=3 if members is None else members,
+                name=name or "local",
+                etcd_binary=etcd_bin,
+                is_free=port_is_free,
+            )
+        binary, warnings = resolve_binary(spec, etcd_bin)
+        observed = observe_local(spec, ws)
+
+        from etcdforge.pki import observe_pki, plan_pki
+
+        now = datetime.now(UTC)
+        pki_observed = observe_pki(ws.pki_dir)
+        pki_plan = plan_pki(
+            certs.ca_settings(spec), certs.cert_requests(spec, base_dir=ws.root), pki_observed, now
+        )
+        control = {
+            src: _read(Path(src)) for m in spec.members for src, _, _ in member_pki_files(ws, m.name)
+        }
+        plan = plan_up(
+            spec,
+            ws,
+            observed,
+            etcd_binary=binary.path,
+            pki_items=pki_plan.changes(),
+            pki_plan=pki_plan,
+            control_pki=control,
+            timeout=timeout,
+        )
+        result = UpResult(plan=plan, spec=spec, binary=binary, warnings=warnings + plan.warnings)
+        if dry_run:
+            return result
+        runtime = LocalRuntime(spec, ws)
+        try:
+            await execute(plan, runtime, reporter)
+        except BaseException:
+            # Leave nothing half-started: stop exactly the members this run started.
+            await runtime.stop_started()
+            raise
+        return result
+
+
+async def down(directory: Path, *, dry_run: bool = False, reporter: Reporter | None = None) -> Plan:
+    ws, spec = load_workspace(directory)
+    with workspace_lock(ws):
+        plan = plan_down(spec, observe_local(spec, ws))
+        if not dry_run:
+            await execute(plan, LocalRuntime(spec, ws), reporter)
+        return plan
+
+
+async def destroy(directory: Path, *, dry_run: bool = False, reporter: Reporter | None = None) -> Plan:
+    ws, spec = load_workspace(directory)
+    with workspace_lock(ws):
+        plan = plan_destroy(spec, ws, observe_local(spec, ws))
+        if not dry_run:
+            await execute(plan, LocalRuntime(spec, ws), reporter)
+        return plan

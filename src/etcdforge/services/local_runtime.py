@@ -1,0 +1,175 @@
+"""The local-mode runtime: carries out plan actions on this machine (files, PKI, member processes).
+
+Every action re-checks its guard before acting (a file already equal is not rewritten, a running member
+is not started twice), so executing a stale plan is harmless and a re-run converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etcdforge import topology
+from etcdforge.errors import MemberStartError, WorkspaceError
+from etcdforge.fsutil import atomic_write, ensure_dir
+from etcdforge.plan import (
+    InstallMemberPki,
+    IssueCerts,
+    RemoveTree,
+    StartMember,
+    StopMember,
+    WaitHealthy,
+    WriteFile,
+)
+from etcdforge.services import local as supervisor
+from etcdforge.spec import ClusterSpec
+from etcdforge.workspace import Workspace
+
+POLL_INTERVAL = 0.05
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class LocalRuntime:
+    """Implements :class:`etcdforge.execute.Runtime` for a local workspace."""
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        ws: Workspace,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.spec = spec
+        self.ws = ws
+        self.now = now
+        self.clock = clock
+        self.sleep = sleep
+        #: processes started by this runtime, so a failed `up` can stop exactly those
+        self.started: list[supervisor.Started] = []
+
+    async def write_file(self, action: WriteFile) -> str:
+        path = Path(action.path)
+        if _read(path) == action.content:
+            return "unchanged"
+        ensure_dir(path.parent)
+        atomic_write(path, action.content, action.mode)
+        return "written"
+
+    async def issue_certs(self, action: IssueCerts) -> str:
+        from etcdforge.pki import apply_pki
+
+        ensure_dir(self.ws.pki_dir)
+        events = apply_pki(self.ws.pki_dir, action.plan, self.now())
+        return f"{len(events)} file set(s) written"
+
+    async def install_member_pki(self, action: InstallMemberPki) -> str:
+        changed = 0
+        for src, dst, mode in action.files:
+            data = _read(Path(src))
+            if data is None:
+                raise WorkspaceError(f"{src} is missing from the workspace PKI", hint="run `etcdforge up` again")
+            target = Path(dst)
+            if _read(target) != data:
+                ensure_dir(target.parent)
+                atomic_write(target, data, mode)
+                changed += 1
+        return f"{changed} file(s) installed"
+
+    async def start_member(self, action: StartMember) -> str:
+        pid_file = self.ws.member_pid(action.member)
+        if supervisor.running_pid(pid_file) is not None:
+            return "already running"
+        ensure_dir(self.ws.member_dir(action.member))
+        started = supervisor.start(
+            action.member,
+            list(action.argv),
+            log_file=self.ws.member_log(action.member),
+            pid_file=pid_file,
+            cwd=self.ws.member_dir(action.member),
+        )
+        self.started.append(started)
+        return f"pid {started.process.pid}"
+
+    async def stop_member(self, action: StopMember) -> str:
+        stopped = await supervisor.stop(self.ws.member_pid(action.member), sleep=self.sleep, clock=self.clock)
+        return "stopped" if stopped else "was not running"
+
+    async def stop_started(self) -> None:
+        """Stop every process this runtime started (used when `up` fails half-way)."""
+        await asyncio.gather(
+            *(supervisor.stop(self.ws.member_pid(s.name), sleep=self.sleep, clock=self.clock) for s in self.started)
+        )
+        self.started.clear()
+
+    def _failed_member(self) -> MemberStartError | None:
+        for s in self.started:
+            code = s.exited()
+            if code is not None:
+                tail = supervisor.log_tail(s.log_file)
+                return MemberStartError(
+                    f"member {s.name} exited with code {code} while starting",
+                    member=s.name,
+                    log_tail=tail,
+                    hint=f"full log: {s.log_file}",
+                )
+        return None
+
+    async def wait_healthy(self, action: WaitHealthy) -> str:
+        from etcdforge.etcd import EtcdClient
+
+        by_name = {m.name: m for m in self.spec.members}
+        urls = {name: topology.client_url(self.spec, by_name[name]) for name in action.members}
+        client = EtcdClient(list(urls.values()), self.tls(), timeout=1.0)
+        pending = set(action.members)
+        last_error: dict[str, str] = {}
+        start = self.clock()
+        try:
+            while pending:
+                failure = self._failed_member()
+                if failure is not None:
+                    raise failure
+                results = await asyncio.gather(*(client.health(urls[n]) for n in sorted(pending)))
+                for name, health in zip(sorted(pending), results, strict=True):
+                    if health.healthy:
+                        pending.discard(name)
+                    else:
+                        last_error[name] = health.error or "unhealthy"
+                if not pending:
+                    break
+                if self.clock() - start > action.timeout:
+                    name = sorted(pending)[0]
+                    raise MemberStartError(
+                        f"member {name} not healthy after {action.timeout:.0f}s: {last_error.get(name, '?')}",
+                        member=name,
+                        log_tail=supervisor.log_tail(self.ws.member_log(name)),
+                        hint=f"full log: {self.ws.member_log(name)}",
+                    )
+                await self.sleep(POLL_INTERVAL)
+        finally:
+            await client.close()
+        return f"{len(action.members)} healthy in {self.clock() - start:.1f}s"
+
+    async def remove_tree(self, action: RemoveTree) -> str:
+        path = Path(action.path)
+        if not (path / "cluster.yaml").is_file():
+            raise WorkspaceError(f"{path} does not look like an etcdforge workspace; not removing it")
+        shutil.rmtree(path)
+        return "removed"
+
+    def tls(self) -> object:
+        from etcdforge.etcd import TlsFiles
+
+        client = self.ws.client_paths()
+        return TlsFiles(ca=Path(client.ca_cert), cert=Path(client.cert), key=Path(client.key))
