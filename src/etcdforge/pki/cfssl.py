@@ -204,6 +204,11 @@ def load_csr(source: bytes | Path) -> CsrSpec:
         kind = classify_host(host)
         if kind == "ip":
             ips.append(host)
+        elif kind == "dns" and ":" in host:
+            # cfssl would make "10.0.0.1:2380" a DNS SAN that can never match; say what was meant.
+            raise CfsslConfigError(
+                f"{origin}: host {host!r} is not a host name or IP", hint="list the host without the port"
+            )
         elif kind == "dns":
             dns.append(host)
         else:
