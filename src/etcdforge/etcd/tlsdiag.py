@@ -250,8 +250,13 @@ async def _probe(host: str, port: int, ctx: ssl.SSLContext | None, timeout: floa
         sslobj = writer.get_extra_info("ssl_object")
         if sslobj is None:
             return _Probe(None)  # plain TCP endpoint: reachable is all we can check
-        cert = sslobj.getpeercert()
-        raw = sslobj.getpeercert(binary_form=True)
+        try:
+            cert = sslobj.getpeercert()
+            raw = sslobj.getpeercert(binary_form=True)
+        except ValueError:
+            # asyncio reports the connection open, but the server's alert already tore the session down
+            # ("handshake not done yet"); the read below surfaces that alert.
+            cert, raw = None, None
         try:
             writer.write(_HTTP2_PREFACE)
             await writer.drain()
