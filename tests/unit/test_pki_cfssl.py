@@ -105,8 +105,13 @@ def test_missing_default_uses_cfssl_default() -> None:
 def test_case_insensitive_keys_and_unknown_key_warnings() -> None:
     conf = load_ca_config(
         json.dumps(
-            {"SIGNING": {"Profiles": {"peer": {"Expiry": "1h", "USAGES": ["signing"], "usage": ["x"]}},
-                         "default": {"expiry": "2h"}}, "extra": 1}  # fmt: skip
+            {
+                "SIGNING": {
+                    "Profiles": {"peer": {"Expiry": "1h", "USAGES": ["signing"], "usage": ["x"]}},
+                    "default": {"expiry": "2h"},
+                },
+                "extra": 1,
+            }
         ).encode()
     )
     assert conf.profile("peer") == CfsslProfile(("signing",), timedelta(hours=1))
@@ -121,22 +126,27 @@ def test_case_insensitive_keys_and_unknown_key_warnings() -> None:
         (cfg({"default": {"usages": ["signing"]}}), "profile 'default': empty expiry string"),
         (cfg({"default": {"expiry": "1h"}, "profiles": {"p": {"usages": ["signing"]}}}), "empty expiry"),
         (cfg({"default": {"expiry": "365d"}}), 'unknown unit "d"'),
-        (cfg({"default": {"expiry": "1h"}, "profiles": {"p": {"expiry": "1h", "usages": ["sever auth"]}}}),
-         "invalid configuration: profile 'p' has no known usage"),
+        (
+            cfg({"default": {"expiry": "1h"}, "profiles": {"p": {"expiry": "1h", "usages": ["sever auth"]}}}),
+            "invalid configuration: profile 'p' has no known usage",
+        ),
         (cfg({"default": {"expiry": "1h"}, "profiles": {"p": {"expiry": "1h"}}}), "no known usage"),
         (cfg({"default": {"expiry": "1h", "usages": "signing"}}), "must be a list of strings"),
         (b'{"signing": {\n  "default": {"expiry": "1h",}\n}}', r"ca-config.json:2:\d+: malformed JSON"),
         (b"[]", "top level must be a JSON object"),
     ],
-)  # fmt: skip
+)
 def test_ca_config_validation(doc: bytes, pattern: str) -> None:
     with pytest.raises(CfsslConfigError, match=pattern):
         load_ca_config(doc)
 
 
 def test_unknown_usage_warned_but_profile_valid() -> None:
-    conf = load_ca_config(cfg({"default": {"expiry": "1h"},
-                               "profiles": {"p": {"expiry": "1h", "usages": ["signing", "bogus"]}}}))  # fmt: skip
+    conf = load_ca_config(
+        cfg(
+            {"default": {"expiry": "1h"}, "profiles": {"p": {"expiry": "1h", "usages": ["signing", "bogus"]}}}
+        )
+    )
     assert conf.profile("p").known_usages == ("signing",)
     assert any("'bogus'" in w for w in conf.warnings)
 
@@ -179,8 +189,10 @@ def test_load_guide_ca_csr() -> None:
 
 
 def test_csr_hosts_split_and_default_key() -> None:
-    spec = load_csr(b'{"cn": "m1", "Hosts": ["127.0.0.1", "::1", "m1.example.com", "localhost"],'
-                    b' "ca": {"expiry": "87600h"}}')  # fmt: skip
+    spec = load_csr(
+        b'{"cn": "m1", "Hosts": ["127.0.0.1", "::1", "m1.example.com", "localhost"],'
+        b' "ca": {"expiry": "87600h"}}'
+    )
     assert spec.ip_sans == ("127.0.0.1", "::1")
     assert spec.dns_sans == ("m1.example.com", "localhost")
     assert spec.key == KeySpec("ecdsa", 256)
@@ -190,9 +202,17 @@ def test_csr_hosts_split_and_default_key() -> None:
 
 @pytest.mark.parametrize(
     ("host", "kind"),
-    [("10.0.0.1", "ip"), ("fe80::1", "ip"), ("a@b.example", "email"), ("spiffe://etcd/m1", "uri"),
-     ("host:2379", "uri"), ("/path", "uri"), ("etcd1.example.com", "dns"), ("localhost", "dns")],
-)  # fmt: skip
+    [
+        ("10.0.0.1", "ip"),
+        ("fe80::1", "ip"),
+        ("a@b.example", "email"),
+        ("spiffe://etcd/m1", "uri"),
+        ("host:2379", "uri"),
+        ("/path", "uri"),
+        ("etcd1.example.com", "dns"),
+        ("localhost", "dns"),
+    ],
+)
 def test_classify_host(host: str, kind: str) -> None:
     assert classify_host(host) == kind
 
@@ -204,7 +224,7 @@ def test_classify_host(host: str, kind: str) -> None:
         (b'{"CN": "x", "key": {"algo": "ecdsa", "size": 300}}', "invalid curve"),
         (b'{"CN": "x", "key": {"algo": "dsa", "size": 2048}}', "invalid algorithm"),
         (b'{"CN": "x", "hosts": ["10.0.0.1:2380"]}', "without the port"),
-        (b'{"CN": "x", "hosts": ["etcd1:2380"]}', "would be an uri SAN"),
+        (b'{"CN": "x", "hosts": ["etcd1:2380"]}', "would be a URI SAN"),
         (b'{"CN": "x", "hosts": ["a@b.example"]}', "would be an email SAN"),
         (b'{"CN": "x", "names": [{"O": "a"}, {"O": "b"}]}', "O twice"),
         (b'{"CN": "x", "hosts": [1]}', "list of strings"),
@@ -218,8 +238,16 @@ def test_csr_validation(doc: bytes, pattern: str) -> None:
 
 
 def test_writers_round_trip() -> None:
-    req = CertRequest("etcd1-peer", "etcd1", "peer", ("10.0.0.1",), ("etcd1",), KeySpec("ecdsa", 384),
-                      timedelta(hours=8760), SubjectNames(O="etcd", OU="peer"))  # fmt: skip
+    req = CertRequest(
+        "etcd1-peer",
+        "etcd1",
+        "peer",
+        ("10.0.0.1",),
+        ("etcd1",),
+        KeySpec("ecdsa", 384),
+        timedelta(hours=8760),
+        SubjectNames(O="etcd", OU="peer"),
+    )
     conf = load_ca_config(ca_config_json({"peer": profile_for(req)}))
     assert conf.warnings == ()
     assert conf.profile("peer").usages == req.effective_usages

@@ -38,19 +38,46 @@ def ca() -> KeyPair:
 
 @pytest.fixture(scope="module")
 def leaf(ca: KeyPair) -> KeyPair:
-    req = CertRequest("m1", "member1", "peer", ("127.0.0.1", "::1", "::ffff:10.0.0.1"),
-                      ("localhost", "member1.example.com"), subject=SubjectNames(O="etcd", OU="peer"))  # fmt: skip
+    req = CertRequest(
+        "m1",
+        "member1",
+        "peer",
+        ("127.0.0.1", "::1", "::ffff:10.0.0.1"),
+        ("localhost", "member1.example.com"),
+        subject=SubjectNames(O="etcd", OU="peer"),
+    )
     return issue(ca, req, NOW)
 
 
 def test_certinfo_leaf(ca: KeyPair, leaf: KeyPair) -> None:
     info = certinfo(leaf.cert)
-    assert list(info) == ["subject", "issuer", "serial_number", "sans", "not_before", "not_after", "sigalg",
-                          "authority_key_id", "subject_key_id", "pem"]  # fmt: skip
-    assert info["subject"] == {"common_name": "member1", "organization": "etcd", "organizational_unit": "peer",
-                               "names": ["etcd", "peer", "member1"]}  # fmt: skip
-    assert list(info["issuer"]) == ["common_name", "country", "organization", "organizational_unit",
-                                    "locality", "province", "names"]  # fmt: skip
+    assert list(info) == [
+        "subject",
+        "issuer",
+        "serial_number",
+        "sans",
+        "not_before",
+        "not_after",
+        "sigalg",
+        "authority_key_id",
+        "subject_key_id",
+        "pem",
+    ]
+    assert info["subject"] == {
+        "common_name": "member1",
+        "organization": "etcd",
+        "organizational_unit": "peer",
+        "names": ["etcd", "peer", "member1"],
+    }
+    assert list(info["issuer"]) == [
+        "common_name",
+        "country",
+        "organization",
+        "organizational_unit",
+        "locality",
+        "province",
+        "names",
+    ]
     assert info["issuer"]["names"] == ["US", "CA", "SF", "Acme", "etcd", "Test Etcd CA"]
     assert info["serial_number"] == str(leaf.cert.serial_number)
     assert info["sans"] == ["localhost", "member1.example.com", "127.0.0.1", "::1", "10.0.0.1"]
@@ -94,8 +121,9 @@ def write(path: Path, data: bytes) -> Path:
 
 def test_load_key_formats(tmp_path: Path, leaf: KeyPair) -> None:
     key = leaf.key
-    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())  # fmt: skip
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     sec1 = leaf.key_pem()
     params = b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
     for i, data in enumerate((pkcs8, sec1, params + sec1)):
@@ -108,8 +136,11 @@ def test_load_key_formats(tmp_path: Path, leaf: KeyPair) -> None:
 
 def test_load_key_errors(tmp_path: Path) -> None:
     other = ec.generate_private_key(ec.SECP256R1())
-    enc = other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.BestAvailableEncryption(b"pw"))  # fmt: skip
+    enc = other.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
     with pytest.raises(PkiError, match="encrypted"):
         load_key(write(tmp_path / "enc.pem", enc))
     with pytest.raises(PkiError, match="no PEM private key"):

@@ -88,7 +88,7 @@ def test_sans_exact(ec_ca: KeyPair) -> None:
         ipaddress.ip_address("::1"),
     ]
     # Go's order: DNS names first, then IPs.
-    assert isinstance(list(san.value)[0], x509.DNSName)
+    assert isinstance(next(iter(san.value)), x509.DNSName)
 
 
 def test_client_without_sans_has_no_san_extension(ec_ca: KeyPair) -> None:
@@ -152,9 +152,12 @@ def test_rsa_4096_ca_signs_with_sha512() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "hash_cls"),
-    [(KeySpec("ecdsa", 256), hashes.SHA256), (KeySpec("ecdsa", 384), hashes.SHA384),
-     (KeySpec("ecdsa", 521), hashes.SHA512)],
-)  # fmt: skip
+    [
+        (KeySpec("ecdsa", 256), hashes.SHA256),
+        (KeySpec("ecdsa", 384), hashes.SHA384),
+        (KeySpec("ecdsa", 521), hashes.SHA512),
+    ],
+)
 def test_signature_hash_follows_ca_key(spec: KeySpec, hash_cls: type) -> None:
     ca = create_ca(CaSettings("ca", key=spec), NOW)
     leaf = issue(ca, req(key=KeySpec("ecdsa", 256)), NOW)

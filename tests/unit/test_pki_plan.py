@@ -84,8 +84,18 @@ def test_plan_apply_idempotent(tmp_path: Path) -> None:
     events = apply_pki(pki, plan, NOW)
     assert len(events) == 4
     names = sorted(p.name for p in pki.iterdir())
-    assert names == sorted(["ca.pem", "ca-key.pem", "etcd1-server.pem", "etcd1-server-key.pem",
-                            "etcd1-peer.pem", "etcd1-peer-key.pem", "client.pem", "client-key.pem"])  # fmt: skip
+    assert names == sorted(
+        [
+            "ca.pem",
+            "ca-key.pem",
+            "etcd1-server.pem",
+            "etcd1-server-key.pem",
+            "etcd1-peer.pem",
+            "etcd1-peer-key.pem",
+            "client.pem",
+            "client-key.pem",
+        ]
+    )
     for p in pki.iterdir():
         mode = stat.S_IMODE(p.stat().st_mode)
         assert mode == (0o600 if p.name.endswith("-key.pem") else 0o644), p.name
@@ -134,7 +144,7 @@ def test_existing_ca_never_replaced(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     apply_pki(pki, plan_pki(CA, REQS, observe_pki(pki), NOW), NOW)
     (pki / "ca-key.pem").unlink()
-    with pytest.raises(PkiError, match="ca-key.pem is missing"):
+    with pytest.raises(PkiError, match=r"ca-key\.pem is missing"):
         plan_pki(CA, REQS, observe_pki(pki), NOW)
     (pki / "ca-key.pem").write_bytes(create_ca(CA, NOW).key_pem())
     with pytest.raises(PkiError, match="does not match"):

@@ -215,7 +215,8 @@ def load_csr(source: bytes | Path) -> CsrSpec:
             hint = "etcd only needs DNS and IP SANs; remove it from hosts"
             if kind == "uri" and ":" in host and "//" not in host:
                 hint = "cfssl reads 'host:port' as a URI; list the host without the port"
-            raise CfsslConfigError(f"{origin}: host {host!r} would be an {kind} SAN", hint=hint)
+            label = "an email" if kind == "email" else "a URI"
+            raise CfsslConfigError(f"{origin}: host {host!r} would be {label} SAN", hint=hint)
     key = _key(top.get("key"), origin, warnings)
     subject = _names(top.get("names"), origin, warnings)
     ca_expiry: timedelta | None = None
