@@ -113,9 +113,11 @@ def classify(failure: ProbeFailure, *, sent_client_cert: bool) -> FailureKind:
     ):
         # Without a certificate to judge, any certificate complaint means "you must send one".
         return "client_cert_rejected" if sent_client_cert else "client_cert_required"
-    if failure.error == "eof" and failure.stage == "read" and not sent_client_cert:
-        # Some servers just drop the connection instead of alerting.
-        return "client_cert_required"
+    if failure.error == "eof" and failure.stage == "read":
+        # We completed the handshake, yet the server hung up before answering our HTTP/2 preface. Go
+        # (etcd 3.4's build) does that when it rejects the client certificate after the TLS 1.3
+        # handshake: its alert races the close and asyncio often reports only "Connection lost".
+        return "client_cert_rejected" if sent_client_cert else "client_cert_required"
     return "handshake_failed"
 
 
@@ -198,7 +200,7 @@ def _alert_name(message: str) -> str:
     low = message.lower()
     start = low.find("alert ")
     if start < 0:
-        return "handshake failure"
+        return "it closed the connection after the handshake"
     end = low.find("(", start)
     return low[start + len("alert ") : end if end > 0 else None].strip(" ])") or "handshake failure"
 

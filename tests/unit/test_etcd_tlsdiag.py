@@ -1,0 +1,108 @@
+"""TLS diagnosis classification on failures recorded from real etcd 3.4.23 / 3.5.1 (Python 3.11, OpenSSL 3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from etcdforge.errors import EtcdTLSError, EtcdUnavailable
+from etcdforge.etcd.tlsdiag import Facts, ProbeFailure, classify, explain, split_endpoint
+
+EP = "https://127.0.0.1:2379"
+
+UNKNOWN_CA = ProbeFailure(
+    "handshake",
+    "verify",
+    "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate "
+    "(_ssl.c:1006)",
+    20,
+)
+SAN = ProbeFailure(
+    "handshake",
+    "verify",
+    "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: IP address mismatch, certificate is not "
+    "valid for '127.0.0.1'. (_ssl.c:1006)",
+    64,
+)
+EXPIRED = ProbeFailure(
+    "handshake", "verify",
+    "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired (_ssl.c:1006)", 10,
+)
+BAD_CERT_ALERT = ProbeFailure(  # etcd 3.5.1, both with no client cert and with a foreign one
+    "handshake", "ssl", "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate (_ssl.c:1006)"
+)
+LOST_AFTER_HANDSHAKE = ProbeFailure("read", "eof", "Connection lost")  # etcd 3.4.23, same two cases
+REFUSED = ProbeFailure("connect", "refused", "[Errno 111] Connect call failed ('127.0.0.1', 38605)")
+CERT_REQUIRED = ProbeFailure(
+    "read", "ssl", "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)"
+)
+
+
+@pytest.mark.parametrize(
+    ("failure", "sent", "kind"),
+    [
+        (UNKNOWN_CA, True, "server_unknown_ca"),
+        (SAN, True, "server_san_mismatch"),
+        (EXPIRED, True, "server_cert_expired"),
+        (BAD_CERT_ALERT, False, "client_cert_required"),
+        (BAD_CERT_ALERT, True, "client_cert_rejected"),
+        (LOST_AFTER_HANDSHAKE, False, "client_cert_required"),
+        (LOST_AFTER_HANDSHAKE, True, "client_cert_rejected"),
+        (CERT_REQUIRED, False, "client_cert_required"),
+        (REFUSED, True, "connection_refused"),
+        (ProbeFailure("connect", "timeout", "no answer within 2s"), True, "unreachable"),
+        (ProbeFailure("handshake", "ssl", "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
+         True, "not_tls"),
+        (ProbeFailure("handshake", "verify", "certificate verify failed: self-signed certificate", 18),
+         True, "server_unknown_ca"),
+        (ProbeFailure("handshake", "ssl", "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca"),
+         True, "client_cert_rejected"),
+        (ProbeFailure("read", "ssl", "[SSL] sslv3 alert certificate expired"), True, "client_cert_expired"),
+        (ProbeFailure("handshake", "ssl", "[SSL: NO_CIPHERS_AVAILABLE] no ciphers available"),
+         True, "handshake_failed"),
+    ],
+)
+def test_classify(failure: ProbeFailure, sent: bool, kind: str) -> None:
+    assert classify(failure, sent_client_cert=sent) == kind
+
+
+def test_messages_are_precise() -> None:
+    e = explain("server_unknown_ca", UNKNOWN_CA, endpoint=EP, host="127.0.0.1",
+                facts=Facts(server_issuer="CN=rogue", ca_subject="CN=ours"))
+    assert isinstance(e, EtcdTLSError) and e.endpoint == EP
+    assert e.message == f"{EP}: the server's certificate (issued by CN=rogue) is not signed by our CA (CN=ours): unknown CA"
+
+    e = explain("server_san_mismatch", SAN, endpoint=EP, host="127.0.0.1",
+                facts=Facts(server_sans=("DNS:localhost", "IP:10.0.0.1")))
+    assert "does not cover the host we dialed (127.0.0.1); its SANs are: DNS:localhost, IP:10.0.0.1" in e.message
+
+    e = explain("client_cert_required", BAD_CERT_ALERT, endpoint=EP, host="127.0.0.1", facts=Facts())
+    assert e.message.endswith("the server requires a client certificate and we sent none")
+
+    e = explain("client_cert_rejected", BAD_CERT_ALERT, endpoint=EP, host="127.0.0.1", facts=Facts())
+    assert "rejected our client certificate (bad certificate)" in e.message
+
+    e = explain("connection_refused", REFUSED, endpoint=EP, host="127.0.0.1", facts=Facts())
+    assert type(e) is EtcdUnavailable and e.message == f"{EP}: connection refused — is the member running?"
+
+
+def test_rejected_client_cert_that_is_expired_says_so() -> None:
+    past = dt.datetime(2020, 1, 2, 3, 4, tzinfo=dt.UTC)
+    e = explain("client_cert_rejected", LOST_AFTER_HANDSHAKE, endpoint=EP, host="127.0.0.1",
+                facts=Facts(client_cert_not_after=past))
+    assert "rejected our client certificate: it expired on 2020-01-02 03:04 UTC" in e.message
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [("https://127.0.0.1:2379", ("https", "127.0.0.1", 2379)), ("http://[::1]:1", ("http", "::1", 1))],
+)
+def test_split_endpoint(url: str, parts: tuple[str, str, int]) -> None:
+    assert split_endpoint(url) == parts
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1:2379", "https://127.0.0.1", "unix:///x", "https://:1"])
+def test_split_endpoint_rejects(bad: str) -> None:
+    with pytest.raises(ValueError):
+        split_endpoint(bad)
