@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from etcdforge import topology
-from etcdforge.pki import CaSettings, CertRequest, KeySpec, SubjectNames, load_ca_config
+from etcdforge.pki import CaSettings, CertRequest, ExternalCa, KeySpec, SubjectNames, load_ca_config
 from etcdforge.spec import ClusterSpec, expiry
 
 
@@ -28,15 +28,25 @@ def ca_settings(spec: ClusterSpec) -> CaSettings:
     return CaSettings(cn=spec.pki.ca_cn, subject=subject(spec), key=key_spec(spec), expiry=expiry(spec.pki.ca_expiry))
 
 
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    p = Path(path).expanduser()
+    return base_dir / p if base_dir is not None and not p.is_absolute() else p
+
+
+def external_ca(spec: ClusterSpec, *, base_dir: Path | None = None) -> ExternalCa | None:
+    """The user's own CA (e.g. cfssl's etcd-ca.pem/etcd-ca-key.pem), or None to use the workspace's."""
+    ca = spec.pki.ca
+    if ca is None:
+        return None
+    return ExternalCa(cert_path=_resolve(ca.cert, base_dir), key_path=_resolve(ca.key, base_dir))
+
+
 def cert_requests(spec: ClusterSpec, *, base_dir: Path | None = None) -> tuple[CertRequest, ...]:
     """Every certificate the cluster needs, in a stable order (members first, then clients)."""
     profiles: dict[str, tuple[tuple[str, ...] | None, object]] = {}
     cfssl = spec.pki.cfssl
     if cfssl is not None and cfssl.ca_config is not None:
-        path = Path(cfssl.ca_config)
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
-        config = load_ca_config(path)
+        config = load_ca_config(_resolve(cfssl.ca_config, base_dir))
         for role, name in (
             ("server", cfssl.server_profile),
             ("peer", cfssl.peer_profile),

@@ -46,7 +46,11 @@ output_option = click.option(
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (scripts, CI logs) gets a wide fixed width instead of rich's 80-column fallback,
+    # so tables are not truncated.
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -92,6 +96,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     `etcdforge up` starts a 3-member mutual-TLS cluster on this machine; `eval "$(etcdforge env)"` then
     makes plain etcdctl work against it.
     """
+    # gRPC's C core logs TLS handshake failures to stderr itself; our errors already explain them.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 

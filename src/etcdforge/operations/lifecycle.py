@@ -33,7 +33,7 @@ from etcdforge.operations.local import (
 from etcdforge.plan import Plan
 from etcdforge.services import local as supervisor
 from etcdforge.services.local_runtime import LocalRuntime
-from etcdforge.spec import ClusterSpec, load_spec
+from etcdforge.spec import ClusterSpec, expiry, load_spec
 from etcdforge.workspace import Workspace
 
 
@@ -145,9 +145,15 @@ async def up(
         from etcdforge.pki import observe_pki, plan_pki
 
         now = datetime.now(UTC)
-        pki_observed = observe_pki(ws.pki_dir)
+        external = certs.external_ca(spec, base_dir=ws.root)
+        pki_observed = observe_pki(ws.pki_dir, external)
         pki_plan = plan_pki(
-            certs.ca_settings(spec), certs.cert_requests(spec, base_dir=ws.root), pki_observed, now
+            certs.ca_settings(spec),
+            certs.cert_requests(spec, base_dir=ws.root),
+            pki_observed,
+            now,
+            external_ca=external,
+            renew_before=expiry(spec.pki.renew_before),
         )
         control = {
             src: _read(Path(src)) for m in spec.members for src, _, _ in member_pki_files(ws, m.name)
@@ -157,7 +163,7 @@ async def up(
             ws,
             observed,
             etcd_binary=binary.path,
-            pki_items=pki_plan.changes(),
+            pki_items=tuple((c.name, c.reason) for c in pki_plan.changes),
             pki_plan=pki_plan,
             control_pki=control,
             timeout=timeout,
