@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from etcdforge.durations import parse_go_duration
-from etcdforge.errors import SpecError
+from etcdforge.errors import CfsslConfigError, SpecError
 from etcdforge.yamlio import dump_yaml, load_yaml
 
 SPEC_FILE = "cluster.yaml"
@@ -70,8 +70,8 @@ class EtcdSettings(_Model):
             return v
         try:
             parse_go_duration(v)
-        except ValueError as exc:
-            raise ValueError(f"{exc}; use a number (hours or revisions) or a duration like 30m") from None
+        except CfsslConfigError as exc:
+            raise ValueError(f"{exc.message}; use a number (hours or revisions) or a duration like 30m") from None
         return v
 
     @model_validator(mode="after")
@@ -123,7 +123,7 @@ class SubjectSettings(_Model):
 def _check_duration(v: str) -> str:
     try:
         parse_go_duration(v)
-    except ValueError as exc:
+    except CfsslConfigError as exc:
         raise ValueError(str(exc)) from None
     return v
 

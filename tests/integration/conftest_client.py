@@ -107,9 +107,15 @@ class CA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                    key_encipherment=False, data_encipherment=False, key_agreement=False,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -131,10 +137,14 @@ class CA:
     ) -> Pair:
         key = _key()
         now = dt.datetime.now(dt.UTC)
-        start, end = (now - dt.timedelta(days=2), now - dt.timedelta(days=1)) if expired else (
-            now - dt.timedelta(minutes=5), now + dt.timedelta(days=1))
+        start, end = (
+            (now - dt.timedelta(days=2), now - dt.timedelta(days=1))
+            if expired
+            else (now - dt.timedelta(minutes=5), now + dt.timedelta(days=1))
+        )
         eku = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
-            [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+            [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+        )
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -267,7 +277,9 @@ def _wait_listening(nodes: Sequence[Node], timeout: float) -> None:
         node = pending[0]
         assert node.proc is not None
         if node.proc.poll() is not None:
-            raise RuntimeError(f"etcd {node.name} exited with {node.proc.returncode}:\n{node.log.read_text()}")
+            raise RuntimeError(
+                f"etcd {node.name} exited with {node.proc.returncode}:\n{node.log.read_text()}"
+            )
         try:
             socket.create_connection((LOOPBACK, node.client_port), timeout=0.2).close()
             pending.pop(0)
@@ -278,7 +290,9 @@ def _wait_listening(nodes: Sequence[Node], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def run_cluster(binary: str, version: str, pki: Pki, size: int, *, server: Pair | None = None) -> Iterator[Cluster]:
+def run_cluster(
+    binary: str, version: str, pki: Pki, size: int, *, server: Pair | None = None
+) -> Iterator[Cluster]:
     """Start a ``size``-member mutual-TLS cluster; stop it and delete its data when the block exits."""
     workdir = Path(tempfile.mkdtemp(prefix=f"etcdforge-it-{version}-"))
     nodes: list[Node] = []

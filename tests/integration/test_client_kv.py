@@ -59,7 +59,9 @@ def test_put_get_delete(cluster: Cluster) -> None:
         assert rev > 0
         got = await c.get("kv/a")
         assert [(kv.key, kv.value) for kv in got.kvs] == [(b"kv/a", b"1")]
-        assert got.kvs[0].mod_revision == rev and got.kvs[0].create_revision == rev and got.kvs[0].version == 1
+        assert (
+            got.kvs[0].mod_revision == rev and got.kvs[0].create_revision == rev and got.kvs[0].version == 1
+        )
         assert got.count == 1 and got.revision >= rev
         rev2 = await c.put(b"kv/a", b"2")
         again = await c.get("kv/a")

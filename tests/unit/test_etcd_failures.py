@@ -20,8 +20,11 @@ EP = "https://127.0.0.1:2379"
     ("code", "text", "reason"),
     [
         ("NOT_FOUND", "etcdserver: member not found", "member_not_found"),
-        ("FAILED_PRECONDITION", "etcdserver: can only promote a learner member which is in sync with leader",
-         "learner_not_ready"),
+        (
+            "FAILED_PRECONDITION",
+            "etcdserver: can only promote a learner member which is in sync with leader",
+            "learner_not_ready",
+        ),
         ("FAILED_PRECONDITION", "etcdserver: can only promote a learner member", "member_not_learner"),
         ("FAILED_PRECONDITION", "etcdserver: too many learner members in cluster", "too_many_learners"),
         ("UNAVAILABLE", "etcdserver: unhealthy cluster", "unhealthy_cluster"),
@@ -72,7 +75,9 @@ def test_other_grpc_codes_keep_the_code() -> None:
 
 def test_failover_policy() -> None:
     assert is_failover_error(EtcdTLSError("x"))
-    assert is_failover_error(map_status("UNAVAILABLE", "etcdserver: rpc not supported for learner", endpoint=EP))
+    assert is_failover_error(
+        map_status("UNAVAILABLE", "etcdserver: rpc not supported for learner", endpoint=EP)
+    )
     assert not is_failover_error(map_status("NOT_FOUND", "etcdserver: member not found", endpoint=EP))
 
 

@@ -12,36 +12,101 @@ from etcdforge.etcd._gen import cluster_pb2, common_pb2, kv_pb2, maintenance_pb2
 from etcdforge.etcd._rpc import prefix_end
 
 FIELDS: dict[str, dict[str, tuple[int, int]]] = {
-    "ResponseHeader": {"cluster_id": (1, F.TYPE_UINT64), "member_id": (2, F.TYPE_UINT64),
-                       "revision": (3, F.TYPE_INT64), "raft_term": (4, F.TYPE_UINT64)},
-    "KeyValue": {"key": (1, F.TYPE_BYTES), "create_revision": (2, F.TYPE_INT64), "mod_revision": (3, F.TYPE_INT64),
-                 "version": (4, F.TYPE_INT64), "value": (5, F.TYPE_BYTES), "lease": (6, F.TYPE_INT64)},
-    "RangeRequest": {"key": (1, F.TYPE_BYTES), "range_end": (2, F.TYPE_BYTES), "limit": (3, F.TYPE_INT64),
-                     "revision": (4, F.TYPE_INT64), "sort_order": (5, F.TYPE_ENUM), "sort_target": (6, F.TYPE_ENUM),
-                     "serializable": (7, F.TYPE_BOOL), "keys_only": (8, F.TYPE_BOOL), "count_only": (9, F.TYPE_BOOL)},
-    "RangeResponse": {"header": (1, F.TYPE_MESSAGE), "kvs": (2, F.TYPE_MESSAGE), "more": (3, F.TYPE_BOOL),
-                      "count": (4, F.TYPE_INT64)},
-    "DeleteRangeResponse": {"header": (1, F.TYPE_MESSAGE), "deleted": (2, F.TYPE_INT64),
-                            "prev_kvs": (3, F.TYPE_MESSAGE)},
-    "Compare": {"result": (1, F.TYPE_ENUM), "target": (2, F.TYPE_ENUM), "key": (3, F.TYPE_BYTES),
-                "version": (4, F.TYPE_INT64), "create_revision": (5, F.TYPE_INT64),
-                "mod_revision": (6, F.TYPE_INT64), "value": (7, F.TYPE_BYTES), "lease": (8, F.TYPE_INT64),
-                "range_end": (64, F.TYPE_BYTES)},
-    "TxnRequest": {"compare": (1, F.TYPE_MESSAGE), "success": (2, F.TYPE_MESSAGE), "failure": (3, F.TYPE_MESSAGE)},
-    "TxnResponse": {"header": (1, F.TYPE_MESSAGE), "succeeded": (2, F.TYPE_BOOL), "responses": (3, F.TYPE_MESSAGE)},
-    "Member": {"ID": (1, F.TYPE_UINT64), "name": (2, F.TYPE_STRING), "peerURLs": (3, F.TYPE_STRING),
-               "clientURLs": (4, F.TYPE_STRING), "isLearner": (5, F.TYPE_BOOL)},
+    "ResponseHeader": {
+        "cluster_id": (1, F.TYPE_UINT64),
+        "member_id": (2, F.TYPE_UINT64),
+        "revision": (3, F.TYPE_INT64),
+        "raft_term": (4, F.TYPE_UINT64),
+    },
+    "KeyValue": {
+        "key": (1, F.TYPE_BYTES),
+        "create_revision": (2, F.TYPE_INT64),
+        "mod_revision": (3, F.TYPE_INT64),
+        "version": (4, F.TYPE_INT64),
+        "value": (5, F.TYPE_BYTES),
+        "lease": (6, F.TYPE_INT64),
+    },
+    "RangeRequest": {
+        "key": (1, F.TYPE_BYTES),
+        "range_end": (2, F.TYPE_BYTES),
+        "limit": (3, F.TYPE_INT64),
+        "revision": (4, F.TYPE_INT64),
+        "sort_order": (5, F.TYPE_ENUM),
+        "sort_target": (6, F.TYPE_ENUM),
+        "serializable": (7, F.TYPE_BOOL),
+        "keys_only": (8, F.TYPE_BOOL),
+        "count_only": (9, F.TYPE_BOOL),
+    },
+    "RangeResponse": {
+        "header": (1, F.TYPE_MESSAGE),
+        "kvs": (2, F.TYPE_MESSAGE),
+        "more": (3, F.TYPE_BOOL),
+        "count": (4, F.TYPE_INT64),
+    },
+    "DeleteRangeResponse": {
+        "header": (1, F.TYPE_MESSAGE),
+        "deleted": (2, F.TYPE_INT64),
+        "prev_kvs": (3, F.TYPE_MESSAGE),
+    },
+    "Compare": {
+        "result": (1, F.TYPE_ENUM),
+        "target": (2, F.TYPE_ENUM),
+        "key": (3, F.TYPE_BYTES),
+        "version": (4, F.TYPE_INT64),
+        "create_revision": (5, F.TYPE_INT64),
+        "mod_revision": (6, F.TYPE_INT64),
+        "value": (7, F.TYPE_BYTES),
+        "lease": (8, F.TYPE_INT64),
+        "range_end": (64, F.TYPE_BYTES),
+    },
+    "TxnRequest": {
+        "compare": (1, F.TYPE_MESSAGE),
+        "success": (2, F.TYPE_MESSAGE),
+        "failure": (3, F.TYPE_MESSAGE),
+    },
+    "TxnResponse": {
+        "header": (1, F.TYPE_MESSAGE),
+        "succeeded": (2, F.TYPE_BOOL),
+        "responses": (3, F.TYPE_MESSAGE),
+    },
+    "Member": {
+        "ID": (1, F.TYPE_UINT64),
+        "name": (2, F.TYPE_STRING),
+        "peerURLs": (3, F.TYPE_STRING),
+        "clientURLs": (4, F.TYPE_STRING),
+        "isLearner": (5, F.TYPE_BOOL),
+    },
     "MemberAddRequest": {"peerURLs": (1, F.TYPE_STRING), "isLearner": (2, F.TYPE_BOOL)},
-    "MemberAddResponse": {"header": (1, F.TYPE_MESSAGE), "member": (2, F.TYPE_MESSAGE), "members": (3, F.TYPE_MESSAGE)},
+    "MemberAddResponse": {
+        "header": (1, F.TYPE_MESSAGE),
+        "member": (2, F.TYPE_MESSAGE),
+        "members": (3, F.TYPE_MESSAGE),
+    },
     "MemberListRequest": {"linearizable": (1, F.TYPE_BOOL)},
-    "StatusResponse": {"header": (1, F.TYPE_MESSAGE), "version": (2, F.TYPE_STRING), "dbSize": (3, F.TYPE_INT64),
-                       "leader": (4, F.TYPE_UINT64), "raftIndex": (5, F.TYPE_UINT64), "raftTerm": (6, F.TYPE_UINT64),
-                       "raftAppliedIndex": (7, F.TYPE_UINT64), "errors": (8, F.TYPE_STRING),
-                       "dbSizeInUse": (9, F.TYPE_INT64), "isLearner": (10, F.TYPE_BOOL)},
+    "StatusResponse": {
+        "header": (1, F.TYPE_MESSAGE),
+        "version": (2, F.TYPE_STRING),
+        "dbSize": (3, F.TYPE_INT64),
+        "leader": (4, F.TYPE_UINT64),
+        "raftIndex": (5, F.TYPE_UINT64),
+        "raftTerm": (6, F.TYPE_UINT64),
+        "raftAppliedIndex": (7, F.TYPE_UINT64),
+        "errors": (8, F.TYPE_STRING),
+        "dbSizeInUse": (9, F.TYPE_INT64),
+        "isLearner": (10, F.TYPE_BOOL),
+    },
     "AlarmRequest": {"action": (1, F.TYPE_ENUM), "memberID": (2, F.TYPE_UINT64), "alarm": (3, F.TYPE_ENUM)},
     "AlarmMember": {"memberID": (1, F.TYPE_UINT64), "alarm": (2, F.TYPE_ENUM)},
-    "HashKVResponse": {"header": (1, F.TYPE_MESSAGE), "hash": (2, F.TYPE_UINT32), "compact_revision": (3, F.TYPE_INT64)},
-    "SnapshotResponse": {"header": (1, F.TYPE_MESSAGE), "remaining_bytes": (2, F.TYPE_UINT64), "blob": (3, F.TYPE_BYTES)},
+    "HashKVResponse": {
+        "header": (1, F.TYPE_MESSAGE),
+        "hash": (2, F.TYPE_UINT32),
+        "compact_revision": (3, F.TYPE_INT64),
+    },
+    "SnapshotResponse": {
+        "header": (1, F.TYPE_MESSAGE),
+        "remaining_bytes": (2, F.TYPE_UINT64),
+        "blob": (3, F.TYPE_BYTES),
+    },
     "MoveLeaderRequest": {"targetID": (1, F.TYPE_UINT64)},
 }
 
@@ -66,10 +131,19 @@ def test_field_numbers_and_types(name: str) -> None:
 
 def test_enum_values() -> None:
     assert dict(maintenance_pb2.AlarmType.items()) == {"NONE": 0, "NOSPACE": 1, "CORRUPT": 2}
-    assert dict(maintenance_pb2.AlarmRequest.AlarmAction.items()) == {"GET": 0, "ACTIVATE": 1, "DEACTIVATE": 2}
+    assert dict(maintenance_pb2.AlarmRequest.AlarmAction.items()) == {
+        "GET": 0,
+        "ACTIVATE": 1,
+        "DEACTIVATE": 2,
+    }
     assert dict(kv_pb2.Compare.CompareResult.items()) == {"EQUAL": 0, "GREATER": 1, "LESS": 2, "NOT_EQUAL": 3}
     assert dict(kv_pb2.Compare.CompareTarget.items()) == {
-        "VERSION": 0, "CREATE": 1, "MOD": 2, "VALUE": 3, "LEASE": 4}
+        "VERSION": 0,
+        "CREATE": 1,
+        "MOD": 2,
+        "VALUE": 3,
+        "LEASE": 4,
+    }
 
 
 def test_service_paths() -> None:
@@ -100,8 +174,15 @@ def test_known_wire_bytes() -> None:
 def test_round_trip_of_a_status_response() -> None:
     msg = maintenance_pb2.StatusResponse(
         header=common_pb2.ResponseHeader(cluster_id=1, member_id=2, revision=3, raft_term=4),
-        version="3.5.1", dbSize=20480, leader=2, raftIndex=9, raftTerm=4, raftAppliedIndex=9,
-        errors=["NOSPACE"], dbSizeInUse=16384, isLearner=False,
+        version="3.5.1",
+        dbSize=20480,
+        leader=2,
+        raftIndex=9,
+        raftTerm=4,
+        raftAppliedIndex=9,
+        errors=["NOSPACE"],
+        dbSizeInUse=16384,
+        isLearner=False,
     )
     back = maintenance_pb2.StatusResponse.FromString(msg.SerializeToString())
     assert back == msg and back.header.member_id == 2 and list(back.errors) == ["NOSPACE"]
@@ -115,7 +196,14 @@ def test_unknown_fields_from_newer_servers_are_skipped() -> None:
 
 @pytest.mark.parametrize(
     ("key", "end"),
-    [(b"a", b"b"), (b"a/", b"a0"), (b"a\xff", b"b"), (b"\xff\xff", b"\0"), (b"", b"\0"), (b"ab\xfe", b"ab\xff")],
+    [
+        (b"a", b"b"),
+        (b"a/", b"a0"),
+        (b"a\xff", b"b"),
+        (b"\xff\xff", b"\0"),
+        (b"", b"\0"),
+        (b"ab\xfe", b"ab\xff"),
+    ],
 )
 def test_prefix_end(key: bytes, end: bytes) -> None:
     assert prefix_end(key) == end

@@ -82,7 +82,13 @@ def test_custom_predicate() -> None:
 
     with pytest.raises(EtcdRequestError):
         asyncio.run(
-            retry(op, timeout=0.25, should_retry=lambda e: "busy" in str(e), sleep=t.sleep, clock=t.clock,
-                  rand=lambda: 0.5)
+            retry(
+                op,
+                timeout=0.25,
+                should_retry=lambda e: "busy" in str(e),
+                sleep=t.sleep,
+                clock=t.clock,
+                rand=lambda: 0.5,
+            )
         )
     assert len(seen) == 3 and sum(t.sleeps) == pytest.approx(0.25)

@@ -26,8 +26,10 @@ SAN = ProbeFailure(
     64,
 )
 EXPIRED = ProbeFailure(
-    "handshake", "verify",
-    "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired (_ssl.c:1006)", 10,
+    "handshake",
+    "verify",
+    "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired (_ssl.c:1006)",
+    10,
 )
 BAD_CERT_ALERT = ProbeFailure(  # etcd 3.5.1, both with no client cert and with a foreign one
     "handshake", "ssl", "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate (_ssl.c:1006)"
@@ -52,15 +54,29 @@ CERT_REQUIRED = ProbeFailure(
         (CERT_REQUIRED, False, "client_cert_required"),
         (REFUSED, True, "connection_refused"),
         (ProbeFailure("connect", "timeout", "no answer within 2s"), True, "unreachable"),
-        (ProbeFailure("handshake", "ssl", "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
-         True, "not_tls"),
-        (ProbeFailure("handshake", "verify", "certificate verify failed: self-signed certificate", 18),
-         True, "server_unknown_ca"),
-        (ProbeFailure("handshake", "ssl", "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca"),
-         True, "client_cert_rejected"),
+        (
+            ProbeFailure(
+                "handshake", "ssl", "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"
+            ),
+            True,
+            "not_tls",
+        ),
+        (
+            ProbeFailure("handshake", "verify", "certificate verify failed: self-signed certificate", 18),
+            True,
+            "server_unknown_ca",
+        ),
+        (
+            ProbeFailure("handshake", "ssl", "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca"),
+            True,
+            "client_cert_rejected",
+        ),
         (ProbeFailure("read", "ssl", "[SSL] sslv3 alert certificate expired"), True, "client_cert_expired"),
-        (ProbeFailure("handshake", "ssl", "[SSL: NO_CIPHERS_AVAILABLE] no ciphers available"),
-         True, "handshake_failed"),
+        (
+            ProbeFailure("handshake", "ssl", "[SSL: NO_CIPHERS_AVAILABLE] no ciphers available"),
+            True,
+            "handshake_failed",
+        ),
     ],
 )
 def test_classify(failure: ProbeFailure, sent: bool, kind: str) -> None:
@@ -68,14 +84,29 @@ def test_classify(failure: ProbeFailure, sent: bool, kind: str) -> None:
 
 
 def test_messages_are_precise() -> None:
-    e = explain("server_unknown_ca", UNKNOWN_CA, endpoint=EP, host="127.0.0.1",
-                facts=Facts(server_issuer="CN=rogue", ca_subject="CN=ours"))
+    e = explain(
+        "server_unknown_ca",
+        UNKNOWN_CA,
+        endpoint=EP,
+        host="127.0.0.1",
+        facts=Facts(server_issuer="CN=rogue", ca_subject="CN=ours"),
+    )
     assert isinstance(e, EtcdTLSError) and e.endpoint == EP
-    assert e.message == f"{EP}: the server's certificate (issued by CN=rogue) is not signed by our CA (CN=ours): unknown CA"
+    assert (
+        e.message
+        == f"{EP}: the server's certificate (issued by CN=rogue) is not signed by our CA (CN=ours): unknown CA"
+    )
 
-    e = explain("server_san_mismatch", SAN, endpoint=EP, host="127.0.0.1",
-                facts=Facts(server_sans=("DNS:localhost", "IP:10.0.0.1")))
-    assert "does not cover the host we dialed (127.0.0.1); its SANs are: DNS:localhost, IP:10.0.0.1" in e.message
+    e = explain(
+        "server_san_mismatch",
+        SAN,
+        endpoint=EP,
+        host="127.0.0.1",
+        facts=Facts(server_sans=("DNS:localhost", "IP:10.0.0.1")),
+    )
+    assert (
+        "does not cover the host we dialed (127.0.0.1); its SANs are: DNS:localhost, IP:10.0.0.1" in e.message
+    )
 
     e = explain("client_cert_required", BAD_CERT_ALERT, endpoint=EP, host="127.0.0.1", facts=Facts())
     assert e.message.endswith("the server requires a client certificate and we sent none")
@@ -89,8 +120,13 @@ def test_messages_are_precise() -> None:
 
 def test_rejected_client_cert_that_is_expired_says_so() -> None:
     past = dt.datetime(2020, 1, 2, 3, 4, tzinfo=dt.UTC)
-    e = explain("client_cert_rejected", LOST_AFTER_HANDSHAKE, endpoint=EP, host="127.0.0.1",
-                facts=Facts(client_cert_not_after=past))
+    e = explain(
+        "client_cert_rejected",
+        LOST_AFTER_HANDSHAKE,
+        endpoint=EP,
+        host="127.0.0.1",
+        facts=Facts(client_cert_not_after=past),
+    )
     assert "rejected our client certificate: it expired on 2020-01-02 03:04 UTC" in e.message
 
 

@@ -25,7 +25,7 @@ from etcdforge.pki.cfssl import (
     load_csr,
     profile_for,
 )
-from etcdforge.pki.duration import format_go_duration, parse_go_duration
+from etcdforge.durations import format_go_duration, parse_go_duration
 from etcdforge.pki.inspect import certinfo, certinfo_json, describe
 from etcdforge.pki.issue import create_ca, issue, validity
 from etcdforge.pki.keys import KeyPair, PrivateKey, key_matches, key_pem, load_cert, load_key

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from etcdforge.errors import CfsslConfigError, PkiError
-from etcdforge.pki.duration import format_go_duration, parse_go_duration
+from etcdforge.durations import format_go_duration, parse_go_duration
 from etcdforge.pki.model import (
     DEFAULT_USAGES,
     KNOWN_USAGES,
