@@ -12,7 +12,10 @@ from etcdforge.etcd import EtcdClient, MemberStatus, TlsFiles, format_member_id
 
 
 def test_importing_the_package_does_not_load_grpc_or_protobuf() -> None:
-    code = "import sys, etcdforge.etcd; print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google')))"
+    code = (
+        "import sys, etcdforge.etcd; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

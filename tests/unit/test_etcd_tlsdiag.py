@@ -1,4 +1,4 @@
-"""TLS diagnosis classification on failures recorded from real etcd 3.4.23 / 3.5.1 (Python 3.11, OpenSSL 3)."""
+"""TLS diagnosis classification, on failures recorded from real etcd 3.4.23 and 3.5.1 (OpenSSL 3)."""
 
 from __future__ import annotations
 
@@ -93,8 +93,8 @@ def test_messages_are_precise() -> None:
     )
     assert isinstance(e, EtcdTLSError) and e.endpoint == EP
     assert (
-        e.message
-        == f"{EP}: the server's certificate (issued by CN=rogue) is not signed by our CA (CN=ours): unknown CA"
+        e.message == f"{EP}: the server's certificate (issued by CN=rogue) is not signed by our CA (CN=ours)"
+        ": unknown CA"
     )
 
     e = explain(
