@@ -252,9 +252,10 @@ def _size(n: int) -> str:
 @output_option
 def status(directory: Path | None, output: str) -> None:
     """Per member: version, leader, raft term/index, DB size, learner, errors."""
-    from etcdforge.operations import lifecycle, query
+    from etcdforge.operations import query
+    from etcdforge.workspace import load_workspace
 
-    ws, spec = lifecycle.load_workspace(_dir(directory))
+    ws, spec = load_workspace(_dir(directory))
     rows = _run(query.status(spec, ws))
     if output == "json":
         data = []
@@ -320,9 +321,10 @@ def status(directory: Path | None, output: str) -> None:
 def health(directory: Path | None, output: str) -> None:
     """Like `etcdctl endpoint health`; exits non-zero if any member is unhealthy."""
     from etcdforge import topology
-    from etcdforge.operations import lifecycle, query
+    from etcdforge.operations import query
+    from etcdforge.workspace import load_workspace
 
-    ws, spec = lifecycle.load_workspace(_dir(directory))
+    ws, spec = load_workspace(_dir(directory))
     results = _run(query.health(spec, ws))
     if output == "json":
         click.echo(
@@ -351,9 +353,10 @@ def health(directory: Path | None, output: str) -> None:
 @output_option
 def members(directory: Path | None, output: str) -> None:
     """The cluster's member list (as etcd itself reports it)."""
-    from etcdforge.operations import lifecycle, query
+    from etcdforge.operations import query
+    from etcdforge.workspace import load_workspace
 
-    ws, spec = lifecycle.load_workspace(_dir(directory))
+    ws, spec = load_workspace(_dir(directory))
     listed = _run(query.members(spec, ws))
     if output == "json":
         click.echo(
@@ -394,17 +397,17 @@ def members(directory: Path | None, output: str) -> None:
 def env(directory: Path | None) -> None:
     """Shell exports for plain etcdctl: eval "$(etcdforge env)"."""
     from etcdforge import render, topology
-    from etcdforge.operations import lifecycle
+    from etcdforge.workspace import load_workspace
 
-    ws, spec = lifecycle.load_workspace(_dir(directory))
+    ws, spec = load_workspace(_dir(directory))
     sys.stdout.write(render.etcdctl_env(topology.client_urls(spec), ws.client_paths()).decode())
 
 
 def _etcdctl_argv(directory: Path | None) -> list[str]:
     from etcdforge import binaries, render, topology
-    from etcdforge.operations import lifecycle
+    from etcdforge.workspace import load_workspace
 
-    ws, spec = lifecycle.load_workspace(_dir(directory))
+    ws, spec = load_workspace(_dir(directory))
     explicit = spec.etcd.binary
     ctl = binaries.sibling_tool(Path(explicit), "etcdctl") if explicit else binaries.find_tool("etcdctl")
     return [str(ctl), *render.etcdctl_tls_args(topology.client_urls(spec), ws.client_paths())]
@@ -428,9 +431,10 @@ def kv() -> None:
 
 
 def _kv_call(directory: Path | None, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from etcdforge.operations import lifecycle, query
+    from etcdforge.operations import query
+    from etcdforge.workspace import load_workspace
 
-    ws, spec = lifecycle.load_workspace(_dir(directory))
+    ws, spec = load_workspace(_dir(directory))
 
     async def go() -> T:
         async with query.client_for(spec, ws) as client:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from etcdforge import topology
 from etcdforge.render import ClientPaths, MemberPaths
-from etcdforge.spec import SPEC_FILE
+from etcdforge.errors import WorkspaceError
+from etcdforge.spec import SPEC_FILE, ClusterSpec, load_spec
 
 
 def default_dir() -> Path:
@@ -99,3 +100,11 @@ class Workspace:
             cert=str(self.cert_path(stem).resolve()),
             key=str(self.key_path(stem).resolve()),
         )
+
+
+def load_workspace(directory: Path) -> tuple[Workspace, ClusterSpec]:
+    """The workspace at ``directory`` and its spec; a clear error if there is none."""
+    ws = Workspace(directory)
+    if not ws.exists():
+        raise WorkspaceError(f"no cluster in {directory}", hint="run `etcdforge up` first, or pass --dir")
+    return ws, load_spec(ws.spec_path)

@@ -34,7 +34,7 @@ from etcdforge.plan import Plan
 from etcdforge.services import local as supervisor
 from etcdforge.services.local_runtime import LocalRuntime
 from etcdforge.spec import ClusterSpec, expiry, load_spec
-from etcdforge.workspace import Workspace
+from etcdforge.workspace import Workspace, load_workspace
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,6 @@ def observe_local(spec: ClusterSpec, ws: Workspace) -> LocalObserved:
         )
     spec_text = ws.spec_path.read_text() if ws.spec_path.is_file() else None
     return LocalObserved(spec_text=spec_text, members=members, env_file=_read(ws.env_path))
-
-
-def load_workspace(directory: Path) -> tuple[Workspace, ClusterSpec]:
-    ws = Workspace(directory)
-    if not ws.exists():
-        raise WorkspaceError(f"no cluster in {directory}", hint="run `etcdforge up` first, or pass --dir")
-    return ws, load_spec(ws.spec_path)
 
 
 def resolve_binary(spec: ClusterSpec, etcd_bin: str | None) -> tuple[binaries.Binary, tuple[str, ...]]:
