@@ -112,7 +112,7 @@ def test_messages_are_precise() -> None:
     assert e.message.endswith("the server requires a client certificate and we sent none")
 
     e = explain("client_cert_rejected", BAD_CERT_ALERT, endpoint=EP, host="127.0.0.1", facts=Facts())
-    assert "rejected our client certificate (bad certificate)" in e.message
+    assert "rejected our client certificate: it is not signed by a CA the server trusts" in e.message
 
     e = explain("connection_refused", REFUSED, endpoint=EP, host="127.0.0.1", facts=Facts())
     assert type(e) is EtcdUnavailable and e.message == f"{EP}: connection refused — is the member running?"

@@ -183,7 +183,8 @@ def explain(kind: FailureKind, failure: ProbeFailure, *, endpoint: str, host: st
         )
     if kind == "client_cert_rejected":
         return EtcdTLSError(
-            where + f"the server rejected our client certificate ({_alert_name(failure.message)}): it is not "
+            # No alert name here: whether we read the server's alert or only its hang-up is a race.
+            where + "the server rejected our client certificate: it is not "
             "signed by a CA the server trusts, or lacks the clientAuth extended key usage",
             endpoint=endpoint,
             hint="use a client certificate issued by the cluster CA",
@@ -194,15 +195,6 @@ def explain(kind: FailureKind, failure: ProbeFailure, *, endpoint: str, host: st
             endpoint=endpoint,
         )
     return EtcdTLSError(where + f"TLS handshake failed: {failure.message}", endpoint=endpoint)
-
-
-def _alert_name(message: str) -> str:
-    low = message.lower()
-    start = low.find("alert ")
-    if start < 0:
-        return "it closed the connection after the handshake"
-    end = low.find("(", start)
-    return low[start + len("alert ") : end if end > 0 else None].strip(" ])") or "handshake failure"
 
 
 def split_endpoint(endpoint: str) -> tuple[str, str, int]:
