@@ -110,7 +110,7 @@ class ChannelPool:
         state = ch.get_state(try_to_connect=True)
         while state != grpc.ChannelConnectivity.READY:
             if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                diagnosed = await tlsdiag.diagnose(endpoint, self._tls, timeout=_DIAGNOSE_TIMEOUT)
+                diagnosed = await tlsdiag.diagnose(endpoint, self._tls, timeout=min(_DIAGNOSE_TIMEOUT, timeout))
                 if diagnosed is not None:
                     raise diagnosed
                 # The endpoint answers our probe now: grpc is in reconnect backoff; keep waiting for it.
@@ -138,7 +138,10 @@ class ChannelPool:
         error = map_status(code_name, details, endpoint=endpoint, timeout=timeout)
         if type(error) is EtcdUnavailable and code_name == "UNAVAILABLE":
             # grpc says only "failed to connect"; ask the TLS layer what really went wrong.
-            diagnosed = await tlsdiag.diagnose(endpoint, self._tls, timeout=_DIAGNOSE_TIMEOUT)
+            # Never wait longer for the explanation than the caller was willing to wait for the call: a
+            # member that accepts TCP but is not serving yet (waiting for quorum) would stall pollers.
+            probe_timeout = _DIAGNOSE_TIMEOUT if timeout is None else min(_DIAGNOSE_TIMEOUT, timeout)
+            diagnosed = await tlsdiag.diagnose(endpoint, self._tls, timeout=probe_timeout)
             if diagnosed is not None:
                 return diagnosed
         return error

@@ -48,6 +48,9 @@ class UpResult:
 def port_is_free(ip: str, port: int) -> bool:
     """True if nothing listens on (ip, port): a bind test (loopback only)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # etcd (Go) listens with SO_REUSEADDR, so connections in TIME_WAIT from a cluster that just
+        # stopped do not block it; test the same way or we would skip perfectly usable addresses.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((ip, port))
         except OSError:

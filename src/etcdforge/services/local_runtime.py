@@ -30,6 +30,8 @@ from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
 
 POLL_INTERVAL = 0.05
+#: per-poll call timeout while waiting for health: short, because we poll again anyway
+HEALTH_CALL_TIMEOUT = 0.5
 
 
 def _read(path: Path) -> bytes | None:
@@ -131,7 +133,7 @@ class LocalRuntime:
 
         by_name = {m.name: m for m in self.spec.members}
         urls = {name: topology.client_url(self.spec, by_name[name]) for name in action.members}
-        client = EtcdClient(list(urls.values()), self.tls(), timeout=1.0)
+        client = EtcdClient(list(urls.values()), self.tls(), timeout=HEALTH_CALL_TIMEOUT)
         pending = set(action.members)
         last_error: dict[str, str] = {}
         start = self.clock()
