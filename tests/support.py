@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 
-def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, check: bool = True, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m etcdforge ARGS`` as a user would; return the completed process."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
@@ -20,5 +22,7 @@ def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None, i
         check=False,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"etcdforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"etcdforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc

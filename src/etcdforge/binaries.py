@@ -127,6 +127,8 @@ def version_problem(version: tuple[int, int, int], *, production: bool) -> str |
             f"etcd {text} has a known data-inconsistency bug (3.5.0–3.5.2 can lose committed writes after a "
             "crash): fine for local development and tests, refused for production — use 3.5.6 or newer"
         )
-    if production and ((3, 4) == version[:2] and version < (3, 4, 22) or (3, 5) == version[:2] and version < (3, 5, 6)):
+    if production and (
+        (version[:2] == (3, 4) and version < (3, 4, 22)) or (version[:2] == (3, 5) and version < (3, 5, 6))
+    ):
         return f"etcd {text} is below the production minimum (3.4.22+ or 3.5.6+)"
     return None

@@ -25,7 +25,9 @@ def key_spec(spec: ClusterSpec) -> KeySpec:
 
 
 def ca_settings(spec: ClusterSpec) -> CaSettings:
-    return CaSettings(cn=spec.pki.ca_cn, subject=subject(spec), key=key_spec(spec), expiry=expiry(spec.pki.ca_expiry))
+    return CaSettings(
+        cn=spec.pki.ca_cn, subject=subject(spec), key=key_spec(spec), expiry=expiry(spec.pki.ca_expiry)
+    )
 
 
 def _resolve(path: str, base_dir: Path | None) -> Path:

@@ -168,7 +168,13 @@ def up(
     reporter = None if (dry_run or output == "json") else _StepPrinter(console)
     result = _run(
         lifecycle.up(
-            d, members=members, etcd_bin=etcd_bin, name=name, timeout=timeout, dry_run=dry_run, reporter=reporter
+            d,
+            members=members,
+            etcd_bin=etcd_bin,
+            name=name,
+            timeout=timeout,
+            dry_run=dry_run,
+            reporter=reporter,
         )
     )
     for warning in result.warnings:
@@ -209,7 +215,9 @@ def down(directory: Path | None, dry_run: bool) -> None:
     from etcdforge.operations import lifecycle
 
     console = _console()
-    plan = _run(lifecycle.down(_dir(directory), dry_run=dry_run, reporter=None if dry_run else _StepPrinter(console)))
+    plan = _run(
+        lifecycle.down(_dir(directory), dry_run=dry_run, reporter=None if dry_run else _StepPrinter(console))
+    )
     if dry_run:
         _print_plan(plan, "table")
     elif plan.empty:
@@ -291,7 +299,18 @@ def status(directory: Path | None, output: str) -> None:
         from rich.table import Table
 
         table = Table(title=f"cluster {spec.name}")
-        for col in ("member", "endpoint", "id", "version", "leader", "raft term", "raft index", "db size", "learner", "errors"):
+        for col in (
+            "member",
+            "endpoint",
+            "id",
+            "version",
+            "leader",
+            "raft term",
+            "raft index",
+            "db size",
+            "learner",
+            "errors",
+        ):
             table.add_column(col)
         for r in rows:
             s = r.status
@@ -330,7 +349,13 @@ def health(directory: Path | None, output: str) -> None:
         click.echo(
             json.dumps(
                 [
-                    {"member": n, "endpoint": h.endpoint, "healthy": h.healthy, "took": h.took, "error": h.error}
+                    {
+                        "member": n,
+                        "endpoint": h.endpoint,
+                        "healthy": h.healthy,
+                        "took": h.took,
+                        "error": h.error,
+                    }
                     for n, h in results
                 ],
                 indent=2,
@@ -341,7 +366,10 @@ def health(directory: Path | None, output: str) -> None:
         for name, h in results:
             url = topology.client_url(spec, spec.member(name))
             if h.healthy:
-                console.print(f"[green]{url} is healthy[/]: successfully committed proposal: took = {h.took * 1000:.1f}ms ({name})")
+                console.print(
+                    f"[green]{url} is healthy[/]: successfully committed proposal: "
+                    f"took = {h.took * 1000:.1f}ms ({name})"
+                )
             else:
                 console.print(f"[red]{url} is unhealthy[/]: {h.error} ({name})", markup=True)
     if not all(h.healthy for _, h in results):

@@ -102,9 +102,7 @@ class EtcdRequestError(EtcdError):
 class MemberStartError(EtcdforgeError):
     """A member did not start or did not become healthy. ``log_tail`` holds its last log lines."""
 
-    def __init__(
-        self, message: str, *, member: str, log_tail: str = "", hint: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, member: str, log_tail: str = "", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.member = member
         self.log_tail = log_tail

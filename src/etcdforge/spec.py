@@ -28,7 +28,9 @@ MAX_ELECTION_TIMEOUT_MS = 50_000
 SUGGESTED_MAX_QUOTA = 8 * 1024**3
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DNS = re.compile(r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+_DNS = re.compile(
+    r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
+)
 _TOKEN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -71,7 +73,9 @@ class EtcdSettings(_Model):
         try:
             parse_go_duration(v)
         except CfsslConfigError as exc:
-            raise ValueError(f"{exc.message}; use a number (hours or revisions) or a duration like 30m") from None
+            raise ValueError(
+                f"{exc.message}; use a number (hours or revisions) or a duration like 30m"
+            ) from None
         return v
 
     @model_validator(mode="after")
@@ -85,7 +89,9 @@ class EtcdSettings(_Model):
             )
         if self.election_timeout_ms > MAX_ELECTION_TIMEOUT_MS:
             raise ValueError(f"election_timeout_ms must be at most {MAX_ELECTION_TIMEOUT_MS} (etcd's limit)")
-        if self.auto_compaction_mode == "revision" and not re.fullmatch(r"\d+", self.auto_compaction_retention):
+        if self.auto_compaction_mode == "revision" and not re.fullmatch(
+            r"\d+", self.auto_compaction_retention
+        ):
             raise ValueError("auto_compaction_retention must be a number of revisions in revision mode")
         return self
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcdforge import topology
-from etcdforge.render import ClientPaths, MemberPaths
 from etcdforge.errors import WorkspaceError
+from etcdforge.render import ClientPaths, MemberPaths
 from etcdforge.spec import SPEC_FILE, ClusterSpec, load_spec
 
 

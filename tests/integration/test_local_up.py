@@ -10,12 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import run_cli
 
 from etcdforge.errors import EtcdTLSError
 from etcdforge.etcd import EtcdClient, TlsFiles
 from etcdforge.services import local as supervisor
-
-from support import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +87,7 @@ def test_up_then_the_guides_operations_then_down_up_destroy(workspace: Path, etc
     etcdctl = etcd_bin.parent / "etcdctl"
     script = f"""
 set -e
-eval "$({os.environ.get('PYTHON', 'python3')} -m etcdforge env --dir '{d}')"
+eval "$({os.environ.get("PYTHON", "python3")} -m etcdforge env --dir '{d}')"
 {etcdctl} endpoint health
 {etcdctl} member list
 {etcdctl} put /guide/foo bar
@@ -97,7 +96,9 @@ eval "$({os.environ.get('PYTHON', 'python3')} -m etcdforge env --dir '{d}')"
 {etcdctl} del /guide --prefix
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
+    proc = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert (proc.stdout + proc.stderr).count("is healthy") == 3  # 3.4 prints health to stderr, 3.5 to stdout
     assert "/guide/foo\nbar\n" in proc.stdout

@@ -29,12 +29,17 @@ def with_(extra: str, members: str | None = None) -> str:
 GOOD = [
     BASE,
     with_("etcd: {heartbeat_interval_ms: 200, election_timeout_ms: 1000}\n"),
-    with_("etcd: {quota_backend_bytes: 4294967296, auto_compaction_mode: revision, auto_compaction_retention: '1000'}\n"),
+    with_(
+        "etcd: {quota_backend_bytes: 4294967296, auto_compaction_mode: revision,"
+        " auto_compaction_retention: '1000'}\n"
+    ),
     with_("etcd: {auto_compaction_retention: 30m}\n"),
     with_("pki: {key: {algo: rsa, size: 4096}, cert_expiry: 43800h}\n"),
     with_("pki: {subject: {C: CN, ST: ShangHai, L: ShangHai, O: CA, OU: China}}\n"),
     with_("pki: {clients: [admin, apisix]}\n"),
-    with_("mode: hosts\n", "members:\n  - {name: etcd1, address: 192.0.2.10, dns_names: [etcd1.example.com]}\n"),
+    with_(
+        "mode: hosts\n", "members:\n  - {name: etcd1, address: 192.0.2.10, dns_names: [etcd1.example.com]}\n"
+    ),
     with_("", "members:\n  - {name: etcd1, address: '::1'}\n"),
 ]
 
@@ -61,13 +66,25 @@ BAD = [
     (with_("pki: {ca_expiry: ten years}\n"), "pki.ca_expiry"),
     (with_("pki: {subject: {C: China}}\n"), "pki.subject.C: 'China' is not a two-letter country code"),
     (with_("pki: {clients: [apisix]}\n"), "pki.clients: must include 'admin'"),
-    (with_("", "members:\n  - {name: etcd1, address: 10.0.0.300}\n"), "members[0].address: '10.0.0.300' is not an IP"),
+    (
+        with_("", "members:\n  - {name: etcd1, address: 10.0.0.300}\n"),
+        "members[0].address: '10.0.0.300' is not an IP",
+    ),
     (with_("", "members:\n  - {name: Etcd_1, address: 127.0.0.1}\n"), "members[0].name"),
     (with_("", "members: []\n"), "at least one member"),
-    (with_("", "members:\n  - {name: a, address: 127.0.0.1}\n  - {name: a, address: 127.0.0.2}\n"), "members[1].name: 'a' is used by two"),
-    (with_("", "members:\n  - {name: a, address: 127.0.0.1}\n  - {name: b, address: 127.0.0.1}\n"), "members[1].address: '127.0.0.1' is used by two"),
+    (
+        with_("", "members:\n  - {name: a, address: 127.0.0.1}\n  - {name: a, address: 127.0.0.2}\n"),
+        "members[1].name: 'a' is used by two",
+    ),
+    (
+        with_("", "members:\n  - {name: a, address: 127.0.0.1}\n  - {name: b, address: 127.0.0.1}\n"),
+        "members[1].address: '127.0.0.1' is used by two",
+    ),
     (with_("", "members:\n  - {name: a, address: 192.0.2.1}\n"), "not a loopback address; local mode"),
-    (with_("", "members:\n  - {name: a, address: 127.0.0.1, dns_names: ['bad name']}\n"), "members[0].dns_names"),
+    (
+        with_("", "members:\n  - {name: a, address: 127.0.0.1, dns_names: ['bad name']}\n"),
+        "members[0].dns_names",
+    ),
     ("name: demo\n", "token: required field is missing"),
     ("- a\n- b\n", "expected a mapping"),
     ("name: demo\nname: other\n", "duplicate key 'name'"),

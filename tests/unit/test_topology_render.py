@@ -96,20 +96,30 @@ def test_systemd_unit_golden() -> None:
     unit = render.systemd_unit(HOSTS, HOSTS.members[0], etcd_binary="/usr/bin/etcd", config_path=PATHS.config)
     check_golden("etcd1.service", unit)
     text = unit.decode()
-    for line in ("Type=notify", "Restart=on-failure", "RestartSec=5", "LimitNOFILE=65536", "TimeoutStartSec=infinity"):
+    for line in (
+        "Type=notify",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "LimitNOFILE=65536",
+        "TimeoutStartSec=infinity",
+    ):
         assert line in text.splitlines()
 
 
 def test_etcdctl_env_golden_and_quoting() -> None:
     env = render.etcdctl_env(
         topology.client_urls(LOCAL),
-        ClientPaths(ca_cert="/w/pki/ca.pem", cert="/w/pki/admin-client.pem", key="/w/my dir/admin-client-key.pem"),
+        ClientPaths(
+            ca_cert="/w/pki/ca.pem", cert="/w/pki/admin-client.pem", key="/w/my dir/admin-client-key.pem"
+        ),
     )
     check_golden("etcdctl.env", env)
     assert "export ETCDCTL_KEY='/w/my dir/admin-client-key.pem'" in env.decode()
 
 
-@pytest.mark.parametrize(("voters", "quorum", "tolerance"), [(1, 1, 0), (2, 2, 0), (3, 2, 1), (4, 3, 1), (5, 3, 2), (7, 4, 3)])
+@pytest.mark.parametrize(
+    ("voters", "quorum", "tolerance"), [(1, 1, 0), (2, 2, 0), (3, 2, 1), (4, 3, 1), (5, 3, 2), (7, 4, 3)]
+)
 def test_quorum_math(voters: int, quorum: int, tolerance: int) -> None:
     assert topology.quorum(voters) == quorum
     assert topology.fault_tolerance(voters) == tolerance

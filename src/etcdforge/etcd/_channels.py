@@ -110,7 +110,9 @@ class ChannelPool:
         state = ch.get_state(try_to_connect=True)
         while state != grpc.ChannelConnectivity.READY:
             if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                diagnosed = await tlsdiag.diagnose(endpoint, self._tls, timeout=min(_DIAGNOSE_TIMEOUT, timeout))
+                diagnosed = await tlsdiag.diagnose(
+                    endpoint, self._tls, timeout=min(_DIAGNOSE_TIMEOUT, timeout)
+                )
                 if diagnosed is not None:
                     raise diagnosed
                 # The endpoint answers our probe now: grpc is in reconnect backoff; keep waiting for it.

@@ -151,9 +151,7 @@ async def up(
             external_ca=external,
             renew_before=expiry(spec.pki.renew_before),
         )
-        control = {
-            src: _read(Path(src)) for m in spec.members for src, _, _ in member_pki_files(ws, m.name)
-        }
+        control = {src: _read(Path(src)) for m in spec.members for src, _, _ in member_pki_files(ws, m.name)}
         plan = plan_up(
             spec,
             ws,

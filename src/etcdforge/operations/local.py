@@ -127,11 +127,21 @@ def plan_up(
     spec_text = dump_spec(spec)
     if observed.spec_text is None:
         steps.append(
-            Step("workspace/write-spec", "local", WriteFile(str(ws.spec_path), spec_text.encode()), "new workspace")
+            Step(
+                "workspace/write-spec",
+                "local",
+                WriteFile(str(ws.spec_path), spec_text.encode()),
+                "new workspace",
+            )
         )
     if pki_items:
         steps.append(
-            Step("pki/issue", "local", IssueCerts(items=pki_items, plan=pki_plan), "; ".join(f"{n}: {r}" for n, r in pki_items))
+            Step(
+                "pki/issue",
+                "local",
+                IssueCerts(items=pki_items, plan=pki_plan),
+                "; ".join(f"{n}: {r}" for n, r in pki_items),
+            )
         )
     reissued = {n for n, _ in pki_items} | ({"ca"} if any(n == "ca" for n, _ in pki_items) else set())
 
@@ -139,7 +149,8 @@ def plan_up(
     without_data = [m.name for m in spec.members if not observed.members[m.name].has_data]
     if with_data and without_data:
         raise PlanError(
-            f"member(s) {', '.join(without_data)} have no data while {', '.join(with_data)} do: starting them "
+            f"member(s) {', '.join(without_data)} have no data while {', '.join(with_data)} do: "
+            "starting them "
             "would bootstrap them afresh into an existing cluster",
             hint="restore their data dirs, or `etcdforge destroy` and start over",
         )
@@ -171,7 +182,9 @@ def plan_up(
             )
         if obs.config != config:
             why = "new member" if obs.config is None else "config changed"
-            steps.append(Step(f"{member.name}/write-config", member.name, WriteFile(paths.config, config), why))
+            steps.append(
+                Step(f"{member.name}/write-config", member.name, WriteFile(paths.config, config), why)
+            )
         if not obs.running:
             to_start.append(member)
 
@@ -191,7 +204,9 @@ def plan_up(
 
     env = render.etcdctl_env(topology.client_urls(spec), ws.client_paths())
     if observed.env_file != env:
-        steps.append(Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), "etcdctl environment"))
+        steps.append(
+            Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), "etcdctl environment")
+        )
     return Plan(verb="up", steps=tuple(steps), warnings=spec.warnings())
 
 

@@ -11,6 +11,7 @@ Layers, pure core first:
   the workspace PKI as observe (read only), plan (pure), execute (the only writer).
 """
 
+from etcdforge.durations import format_go_duration, parse_go_duration
 from etcdforge.pki.apply import PkiEvent, apply_pki
 from etcdforge.pki.cfssl import (
     CfsslConfig,
@@ -25,7 +26,6 @@ from etcdforge.pki.cfssl import (
     load_csr,
     profile_for,
 )
-from etcdforge.durations import format_go_duration, parse_go_duration
 from etcdforge.pki.inspect import certinfo, certinfo_json, describe
 from etcdforge.pki.issue import create_ca, issue, validity
 from etcdforge.pki.keys import KeyPair, PrivateKey, key_matches, key_pem, load_cert, load_key

@@ -29,8 +29,8 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from etcdforge.errors import CfsslConfigError, PkiError
 from etcdforge.durations import format_go_duration, parse_go_duration
+from etcdforge.errors import CfsslConfigError, PkiError
 from etcdforge.pki.model import (
     DEFAULT_USAGES,
     KNOWN_USAGES,

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +103,7 @@ async def stop(
     pid_file: Path,
     *,
     timeout: float = 20.0,
-    sleep: Callable[[float], object] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> bool:
     """SIGTERM the recorded process (etcd then hands over leadership and exits), SIGKILL after ``timeout``.
@@ -124,7 +124,7 @@ async def stop(
                 os.kill(record.pid, signal.SIGKILL)
             deadline = clock() + 5.0
         _reap(record.pid)
-        await sleep(0.02)  # type: ignore[misc]
+        await sleep(0.02)
     _reap(record.pid)
     with contextlib.suppress(FileNotFoundError):
         pid_file.unlink()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from etcdforge import topology
 from etcdforge.errors import MemberStartError, WorkspaceError
+from etcdforge.etcd import TlsFiles
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.plan import (
     InstallMemberPki,
@@ -81,7 +82,9 @@ class LocalRuntime:
         for src, dst, mode in action.files:
             data = _read(Path(src))
             if data is None:
-                raise WorkspaceError(f"{src} is missing from the workspace PKI", hint="run `etcdforge up` again")
+                raise WorkspaceError(
+                    f"{src} is missing from the workspace PKI", hint="run `etcdforge up` again"
+                )
             target = Path(dst)
             if _read(target) != data:
                 ensure_dir(target.parent)
@@ -111,7 +114,10 @@ class LocalRuntime:
     async def stop_started(self) -> None:
         """Stop every process this runtime started (used when `up` fails half-way)."""
         await asyncio.gather(
-            *(supervisor.stop(self.ws.member_pid(s.name), sleep=self.sleep, clock=self.clock) for s in self.started)
+            *(
+                supervisor.stop(self.ws.member_pid(s.name), sleep=self.sleep, clock=self.clock)
+                for s in self.started
+            )
         )
         self.started.clear()
 
@@ -170,8 +176,7 @@ class LocalRuntime:
         shutil.rmtree(path)
         return "removed"
 
-    def tls(self) -> object:
-        from etcdforge.etcd import TlsFiles
+    def tls(self) -> TlsFiles:
 
         client = self.ws.client_paths()
         return TlsFiles(ca=Path(client.ca_cert), cert=Path(client.cert), key=Path(client.key))
