@@ -35,9 +35,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def etcdforge(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "etcdforge", *args], capture_output=True, text=True, check=True, timeout=120
+    proc = subprocess.run(
+        [sys.executable, "-m", "etcdforge", *args], capture_output=True, text=True, check=False, timeout=120
     )
+    if proc.returncode != 0:
+        raise RuntimeError(f"etcdforge {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
 
 
 def healthy(url: str, ctx: ssl.SSLContext) -> bool:

@@ -26,3 +26,17 @@ def run_cli(
             f"etcdforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def need_interop_binaries(*names: str) -> None:
+    """Skip (or, with ETCDFORGE_REQUIRE_INTEROP=1, fail) when a real interop binary is missing."""
+    import shutil
+
+    import pytest
+
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        msg = f"not installed: {', '.join(missing)} (apt-get install golang-cfssl openssl)"
+        if os.environ.get("ETCDFORGE_REQUIRE_INTEROP") == "1":
+            pytest.fail(msg + "; ETCDFORGE_REQUIRE_INTEROP=1 forbids skipping")
+        pytest.skip(msg)

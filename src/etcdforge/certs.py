@@ -11,22 +11,53 @@ from __future__ import annotations
 from pathlib import Path
 
 from etcdforge import topology
-from etcdforge.pki import CaSettings, CertRequest, ExternalCa, KeySpec, SubjectNames, load_ca_config
+from etcdforge.pki import (
+    CaSettings,
+    CertRequest,
+    CsrSpec,
+    ExternalCa,
+    KeySpec,
+    SubjectNames,
+    load_ca_config,
+    load_csr,
+)
 from etcdforge.spec import ClusterSpec, expiry
 
 
-def subject(spec: ClusterSpec) -> SubjectNames:
+def _leaf_template(spec: ClusterSpec, base_dir: Path | None) -> CsrSpec | None:
+    cfssl = spec.pki.cfssl
+    if cfssl is None or cfssl.csr is None:
+        return None
+    return load_csr(_resolve(cfssl.csr, base_dir))
+
+
+def subject(spec: ClusterSpec, base_dir: Path | None = None) -> SubjectNames:
+    """Leaf subject names: a cfssl CSR template's ``names`` if the spec names one, else the spec's."""
+    template = _leaf_template(spec, base_dir)
+    if template is not None:
+        return template.subject
     s = spec.pki.subject
     return SubjectNames(C=s.C, ST=s.ST, L=s.L, O=s.O, OU=s.OU)
 
 
-def key_spec(spec: ClusterSpec) -> KeySpec:
+def key_spec(spec: ClusterSpec, base_dir: Path | None = None) -> KeySpec:
+    template = _leaf_template(spec, base_dir)
+    if template is not None:
+        return template.key
     return KeySpec(algo=spec.pki.key.algo, size=spec.pki.key.size)
 
 
-def ca_settings(spec: ClusterSpec) -> CaSettings:
+def ca_settings(spec: ClusterSpec, *, base_dir: Path | None = None) -> CaSettings:
+    """The CA to create: from a cfssl CA CSR JSON (as `cfssl gencert -initca` reads it), else the spec."""
+    cfssl = spec.pki.cfssl
+    if cfssl is not None and cfssl.ca_csr is not None:
+        return load_csr(_resolve(cfssl.ca_csr, base_dir)).to_ca_settings()
+    s = spec.pki.subject
     return CaSettings(
-        cn=spec.pki.ca_cn, subject=subject(spec), key=key_spec(spec), expiry=expiry(spec.pki.ca_expiry)
+        cn=spec.pki.ca_cn,
+        subject=SubjectNames(C=s.C, ST=s.ST, L=s.L, O=s.O, OU=s.OU),
+        key=KeySpec(algo=spec.pki.key.algo, size=spec.pki.key.size),
+        expiry=expiry(spec.pki.ca_expiry),
     )
 
 
@@ -61,8 +92,8 @@ def cert_requests(spec: ClusterSpec, *, base_dir: Path | None = None) -> tuple[C
         return profiles.get(role, (None, expiry(spec.pki.cert_expiry)))
 
     out: list[CertRequest] = []
-    subj = subject(spec)
-    key = key_spec(spec)
+    subj = subject(spec, base_dir)
+    key = key_spec(spec, base_dir)
     for member in spec.members:
         sans = topology.member_sans(member)
         for role, stem in (

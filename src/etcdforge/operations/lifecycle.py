@@ -144,7 +144,7 @@ async def up(
         external = certs.external_ca(spec, base_dir=ws.root)
         pki_observed = observe_pki(ws.pki_dir, external)
         pki_plan = plan_pki(
-            certs.ca_settings(spec),
+            certs.ca_settings(spec, base_dir=ws.root),
             certs.cert_requests(spec, base_dir=ws.root),
             pki_observed,
             now,

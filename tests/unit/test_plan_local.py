@@ -1,0 +1,303 @@
+"""Pure planning for local mode, the executor with a fake runtime, and the supervisor's PID safety."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from etcdforge import render
+from etcdforge.errors import MemberStartError, PlanError, StepError, WorkspaceError
+from etcdforge.execute import execute
+from etcdforge.operations.local import (
+    LocalObserved,
+    MemberObserved,
+    member_pki_files,
+    new_local_spec,
+    plan_destroy,
+    plan_down,
+    plan_up,
+)
+from etcdforge.plan import (
+    InstallMemberPki,
+    IssueCerts,
+    Plan,
+    RemoveTree,
+    StartMember,
+    Step,
+    StopMember,
+    WaitHealthy,
+    WriteFile,
+)
+from etcdforge.services import local as supervisor
+from etcdforge.spec import dump_spec
+from etcdforge.workspace import Workspace
+
+WS = Workspace(Path("/ws"))
+BIN = Path("/usr/bin/etcd")
+
+
+def spec3():
+    return new_local_spec(members=3, name="t", etcd_binary=None, is_free=lambda ip, port: True, token="t-1")
+
+
+def observed(
+    spec, *, running=False, data=True, configs=True, pki=True, spec_text=True, env=True
+) -> LocalObserved:
+    control = {
+        src: b"pem:" + src.encode() for m in spec.members for src, _, _ in member_pki_files(WS, m.name)
+    }
+    members = {}
+    for m in spec.members:
+        files = member_pki_files(WS, m.name)
+        members[m.name] = MemberObserved(
+            running=running,
+            has_data=data,
+            config=render.etcd_config(spec, m, WS.member_paths(m.name)) if configs else None,
+            pki={dst: (control[src] if pki else None) for src, dst, _ in files},
+        )
+    from etcdforge import topology
+
+    env_file = render.etcdctl_env(topology.client_urls(spec), WS.client_paths()) if env else None
+    return LocalObserved(spec_text=dump_spec(spec) if spec_text else None, members=members, env_file=env_file)
+
+
+def control_pki(spec):
+    return {src: b"pem:" + src.encode() for m in spec.members for src, _, _ in member_pki_files(WS, m.name)}
+
+
+def ids(plan: Plan) -> list[str]:
+    return [s.id for s in plan.steps]
+
+
+def test_new_workspace_plans_everything_in_order() -> None:
+    spec = spec3()
+    obs = observed(spec, data=False, configs=False, pki=False, spec_text=False, env=False)
+    plan = plan_up(
+        spec, WS, obs, etcd_binary=BIN, pki_items=(("ca", "missing"),), pki_plan=None, control_pki={}
+    )
+    assert ids(plan) == [
+        "workspace/write-spec",
+        "pki/issue",
+        "etcd1/install-pki",
+        "etcd1/write-config",
+        "etcd2/install-pki",
+        "etcd2/write-config",
+        "etcd3/install-pki",
+        "etcd3/write-config",
+        "etcd1/start",
+        "etcd2/start",
+        "etcd3/start",
+        "cluster/wait-healthy",
+        "workspace/write-env",
+    ]
+    # the CA key is never among a member's files
+    for step in plan.steps:
+        if isinstance(step.action, InstallMemberPki):
+            assert not any("ca-key" in src or "ca-key" in dst for src, dst, _ in step.action.files)
+
+
+def test_running_cluster_plans_nothing() -> None:
+    spec = spec3()
+    plan = plan_up(
+        spec,
+        WS,
+        observed(spec, running=True),
+        etcd_binary=BIN,
+        pki_items=(),
+        pki_plan=None,
+        control_pki=control_pki(spec),
+    )
+    assert plan.empty
+
+
+def test_stopped_cluster_plans_only_starts_and_health() -> None:
+    spec = spec3()
+    plan = plan_up(
+        spec, WS, observed(spec), etcd_binary=BIN, pki_items=(), pki_plan=None, control_pki=control_pki(spec)
+    )
+    assert ids(plan) == ["etcd1/start", "etcd2/start", "etcd3/start", "cluster/wait-healthy"]
+    start = plan.steps[0].action
+    assert isinstance(start, StartMember)
+    assert start.argv == (str(BIN), "--config-file", WS.member_paths("etcd1").config)
+
+
+def test_reissued_member_cert_is_reinstalled_for_that_member_only() -> None:
+    spec = spec3()
+    plan = plan_up(
+        spec,
+        WS,
+        observed(spec, running=False),
+        etcd_binary=BIN,
+        pki_items=(("etcd2-peer", "SANs differ: +127.0.0.9"),),
+        pki_plan=None,
+        control_pki=control_pki(spec),
+    )
+    assert "etcd2/install-pki" in ids(plan)
+    assert "etcd1/install-pki" not in ids(plan)
+    assert "SANs differ" in plan.steps[0].reason
+
+
+def test_a_wiped_member_is_refused_not_bootstrapped_afresh() -> None:
+    spec = spec3()
+    obs = observed(spec)
+    members = dict(obs.members)
+    members["etcd2"] = MemberObserved(
+        running=False, has_data=False, config=members["etcd2"].config, pki=members["etcd2"].pki
+    )
+    with pytest.raises(PlanError, match="etcd2 have no data while etcd1, etcd3 do"):
+        plan_up(
+            spec,
+            WS,
+            LocalObserved(obs.spec_text, members, obs.env_file),
+            etcd_binary=BIN,
+            pki_items=(),
+            pki_plan=None,
+            control_pki=control_pki(spec),
+        )
+
+
+def test_running_member_with_changed_config_is_refused() -> None:
+    spec = spec3()
+    obs = observed(spec, running=True)
+    members = dict(obs.members)
+    members["etcd1"] = MemberObserved(running=True, has_data=True, config=b"old", pki=members["etcd1"].pki)
+    with pytest.raises(PlanError, match="running with a different config"):
+        plan_up(
+            spec,
+            WS,
+            LocalObserved(obs.spec_text, members, obs.env_file),
+            etcd_binary=BIN,
+            pki_items=(),
+            pki_plan=None,
+            control_pki=control_pki(spec),
+        )
+
+
+def test_down_and_destroy_plans() -> None:
+    spec = spec3()
+    assert plan_down(spec, observed(spec)).empty
+    assert ids(plan_down(spec, observed(spec, running=True))) == ["etcd1/stop", "etcd2/stop", "etcd3/stop"]
+    destroy = plan_destroy(spec, WS, observed(spec, running=True))
+    assert ids(destroy)[-1] == "workspace/remove"
+    hosts = spec.model_copy(update={"mode": "hosts"})
+    with pytest.raises(WorkspaceError):
+        plan_destroy(hosts, WS, observed(spec))
+
+
+def test_new_spec_takes_the_first_free_block() -> None:
+    taken = {("127.0.0.1", 2379), ("127.0.0.2", 2380)}
+    spec = new_local_spec(members=3, name="t", etcd_binary=None, is_free=lambda ip, p: (ip, p) not in taken)
+    assert [m.address for m in spec.members] == ["127.0.0.4", "127.0.0.5", "127.0.0.6"]
+    with pytest.raises(PlanError, match="no free block"):
+        new_local_spec(members=3, name="t", etcd_binary=None, is_free=lambda ip, p: False)
+    with pytest.raises(PlanError, match="between 1 and"):
+        new_local_spec(members=10, name="t", etcd_binary=None, is_free=lambda ip, p: True)
+
+
+class FakeRuntime:
+    """A runtime at our own port: records actions, fails where told."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.done: list[str] = []
+        self.fail_on = fail_on
+
+    async def _do(self, kind: str) -> str:
+        if kind == self.fail_on:
+            raise MemberStartError("boom", member="etcd2", log_tail="listen tcp: address already in use")
+        self.done.append(kind)
+        return "ok"
+
+    async def write_file(self, action: WriteFile) -> str:
+        return await self._do("write")
+
+    async def issue_certs(self, action: IssueCerts) -> str:
+        return await self._do("issue")
+
+    async def install_member_pki(self, action: InstallMemberPki) -> str:
+        return await self._do("install")
+
+    async def start_member(self, action: StartMember) -> str:
+        return await self._do("start")
+
+    async def stop_member(self, action: StopMember) -> str:
+        return await self._do("stop")
+
+    async def wait_healthy(self, action: WaitHealthy) -> str:
+        return await self._do("wait")
+
+    async def remove_tree(self, action: RemoveTree) -> str:
+        return await self._do("remove")
+
+
+def test_executor_runs_in_order_and_stops_at_the_first_failure() -> None:
+    plan = Plan(
+        verb="up",
+        steps=(
+            Step("a/write", "local", WriteFile("/x", b""), "r"),
+            Step("etcd2/start", "etcd2", StartMember("etcd2", ("etcd",)), "r"),
+            Step("cluster/wait-healthy", "local", WaitHealthy(("etcd2",), 1.0), "r"),
+            Step("b/remove", "local", RemoveTree("/y"), "r"),
+        ),
+    )
+    ok = FakeRuntime()
+    asyncio.run(execute(plan, ok))
+    assert ok.done == ["write", "start", "wait", "remove"]
+
+    failing = FakeRuntime(fail_on="wait")
+    with pytest.raises(StepError) as info:
+        asyncio.run(execute(plan, failing))
+    assert failing.done == ["write", "start"]
+    assert str(info.value).startswith("cluster/wait-healthy: boom")
+    assert isinstance(info.value.__cause__, MemberStartError)
+
+
+def test_plan_json_hides_secret_contents() -> None:
+    step = Step(
+        "etcd1/key", "etcd1", WriteFile("/k", b"-----BEGIN EC PRIVATE KEY-----", 0o600, secret=True), "r"
+    )
+    data = Plan(verb="up", steps=(step,)).to_json()
+    assert data["steps"][0]["sha256"] == "(secret)"
+    assert "PRIVATE" not in repr(data)
+
+
+def test_supervisor_never_signals_a_recycled_pid(tmp_path: Path) -> None:
+    """A pid file whose PID now belongs to another process (other start time) is treated as stale."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pid_file = tmp_path / "etcd.pid"
+        pid_file.write_text(f"{other.pid} 1\n")  # right PID, wrong start time
+        assert supervisor.running_pid(pid_file) is None
+        assert asyncio.run(supervisor.stop(pid_file)) is False
+        assert other.poll() is None  # untouched
+        assert not pid_file.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_supervisor_start_and_stop(tmp_path: Path) -> None:
+    pid_file, log = tmp_path / "p.pid", tmp_path / "p.log"
+    started = supervisor.start(
+        "sleeper", [sys.executable, "-c", "print('hello', flush=True); import time; time.sleep(30)"],
+        log_file=log, pid_file=pid_file, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        for _ in range(500):  # wait for the child's first line (bounded), then stop it
+            if "hello" in supervisor.log_tail(log):
+                break
+            time.sleep(0.01)
+        assert supervisor.running_pid(pid_file) == started.process.pid
+        assert os.stat(pid_file).st_mode & 0o777 == 0o600
+        assert asyncio.run(supervisor.stop(pid_file, timeout=5)) is True
+        assert supervisor.running_pid(pid_file) is None
+        assert "hello" in supervisor.log_tail(log)
+    finally:
+        if started.process.poll() is None:
+            started.process.kill()
+            started.process.wait()
