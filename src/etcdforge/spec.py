@@ -137,7 +137,9 @@ def _check_duration(v: str) -> str:
 class CfsslSettings(_Model):
     """An existing cfssl setup to take over: signing config and/or an existing CA (paths)."""
 
-    ca_config: str | None = Field(default=None, description="cfssl ca-config.json: usages and expiry per profile")
+    ca_config: str | None = Field(
+        default=None, description="cfssl ca-config.json: usages and expiry per profile"
+    )
     ca_csr: str | None = Field(default=None, description="cfssl CA CSR JSON: the CA's CN, key and names")
     csr: str | None = Field(default=None, description="cfssl CSR JSON template for leaves: key and names")
     server_profile: str = "etcd"

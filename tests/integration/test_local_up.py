@@ -146,6 +146,8 @@ def test_member_that_cannot_start_gives_a_clear_failure(workspace: Path, etcd_bi
     run_cli("down", "--dir", d)
     host = spec_addresses[1].removeprefix("https://").rsplit(":", 1)[0]
     blocker = socket.socket()
+    # the stopped member's port may still be in TIME_WAIT; a listener (what matters here) is still exclusive
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         blocker.bind((host, 2379))
         blocker.listen()
