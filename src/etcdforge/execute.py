@@ -11,29 +11,18 @@ from __future__ import annotations
 from typing import Protocol
 
 from etcdforge.errors import EtcdforgeError, StepError
-from etcdforge.plan import (
-    InstallMemberPki,
-    IssueCerts,
-    Plan,
-    RemoveTree,
-    StartMember,
-    Step,
-    StopMember,
-    WaitHealthy,
-    WriteFile,
-)
+from etcdforge.plan import Action, Plan, Step
 
 
 class Runtime(Protocol):
-    """Where actions take effect. Each method is idempotent and returns a short note for progress."""
+    """Where actions take effect (local processes, or hosts over SSH).
 
-    async def write_file(self, action: WriteFile) -> str: ...
-    async def issue_certs(self, action: IssueCerts) -> str: ...
-    async def install_member_pki(self, action: InstallMemberPki) -> str: ...
-    async def start_member(self, action: StartMember) -> str: ...
-    async def stop_member(self, action: StopMember) -> str: ...
-    async def wait_healthy(self, action: WaitHealthy) -> str: ...
-    async def remove_tree(self, action: RemoveTree) -> str: ...
+    ``perform`` re-checks the action's guard, acts idempotently and returns a short note for progress;
+    it raises an :class:`EtcdforgeError` for an expected failure and a ``TypeError`` for an action it
+    does not support (a planner bug).
+    """
+
+    async def perform(self, action: Action) -> str: ...
 
 
 class Reporter(Protocol):
@@ -53,29 +42,12 @@ class SilentReporter:
         pass
 
 
-async def _dispatch(runtime: Runtime, step: Step) -> str:
-    a = step.action
-    if isinstance(a, WriteFile):
-        return await runtime.write_file(a)
-    if isinstance(a, IssueCerts):
-        return await runtime.issue_certs(a)
-    if isinstance(a, InstallMemberPki):
-        return await runtime.install_member_pki(a)
-    if isinstance(a, StartMember):
-        return await runtime.start_member(a)
-    if isinstance(a, StopMember):
-        return await runtime.stop_member(a)
-    if isinstance(a, WaitHealthy):
-        return await runtime.wait_healthy(a)
-    return await runtime.remove_tree(a)
-
-
 async def execute(plan: Plan, runtime: Runtime, reporter: Reporter | None = None) -> None:
     rep = reporter or SilentReporter()
     for step in plan.steps:
         rep.step_started(step)
         try:
-            note = await _dispatch(runtime, step)
+            note = await runtime.perform(step.action)
         except StepError as exc:
             rep.step_failed(step, exc)
             raise

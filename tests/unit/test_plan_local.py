@@ -213,26 +213,17 @@ class FakeRuntime:
         self.done.append(kind)
         return "ok"
 
-    async def write_file(self, action: WriteFile) -> str:
-        return await self._do("write")
-
-    async def issue_certs(self, action: IssueCerts) -> str:
-        return await self._do("issue")
-
-    async def install_member_pki(self, action: InstallMemberPki) -> str:
-        return await self._do("install")
-
-    async def start_member(self, action: StartMember) -> str:
-        return await self._do("start")
-
-    async def stop_member(self, action: StopMember) -> str:
-        return await self._do("stop")
-
-    async def wait_healthy(self, action: WaitHealthy) -> str:
-        return await self._do("wait")
-
-    async def remove_tree(self, action: RemoveTree) -> str:
-        return await self._do("remove")
+    async def perform(self, action: object) -> str:
+        kinds = {
+            WriteFile: "write",
+            IssueCerts: "issue",
+            InstallMemberPki: "install",
+            StartMember: "start",
+            StopMember: "stop",
+            WaitHealthy: "wait",
+            RemoveTree: "remove",
+        }
+        return await self._do(kinds[type(action)])
 
 
 def test_executor_runs_in_order_and_stops_at_the_first_failure() -> None:

@@ -18,6 +18,7 @@ from etcdforge.errors import MemberStartError, WorkspaceError
 from etcdforge.etcd import TlsFiles
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.plan import (
+    Action,
     InstallMemberPki,
     IssueCerts,
     RemoveTree,
@@ -61,6 +62,23 @@ class LocalRuntime:
         self.sleep = sleep
         #: processes started by this runtime, so a failed `up` can stop exactly those
         self.started: list[supervisor.Started] = []
+
+    async def perform(self, action: Action) -> str:
+        if isinstance(action, WriteFile):
+            return await self.write_file(action)
+        if isinstance(action, IssueCerts):
+            return await self.issue_certs(action)
+        if isinstance(action, InstallMemberPki):
+            return await self.install_member_pki(action)
+        if isinstance(action, StartMember):
+            return await self.start_member(action)
+        if isinstance(action, StopMember):
+            return await self.stop_member(action)
+        if isinstance(action, WaitHealthy):
+            return await self.wait_healthy(action)
+        if isinstance(action, RemoveTree):
+            return await self.remove_tree(action)
+        raise TypeError(f"local mode cannot perform {type(action).__name__}")
 
     async def write_file(self, action: WriteFile) -> str:
         path = Path(action.path)
