@@ -107,27 +107,41 @@ def _dir(directory: Path | None) -> Path:
 
 
 class _StepPrinter:
-    """Progress for plan execution: one line per step, with a spinner while it runs."""
+    """Progress for plan execution: a spinner naming the running step(s), one line per finished step.
+
+    Steps of a batch run concurrently, so the spinner shows every running step id.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._running: dict[str, str] = {}
         self._status: Any = None
 
-    def step_started(self, step: Any) -> None:
-        self._status = self.console.status(f"{step.id}: {step.reason}")
-        self._status.start()
+    def _refresh(self) -> None:
+        if not self._running:
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            return
+        text = "; ".join(f"{sid}: {reason}" for sid, reason in self._running.items())
+        if self._status is None:
+            self._status = self.console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
 
-    def _stop(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+    def step_started(self, step: Any) -> None:
+        self._running[step.id] = step.reason
+        self._refresh()
 
     def step_done(self, step: Any, note: str) -> None:
-        self._stop()
-        self.console.print(f"[green]✓[/] {step.id:<24} [dim]{note}[/]")
+        self._running.pop(step.id, None)
+        self._refresh()
+        self.console.print(f"[green]✓[/] {step.id:<28} [dim]{note}[/]")
 
     def step_failed(self, step: Any, error: Exception) -> None:
-        self._stop()
+        self._running.pop(step.id, None)
+        self._refresh()
         self.console.print(f"[red]✗[/] {step.id}")
 
 

@@ -8,6 +8,7 @@ with a :class:`~etcdforge.errors.StepError` naming the step. The original error 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from etcdforge.errors import EtcdforgeError, StepError
@@ -42,16 +43,42 @@ class SilentReporter:
         pass
 
 
-async def execute(plan: Plan, runtime: Runtime, reporter: Reporter | None = None) -> None:
-    rep = reporter or SilentReporter()
+def batches(plan: Plan) -> list[list[Step]]:
+    """Steps in execution batches: consecutive steps sharing a non-empty group form one batch."""
+    out: list[list[Step]] = []
     for step in plan.steps:
-        rep.step_started(step)
-        try:
-            note = await runtime.perform(step.action)
-        except StepError as exc:
-            rep.step_failed(step, exc)
-            raise
-        except EtcdforgeError as exc:
-            rep.step_failed(step, exc)
-            raise StepError(str(exc), step_id=step.id) from exc
-        rep.step_done(step, note)
+        if out and step.group and out[-1][0].group == step.group:
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return out
+
+
+async def _one(runtime: Runtime, step: Step, rep: Reporter) -> None:
+    rep.step_started(step)
+    try:
+        note = await runtime.perform(step.action)
+    except StepError as exc:
+        rep.step_failed(step, exc)
+        raise
+    except EtcdforgeError as exc:
+        rep.step_failed(step, exc)
+        raise StepError(str(exc), step_id=step.id) from exc
+    rep.step_done(step, note)
+
+
+async def execute(plan: Plan, runtime: Runtime, reporter: Reporter | None = None) -> None:
+    """Run ``plan``: batches in order, the steps of a batch concurrently; stop at the first failure.
+
+    In a concurrent batch every step is allowed to finish (a half-written host is worse than a fully
+    prepared one) before the first failure is raised.
+    """
+    rep = reporter or SilentReporter()
+    for batch in batches(plan):
+        if len(batch) == 1:
+            await _one(runtime, batch[0], rep)
+            continue
+        results = await asyncio.gather(*(_one(runtime, s, rep) for s in batch), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result

@@ -88,21 +88,142 @@ class RemoveTree:
         return {"kind": "remove-tree", "path": self.path}
 
 
-Action = WriteFile | IssueCerts | InstallMemberPki | StartMember | StopMember | WaitHealthy | RemoveTree
+# --- hosts mode -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PutFile:
+    """Write a file on a host atomically with mode/owner (skipped at run time if already identical).
+
+    ``diff`` is a unified diff of the old and new text for non-secret files, computed by the planner.
+    """
+
+    host: str
+    path: str
+    content: bytes = field(repr=False)
+    mode: int
+    owner: str
+    group: str
+    secret: bool = False
+    diff: str = field(default="", repr=False, compare=False)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": "put-file",
+            "path": self.path,
+            "mode": f"{self.mode:04o}",
+            "owner": f"{self.owner}:{self.group}",
+            "size": len(self.content),
+            "sha256": "(secret)" if self.secret else hashlib.sha256(self.content).hexdigest(),
+        }
+        if self.diff and not self.secret:
+            out["diff"] = self.diff
+        return out
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    """Copy a local file (a binary) to a host, verified by sha256."""
+
+    host: str
+    source: str
+    path: str
+    mode: int
+    sha256: str | None  # None: known only after an earlier FetchRelease step
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "upload", "source": self.source, "path": self.path, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class FetchRelease:
+    """Download an etcd release tarball to the control machine's cache and verify its sha256."""
+
+    url: str
+    sha256: str
+    cache_dir: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "fetch-release", "url": self.url, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class HostCommand:
+    """An idempotent command on a host (argv, never a shell string)."""
+
+    host: str
+    argv: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "command", "argv": list(self.argv)}
+
+
+@dataclass(frozen=True)
+class StartUnits:
+    """Enable and start the etcd unit on these members without blocking (a new cluster's members can
+    only become ready together)."""
+
+    members: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "start-units", "members": list(self.members)}
+
+
+@dataclass(frozen=True)
+class RestartMember:
+    """Restart one member's unit, then wait until the whole cluster is healthy again."""
+
+    member: str
+    timeout: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "restart-member", "member": self.member}
+
+
+@dataclass(frozen=True)
+class MoveLeader:
+    """Hand leadership to ``to`` (before the current leader restarts)."""
+
+    to: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "move-leader", "to": self.to}
+
+
+Action = (
+    WriteFile
+    | IssueCerts
+    | InstallMemberPki
+    | StartMember
+    | StopMember
+    | WaitHealthy
+    | RemoveTree
+    | PutFile
+    | UploadFile
+    | FetchRelease
+    | HostCommand
+    | StartUnits
+    | RestartMember
+    | MoveLeader
+)
 
 
 @dataclass(frozen=True)
 class Step:
+    """One planned change. Consecutive steps with the same non-empty ``group`` run concurrently (for
+    example the same preparation on every host); everything else runs in order."""
+
     id: str
     host: str
     action: Action
     reason: str
+    group: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "host": self.host, "reason": self.reason, **self.action.describe()}
 
 
-Verb = Literal["up", "down", "destroy"]
+Verb = Literal["up", "down", "destroy", "apply"]
 
 
 @dataclass(frozen=True)
