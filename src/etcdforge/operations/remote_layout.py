@@ -1,0 +1,117 @@
+"""Where a member's files live on a real host, and what their content must be (pure).
+
+Layout on each host::
+
+    /etc/etcd/etcd.conf.yml            config (root:root 0644; no secrets in it)
+    /etc/etcd/pki/ca.pem               the CA certificate (never the CA key)
+    /etc/etcd/pki/{server,peer}.pem    this member's certificates (root:etcd 0644)
+    /etc/etcd/pki/{server,peer}-key.pem  this member's keys (etcd:etcd 0600)
+    /etc/systemd/system/etcd.service   the unit (overrides a distribution's etcd.service)
+    /var/lib/etcd                      data dir (etcd:etcd 0700), never wiped
+    /usr/local/bin/etcd{,ctl,utl}      binaries when uploaded or downloaded
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from etcdforge import render, topology
+from etcdforge.render import ClusterState, MemberPaths
+from etcdforge.spec import ClusterSpec, MemberSpec
+
+ETC_DIR = "/etc/etcd"
+PKI_DIR = "/etc/etcd/pki"
+CONFIG = "/etc/etcd/etcd.conf.yml"
+UNIT = "/etc/systemd/system/etcd.service"
+UNIT_NAME = "etcd.service"
+DEFAULT_DATA_DIR = "/var/lib/etcd"
+DEFAULT_SYSTEM_BINARY = "/usr/bin/etcd"
+ETCD_USER = "etcd"
+
+
+def data_dir(spec: ClusterSpec) -> str:
+    return spec.etcd.data_dir or DEFAULT_DATA_DIR
+
+
+def member_paths(spec: ClusterSpec) -> MemberPaths:
+    return MemberPaths(
+        config=CONFIG,
+        data_dir=data_dir(spec),
+        ca_cert=f"{PKI_DIR}/ca.pem",
+        server_cert=f"{PKI_DIR}/server.pem",
+        server_key=f"{PKI_DIR}/server-key.pem",
+        peer_cert=f"{PKI_DIR}/peer.pem",
+        peer_key=f"{PKI_DIR}/peer-key.pem",
+    )
+
+
+def binary_path(spec: ClusterSpec) -> str:
+    """The etcd binary the unit runs on the hosts."""
+    if spec.etcd.source == "system":
+        return spec.etcd.binary or DEFAULT_SYSTEM_BINARY
+    return f"{spec.etcd.install_dir.rstrip('/')}/etcd"
+
+
+@dataclass(frozen=True)
+class DesiredFile:
+    path: str
+    content: bytes
+    mode: int
+    owner: str
+    group: str
+    secret: bool
+    #: what a change of this file needs from a running member
+    effect: str  # "restart" (read at start) | "reload" (systemd unit) | "none" (hot-reloaded certificate)
+
+
+def desired_files(
+    spec: ClusterSpec,
+    member: MemberSpec,
+    pki: Mapping[str, bytes],
+    *,
+    state: ClusterState = "new",
+    initial_members: tuple[MemberSpec, ...] | None = None,
+) -> tuple[DesiredFile, ...]:
+    """Every managed file of ``member`` with its content.
+
+    ``pki`` maps the control PKI's file names (``ca.pem``, ``etcd1-server.pem``, ``etcd1-server-key.pem``…)
+    to bytes. etcd reloads its own certificate and key on each new handshake, so a renewed leaf needs no
+    restart; the trusted CA is read only at start, so a CA change does.
+    """
+    paths = member_paths(spec)
+    server = topology.server_cert_name(member.name)
+    peer = topology.peer_cert_name(member.name)
+    u = ETCD_USER
+    return (
+        DesiredFile(paths.ca_cert, pki["ca.pem"], 0o644, "root", "root", False, "restart"),
+        DesiredFile(paths.server_cert, pki[f"{server}.pem"], 0o644, "root", u, False, "none"),
+        DesiredFile(paths.server_key, pki[f"{server}-key.pem"], 0o600, u, u, True, "none"),
+        DesiredFile(paths.peer_cert, pki[f"{peer}.pem"], 0o644, "root", u, False, "none"),
+        DesiredFile(paths.peer_key, pki[f"{peer}-key.pem"], 0o600, u, u, True, "none"),
+        DesiredFile(
+            CONFIG,
+            render.etcd_config(spec, member, paths, state=state, initial_members=initial_members),
+            0o644,
+            "root",
+            "root",
+            False,
+            "restart",
+        ),
+        DesiredFile(
+            UNIT,
+            render.systemd_unit(spec, member, etcd_binary=binary_path(spec), config_path=CONFIG),
+            0o644,
+            "root",
+            "root",
+            False,
+            "reload",
+        ),
+    )
+
+
+def pki_names(member: str) -> tuple[str, ...]:
+    """Control-PKI file names a member's files are made from (the CA key is not among them)."""
+    server = topology.server_cert_name(member)
+    peer = topology.peer_cert_name(member)
+    return ("ca.pem", f"{server}.pem", f"{server}-key.pem", f"{peer}.pem", f"{peer}-key.pem")

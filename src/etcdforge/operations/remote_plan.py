@@ -1,0 +1,314 @@
+"""Plan ``apply`` for real hosts (pure): from the spec, the desired files and what was observed.
+
+Safety rules enforced here and tested as pure code:
+
+- a data dir is never wiped; a member with data that the running cluster does not know (another
+  cluster's, or a removed member's) is refused unless ``force``;
+- a new cluster starts all members together (``--no-block``): etcd reports READY only after quorum;
+- a running cluster changes one member at a time: each restart is followed by a health gate over the
+  whole cluster, followers first, and the leader last after leadership was handed to a restarted follower;
+- a renewed leaf certificate is written in place without a restart (etcd reloads it per handshake);
+  config, unit, binary and CA changes need a restart;
+- the CA key is not among any host's files (``remote_layout.desired_files`` cannot produce it);
+- production deploys refuse etcd 3.5.0–3.5.2 and versions below the production minimums.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from etcdforge import binaries, topology
+from etcdforge.errors import PlanError
+from etcdforge.operations import remote_layout as layout
+from etcdforge.operations.remote_observe import ClusterObserved, HostObserved
+from etcdforge.plan import (
+    FetchRelease,
+    HostCommand,
+    MoveLeader,
+    Plan,
+    PutFile,
+    RestartMember,
+    StartUnits,
+    Step,
+    UploadFile,
+    WaitHealthy,
+)
+from etcdforge.spec import ClusterSpec
+
+
+@dataclass(frozen=True)
+class BinarySource:
+    """Where the hosts' etcd comes from, resolved on the control machine.
+
+    upload: ``local_path``/``sha256``/``version`` of the local binary; download: ``url``, tarball
+    ``tarball_sha256``, ``cache_dir`` and, if already fetched, the extracted binary's ``sha256``.
+    """
+
+    kind: str  # "system" | "upload" | "download"
+    local_path: str | None = None
+    sha256: str | None = None
+    version: str | None = None
+    url: str | None = None
+    tarball_sha256: str | None = None
+    cache_dir: str | None = None
+
+
+def _dirs(spec: ClusterSpec) -> tuple[tuple[str, int, str, str], ...]:
+    u = layout.ETCD_USER
+    return (
+        (layout.ETC_DIR, 0o755, "root", "root"),
+        (layout.PKI_DIR, 0o750, "root", u),
+        (layout.data_dir(spec), 0o700, u, u),
+    )
+
+
+def managed_dirs(spec: ClusterSpec) -> tuple[str, ...]:
+    return tuple(d for d, _, _, _ in _dirs(spec))
+
+
+def _diff(old: bytes | None, new: bytes, path: str) -> str:
+    if old is None:
+        return ""
+    lines = difflib.unified_diff(
+        old.decode(errors="replace").splitlines(keepends=True),
+        new.decode(errors="replace").splitlines(keepends=True),
+        fromfile=f"{path} (on host)",
+        tofile=f"{path} (wanted)",
+    )
+    return "".join(lines)
+
+
+def _version_tuple(text: str | None) -> tuple[int, int, int] | None:
+    if not text:
+        return None
+    try:
+        major, minor, patch = (int(p) for p in text.split("."))
+    except ValueError:
+        return None
+    return (major, minor, patch)
+
+
+def _check_binary(spec: ClusterSpec, hosts: Mapping[str, HostObserved], source: BinarySource) -> None:
+    if source.kind == "system":
+        missing = [m for m, h in hosts.items() if h.binary_version is None]
+        if missing:
+            raise PlanError(
+                f"no working etcd at {layout.binary_path(spec)} on {', '.join(sorted(missing))}",
+                hint="install it there (apt-get install etcd-server) or set etcd.source: upload or download",
+            )
+        versions = {m: h.binary_version for m, h in hosts.items()}
+    else:
+        versions = {m: source.version for m in hosts}
+    for member, text in sorted(versions.items()):
+        version = _version_tuple(text)
+        if version is None:
+            continue  # a download not fetched yet: checked after the fetch
+        problem = binaries.version_problem(version, production=True)
+        if problem:
+            raise PlanError(f"{member}: {problem}")
+        if spec.etcd.version and text != spec.etcd.version:
+            raise PlanError(f"{member} has etcd {text}, but the spec asks for {spec.etcd.version}")
+
+
+def plan_apply(
+    spec: ClusterSpec,
+    desired: Mapping[str, Sequence[layout.DesiredFile]],
+    hosts: Mapping[str, HostObserved],
+    cluster: ClusterObserved,
+    source: BinarySource,
+    *,
+    pending_paths: Mapping[str, frozenset[str]] | None = None,
+    force: bool = False,
+    timeout: float = 120.0,
+) -> Plan:
+    """Every step ``apply`` takes, in order; an up-to-date cluster gives an empty plan.
+
+    ``pending_paths`` marks, per member, files whose certificate the control PKI is about to (re)issue:
+    they are planned as changed even though their new content is not known yet.
+    """
+    _check_binary(spec, hosts, source)
+    names = [m.name for m in spec.members]
+    pending = pending_paths or {}
+    steps: list[Step] = []
+    restart_needed: dict[str, list[str]] = {}
+
+    # --- data safety first: nothing is changed on any host if a data dir is suspicious -----------
+    with_data = [n for n in names if hosts[n].has_data]
+    if cluster.reachable:
+        strangers = [
+            n
+            for n in with_data
+            if not cluster.knows_peer_url(topology.peer_url(spec, spec.member(n))) and cluster.member_id(n) is None
+        ]
+        if strangers and not force:
+            raise PlanError(
+                f"{', '.join(strangers)}: the data dir holds data, but the running cluster does not know "
+                "this member (data of another cluster or of a removed member)",
+                hint="move the data dir away, or pass --force to keep it and go on",
+            )
+    elif with_data and len(with_data) != len(names) and not force:
+        without = [n for n in names if n not in with_data]
+        raise PlanError(
+            f"{', '.join(without)} have no data while {', '.join(with_data)} do, and the cluster does not "
+            "answer: starting them would bootstrap a second cluster",
+            hint="restore their data dirs, or add them with `etcdforge member add` once the cluster is up",
+        )
+
+    # --- preparation, all hosts concurrently ----------------------------------------------------------
+    for n in names:
+        if not hosts[n].etcd_user:
+            steps.append(
+                Step(
+                    f"{n}/create-user",
+                    n,
+                    HostCommand(
+                        n,
+                        (
+                            "useradd", "--system", "--user-group", "--no-create-home",
+                            "--home-dir", layout.data_dir(spec), "--shell", "/usr/sbin/nologin", layout.ETCD_USER,
+                        ),  # fmt: skip
+                    ),
+                    f"no '{layout.ETCD_USER}' system user",
+                    group="user",
+                )
+            )
+    for n in names:
+        for path, mode, owner, grp in _dirs(spec):
+            state = hosts[n].dirs.get(path)
+            if state != (mode, owner, grp):
+                why = "missing" if state is None else f"is {state[0]:04o} {state[1]}:{state[2]}"
+                steps.append(
+                    Step(
+                        f"{n}/dir:{path}",
+                        n,
+                        HostCommand(n, ("install", "-d", "-m", f"{mode:04o}", "-o", owner, "-g", grp, path)),
+                        f"{path} {why}, want {mode:04o} {owner}:{grp}",
+                        group="dirs",
+                    )
+                )
+
+    if source.kind == "download" and source.sha256 is None:
+        assert source.url and source.tarball_sha256 and source.cache_dir
+        steps.append(
+            Step(
+                "control/fetch-etcd",
+                "local",
+                FetchRelease(source.url, source.tarball_sha256, source.cache_dir),
+                f"etcd {source.version} is not in the local cache",
+            )
+        )
+    if source.kind in ("upload", "download"):
+        assert source.local_path is not None
+        target = layout.binary_path(spec)
+        for n in names:
+            if source.sha256 is None or hosts[n].binary_sha256 != source.sha256:
+                why = "missing" if hosts[n].binary_sha256 is None else "differs"
+                for tool in ("etcd", "etcdctl", "etcdutl"):
+                    steps.append(
+                        Step(
+                            f"{n}/install-{tool}",
+                            n,
+                            UploadFile(
+                                n,
+                                f"{source.local_path.rsplit('/', 1)[0]}/{tool}",
+                                f"{target.rsplit('/', 1)[0]}/{tool}",
+                                0o755,
+                                source.sha256 if tool == "etcd" else None,
+                            ),
+                            f"etcd {source.version or ''} binary {why}".replace("  ", " "),
+                            group="binary",
+                        )
+                    )
+                if hosts[n].running:
+                    restart_needed.setdefault(n, []).append("binary changed")
+
+    unit_changed: list[str] = []
+    for n in names:
+        for f in desired[n]:
+            state = hosts[n].files.get(f.path)
+            is_pending = f.path in pending.get(n, frozenset())
+            if is_pending:
+                why = "certificate will be (re)issued"
+            elif state is None:
+                why = "missing"
+            elif state.sha256 != _sha(f.content):
+                why = "content differs"
+            elif (state.mode, state.owner, state.group) != (f.mode, f.owner, f.group):
+                why = f"is {state.mode:04o} {state.owner}:{state.group}, want {f.mode:04o} {f.owner}:{f.group}"
+            else:
+                continue
+            steps.append(
+                Step(
+                    f"{n}/file:{f.path}",
+                    n,
+                    PutFile(
+                        n, f.path, f.content, f.mode, f.owner, f.group, f.secret,
+                        diff="" if f.secret else _diff(hosts[n].texts.get(f.path), f.content, f.path),
+                    ),  # fmt: skip
+                    why,
+                    group="files",
+                )
+            )
+            # A running member read its config and CA at start: only a *different* content (not a
+            # restored file or a mode fix) means it runs with something other than what we want.
+            changed = is_pending or why == "content differs"
+            if f.effect == "reload":
+                unit_changed.append(n)
+            if f.effect in ("restart", "reload") and hosts[n].running and changed:
+                restart_needed.setdefault(n, []).append(f"{f.path} {why}")
+
+    for n in dict.fromkeys(unit_changed):
+        steps.append(
+            Step(f"{n}/daemon-reload", n, HostCommand(n, ("systemctl", "daemon-reload")), "unit changed", "reload")
+        )
+    for n in names:
+        if hosts[n].unit_file_state != "enabled":
+            steps.append(
+                Step(
+                    f"{n}/enable",
+                    n,
+                    HostCommand(n, ("systemctl", "enable", "--quiet", layout.UNIT_NAME)),
+                    "start etcd at boot",
+                    group="reload",
+                )
+            )
+
+    # --- start / restart ------------------------------------------------------------------------------
+    stopped = [n for n in names if not hosts[n].running]
+    if stopped:
+        why = "new cluster: all members start together" if not with_data else "not running"
+        steps.append(Step("cluster/start", "cluster", StartUnits(tuple(stopped)), why))
+        steps.append(
+            Step(
+                "cluster/wait-healthy",
+                "cluster",
+                WaitHealthy(tuple(names), timeout),
+                "every member must answer a linearizable read",
+            )
+        )
+    rolling = [n for n in names if n in restart_needed and n not in stopped]
+    if rolling:
+        leader = next((n for n in names if cluster.member_id(n) == cluster.leader_id), None)
+        order = [n for n in rolling if n != leader] + ([leader] if leader in rolling else [])
+        for i, n in enumerate(order):
+            if n == leader and i > 0:
+                steps.append(
+                    Step(f"{n}/move-leader", n, MoveLeader(order[0]), f"{n} leads; hand over before restarting it")
+                )
+            steps.append(
+                Step(
+                    f"{n}/restart",
+                    n,
+                    RestartMember(n, timeout),
+                    "; ".join(restart_needed[n]) + " (one member at a time, health-gated)",
+                )
+            )
+    return Plan(verb="apply", steps=tuple(steps), warnings=spec.warnings())
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
