@@ -226,8 +226,13 @@ def _unmount(path: Path) -> str | None:
     return None if lazy.returncode == 0 else f"umount {path}: {lazy.stderr.strip()}"
 
 
-def _link_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
+def _delete_link(name: str) -> str | None:
+    if not Path("/sys/class/net", name).exists():
+        return None
+    proc = _run(["ip", "link", "del", name], check=False)
+    if proc.returncode == 0 or not Path("/sys/class/net", name).exists():
+        return None  # gone, maybe removed by the kernel with its peer meanwhile
+    return f"ip link del {name}: {proc.stderr.strip()}"
 
 
 class TestHosts:
@@ -255,6 +260,8 @@ class TestHosts:
         self._created_links: list[str] = []
         self._created_netns: list[str] = []
         self._closed = False
+        #: wall time :meth:`start` took, from the first command to the last host answering SSH
+        self.boot_seconds = 0.0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -275,6 +282,7 @@ class TestHosts:
         problems = missing_prerequisites()
         if problems:
             raise HostHarnessError("cannot boot test hosts: " + "; ".join(problems))
+        began = time.monotonic()
         harness = cls(workdir, subnet, prefix)
         if not 1 <= count <= harness.subnet.num_addresses - 3:
             raise ValueError(f"count {count} does not fit in {subnet}")
@@ -283,6 +291,7 @@ class TestHosts:
         except BaseException:
             harness.close()
             raise
+        harness.boot_seconds = time.monotonic() - began
         return harness
 
     def _boot(self, count: int, timeout: float) -> None:
@@ -467,11 +476,11 @@ class TestHosts:
             attempt(f"kill {name}", self._kill_container, name)
         for host in self._hosts.values():
             attempt(f"umount {host.root}", _unmount, host.root)
+        # veths before their netns: deleting a netns removes its veth pair asynchronously
+        for link in reversed(self._created_links):
+            attempt(f"link {link}", _delete_link, link)
         for netns in self._created_netns:
             attempt(f"netns {netns}", _run, ["ip", "netns", "del", netns])
-        for link in reversed(self._created_links):
-            if _link_exists(link):
-                attempt(f"link {link}", _run, ["ip", "link", "del", link])
         for host in self._hosts.values():
             attempt(f"remove {host.root.parent}", self._remove_dir, host.root.parent)
         for path in (self.client_key, self.client_key.with_suffix(".pub"), self.known_hosts):
@@ -686,15 +695,15 @@ def cleanup_stale(prefix: str = "efh") -> list[str]:
             removed.append(f"mount {point}" + (f" ({problem})" if problem else ""))
             if problem is None:
                 shutil.rmtree(Path(point).parent, ignore_errors=True)
+    for name in sorted(os.listdir("/sys/class/net"), key=lambda n: n.endswith("br")):
+        if stale(name):
+            problem = _delete_link(name)
+            removed.append(f"link {name}" + (f" ({problem})" if problem else ""))
     netns_out = _run(["ip", "netns", "list"], check=False).stdout
     for name in (line.split()[0] for line in netns_out.splitlines() if line.strip()):
         if stale(name):
             _run(["ip", "netns", "del", name], check=False)
             removed.append(f"netns {name}")
-    for name in sorted(os.listdir("/sys/class/net"), key=lambda n: n.endswith("br")):
-        if stale(name):
-            _run(["ip", "link", "del", name], check=False)
-            removed.append(f"link {name}")
     for entry in REGISTRY_DIR.glob(f"{prefix}*.json") if REGISTRY_DIR.is_dir() else ():
         if pattern.match(entry.stem + "br") and entry.stem not in live:
             entry.unlink(missing_ok=True)
