@@ -46,6 +46,12 @@ def member_paths(spec: ClusterSpec) -> MemberPaths:
     )
 
 
+def managed_paths(spec: ClusterSpec) -> tuple[str, ...]:
+    """Every file etcdforge manages on a host (the same paths on every member)."""
+    p = member_paths(spec)
+    return (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key, CONFIG, UNIT)
+
+
 def binary_path(spec: ClusterSpec) -> str:
     """The etcd binary the unit runs on the hosts."""
     if spec.etcd.source == "system":

@@ -75,18 +75,29 @@ async def observe_host(
 ) -> HostObserved:
     """Everything ``plan`` needs to know about one host, in a few concurrent commands."""
     all_paths = [*paths, *dirs, binary]
-    sums, stat, show, user, data, version, texts = await asyncio.gather(
+    text_task = asyncio.ensure_future(asyncio.gather(*(host.read_file(p) for p in TEXT_FILES)))
+    sums, stat, show, user, data, version = await asyncio.gather(
         host.sha256(all_paths),
         host.run(["stat", "-c", "%a %U %G %n", *all_paths], check=False),
         host.run(
-            ["systemctl", "show", layout.UNIT_NAME, "-p", "ActiveState", "-p", "UnitFileState", "-p", "LoadState"],
+            [
+                "systemctl",
+                "show",
+                layout.UNIT_NAME,
+                "-p",
+                "ActiveState",
+                "-p",
+                "UnitFileState",
+                "-p",
+                "LoadState",
+            ],
             check=False,
         ),
         host.run(["id", "-u", layout.ETCD_USER], check=False),
         host.run(["test", "-d", f"{data_dir.rstrip('/')}/member"], check=False),
         host.run([binary, "--version"], check=False),
-        asyncio.gather(*(host.read_file(p) for p in TEXT_FILES)),
     )
+    texts = await text_task
     modes = parse_stat(stat.stdout.decode(errors="replace"))
     files: dict[str, FileState | None] = {}
     for path in paths:
@@ -106,7 +117,9 @@ async def observe_host(
         unit_file_state=unit.get("UnitFileState", "") if loaded else "",
         has_data=data.exit_status == 0,
         binary_sha256=sums.get(binary),
-        binary_version=parse_etcd_version(version.stdout.decode(errors="replace")) if version.exit_status == 0 else None,
+        binary_version=parse_etcd_version(version.stdout.decode(errors="replace"))
+        if version.exit_status == 0
+        else None,
     )
 
 

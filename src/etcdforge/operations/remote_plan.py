@@ -140,7 +140,8 @@ def plan_apply(
         strangers = [
             n
             for n in with_data
-            if not cluster.knows_peer_url(topology.peer_url(spec, spec.member(n))) and cluster.member_id(n) is None
+            if not cluster.knows_peer_url(topology.peer_url(spec, spec.member(n)))
+            and cluster.member_id(n) is None
         ]
         if strangers and not force:
             raise PlanError(
@@ -166,9 +167,16 @@ def plan_apply(
                     HostCommand(
                         n,
                         (
-                            "useradd", "--system", "--user-group", "--no-create-home",
-                            "--home-dir", layout.data_dir(spec), "--shell", "/usr/sbin/nologin", layout.ETCD_USER,
-                        ),  # fmt: skip
+                            "useradd",
+                            "--system",
+                            "--user-group",
+                            "--no-create-home",
+                            "--home-dir",
+                            layout.data_dir(spec),
+                            "--shell",
+                            "/usr/sbin/nologin",
+                            layout.ETCD_USER,
+                        ),
                     ),
                     f"no '{layout.ETCD_USER}' system user",
                     group="user",
@@ -176,9 +184,11 @@ def plan_apply(
             )
     for n in names:
         for path, mode, owner, grp in _dirs(spec):
-            state = hosts[n].dirs.get(path)
-            if state != (mode, owner, grp):
-                why = "missing" if state is None else f"is {state[0]:04o} {state[1]}:{state[2]}"
+            dir_state = hosts[n].dirs.get(path)
+            if dir_state != (mode, owner, grp):
+                why = (
+                    "missing" if dir_state is None else f"is {dir_state[0]:04o} {dir_state[1]}:{dir_state[2]}"
+                )
                 steps.append(
                     Step(
                         f"{n}/dir:{path}",
@@ -236,7 +246,9 @@ def plan_apply(
             elif state.sha256 != _sha(f.content):
                 why = "content differs"
             elif (state.mode, state.owner, state.group) != (f.mode, f.owner, f.group):
-                why = f"is {state.mode:04o} {state.owner}:{state.group}, want {f.mode:04o} {f.owner}:{f.group}"
+                why = (
+                    f"is {state.mode:04o} {state.owner}:{state.group}, want {f.mode:04o} {f.owner}:{f.group}"
+                )
             else:
                 continue
             steps.append(
@@ -244,9 +256,15 @@ def plan_apply(
                     f"{n}/file:{f.path}",
                     n,
                     PutFile(
-                        n, f.path, f.content, f.mode, f.owner, f.group, f.secret,
+                        n,
+                        f.path,
+                        f.content,
+                        f.mode,
+                        f.owner,
+                        f.group,
+                        f.secret,
                         diff="" if f.secret else _diff(hosts[n].texts.get(f.path), f.content, f.path),
-                    ),  # fmt: skip
+                    ),
                     why,
                     group="files",
                 )
@@ -261,7 +279,13 @@ def plan_apply(
 
     for n in dict.fromkeys(unit_changed):
         steps.append(
-            Step(f"{n}/daemon-reload", n, HostCommand(n, ("systemctl", "daemon-reload")), "unit changed", "reload")
+            Step(
+                f"{n}/daemon-reload",
+                n,
+                HostCommand(n, ("systemctl", "daemon-reload")),
+                "unit changed",
+                "reload",
+            )
         )
     for n in names:
         if hosts[n].unit_file_state != "enabled":
@@ -295,7 +319,12 @@ def plan_apply(
         for i, n in enumerate(order):
             if n == leader and i > 0:
                 steps.append(
-                    Step(f"{n}/move-leader", n, MoveLeader(order[0]), f"{n} leads; hand over before restarting it")
+                    Step(
+                        f"{n}/move-leader",
+                        n,
+                        MoveLeader(order[0]),
+                        f"{n} leads; hand over before restarting it",
+                    )
                 )
             steps.append(
                 Step(

@@ -1,0 +1,250 @@
+"""``plan`` and ``apply`` for clusters on real hosts: connect → observe → plan → execute.
+
+Every host is connected and observed (concurrently) before anything changes anywhere, so an
+unreachable host, an unknown or changed host key, or a failed ``sudo`` stops the run with one line and
+leaves every host as it was. ``apply`` first brings the control machine's PKI up to date (the CA key
+never leaves it), then plans the hosts with the real certificate bytes and executes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etcdforge import binaries, certs, topology
+from etcdforge.errors import EtcdError, PlanError, WorkspaceError
+from etcdforge.execute import Reporter, execute
+from etcdforge.hosts.base import Host
+from etcdforge.hosts.ssh import SshTarget, connect
+from etcdforge.operations import remote_layout as layout
+from etcdforge.operations.lifecycle import workspace_lock
+from etcdforge.operations.remote_observe import ClusterObserved, HostObserved, observe_host
+from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_apply
+from etcdforge.plan import IssueCerts, Plan, Step
+from etcdforge.services import releases
+from etcdforge.services.remote_runtime import RemoteRuntime
+from etcdforge.spec import ClusterSpec, expiry
+from etcdforge.workspace import Workspace, load_workspace
+
+
+def _resolve(ws: Workspace, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ws.root / p
+
+
+def ssh_target(spec: ClusterSpec, ws: Workspace, name: str) -> SshTarget:
+    member = spec.member(name)
+    over = member.ssh
+    d = spec.ssh
+    identity = (over.identity_file if over and over.identity_file else None) or d.identity_file
+    return SshTarget(
+        host=(over.host if over and over.host else None) or member.address,
+        port=(over.port if over and over.port else None) or d.port,
+        user=(over.user if over and over.user else None) or d.user,
+        identity_file=_resolve(ws, identity) if identity else None,
+        sudo=over.sudo if over and over.sudo is not None else d.sudo,
+    )
+
+
+@asynccontextmanager
+async def connected(
+    spec: ClusterSpec, ws: Workspace, *, accept_new_host_keys: bool = False
+) -> AsyncIterator[dict[str, Host]]:
+    """Connections to every member's host, made concurrently; all or nothing."""
+    if spec.mode != "hosts":
+        raise WorkspaceError(f"{ws.root} is a local workspace; use `etcdforge up` there")
+    known_hosts = _resolve(ws, spec.ssh.known_hosts)
+    names = [m.name for m in spec.members]
+    results = await asyncio.gather(
+        *(
+            connect(
+                n, ssh_target(spec, ws, n), known_hosts=known_hosts, accept_new_host_keys=accept_new_host_keys
+            )
+            for n in names
+        ),
+        return_exceptions=True,
+    )
+    hosts: dict[str, Host] = {}
+    failure: BaseException | None = None
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            failure = failure or result
+        else:
+            hosts[name] = result
+    try:
+        if failure is not None:
+            raise failure
+        # sudo is checked up front too: a host where it fails must not be half-configured
+        await asyncio.gather(*(h.run(["true"]) for h in hosts.values()))
+        yield hosts
+    finally:
+        await asyncio.gather(*(h.close() for h in hosts.values()), return_exceptions=True)
+
+
+def binary_source(spec: ClusterSpec) -> BinarySource:
+    e = spec.etcd
+    if e.source == "system":
+        return BinarySource(kind="system")
+    if e.source == "upload":
+        path = binaries.find_tool("etcd", e.binary)
+        found = binaries.probe(path)
+        return BinarySource(
+            kind="upload",
+            local_path=str(path),
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            version=found.version_str,
+        )
+    assert e.version is not None and e.sha256 is not None  # the spec validates this
+    cache = releases.default_cache_dir()
+    url = releases.release_url(e.download_url, e.version)
+    hit = releases.cached(e.sha256, cache)
+    etcd = (hit or cache / e.sha256) / "etcd"
+    return BinarySource(
+        kind="download",
+        local_path=str(etcd),
+        sha256=hashlib.sha256(etcd.read_bytes()).hexdigest() if hit else None,
+        version=e.version,
+        url=url,
+        tarball_sha256=e.sha256,
+        cache_dir=str(cache),
+    )
+
+
+async def observe_hosts(spec: ClusterSpec, hosts: Mapping[str, Host]) -> dict[str, HostObserved]:
+    paths = layout.managed_paths(spec)
+    results = await asyncio.gather(
+        *(
+            observe_host(
+                hosts[m.name],
+                m.name,
+                paths,
+                dirs=managed_dirs(spec),
+                data_dir=layout.data_dir(spec),
+                binary=layout.binary_path(spec),
+            )
+            for m in spec.members
+        )
+    )
+    return {r.member: r for r in results}
+
+
+async def observe_cluster(spec: ClusterSpec, ws: Workspace) -> ClusterObserved:
+    """Ask etcd itself (with the admin certificate) who the members are and who leads."""
+    from etcdforge.etcd import EtcdClient, TlsFiles
+
+    client_paths = ws.client_paths()
+    if not Path(client_paths.cert).is_file():
+        return ClusterObserved(reachable=False)
+    tls = TlsFiles(ca=Path(client_paths.ca_cert), cert=Path(client_paths.cert), key=Path(client_paths.key))
+    async with EtcdClient(list(topology.client_urls(spec)), tls, timeout=2.0) as client:
+        try:
+            members = await client.member_list()
+            leader = await client.leader()
+        except EtcdError:
+            return ClusterObserved(reachable=False)
+    return ClusterObserved(
+        reachable=True,
+        members=tuple((m.id, m.name, tuple(m.peer_urls), m.is_learner) for m in members),
+        leader_id=leader.leader,
+    )
+
+
+def _pki_plan(spec: ClusterSpec, ws: Workspace) -> tuple[object, tuple[tuple[str, str], ...]]:
+    from etcdforge.pki import observe_pki, plan_pki
+
+    external = certs.external_ca(spec, base_dir=ws.root)
+    plan = plan_pki(
+        certs.ca_settings(spec, base_dir=ws.root),
+        certs.cert_requests(spec, base_dir=ws.root),
+        observe_pki(ws.pki_dir, external),
+        datetime.now(UTC),
+        external_ca=external,
+        renew_before=expiry(spec.pki.renew_before),
+    )
+    return plan, tuple((c.name, c.reason) for c in plan.changes)
+
+
+def _desired(
+    spec: ClusterSpec, ws: Workspace, pending: set[str]
+) -> tuple[dict[str, tuple[layout.DesiredFile, ...]], dict[str, frozenset[str]]]:
+    """Desired files per member from the control PKI; files of pending certificates are marked."""
+    desired: dict[str, tuple[layout.DesiredFile, ...]] = {}
+    pending_paths: dict[str, frozenset[str]] = {}
+    for member in spec.members:
+        pki: dict[str, bytes] = {}
+        marked: set[str] = set()
+        for name in layout.pki_names(member.name):
+            stem = name.removesuffix(".pem").removesuffix("-key")
+            path = ws.pki_dir / name
+            pki[name] = path.read_bytes() if path.is_file() else b""
+            if stem in pending or not path.is_file():
+                marked.add(name)
+        files = layout.desired_files(spec, member, pki)
+        desired[member.name] = files
+        by_source = dict(zip(layout.pki_names(member.name), files[:5], strict=True))
+        pending_paths[member.name] = frozenset(by_source[n].path for n in marked)
+    return desired, pending_paths
+
+
+async def make_plan(
+    directory: Path, *, accept_new_host_keys: bool = False, force: bool = False, timeout: float = 120.0
+) -> Plan:
+    """What ``apply`` would do now (changes nothing on any host, nor in the workspace)."""
+    ws, spec = load_workspace(directory)
+    source = binary_source(spec)
+    pki_plan, pki_items = _pki_plan(spec, ws)
+    async with connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
+        observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
+    desired, pending = _desired(spec, ws, {n for n, _ in pki_items})
+    host_plan = plan_apply(
+        spec, desired, observed, cluster, source, pending_paths=pending, force=force, timeout=timeout
+    )
+    steps: list[Step] = []
+    if pki_items:
+        steps.append(
+            Step(
+                "pki/issue",
+                "local",
+                IssueCerts(pki_items, pki_plan),
+                "; ".join(f"{n}: {r}" for n, r in pki_items),
+            )
+        )
+    return Plan(verb="apply", steps=(*steps, *host_plan.steps), warnings=host_plan.warnings)
+
+
+async def apply(
+    directory: Path,
+    *,
+    accept_new_host_keys: bool = False,
+    force: bool = False,
+    timeout: float = 120.0,
+    reporter: Reporter | None = None,
+) -> Plan:
+    """Converge the hosts to the spec; returns the plan that was executed."""
+    ws, spec = load_workspace(directory)
+    with workspace_lock(ws):
+        source = binary_source(spec)
+        async with connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
+            runtime = RemoteRuntime(spec, ws, hosts)
+            pki_plan, pki_items = _pki_plan(spec, ws)
+            executed: list[Step] = []
+            if pki_items:
+                step = Step(
+                    "pki/issue",
+                    "local",
+                    IssueCerts(pki_items, pki_plan),
+                    "; ".join(f"{n}: {r}" for n, r in pki_items),
+                )
+                await execute(Plan(verb="apply", steps=(step,)), runtime, reporter)
+                executed.append(step)
+            observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
+            desired, pending = _desired(spec, ws, set())
+            if any(pending.values()):
+                raise PlanError("certificates are missing from the workspace PKI after issuing them")
+            plan = plan_apply(spec, desired, observed, cluster, source, force=force, timeout=timeout)
+            await execute(plan, runtime, reporter)
+            return Plan(verb="apply", steps=(*executed, *plan.steps), warnings=plan.warnings)

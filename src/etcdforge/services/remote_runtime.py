@@ -1,0 +1,216 @@
+"""The hosts-mode runtime: carries out plan actions on real hosts over the host port, under systemd.
+
+Guards are re-checked at run time (a file already identical is not rewritten, an upload whose sha256
+already matches is skipped), so a stale plan or a re-run after an interruption converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etcdforge import topology
+from etcdforge.errors import EtcdError, MemberStartError, StepError
+from etcdforge.etcd import EtcdClient, TlsFiles
+from etcdforge.hosts.base import Host
+from etcdforge.operations import remote_layout as layout
+from etcdforge.plan import (
+    Action,
+    FetchRelease,
+    HostCommand,
+    IssueCerts,
+    MoveLeader,
+    PutFile,
+    RestartMember,
+    StartUnits,
+    UploadFile,
+    WaitHealthy,
+)
+from etcdforge.services import releases
+from etcdforge.spec import ClusterSpec
+from etcdforge.workspace import Workspace
+
+POLL_INTERVAL = 0.1
+HEALTH_CALL_TIMEOUT = 1.0
+JOURNAL_LINES = 30
+#: etcdutl exists only from 3.5 on; a 3.4 source simply has none
+OPTIONAL_TOOLS = ("etcdutl",)
+
+
+class RemoteRuntime:
+    """Implements :class:`etcdforge.execute.Runtime` for members on hosts reached through ``hosts``."""
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        ws: Workspace,
+        hosts: Mapping[str, Host],
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.spec = spec
+        self.ws = ws
+        self.hosts = hosts
+        self.now = now
+        self.clock = clock
+        self.sleep = sleep
+
+    async def perform(self, action: Action) -> str:
+        if isinstance(action, PutFile):
+            return await self.put_file(action)
+        if isinstance(action, UploadFile):
+            return await self.upload(action)
+        if isinstance(action, HostCommand):
+            await self.hosts[action.host].run(list(action.argv), timeout=120)
+            return "done"
+        if isinstance(action, FetchRelease):
+            path = await asyncio.to_thread(releases.fetch, action.url, action.sha256, Path(action.cache_dir))
+            return f"verified and unpacked in {path}"
+        if isinstance(action, StartUnits):
+            return await self.start_units(action)
+        if isinstance(action, WaitHealthy):
+            return await self.wait_healthy(action.members, action.timeout, started=action.members)
+        if isinstance(action, RestartMember):
+            return await self.restart(action)
+        if isinstance(action, MoveLeader):
+            return await self.move_leader(action)
+        if isinstance(action, IssueCerts):
+            from etcdforge.pki import apply_pki
+
+            events = apply_pki(self.ws.pki_dir, action.plan, self.now())
+            return f"{len(events)} file set(s) written"
+        raise TypeError(f"hosts mode cannot perform {type(action).__name__}")
+
+    async def put_file(self, action: PutFile) -> str:
+        # The planner only plans a write when content, mode or owner differ; rewriting atomically fixes
+        # any of them, and is harmless if another run already did.
+        host = self.hosts[action.host]
+        await host.write_file(
+            action.path, action.content, mode=action.mode, owner=action.owner, group=action.group
+        )
+        return "written"
+
+    async def upload(self, action: UploadFile) -> str:
+        source = Path(action.source)
+        if not source.is_file():
+            if source.name in OPTIONAL_TOOLS:
+                return f"skipped ({source.name} is not part of this etcd release)"
+            raise StepError(f"{source} does not exist", step_id=f"{action.host}/upload")
+        data = await asyncio.to_thread(source.read_bytes)
+        digest = hashlib.sha256(data).hexdigest()
+        if action.sha256 is not None and digest != action.sha256:
+            raise StepError(
+                f"{source} changed since planning (sha256 {digest[:12]}…)", step_id=f"{action.host}/upload"
+            )
+        host = self.hosts[action.host]
+        if (await host.sha256([action.path])).get(action.path) == digest:
+            return "already there"
+        await host.write_file(action.path, data, mode=action.mode, owner="root", group="root")
+        return f"{len(data) // 1024} KiB uploaded"
+
+    async def start_units(self, action: StartUnits) -> str:
+        async def one(member: str) -> None:
+            host = self.hosts[member]
+            await host.run(["systemctl", "reset-failed", layout.UNIT_NAME], check=False)
+            # --no-block: a new member reports READY only once a quorum runs, so members start together
+            await host.run(["systemctl", "start", "--no-block", layout.UNIT_NAME])
+
+        await asyncio.gather(*(one(m) for m in action.members))
+        return f"started {', '.join(action.members)}"
+
+    def _client(self, timeout: float = HEALTH_CALL_TIMEOUT) -> EtcdClient:
+        paths = self.ws.client_paths()
+        tls = TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
+        return EtcdClient(list(topology.client_urls(self.spec)), tls, timeout=timeout)
+
+    async def _journal(self, member: str) -> str:
+        result = await self.hosts[member].run(
+            ["journalctl", "-u", layout.UNIT_NAME, "-n", str(JOURNAL_LINES), "--no-pager", "-o", "cat"],
+            check=False,
+        )
+        return result.stdout.decode(errors="replace").strip()
+
+    async def _failed_unit(self, members: tuple[str, ...]) -> str | None:
+        async def state(member: str) -> tuple[str, str]:
+            result = await self.hosts[member].run(
+                ["systemctl", "show", layout.UNIT_NAME, "-p", "ActiveState", "--value"], check=False
+            )
+            return member, result.stdout.decode().strip()
+
+        for member, active in await asyncio.gather(*(state(m) for m in members)):
+            if active == "failed":
+                return member
+        return None
+
+    async def wait_healthy(
+        self, members: tuple[str, ...], timeout: float, *, started: tuple[str, ...] = ()
+    ) -> str:
+        """Poll until every member in ``members`` is healthy; a unit that failed stops the wait with its
+        journal tail."""
+        urls = {m: topology.client_url(self.spec, self.spec.member(m)) for m in members}
+        start = self.clock()
+        last: dict[str, str] = {}
+        polls = 0
+        async with self._client() as client:
+            pending = set(members)
+            while pending:
+                results = await asyncio.gather(*(client.health(urls[m]) for m in sorted(pending)))
+                for m, h in zip(sorted(pending), results, strict=True):
+                    if h.healthy:
+                        pending.discard(m)
+                    else:
+                        last[m] = h.error or "unhealthy"
+                if not pending:
+                    break
+                polls += 1
+                if started and polls % 5 == 0:
+                    failed = await self._failed_unit(tuple(m for m in started if m in pending))
+                    if failed is not None:
+                        raise MemberStartError(
+                            f"etcd on {failed} failed to start (systemd unit failed)",
+                            member=failed,
+                            log_tail=await self._journal(failed),
+                            hint=f"journalctl -u {layout.UNIT_NAME} on {failed}",
+                        )
+                if self.clock() - start > timeout:
+                    m = sorted(pending)[0]
+                    raise MemberStartError(
+                        f"{m} not healthy after {timeout:.0f}s: {last.get(m, '?')}",
+                        member=m,
+                        log_tail=await self._journal(m),
+                        hint=f"journalctl -u {layout.UNIT_NAME} on {m}",
+                    )
+                await self.sleep(POLL_INTERVAL)
+        return f"{len(members)} healthy in {self.clock() - start:.1f}s"
+
+    async def restart(self, action: RestartMember) -> str:
+        """Restart one member, then gate on the health of the whole cluster before the next step."""
+        host = self.hosts[action.member]
+        # Blocking restart of a Type=notify unit returns once the member is ready again (quorum holds).
+        result = await host.run(
+            ["systemctl", "restart", layout.UNIT_NAME], check=False, timeout=action.timeout
+        )
+        if not result.ok:
+            raise MemberStartError(
+                f"restarting etcd on {action.member} failed",
+                member=action.member,
+                log_tail=await self._journal(action.member),
+                hint=f"journalctl -u {layout.UNIT_NAME} on {action.member}",
+            )
+        note = await self.wait_healthy(tuple(m.name for m in self.spec.members), action.timeout)
+        return f"restarted; {note}"
+
+    async def move_leader(self, action: MoveLeader) -> str:
+        async with self._client(timeout=10.0) as client:
+            members = await client.member_list()
+            target = next((m for m in members if m.name == action.to), None)
+            if target is None:
+                raise EtcdError(f"{action.to} is not a member of the cluster")
+            await client.move_leader(target.id)
+        return f"leader is now {action.to}"
