@@ -79,9 +79,23 @@ def shell_join(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-def remote_command(argv: Sequence[str], *, sudo: bool) -> str:
-    """The command line for an SSH exec channel; with ``sudo``, ``sudo -n --`` (never prompts)."""
-    return shell_join(["sudo", "-n", "--", *argv] if sudo else list(argv))
+#: a remote command still running this long after its TERM (at the timeout) gets KILL
+REMOTE_KILL_AFTER = 5.0
+#: exit statuses of coreutils ``timeout`` when it stopped the command (TERM; KILL)
+REMOTE_TIMEOUT_STATUSES = (124, 128 + 9)
+
+
+def remote_command(argv: Sequence[str], *, sudo: bool, timeout: float | None = None) -> str:
+    """The command line for an SSH exec channel.
+
+    With ``sudo``: ``sudo -n --`` (non-interactive: fails instead of prompting). With ``timeout``: the
+    command runs under coreutils ``timeout`` on the host, because closing the channel does not stop a
+    remote command, and sshd refuses signal requests for root logins (no privilege separation then).
+    """
+    prefix: list[str] = ["sudo", "-n", "--"] if sudo else []
+    if timeout is not None:
+        prefix += ["timeout", "-k", f"{REMOTE_KILL_AFTER:g}s", f"{timeout:.3f}s"]
+    return shell_join([*prefix, *argv])
 
 
 def stderr_tail(stderr: bytes) -> str:

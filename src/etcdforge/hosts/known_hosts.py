@@ -100,8 +100,8 @@ def known_keys(path: Path, host: str, addr: str, port: int) -> list[KnownKey]:
         revoked = line.startswith("@revoked")
         if line.startswith("@cert-authority"):
             continue  # host certificates are not supported: CA lines never vouch for a plain key
-        for key in _matches(entry, host, addr, port):
-            found.append(KnownKey(number, key, revoked))
+        keys = {key.public_data: key for key in _matches(entry, host, addr, port)}  # name and addr
+        found.extend(KnownKey(number, key, revoked) for key in keys.values())
     return found
 
 
@@ -120,7 +120,7 @@ def check_host_key(known: Sequence[KnownKey], key: asyncssh.SSHKey) -> HostKeyCh
         return HostKeyCheck(
             Verdict.CHANGED,
             fp,
-            tuple(k.line for k in trusted),
+            tuple(dict.fromkeys(k.line for k in trusted)),
             tuple(dict.fromkeys(fingerprint(k.key) for k in trusted)),
         )
     return HostKeyCheck(Verdict.UNKNOWN, fp, (), ())

@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,6 +29,8 @@ from pathlib import Path, PurePosixPath
 import asyncssh
 
 from etcdforge.hosts.base import (
+    REMOTE_KILL_AFTER,
+    REMOTE_TIMEOUT_STATUSES,
     RunResult,
     check_result,
     remote_command,
@@ -148,7 +151,7 @@ class SshHost:
         timeout: float | None = 60,
     ) -> RunResult:
         args = tuple(argv)
-        result = await self._exec(args, remote_command(args, sudo=self.target.sudo), input, timeout)
+        result = await self._exec(args, input, timeout)
         return check_result(self.name, result) if check else result
 
     async def write_file(
@@ -164,13 +167,13 @@ class SshHost:
         if group is not None:
             options += ["-g", group]
         argv = ("sh", "-c", _WRITE_SCRIPT, "sh", tmp, path, str(final.parent), *options)
-        result = await self._exec(argv, remote_command(argv, sudo=self.target.sudo), data, 120)
+        result = await self._exec(argv, data, 120)
         check_result(self.name, result, display=f"write {path} (mode {mode:04o})")
 
     async def read_file(self, path: str) -> bytes | None:
         validate_path(path)
         argv = ("sh", "-c", _READ_SCRIPT, "sh", path)
-        result = await self._exec(argv, remote_command(argv, sudo=self.target.sudo), None, 120)
+        result = await self._exec(argv, None, 120)
         if result.exit_status == _ABSENT:
             return None
         return check_result(self.name, result, display=f"read {path}").stdout
@@ -180,7 +183,7 @@ class SshHost:
         if not wanted:
             return {}
         argv = ("sh", "-c", _SHA256_SCRIPT, "sh", *wanted)
-        result = await self._exec(argv, remote_command(argv, sudo=self.target.sudo), None, 300)
+        result = await self._exec(argv, None, 300)
         check_result(self.name, result, display=f"sha256 of {len(wanted)} file(s)")
         lines = result.stdout.decode("ascii", errors="replace").splitlines()
         if len(lines) != len(wanted):
@@ -195,12 +198,25 @@ class SshHost:
         await self._conn.wait_closed()
 
     async def _exec(
-        self, argv: tuple[str, ...], command: str, input: bytes | None, timeout: float | None
+        self, argv: tuple[str, ...], input: bytes | None, timeout: float | None, *, sudo: bool | None = None
     ) -> RunResult:
-        """Run ``command`` on a new channel; a timed-out command is killed and its channel closed."""
+        """Run ``argv`` on a new channel, under ``timeout`` on the host (see :func:`remote_command`).
+
+        Locally we wait a little longer than the remote timeout (so its status can come back); if even
+        that passes (a hung connection), the channel is signalled and closed.
+        """
+        command = remote_command(argv, sudo=self.target.sudo if sudo is None else sudo, timeout=timeout)
+        local_timeout = None if timeout is None else timeout + REMOTE_KILL_AFTER + 5
+        started = time.monotonic()
         async with self._sessions:
             try:
-                process = await self._conn.create_process(command, input=input, encoding=None)
+                # no input (or empty input) means stdin at EOF at once, never a command waiting on it
+                process = await self._conn.create_process(
+                    command,
+                    input=input or None,
+                    stdin=asyncssh.PIPE if input else asyncssh.DEVNULL,
+                    encoding=None,
+                )
             except asyncssh.ChannelOpenError as exc:
                 raise HostError(
                     f"cannot open a session on {self.name}: {exc.reason}", host=self.name
@@ -208,7 +224,7 @@ class SshHost:
             except (asyncssh.Error, OSError) as exc:
                 raise HostUnreachable(self.name, self.address, f"connection lost ({_reason(exc)})") from None
             try:
-                done = await process.wait(check=False, timeout=timeout)
+                done = await process.wait(check=False, timeout=local_timeout)
             except asyncssh.TimeoutError as exc:
                 _stop(process)
                 tail = stderr_tail(exc.stderr if isinstance(exc.stderr, bytes) else b"")
@@ -224,10 +240,18 @@ class SshHost:
         status = done.returncode if done.returncode is not None else -1
         stdout = done.stdout if isinstance(done.stdout, bytes) else b""
         stderr = done.stderr if isinstance(done.stderr, bytes) else b""
+        if (
+            timeout is not None
+            and status in REMOTE_TIMEOUT_STATUSES
+            and time.monotonic() - started >= timeout
+        ):
+            raise HostCommandTimeout(
+                self.name, command=shell_join(argv), timeout=timeout, stderr_tail=stderr_tail(stderr)
+            )
         return RunResult(argv, status, stdout, stderr)
 
     async def _check_sudo(self) -> None:
-        result = await self._exec(("true",), remote_command(["true"], sudo=True), None, 30)
+        result = await self._exec(("true",), None, 30, sudo=True)
         if result.exit_status == 0:
             return
         detail = stderr_tail(result.stderr) or f"sudo exited with status {result.exit_status}"
