@@ -14,6 +14,7 @@ from etcdforge.operations.remote_observe import (
     FileState,
     HostObserved,
     parse_etcd_version,
+    parse_listeners,
     parse_stat,
     parse_systemctl_show,
 )
@@ -274,3 +275,22 @@ def test_observation_parsers() -> None:
     }
     assert parse_etcd_version("etcd Version: 3.4.23\nGit SHA: x\n") == "3.4.23"
     assert parse_etcd_version("bash: etcd: not found") is None
+
+
+def test_a_port_taken_on_a_stopped_member_is_refused_before_any_change() -> None:
+    hosts = {n: host(n, fresh=True) for n in NAMES}
+    hosts["etcd2"] = host("etcd2", fresh=True, listeners=(("0.0.0.0", 2379, "python3"),))
+    with pytest.raises(PlanError, match="etcd2: port 2379 on 0.0.0.0 is already in use by python3"):
+        plan_apply(SPEC, desired(), hosts, ClusterObserved(reachable=False), SYSTEM)
+    # a running member's own listeners are fine
+    hosts = {n: host(n, listeners=(("10.213.77.1", 2379, "etcd"),)) for n in NAMES}
+    assert plan_apply(SPEC, desired(), hosts, cluster(), SYSTEM).empty
+
+
+def test_parse_listeners() -> None:
+    out = (
+        'LISTEN 0 4096 127.0.0.2:2380 0.0.0.0:* users:(("etcd",pid=18483,fd=7))\n'
+        'LISTEN 0 128 [::]:22 [::]:* users:(("sshd",pid=1,fd=4))\n'
+        "LISTEN 0 5 0.0.0.0:2379 0.0.0.0:*\n"
+    )
+    assert parse_listeners(out) == (("127.0.0.2", 2380, "etcd"), ("::", 22, "sshd"), ("0.0.0.0", 2379, "?"))

@@ -37,6 +37,8 @@ class HostObserved:
     has_data: bool
     binary_sha256: str | None
     binary_version: str | None
+    #: TCP listeners on the host: (address, port, process name)
+    listeners: tuple[tuple[str, int, str], ...] = ()
 
     @property
     def running(self) -> bool:
@@ -63,6 +65,24 @@ def parse_systemctl_show(output: str) -> dict[str, str]:
     return out
 
 
+def parse_listeners(output: str) -> tuple[tuple[str, int, str], ...]:
+    """``ss -ltnpH`` lines -> (local address, port, process name or "?")."""
+    out = []
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        address, _, port = fields[3].rpartition(":")
+        if not port.isdigit():
+            continue
+        process = "?"
+        rest = " ".join(fields[5:])
+        if '(("' in rest:
+            process = rest.split('(("', 1)[1].split('"', 1)[0]
+        out.append((address.strip("[]"), int(port), process))
+    return tuple(out)
+
+
 def parse_etcd_version(output: str) -> str | None:
     for line in output.splitlines():
         if line.startswith("etcd Version:"):
@@ -76,6 +96,7 @@ async def observe_host(
     """Everything ``plan`` needs to know about one host, in a few concurrent commands."""
     all_paths = [*paths, *dirs, binary]
     text_task = asyncio.ensure_future(asyncio.gather(*(host.read_file(p) for p in TEXT_FILES)))
+    listen_task = asyncio.ensure_future(host.run(["ss", "-ltnpH"], check=False))
     sums, stat, show, user, data, version = await asyncio.gather(
         host.sha256(all_paths),
         host.run(["stat", "-c", "%a %U %G %n", *all_paths], check=False),
@@ -98,6 +119,7 @@ async def observe_host(
         host.run([binary, "--version"], check=False),
     )
     texts = await text_task
+    listening = await listen_task
     modes = parse_stat(stat.stdout.decode(errors="replace"))
     files: dict[str, FileState | None] = {}
     for path in paths:
@@ -120,6 +142,7 @@ async def observe_host(
         binary_version=parse_etcd_version(version.stdout.decode(errors="replace"))
         if version.exit_status == 0
         else None,
+        listeners=parse_listeners(listening.stdout.decode(errors="replace")),
     )
 
 

@@ -157,6 +157,20 @@ def plan_apply(
             hint="restore their data dirs, or add them with `etcdforge member add` once the cluster is up",
         )
 
+    # --- a port taken by something else would only show up as a unit that never starts -------------
+    for n in names:
+        if hosts[n].running:
+            continue
+        member = spec.member(n)
+        wanted = {spec.etcd.client_port, spec.etcd.peer_port}
+        ours = {member.address, "0.0.0.0", "*", "::", "127.0.0.1"}
+        for address, port, process in hosts[n].listeners:
+            if port in wanted and address in ours:
+                raise PlanError(
+                    f"{n}: port {port} on {address} is already in use by {process}; etcd could not start there",
+                    hint="stop that service or change etcd.client_port/peer_port",
+                )
+
     # --- preparation, all hosts concurrently ----------------------------------------------------------
     for n in names:
         if not hosts[n].etcd_user:
