@@ -167,7 +167,8 @@ def plan_apply(
         for address, port, process in hosts[n].listeners:
             if port in wanted and address in ours:
                 raise PlanError(
-                    f"{n}: port {port} on {address} is already in use by {process}; etcd could not start there",
+                    f"{n}: port {port} on {address} is already in use by {process}; "
+                    "etcd could not start there",
                     hint="stop that service or change etcd.client_port/peer_port",
                 )
 
