@@ -18,6 +18,7 @@ from etcdforge.errors import EtcdError, MemberStartError, StepError
 from etcdforge.etcd import EtcdClient, TlsFiles
 from etcdforge.hosts.base import Host
 from etcdforge.operations import remote_layout as layout
+from etcdforge.operations.remote_observe import parse_systemctl_show
 from etcdforge.plan import (
     Action,
     FetchRelease,
@@ -137,14 +138,28 @@ class RemoteRuntime:
         return result.stdout.decode(errors="replace").strip()
 
     async def _failed_unit(self, members: tuple[str, ...]) -> str | None:
-        async def state(member: str) -> tuple[str, str]:
+        async def state(member: str) -> tuple[str, dict[str, str]]:
             result = await self.hosts[member].run(
-                ["systemctl", "show", layout.UNIT_NAME, "-p", "ActiveState", "--value"], check=False
+                [
+                    "systemctl",
+                    "show",
+                    layout.UNIT_NAME,
+                    "-p",
+                    "ActiveState",
+                    "-p",
+                    "SubState",
+                    "-p",
+                    "NRestarts",
+                ],
+                check=False,
             )
-            return member, result.stdout.decode().strip()
+            return member, parse_systemctl_show(result.stdout.decode(errors="replace"))
 
-        for member, active in await asyncio.gather(*(state(m) for m in members)):
-            if active == "failed":
+        for member, unit in await asyncio.gather(*(state(m) for m in members)):
+            # Restart=on-failure keeps a crashing etcd in "activating (auto-restart)", never "failed"
+            if unit.get("ActiveState") == "failed" or unit.get("SubState") == "auto-restart":
+                return member
+            if unit.get("NRestarts", "0").isdigit() and int(unit.get("NRestarts", "0")) > 0:
                 return member
         return None
 
