@@ -1,0 +1,126 @@
+"""The host port's pure parts: the one quoting function, the remote command line, error messages."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from etcdforge.errors import EtcdforgeError
+from etcdforge.hosts import HostCommandError, HostError, RunResult, shell_join
+from etcdforge.hosts.base import check_result, remote_command, stderr_tail, validate_mode, validate_path
+from etcdforge.hosts.errors import (
+    HostAuthError,
+    HostCommandTimeout,
+    HostKeyChanged,
+    HostKeyUnknown,
+    HostRouteRefused,
+    HostUnreachable,
+    SudoError,
+)
+
+AWKWARD = ["a b", "it's", '"q"', "$HOME", "; rm -rf /", "`id`", "$(id)", "x\ny", "", "*", "\\", "-n", "é"]
+
+
+def test_shell_join_round_trips_through_a_real_shell() -> None:
+    line = shell_join(["printf", "[%s]\\n", *AWKWARD])
+    out = subprocess.run(["sh", "-c", line], capture_output=True, check=True).stdout.decode()
+    assert out == "".join(f"[{a}]\n" for a in AWKWARD)
+    assert shlex.split(shell_join(AWKWARD)) == AWKWARD
+
+
+def test_shell_join_refuses_strings_and_empty_argv() -> None:
+    with pytest.raises(TypeError):
+        shell_join("rm -rf /")
+    with pytest.raises(ValueError):
+        shell_join([])
+
+
+def test_remote_command_sudo_and_timeout_prefixes() -> None:
+    assert remote_command(["ls", "a b"], sudo=False) == "ls 'a b'"
+    assert remote_command(["ls", "a b"], sudo=True) == "sudo -n -- ls 'a b'"
+    assert remote_command(["ls"], sudo=True, timeout=2.5) == "sudo -n -- timeout -k 5s 2.500s ls"
+    assert shlex.split(remote_command(AWKWARD, sudo=True, timeout=1))[-len(AWKWARD) :] == AWKWARD
+
+
+def test_stderr_tail_keeps_the_last_lines_bounded() -> None:
+    err = b"".join(f"line{i}\n".encode() for i in range(20)) + b"\n  \n"
+    assert stderr_tail(err) == " | ".join(f"line{i}" for i in range(15, 20))
+    assert stderr_tail(b"\xff\xfe bad utf8") == "\ufffd\ufffd bad utf8"
+    assert len(stderr_tail(b"x" * 10_000)) <= 1001
+    assert stderr_tail(b"") == ""
+
+
+def test_check_result_names_host_command_status_and_stderr() -> None:
+    ok = RunResult(("true",), 0, b"", b"")
+    assert check_result("h1", ok) is ok
+    bad = RunResult(("etcdctl", "member list"), 2, b"out", b"first\nError: context deadline exceeded\n")
+    with pytest.raises(HostCommandError) as info:
+        check_result("h1", bad)
+    err = info.value
+    assert isinstance(err, HostError) and isinstance(err, EtcdforgeError)
+    assert (err.host, err.exit_status, err.command) == ("h1", 2, "etcdctl 'member list'")
+    assert str(err) == (
+        "command failed on h1 with exit status 2: etcdctl 'member list'; "
+        "stderr: first | Error: context deadline exceeded"
+    )
+    with pytest.raises(HostCommandError, match=r"write /etc/x \(mode 0600\)"):
+        check_result(
+            "h1", RunResult(("sh", "-c", "long script"), 1, b"", b""), display="write /etc/x (mode 0600)"
+        )
+
+
+def test_paths_and_modes_are_validated() -> None:
+    assert validate_path("/etc/etcd/x") == "/etc/etcd/x"
+    for bad in ("etc/x", "-rf", "", "/a\0b"):
+        with pytest.raises(ValueError):
+            validate_path(bad)
+    assert validate_mode(0o4755) == 0o4755
+    for mode in (-1, 0o10000):
+        with pytest.raises(ValueError):
+            validate_mode(mode)
+
+
+def test_error_messages_are_one_line_and_actionable() -> None:
+    errors: list[HostError] = [
+        HostUnreachable("etcd1", "10.0.0.1:22", "connection refused"),
+        HostRouteRefused("etcd1", "10.0.0.1"),
+        HostKeyUnknown("etcd1", "10.0.0.1:22", "SHA256:abc", "/ws/known_hosts"),
+        HostKeyChanged(
+            "etcd1",
+            "10.0.0.1:22",
+            new_fingerprint="SHA256:new",
+            old_fingerprints=["SHA256:old"],
+            known_hosts="/ws/known_hosts",
+            lines=[3],
+        ),
+        HostAuthError("etcd1", user="deploy", identity_file="/ws/id_ed25519"),
+        SudoError("etcd1", user="deploy", detail="sudo: a password is required"),
+        HostCommandTimeout("etcd1", command="sleep 100", timeout=1.5),
+    ]
+    for err in errors:
+        assert err.host == "etcd1"
+        assert "\n" not in str(err)
+        assert "etcd1" in str(err)
+    unreachable, _route, unknown, changed, auth, sudo, timeout = (str(e) for e in errors)
+    assert "10.0.0.1:22" in unreachable and "firewall" in unreachable
+    assert "SHA256:abc" in unknown and "--accept-new-host-keys" in unknown
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in changed
+    assert "SHA256:old" in changed and "SHA256:new" in changed and "/ws/known_hosts:3" in changed
+    assert "deploy" in auth and "/ws/id_ed25519" in auth
+    assert "user deploy cannot run sudo without a password on etcd1" in sudo
+    assert "timed out" in timeout and "1.5s" in timeout
+
+
+def test_revoked_key_message() -> None:
+    err = HostKeyChanged(
+        "etcd1",
+        "h:22",
+        new_fingerprint="SHA256:x",
+        old_fingerprints=[],
+        known_hosts="/k",
+        lines=[7],
+        revoked=True,
+    )
+    assert "REVOKED" in str(err) and "/k:7" in str(err)
