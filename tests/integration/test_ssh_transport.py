@@ -259,9 +259,13 @@ def test_non_zero_exit_raises_with_stderr_tail(env: Env, tmp_path: Path) -> None
 
 
 def test_many_concurrent_commands_share_one_connection(env: Env, tmp_path: Path) -> None:
+    def logins() -> int:
+        return env.sshd.log.read_text(errors="replace").count("Accepted publickey")
+
     async def body() -> None:
         host = await _accept(env, tmp_path / "known_hosts")
         try:
+            # more than sshd's MaxSessions (10) at once: the transport queues them on its one connection
             results = await asyncio.gather(
                 *(host.run(["sh", "-c", f"sleep 0.2; echo {i}"]) for i in range(25))
             )
@@ -269,7 +273,9 @@ def test_many_concurrent_commands_share_one_connection(env: Env, tmp_path: Path)
         finally:
             await host.close()
 
+    before = logins()
     run(body)
+    assert logins() - before == 1
 
 
 def test_timeout_kills_the_command_and_the_connection_stays_usable(env: Env, tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ like ``StrictHostKeyChecking=accept-new``); changed or revoked → :class:`HostK
 Authentication is by the identity file only: no agent, no password, no keyboard-interactive, no
 ~/.ssh/config — nothing can prompt.
 
-Remote commands are ``shell_join(argv)`` (:func:`.base.remote_command`), prefixed ``sudo -n --`` when the
-target asks for sudo. The file operations are fixed POSIX ``sh`` scripts whose variable parts arrive as
-positional arguments, never interpolated into the script text, and use coreutils only.
+Remote commands are built by :func:`.base.remote_command` (``shlex.join``), prefixed ``sudo -n --`` when
+the target asks for sudo, and run under coreutils ``timeout`` so that a timed-out command really stops.
+The file operations are fixed POSIX ``sh`` scripts whose variable parts arrive as positional arguments,
+never interpolated into the script text, and use coreutils only (no Python needed on the host).
 """
 
 from __future__ import annotations
@@ -306,7 +307,10 @@ async def connect(
         f"{address}:{target.port}" if address == target.host else f"{target.host} [{address}]:{target.port}"
     )
     client_keys = await _client_keys(name, target)
-    known = await asyncio.to_thread(known_keys, known_hosts, target.host, address, target.port)
+    try:
+        known = await asyncio.to_thread(known_keys, known_hosts, target.host, address, target.port)
+    except OSError as exc:
+        raise HostError(f"cannot read {known_hosts}: {exc.strerror}", host=name) from None
 
     checks: list[HostKeyCheck] = []
     accepted: list[asyncssh.SSHKey] = []
@@ -348,7 +352,7 @@ async def connect(
     except asyncssh.HostKeyNotVerifiable as exc:
         raise _host_key_error(name, shown, checks, known_hosts, str(exc)) from None
     except asyncssh.PermissionDenied:
-        await _record(accepted, known_hosts, target)  # the key exchange proved the host key
+        await _record(name, accepted, known_hosts, target)  # the key exchange proved the host key
         raise HostAuthError(
             name,
             user=target.user,
@@ -367,7 +371,7 @@ async def connect(
     except OSError as exc:
         raise HostUnreachable(name, shown, _reason(exc).lower()) from None
     try:
-        await _record(accepted, known_hosts, target)
+        await _record(name, accepted, known_hosts, target)
         host = SshHost(name, target, address, conn, max_sessions)
         if target.sudo:
             await host._check_sudo()
@@ -424,9 +428,14 @@ async def _client_keys(name: str, target: SshTarget) -> Sequence[asyncssh.SSHKey
     return [key]
 
 
-async def _record(accepted: list[asyncssh.SSHKey], known_hosts: Path, target: SshTarget) -> None:
+async def _record(name: str, accepted: list[asyncssh.SSHKey], known_hosts: Path, target: SshTarget) -> None:
     for key in accepted:
-        await asyncio.to_thread(append_known_host, known_hosts, target.host, target.port, key)
+        try:
+            await asyncio.to_thread(append_known_host, known_hosts, target.host, target.port, key)
+        except OSError as exc:
+            raise HostError(
+                f"cannot record the host key of {name} in {known_hosts}: {exc.strerror}", host=name
+            ) from None
     accepted.clear()
 
 
