@@ -58,48 +58,12 @@ from etcdforge.hosts.known_hosts import (
     known_keys,
     preferred_algorithms,
 )
+from etcdforge.hosts.scripts import ABSENT, READ_SCRIPT, SHA256_SCRIPT, WRITE_SCRIPT
 
 #: ``route_check(address) -> allowed``: called with each resolved IP address before connecting
 RouteCheck = Callable[[str], bool]
 
 DEFAULT_MAX_SESSIONS = 8
-
-# $1 tmp, $2 final path, $3 directory, then install's options (-m MODE [-o OWNER] [-g GROUP]).
-# GNU install creates the file O_EXCL with mode 0600 (after umask(0)), then chowns, then chmods to MODE:
-# never wider than asked at any moment; umask 077 is belt and braces for other installs.
-_WRITE_SCRIPT = """\
-umask 077
-tmp=$1 dst=$2 dir=$3
-shift 3
-trap 'rm -f -- "$tmp"' EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
-install "$@" -T -- /dev/stdin "$tmp" || exit
-sync -- "$tmp" || exit
-mv -f -T -- "$tmp" "$dst" || exit
-sync -- "$dir" 2>/dev/null
-exit 0
-"""
-
-# exit 100 = absent (no file, or a dangling link); anything else non-zero is a real failure
-_READ_SCRIPT = """\
-[ -e "$1" ] || exit 100
-exec cat -- "$1"
-"""
-_ABSENT = 100
-
-# one line per path, in order: the hex digest, or "-" when it is not a regular file
-_SHA256_SCRIPT = """\
-for p do
-  if [ -f "$p" ]; then
-    h=$(sha256sum < "$p") || exit
-    printf '%s\\n' "${h%% *}"
-  else
-    printf '%s\\n' -
-  fi
-done
-"""
 
 
 @dataclass(frozen=True)
@@ -167,15 +131,15 @@ class SshHost:
             options += ["-o", owner]
         if group is not None:
             options += ["-g", group]
-        argv = ("sh", "-c", _WRITE_SCRIPT, "sh", tmp, path, str(final.parent), *options)
+        argv = ("sh", "-c", WRITE_SCRIPT, "sh", tmp, path, str(final.parent), *options)
         result = await self._exec(argv, data, 120)
         check_result(self.name, result, display=f"write {path} (mode {mode:04o})")
 
     async def read_file(self, path: str) -> bytes | None:
         validate_path(path)
-        argv = ("sh", "-c", _READ_SCRIPT, "sh", path)
+        argv = ("sh", "-c", READ_SCRIPT, "sh", path)
         result = await self._exec(argv, None, 120)
-        if result.exit_status == _ABSENT:
+        if result.exit_status == ABSENT:
             return None
         return check_result(self.name, result, display=f"read {path}").stdout
 
@@ -183,7 +147,7 @@ class SshHost:
         wanted = tuple(validate_path(p) for p in paths)
         if not wanted:
             return {}
-        argv = ("sh", "-c", _SHA256_SCRIPT, "sh", *wanted)
+        argv = ("sh", "-c", SHA256_SCRIPT, "sh", *wanted)
         result = await self._exec(argv, None, 300)
         check_result(self.name, result, display=f"sha256 of {len(wanted)} file(s)")
         lines = result.stdout.decode("ascii", errors="replace").splitlines()
