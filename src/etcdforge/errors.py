@@ -15,7 +15,9 @@ one line and exits non-zero. Anything else is a bug and shows a traceback (behin
      │    ├── EtcdUnavailable   the endpoint cannot be reached (refused, timed out, no leader)
      │    ├── EtcdTLSError      the TLS handshake failed; the message says why (unknown CA, SAN, …)
      │    └── EtcdRequestError  etcd answered with an error (carries the gRPC code and etcd's text)
-     ├── MemberStartError       a local member process failed to start (carries its log tail)
+     ├── MemberStartError       a member failed to start (carries its log or journal tail)
+     ├── HostError              (etcdforge.hosts.errors) a host cannot be reached or used: unreachable,
+     │                          host key unknown/changed, auth, sudo, a failed command
      ├── PlanError              a plan cannot be made safely (quorum, pending change, …)
      └── StepError              a plan step failed while executing (names the step and what to do)
 

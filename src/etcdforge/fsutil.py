@@ -9,32 +9,39 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically with permission bits ``mode``.
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, uid: int = -1, gid: int = -1) -> None:
+    """Write ``data`` to ``path`` atomically with permission bits ``mode`` (and owner ``uid``/``gid``).
 
-    Temp file in the same directory, fsync, rename, fsync the directory.
+    Temp file in the same directory (unique per call, so concurrent writers never share one), mode and
+    owner set on the temp file before the rename, fsync, rename, fsync the directory. On any failure the
+    temp file is removed and the old ``path`` is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o777)
     try:
-        # umask may have narrowed the mode; make it exactly ``mode`` (never wider than asked).
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        # umask may have narrowed the mode, and chown clears set-id bits: make it exactly ``mode``.
         os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
             view = view[n:]
         os.fsync(fd)
-    except BaseException:
         os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd != -1:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)

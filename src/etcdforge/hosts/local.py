@@ -35,7 +35,7 @@ class LocalHost:
 
     def __init__(self, name: str = "local") -> None:
         self.name = name
-        # atomic_write's temp name is per process: serialise writes to one path within this host
+        # serialise writes to one path within this host, so the last call's content deterministically wins
         self._write_locks: dict[str, asyncio.Lock] = {}
 
     async def run(
@@ -89,12 +89,8 @@ class LocalHost:
 
     def _write(self, path: Path, data: bytes, mode: int, uid: int, gid: int) -> None:
         try:
-            atomic_write(path, data, mode)
-            if uid != -1 or gid != -1:
-                # the file already has its final (never wider) mode; only the owner changes here
-                os.chown(path, uid, gid, follow_symlinks=False)
-                if mode & 0o6000:  # chown clears set-id bits
-                    os.chmod(path, mode)
+            # owner and mode are set on the temp file before the rename: atomic, never wider
+            atomic_write(path, data, mode, uid=uid, gid=gid)
         except OSError as exc:
             raise HostError(f"cannot write {path} on {self.name}: {exc.strerror}", host=self.name) from None
 
