@@ -56,6 +56,12 @@ def host_requirements() -> Callable[..., None]:
     return require_host_tests
 
 
+@pytest.fixture
+def boot_hosts() -> Callable[[int, Path, str, Sequence[str]], TestHosts]:
+    """``boot(count, workdir, prefix, subnets)`` for tests that need a harness of their own."""
+    return boot
+
+
 @pytest.fixture(scope="session")
 def test_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
     """Three booted hosts h1..h3 shared by the session (booted once, torn down at the end)."""

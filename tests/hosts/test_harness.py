@@ -4,11 +4,14 @@ users, faults (partition, kill etcd, stop/start) and a teardown that leaves noth
 from __future__ import annotations
 
 import os
+import random
 import re
+import secrets
 import shutil
+import string
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -178,8 +181,10 @@ def _lines(argv: list[str]) -> list[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.splitlines()
 
 
-def test_teardown_leaves_nothing(tmp_path: Path, test_hosts: TestHosts) -> None:
-    harness = TestHosts.start(1, tmp_path, subnet="10.213.79.0/24", prefix="eft")
+def test_teardown_leaves_nothing(
+    tmp_path: Path, test_hosts: TestHosts, boot_hosts: Callable[[int, Path, str, Sequence[str]], TestHosts]
+) -> None:
+    harness = boot_hosts(1, tmp_path, "eft", ("10.213.79.0/24", "10.213.89.0/24", "10.213.99.0/24"))
     instance = harness.instance
     assert _leftovers(instance), "a booted harness should be visible"
     assert harness.run("h1", ["true"]).returncode == 0
@@ -190,9 +195,11 @@ def test_teardown_leaves_nothing(tmp_path: Path, test_hosts: TestHosts) -> None:
 
 
 def test_failed_start_cleans_up_and_refuses_a_used_subnet(tmp_path: Path, test_hosts: TestHosts) -> None:
+    prefix = "ex" + "".join(random.choices(string.ascii_lowercase, k=3))  # ours alone, even in parallel runs
     with pytest.raises(SubnetInUseError):
-        TestHosts.start(1, tmp_path, subnet=str(test_hosts.subnet), prefix="eft")
-    assert not [line for line in _lines(["ip", "-o", "link"]) if re.search(r"\beft[0-9a-f]{6}", line)]
+        TestHosts.start(1, tmp_path, subnet=str(test_hosts.subnet), prefix=prefix)
+    assert not [line for line in _lines(["ip", "-o", "link"]) if re.search(rf"\b{prefix}[0-9a-f]{{6}}", line)]
+    assert not list(REGISTRY_DIR.glob(f"{prefix}*")) and not list(tmp_path.glob(f"{prefix}*"))
     with pytest.raises(HostHarnessError, match="not in the test subnet"):
         test_hosts.assert_routed_to_test_bridge("10.213.200.1")
     with pytest.raises(HostHarnessError, match="refusing"):
@@ -200,7 +207,7 @@ def test_failed_start_cleans_up_and_refuses_a_used_subnet(tmp_path: Path, test_h
 
 
 def test_cleanup_stale_removes_dead_runs_but_not_live_ones(test_hosts: TestHosts) -> None:
-    dead = "eft0dead0"
+    dead = "eft" + secrets.token_hex(3)  # a run that died without a registry entry
     subprocess.run(["ip", "netns", "add", f"{dead}n1"], check=True)
     subprocess.run(["ip", "link", "add", f"{dead}br", "type", "bridge"], check=True)
     removed = cleanup_stale("eft")

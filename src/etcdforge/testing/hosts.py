@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import ipaddress
 import json
 import os
@@ -177,6 +178,13 @@ def _start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def _children(pid: int) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(int(p.name)) == pid]
 
@@ -295,18 +303,21 @@ class TestHosts:
         return harness
 
     def _boot(self, count: int, timeout: float) -> None:
-        overlapping = _routes_overlapping(self.subnet)
-        if overlapping:
-            raise SubnetInUseError(f"subnet {self.subnet} overlaps existing routes: {overlapping}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
         (REGISTRY_DIR / f"{self.instance}.json").write_text(
             json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid()), "workdir": str(self.workdir)})
         )
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.instance, "-f", str(self.client_key)])
-        _run(["ip", "link", "add", self.bridge, "type", "bridge"])
-        self._created_links.append(self.bridge)
-        _run(["ip", "addr", "add", f"{self.bridge_address}/{self.subnet.prefixlen}", "dev", self.bridge])
+        # check-then-claim the subnet under a machine-wide lock, so concurrent runs never share one
+        with (REGISTRY_DIR / ".subnet.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            overlapping = _routes_overlapping(self.subnet)
+            if overlapping:
+                raise SubnetInUseError(f"subnet {self.subnet} overlaps existing routes: {overlapping}")
+            _run(["ip", "link", "add", self.bridge, "type", "bridge"])
+            self._created_links.append(self.bridge)
+            _run(["ip", "addr", "add", f"{self.bridge_address}/{self.subnet.prefixlen}", "dev", self.bridge])
         _run(["ip", "link", "set", self.bridge, "up"])
         for index in range(1, count + 1):
             self._add_network(index)
@@ -425,9 +436,12 @@ class TestHosts:
         self._hosts[name] = dataclasses.replace(host, nspawn_pid=proc.pid, leader_pid=0)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc.poll() is None:
-            children = _children(proc.pid)
-            if children:
-                self._hosts[name] = dataclasses.replace(self._hosts[name], leader_pid=children[0])
+            # PID 1 is the child in a new PID namespace (a short-lived helper child precedes it)
+            leaders = [
+                c for c in _children(proc.pid) if _pid_namespace(c) not in (None, _pid_namespace(proc.pid))
+            ]
+            if leaders:
+                self._hosts[name] = dataclasses.replace(self._hosts[name], leader_pid=leaders[0])
                 return
             time.sleep(0.02)
         raise HostHarnessError(f"{name}: systemd-nspawn did not start a container\n{self.console_tail(name)}")
@@ -446,8 +460,22 @@ class TestHosts:
             last = result.stderr.strip()
             time.sleep(0.1)
         raise HostHarnessError(
-            f"{name}: no SSH within the timeout (last error: {last})\n{self.console_tail(name)}"
+            f"{name}: no SSH within the timeout (last error: {last})\n{self.diagnose(name)}"
         )
+
+    def diagnose(self, name: str) -> str:
+        """What the host's own systemd says about its boot and sshd (entered via nsenter, bounded)."""
+        leader = self._hosts[name].leader_pid
+        report = [self.console_tail(name)]
+        if leader:
+            for argv in (["systemctl", "is-system-running"], ["systemctl", "list-jobs", "--no-pager"],
+                         ["systemctl", "status", "--no-pager", "-n", "20", "ssh.service"]):  # fmt: skip
+                try:
+                    proc = _run(["nsenter", "-t", str(leader), "-a", "--", *argv], timeout=10, check=False)
+                    report.append(f"$ {shlex.join(argv)}\n{proc.stdout}{proc.stderr}")
+                except HostHarnessError as exc:
+                    report.append(str(exc))
+        return "\n".join(report)
 
     def console_tail(self, name: str, lines: int = 30) -> str:
         """The last lines the host's console printed (for error messages)."""
