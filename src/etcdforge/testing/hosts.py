@@ -19,6 +19,8 @@ Invariants:
   here uses ``StrictHostKeyChecking=no``.
 - **Teardown always completes**: :meth:`TestHosts.close` never raises, also after a half-done start; it
   returns the problems it met.
+- The only machine-wide setting touched: ``fs.inotify.max_user_instances`` is raised (never lowered) to
+  :data:`INOTIFY_INSTANCES`, because all containers' systemds share root's inotify pool.
 - Every external command is an argv list with a bounded timeout; remote commands are quoted once, with
   :func:`shlex.join`.
 
@@ -75,6 +77,7 @@ MASKED_UNITS = (
     "systemd-pstore.service",
 )
 SSHD_DROPIN = "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n"
+INOTIFY_INSTANCES = 8192
 REQUIRED_TOOLS = ("systemd-nspawn", "sshd", "ssh", "ssh-keygen", "ip", "mount", "umount", "useradd")
 
 _ID_HEX = 6
@@ -176,6 +179,18 @@ def _start_time(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _ensure_inotify_instances(wanted: int) -> None:
+    """Raise fs.inotify.max_user_instances to ``wanted`` if lower (never lower it).
+
+    Every container's systemd, journald, logind … takes inotify instances from the one per-uid pool of
+    root; Debian's default of 128 runs out at about a dozen hosts (systemd then fails with "Too many open
+    files" as PID 1 and the container exits).
+    """
+    knob = Path("/proc/sys/fs/inotify/max_user_instances")
+    if int(knob.read_text()) < wanted:
+        knob.write_text(f"{wanted}\n")
 
 
 def _pid_namespace(pid: int) -> str | None:
@@ -303,6 +318,7 @@ class TestHosts:
         return harness
 
     def _boot(self, count: int, timeout: float) -> None:
+        _ensure_inotify_instances(INOTIFY_INSTANCES)
         self.workdir.mkdir(parents=True, exist_ok=True)
         REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
         (REGISTRY_DIR / f"{self.instance}.json").write_text(
