@@ -9,7 +9,8 @@ with a :class:`~etcdforge.errors.StepError` naming the step. The original error 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from etcdforge.errors import EtcdforgeError, StepError
 from etcdforge.plan import Action, Plan, Step
@@ -24,6 +25,13 @@ class Runtime(Protocol):
     """
 
     async def perform(self, action: Action) -> str: ...
+
+
+@runtime_checkable
+class BatchRuntime(Runtime, Protocol):
+    """A runtime that can carry out a group of steps together (e.g. one round trip per host)."""
+
+    async def perform_batch(self, actions: Sequence[Action]) -> list[str]: ...
 
 
 class Reporter(Protocol):
@@ -67,6 +75,21 @@ async def _one(runtime: Runtime, step: Step, rep: Reporter) -> None:
     rep.step_done(step, note)
 
 
+async def _batch(runtime: BatchRuntime, batch: list[Step], rep: Reporter) -> None:
+    for step in batch:
+        rep.step_started(step)
+    try:
+        notes = await runtime.perform_batch([s.action for s in batch])
+    except EtcdforgeError as exc:
+        for step in batch:
+            rep.step_failed(step, exc)
+        if isinstance(exc, StepError):
+            raise
+        raise StepError(str(exc), step_id=f"{batch[0].group} ({len(batch)} steps)") from exc
+    for step, note in zip(batch, notes, strict=True):
+        rep.step_done(step, note)
+
+
 async def execute(plan: Plan, runtime: Runtime, reporter: Reporter | None = None) -> None:
     """Run ``plan``: batches in order, the steps of a batch concurrently; stop at the first failure.
 
@@ -77,6 +100,9 @@ async def execute(plan: Plan, runtime: Runtime, reporter: Reporter | None = None
     for batch in batches(plan):
         if len(batch) == 1:
             await _one(runtime, batch[0], rep)
+            continue
+        if isinstance(runtime, BatchRuntime):
+            await _batch(runtime, batch, rep)
             continue
         results = await asyncio.gather(*(_one(runtime, s, rep) for s in batch), return_exceptions=True)
         for result in results:

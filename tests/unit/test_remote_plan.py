@@ -14,8 +14,9 @@ from etcdforge.operations.remote_observe import (
     FileState,
     HostObserved,
     parse_etcd_version,
+    parse_files,
     parse_listeners,
-    parse_stat,
+    parse_observation,
     parse_systemctl_show,
 )
 from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_apply
@@ -106,9 +107,11 @@ def test_fresh_hosts_get_everything_then_start_together() -> None:
         for path in layout.managed_paths(SPEC):
             assert f"{n}/file:{path}" in steps
         assert f"{n}/daemon-reload" in steps and f"{n}/enable" in steps
-    # preparation of all hosts runs concurrently: one group per phase
-    groups = [s.group for s in plan.steps if s.group]
-    assert groups == sorted(groups, key=["user", "dirs", "binary", "files", "reload"].index)
+    # preparation of all hosts is one concurrent group (one batch per host), in dependency order per host
+    prepare = [s for s in plan.steps if s.group == "prepare"]
+    assert len(prepare) == len(plan.steps) - 2
+    etcd1 = [s.id.split("/", 1)[1].split(":")[0] for s in prepare if s.host == "etcd1"]
+    assert etcd1 == ["dir"] * 3 + ["file"] * 7 + ["daemon-reload", "enable"]
     # keys are 0600 etcd:etcd and marked secret; the CA key is nowhere
     for s in plan.steps:
         if isinstance(s.action, PutFile) and s.action.path.endswith("-key.pem"):
@@ -131,6 +134,7 @@ def test_edited_unit_is_shown_as_a_diff_and_restarts_only_that_member() -> None:
     assert ids(plan) == [
         "etcd2/file:/etc/systemd/system/etcd.service",
         "etcd2/daemon-reload",
+        "etcd2/enable",
         "etcd2/restart",
     ]
     put = plan.steps[0].action
@@ -265,10 +269,17 @@ def test_plan_json_masks_secrets_and_keeps_diffs() -> None:
 
 
 def test_observation_parsers() -> None:
-    assert parse_stat("600 etcd etcd /etc/etcd/pki/a key.pem\n644 root root /x\n") == {
-        "/etc/etcd/pki/a key.pem": (0o600, "etcd", "etcd"),
-        "/x": (0o644, "root", "root"),
+    assert parse_files(
+        ["abc 600 etcd etcd /etc/etcd/pki/a key.pem", "- 755 root root /etc", "missing - - - /x"]
+    ) == {
+        "/etc/etcd/pki/a key.pem": ("abc", 0o600, "etcd", "etcd"),
+        "/etc": ("-", 0o755, "root", "root"),
+        "/x": None,
     }
+    sections = parse_observation("@user\nyes\n@text /etc/etcd/etcd.conf.yml\n-\n@files\n@end\n")
+    assert sections["user"] == ["yes"] and sections["text /etc/etcd/etcd.conf.yml"] == ["-"]
+    with pytest.raises(ValueError, match="cut short"):
+        parse_observation("@user\nyes\n")
     assert parse_systemctl_show("ActiveState=active\nUnitFileState=enabled\n") == {
         "ActiveState": "active",
         "UnitFileState": "enabled",
@@ -280,7 +291,7 @@ def test_observation_parsers() -> None:
 def test_a_port_taken_on_a_stopped_member_is_refused_before_any_change() -> None:
     hosts = {n: host(n, fresh=True) for n in NAMES}
     hosts["etcd2"] = host("etcd2", fresh=True, listeners=(("0.0.0.0", 2379, "python3"),))
-    with pytest.raises(PlanError, match="etcd2: port 2379 on 0.0.0.0 is already in use by python3"):
+    with pytest.raises(PlanError, match=r"etcd2: port 2379 on 0\.0\.0\.0 is already in use by python3"):
         plan_apply(SPEC, desired(), hosts, ClusterObserved(reachable=False), SYSTEM)
     # a running member's own listeners are fine
     hosts = {n: host(n, listeners=(("10.213.77.1", 2379, "etcd"),)) for n in NAMES}

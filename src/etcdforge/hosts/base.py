@@ -65,9 +65,98 @@ class Host(Protocol):
         """Hex SHA-256 of each regular file in ``paths`` (None if absent), in one round trip."""
         ...
 
+    async def apply_batch(self, ops: Sequence[BatchOp], *, timeout: float | None = 120) -> None:
+        """Carry out ``ops`` in order in ONE round trip (one SSH channel), stopping at the first failure.
+
+        Every session on a host costs a PAM/logind login there (~0.1-0.2 s, serialised by the host), so
+        preparing a host is one batch, not a dozen commands.
+        """
+        ...
+
     async def close(self) -> None:
         """Release the connection; idempotent."""
         ...
+
+
+@dataclass(frozen=True)
+class WriteOp:
+    """Write ``data`` to ``path`` atomically, mode/owner from creation (as :meth:`Host.write_file`)."""
+
+    path: str
+    data: bytes
+    mode: int
+    owner: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandOp:
+    """Run ``argv``; a non-zero exit stops the batch."""
+
+    argv: tuple[str, ...]
+
+
+BatchOp = WriteOp | CommandOp
+
+#: larger contents go through :meth:`Host.write_file` (a batch carries data inline in its script)
+MAX_BATCH_WRITE = 256 * 1024
+
+
+def compile_batch(ops: Sequence[BatchOp], write_script: str) -> bytes:
+    """The POSIX sh script (fed to ``sh -s`` on stdin) that performs ``ops`` in order.
+
+    Every command line is built from an argv by :func:`shell_join` — no value is interpolated into shell
+    text any other way. A write pipes the base64 of its data through ``base64 -d`` into the fixed
+    ``write_script`` (temp file with final mode/owner, then rename). After each op the script prints
+    ``etcdforge-op N`` so a failure can name the op that failed.
+    """
+    import base64
+    import secrets as _secrets
+    from pathlib import PurePosixPath
+
+    lines = ["set -e", "umask 077"]
+    for index, op in enumerate(ops):
+        if isinstance(op, CommandOp):
+            lines.append(shell_join(op.argv))
+        else:
+            validate_path(op.path)
+            validate_mode(op.mode)
+            if len(op.data) > MAX_BATCH_WRITE:
+                raise ValueError(f"{op.path}: {len(op.data)} bytes is too large for a batch; use write_file")
+            final = PurePosixPath(op.path)
+            tmp = str(final.with_name(f".{final.name}.etcdforge-tmp-{_secrets.token_hex(8)}"))
+            options = ["-m", f"{op.mode:04o}"]
+            if op.owner is not None:
+                options += ["-o", op.owner]
+            if op.group is not None:
+                options += ["-g", op.group]
+            payload = base64.b64encode(op.data).decode()
+            lines.append(
+                " | ".join(
+                    (
+                        shell_join(["printf", "%s", payload]),
+                        shell_join(["base64", "-d"]),
+                        shell_join(
+                            ["sh", "-c", write_script, "sh", tmp, op.path, str(final.parent), *options]
+                        ),
+                    )
+                )
+            )
+        lines.append(shell_join(["echo", f"etcdforge-op {index}"]))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def failed_op(stdout: bytes, ops: Sequence[BatchOp]) -> str:
+    """Describe the op a failed batch stopped at (the one after the last ``etcdforge-op N`` marker)."""
+    done = -1
+    for line in stdout.decode(errors="replace").splitlines():
+        if line.startswith("etcdforge-op "):
+            done = int(line.split()[1])
+    index = done + 1
+    if index >= len(ops):
+        return "after the last step"
+    op = ops[index]
+    return f"write {op.path}" if isinstance(op, WriteOp) else shell_join(op.argv)
 
 
 def shell_join(argv: Sequence[str]) -> str:

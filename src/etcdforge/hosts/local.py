@@ -19,7 +19,9 @@ from pathlib import Path
 
 from etcdforge.fsutil import atomic_write
 from etcdforge.hosts.base import (
+    BatchOp,
     RunResult,
+    WriteOp,
     check_result,
     shell_join,
     validate_mode,
@@ -74,6 +76,14 @@ class LocalHost:
         assert proc.returncode is not None
         result = RunResult(args, proc.returncode, stdout, stderr)
         return check_result(self.name, result) if check else result
+
+    async def apply_batch(self, ops: Sequence[BatchOp], *, timeout: float | None = 120) -> None:
+        """Here a round trip costs nothing: the ops run one by one with the same semantics."""
+        for op in ops:
+            if isinstance(op, WriteOp):
+                await self.write_file(op.path, op.data, mode=op.mode, owner=op.owner, group=op.group)
+            else:
+                await self.run(op.argv, timeout=timeout)
 
     async def write_file(
         self, path: str, data: bytes, *, mode: int, owner: str | None = None, group: str | None = None

@@ -32,8 +32,11 @@ import asyncssh
 from etcdforge.hosts.base import (
     REMOTE_KILL_AFTER,
     REMOTE_TIMEOUT_STATUSES,
+    BatchOp,
     RunResult,
     check_result,
+    compile_batch,
+    failed_op,
     remote_command,
     shell_join,
     stderr_tail,
@@ -157,6 +160,13 @@ class SshHost:
                 host=self.name,
             )
         return {p: (None if h == "-" else h) for p, h in zip(wanted, lines, strict=True)}
+
+    async def apply_batch(self, ops: Sequence[BatchOp], *, timeout: float | None = 120) -> None:
+        if not ops:
+            return
+        script = compile_batch(ops, WRITE_SCRIPT)
+        result = await self._exec(("sh", "-s"), script, timeout)
+        check_result(self.name, result, display=failed_op(result.stdout, ops))
 
     async def close(self) -> None:
         self._conn.close()

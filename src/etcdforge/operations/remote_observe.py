@@ -6,7 +6,7 @@ observed concurrently, and on one host the independent commands run concurrently
 
 from __future__ import annotations
 
-import asyncio
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,16 +45,6 @@ class HostObserved:
         return self.active_state in ("active", "activating", "reloading")
 
 
-def parse_stat(output: str) -> dict[str, tuple[int, str, str]]:
-    """``stat -c '%a %U %G %n'`` lines -> {path: (mode, owner, group)} (paths may contain spaces)."""
-    out: dict[str, tuple[int, str, str]] = {}
-    for line in output.splitlines():
-        parts = line.split(" ", 3)
-        if len(parts) == 4:
-            out[parts[3]] = (int(parts[0], 8), parts[1], parts[2])
-    return out
-
-
 def parse_systemctl_show(output: str) -> dict[str, str]:
     """``systemctl show -p A -p B`` output (KEY=VALUE lines) -> dict."""
     out: dict[str, str] = {}
@@ -90,59 +80,119 @@ def parse_etcd_version(output: str) -> str | None:
     return None
 
 
+# One session per host for the whole observation (a session costs a login on the host). Arguments:
+# $1 data dir, $2 etcd binary, $3 etcd user, $4 unit, $5 count N of text files, then the N text files,
+# then every managed path (files and directories). Output: "@section" lines, each followed by its data.
+OBSERVE_SCRIPT = """\
+data=$1 bin=$2 user=$3 unit=$4 ntext=$5
+shift 5
+echo @user
+if id -u "$user" >/dev/null 2>&1; then echo yes; else echo no; fi
+echo @data
+if [ -d "$data/member" ]; then echo yes; else echo no; fi
+echo @version
+"$bin" --version 2>/dev/null | head -n 1
+echo @binsha
+if [ -f "$bin" ]; then h=$(sha256sum < "$bin"); echo "${h%% *}"; else echo -; fi
+echo @unit
+systemctl show "$unit" -p ActiveState -p UnitFileState -p LoadState 2>/dev/null
+echo @ss
+ss -ltnpH 2>/dev/null
+i=0
+while [ "$i" -lt "$ntext" ]; do
+  echo "@text $1"
+  if [ -f "$1" ]; then base64 -w 0 < "$1"; echo; else echo -; fi
+  shift
+  i=$((i + 1))
+done
+echo @files
+for p do
+  if [ -e "$p" ]; then
+    st=$(stat -c '%a %U %G' -- "$p")
+    if [ -f "$p" ]; then h=$(sha256sum < "$p"); h=${h%% *}; else h=-; fi
+    printf '%s %s %s\\n' "$h" "$st" "$p"
+  else
+    printf 'missing - - - %s\\n' "$p"
+  fi
+done
+echo @end
+"""
+
+
+def parse_observation(output: str) -> dict[str, list[str]]:
+    """Split the observe script's output into sections (``text PATH`` sections keep their path)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        if line.startswith("@"):
+            current = sections.setdefault(line[1:], [])
+        elif current is not None:
+            current.append(line)
+    if "end" not in sections:
+        raise ValueError("the observation was cut short (no @end)")
+    return sections
+
+
+def parse_files(lines: list[str]) -> dict[str, tuple[str, int, str, str] | None]:
+    """``@files`` lines -> {path: (sha256 or "-" for a directory, mode, owner, group) or None}."""
+    out: dict[str, tuple[str, int, str, str] | None] = {}
+    for line in lines:
+        digest, mode, owner, rest = line.split(" ", 3)
+        group, _, path = rest.partition(" ")
+        out[path] = None if digest == "missing" else (digest, int(mode, 8), owner, group)
+    return out
+
+
 async def observe_host(
     host: Host, member: str, paths: Sequence[str], *, dirs: Sequence[str], data_dir: str, binary: str
 ) -> HostObserved:
-    """Everything ``plan`` needs to know about one host, in a few concurrent commands."""
-    all_paths = [*paths, *dirs, binary]
-    text_task = asyncio.ensure_future(asyncio.gather(*(host.read_file(p) for p in TEXT_FILES)))
-    listen_task = asyncio.ensure_future(host.run(["ss", "-ltnpH"], check=False))
-    sums, stat, show, user, data, version = await asyncio.gather(
-        host.sha256(all_paths),
-        host.run(["stat", "-c", "%a %U %G %n", *all_paths], check=False),
-        host.run(
-            [
-                "systemctl",
-                "show",
-                layout.UNIT_NAME,
-                "-p",
-                "ActiveState",
-                "-p",
-                "UnitFileState",
-                "-p",
-                "LoadState",
-            ],
-            check=False,
-        ),
-        host.run(["id", "-u", layout.ETCD_USER], check=False),
-        host.run(["test", "-d", f"{data_dir.rstrip('/')}/member"], check=False),
-        host.run([binary, "--version"], check=False),
+    """Everything ``plan`` needs to know about one host, in ONE command (one SSH session)."""
+    result = await host.run(
+        [
+            "sh",
+            "-c",
+            OBSERVE_SCRIPT,
+            "sh",
+            data_dir,
+            binary,
+            layout.ETCD_USER,
+            layout.UNIT_NAME,
+            str(len(TEXT_FILES)),
+            *TEXT_FILES,
+            *paths,
+            *dirs,
+        ],
+        timeout=60,
     )
-    texts = await text_task
-    listening = await listen_task
-    modes = parse_stat(stat.stdout.decode(errors="replace"))
+    sections = parse_observation(result.stdout.decode(errors="replace"))
+    states = parse_files(sections.get("files", []))
     files: dict[str, FileState | None] = {}
     for path in paths:
-        digest = sums.get(path)
-        mode = modes.get(path)
-        files[path] = None if digest is None or mode is None else FileState(digest, *mode)
-    dir_states = {d: modes.get(d) for d in dirs}
-    unit = parse_systemctl_show(show.stdout.decode(errors="replace"))
+        state = states.get(path)
+        files[path] = None if state is None or state[0] == "-" else FileState(*state)
+    dir_states: dict[str, tuple[int, str, str] | None] = {}
+    for d in dirs:
+        state = states.get(d)
+        dir_states[d] = None if state is None else (state[1], state[2], state[3])
+    texts: dict[str, bytes | None] = {}
+    for path in TEXT_FILES:
+        body = sections.get(f"text {path}", ["-"])
+        texts[path] = None if body == ["-"] else base64.b64decode("".join(body))
+    unit = parse_systemctl_show("\n".join(sections.get("unit", [])))
     loaded = unit.get("LoadState") == "loaded"
+    binsha = (sections.get("binsha") or ["-"])[0]
     return HostObserved(
         member=member,
-        etcd_user=user.exit_status == 0,
+        etcd_user=sections.get("user") == ["yes"],
         files=files,
         dirs=dir_states,
-        texts=dict(zip(TEXT_FILES, texts, strict=True)),
+        texts=texts,
         active_state=unit.get("ActiveState", "inactive") if loaded else "inactive",
         unit_file_state=unit.get("UnitFileState", "") if loaded else "",
-        has_data=data.exit_status == 0,
-        binary_sha256=sums.get(binary),
-        binary_version=parse_etcd_version(version.stdout.decode(errors="replace"))
-        if version.exit_status == 0
-        else None,
-        listeners=parse_listeners(listening.stdout.decode(errors="replace")),
+        has_data=sections.get("data") == ["yes"],
+        binary_sha256=None if binsha == "-" else binsha,
+        binary_version=parse_etcd_version("\n".join(sections.get("version", []))),
+        listeners=parse_listeners("\n".join(sections.get("ss", []))),
     )
 
 

@@ -194,7 +194,7 @@ def plan_apply(
                         ),
                     ),
                     f"no '{layout.ETCD_USER}' system user",
-                    group="user",
+                    group="prepare",
                 )
             )
     for n in names:
@@ -210,7 +210,7 @@ def plan_apply(
                         n,
                         HostCommand(n, ("install", "-d", "-m", f"{mode:04o}", "-o", owner, "-g", grp, path)),
                         f"{path} {why}, want {mode:04o} {owner}:{grp}",
-                        group="dirs",
+                        group="prepare",
                     )
                 )
 
@@ -243,7 +243,7 @@ def plan_apply(
                                 source.sha256 if tool == "etcd" else None,
                             ),
                             f"etcd {source.version or ''} binary {why}".replace("  ", " "),
-                            group="binary",
+                            group="prepare",
                         )
                     )
                 if hosts[n].running:
@@ -281,7 +281,7 @@ def plan_apply(
                         diff="" if f.secret else _diff(hosts[n].texts.get(f.path), f.content, f.path),
                     ),
                     why,
-                    group="files",
+                    group="prepare",
                 )
             )
             # A running member read its config and CA at start: only a *different* content (not a
@@ -299,18 +299,19 @@ def plan_apply(
                 n,
                 HostCommand(n, ("systemctl", "daemon-reload")),
                 "unit changed",
-                "reload",
+                "prepare",
             )
         )
     for n in names:
-        if hosts[n].unit_file_state != "enabled":
+        # a newly written unit is not enabled yet, whatever state a distribution's unit had before
+        if hosts[n].unit_file_state != "enabled" or n in unit_changed:
             steps.append(
                 Step(
                     f"{n}/enable",
                     n,
                     HostCommand(n, ("systemctl", "enable", "--quiet", layout.UNIT_NAME)),
                     "start etcd at boot",
-                    group="reload",
+                    group="prepare",
                 )
             )
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from etcdforge import topology
 from etcdforge.errors import EtcdError, MemberStartError, StepError
 from etcdforge.etcd import EtcdClient, TlsFiles
-from etcdforge.hosts.base import Host
+from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
 from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import parse_systemctl_show
 from etcdforge.plan import (
@@ -88,6 +88,37 @@ class RemoteRuntime:
             return f"{len(events)} file set(s) written"
         raise TypeError(f"hosts mode cannot perform {type(action).__name__}")
 
+    async def perform_batch(self, actions: Sequence[Action]) -> list[str]:
+        """A group of steps: file writes and commands go to each host as ONE batch (one SSH session per
+        host — a session costs a login on the host), other actions run concurrently."""
+        per_host: dict[str, list[BatchOp]] = {}
+        others: list[Action] = []
+        for action in actions:
+            if isinstance(action, PutFile):
+                op: BatchOp = WriteOp(action.path, action.content, action.mode, action.owner, action.group)
+                per_host.setdefault(action.host, []).append(op)
+            elif isinstance(action, HostCommand):
+                per_host.setdefault(action.host, []).append(CommandOp(action.argv))
+            else:
+                others.append(action)
+        results = await asyncio.gather(
+            *(self.hosts[h].apply_batch(ops) for h, ops in per_host.items()),
+            *(self.perform(a) for a in others),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        other_notes = iter(results[len(per_host) :])
+        return [
+            "written"
+            if isinstance(a, PutFile)
+            else "done"
+            if isinstance(a, HostCommand)
+            else str(next(other_notes))
+            for a in actions
+        ]
+
     async def put_file(self, action: PutFile) -> str:
         # The planner only plans a write when content, mode or owner differ; rewriting atomically fixes
         # any of them, and is harmless if another run already did.
@@ -116,13 +147,14 @@ class RemoteRuntime:
         return f"{len(data) // 1024} KiB uploaded"
 
     async def start_units(self, action: StartUnits) -> str:
-        async def one(member: str) -> None:
-            host = self.hosts[member]
-            await host.run(["systemctl", "reset-failed", layout.UNIT_NAME], check=False)
-            # --no-block: a new member reports READY only once a quorum runs, so members start together
-            await host.run(["systemctl", "start", "--no-block", layout.UNIT_NAME])
-
-        await asyncio.gather(*(one(m) for m in action.members))
+        # --no-block: a new member reports READY only once a quorum runs, so members start together.
+        # (start also clears a failed state; one session per host.)
+        await asyncio.gather(
+            *(
+                self.hosts[m].run(["systemctl", "start", "--no-block", layout.UNIT_NAME])
+                for m in action.members
+            )
+        )
         return f"started {', '.join(action.members)}"
 
     def _client(self, timeout: float = HEALTH_CALL_TIMEOUT) -> EtcdClient:
