@@ -91,9 +91,19 @@ def test_apply_from_nothing_is_secure_idempotent_and_repairs_drift(hosts: TestHo
         sums = hosts.run(
             h,
             [
-                "sh",
-                "-c",
-                "find /etc/etcd /var/lib/etcd /etc/systemd /usr/local /tmp /root/.ssh -type f -exec sha256sum {} +",
+                "find",
+                "/etc/etcd",
+                "/var/lib/etcd",
+                "/etc/systemd",
+                "/usr/local",
+                "/tmp",
+                "/root/.ssh",
+                "-type",
+                "f",
+                "-exec",
+                "sha256sum",
+                "{}",
+                "+",
             ],
         ).stdout
         assert ca_key_sha not in sums, f"CA key found on {h.name}"
