@@ -123,6 +123,7 @@ async def observe_hosts(spec: ClusterSpec, hosts: Mapping[str, Host]) -> dict[st
                 dirs=managed_dirs(spec),
                 data_dir=layout.data_dir(spec),
                 binary=layout.binary_path(spec),
+                hash_binary=spec.etcd.source != "system",
             )
             for m in spec.members
         )

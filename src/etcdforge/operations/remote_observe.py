@@ -81,11 +81,12 @@ def parse_etcd_version(output: str) -> str | None:
 
 
 # One session per host for the whole observation (a session costs a login on the host). Arguments:
-# $1 data dir, $2 etcd binary, $3 etcd user, $4 unit, $5 count N of text files, then the N text files,
+# $1 data dir, $2 etcd binary, $3 etcd user, $4 unit, $5 count N of text files, $6 "hash" to hash the
+# binary (only needed when etcdforge installs it: ~20 MB of CPU work per host), then the N text files,
 # then every managed path (files and directories). Output: "@section" lines, each followed by its data.
 OBSERVE_SCRIPT = """\
-data=$1 bin=$2 user=$3 unit=$4 ntext=$5
-shift 5
+data=$1 bin=$2 user=$3 unit=$4 ntext=$5 hashbin=$6
+shift 6
 echo @user
 if id -u "$user" >/dev/null 2>&1; then echo yes; else echo no; fi
 echo @data
@@ -93,7 +94,7 @@ if [ -d "$data/member" ]; then echo yes; else echo no; fi
 echo @version
 "$bin" --version 2>/dev/null | head -n 1
 echo @binsha
-if [ -f "$bin" ]; then h=$(sha256sum < "$bin"); echo "${h%% *}"; else echo -; fi
+if [ "$hashbin" = hash ] && [ -f "$bin" ]; then h=$(sha256sum < "$bin"); echo "${h%% *}"; else echo -; fi
 echo @unit
 systemctl show "$unit" -p ActiveState -p UnitFileState -p LoadState 2>/dev/null
 echo @ss
@@ -144,7 +145,14 @@ def parse_files(lines: list[str]) -> dict[str, tuple[str, int, str, str] | None]
 
 
 async def observe_host(
-    host: Host, member: str, paths: Sequence[str], *, dirs: Sequence[str], data_dir: str, binary: str
+    host: Host,
+    member: str,
+    paths: Sequence[str],
+    *,
+    dirs: Sequence[str],
+    data_dir: str,
+    binary: str,
+    hash_binary: bool = True,
 ) -> HostObserved:
     """Everything ``plan`` needs to know about one host, in ONE command (one SSH session)."""
     result = await host.run(
@@ -158,6 +166,7 @@ async def observe_host(
             layout.ETCD_USER,
             layout.UNIT_NAME,
             str(len(TEXT_FILES)),
+            "hash" if hash_binary else "no",
             *TEXT_FILES,
             *paths,
             *dirs,
