@@ -59,6 +59,7 @@ def _dirs(spec: ClusterSpec) -> tuple[tuple[str, int, str, str], ...]:
     u = layout.ETCD_USER
     return (
         (layout.ETC_DIR, 0o755, "root", "root"),
+        (layout.WANTS_DIR, 0o755, "root", "root"),
         (layout.PKI_DIR, 0o750, "root", u),
         (layout.data_dir(spec), 0o700, u, u),
     )
@@ -309,7 +310,7 @@ def plan_apply(
                 Step(
                     f"{n}/enable",
                     n,
-                    HostCommand(n, ("systemctl", "enable", "--quiet", layout.UNIT_NAME)),
+                    HostCommand(n, ("ln", "-sfT", layout.UNIT, layout.WANTS_LINK)),
                     "start etcd at boot",
                     group="prepare",
                 )
