@@ -40,3 +40,24 @@ def need_interop_binaries(*names: str) -> None:
         if os.environ.get("ETCDFORGE_REQUIRE_INTEROP") == "1":
             pytest.fail(msg + "; ETCDFORGE_REQUIRE_INTEROP=1 forbids skipping")
         pytest.skip(msg)
+
+
+# The seed guide's cfssl inputs (shared/seed): its signing config and its CA CSR.
+GUIDE_CA_CONFIG = {
+    "signing": {
+        "default": {"expiry": "87600h"},
+        "profiles": {
+            "server": {"expiry": "87600h", "usages": ["signing", "key encipherment", "server auth"]},
+            "client": {"expiry": "87600h", "usages": ["signing", "key encipherment", "client auth"]},
+            "etcd": {
+                "expiry": "87600h",
+                "usages": ["signing", "key encipherment", "server auth", "client auth"],
+            },
+        },
+    }
+}
+GUIDE_CA_CSR = {
+    "CN": "ETCD CA",
+    "key": {"algo": "rsa", "size": 2048},
+    "names": [{"C": "CN", "ST": "ShangHai", "L": "ShangHai", "O": "CA", "OU": "China"}],
+}

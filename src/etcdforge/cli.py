@@ -609,13 +609,12 @@ def kv() -> None:
 
 
 def _kv_call(directory: Path | None, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from etcdforge.operations import query
-    from etcdforge.workspace import load_workspace
+    from etcdforge.workspace import admin_client, load_workspace
 
     ws, spec = load_workspace(_dir(directory))
 
     async def go() -> T:
-        async with query.client_for(spec, ws) as client:
+        async with admin_client(spec, ws) as client:
             return await fn(client)
 
     return _run(go())

@@ -19,11 +19,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etcdforge import topology
 from etcdforge.errors import WorkspaceError
 from etcdforge.render import ClientPaths, MemberPaths
 from etcdforge.spec import SPEC_FILE, ClusterSpec, load_spec
+
+if TYPE_CHECKING:
+    from etcdforge.etcd import EtcdClient
 
 
 def default_dir() -> Path:
@@ -108,3 +112,12 @@ def load_workspace(directory: Path) -> tuple[Workspace, ClusterSpec]:
     if not ws.exists():
         raise WorkspaceError(f"no cluster in {directory}", hint="run `etcdforge up` first, or pass --dir")
     return ws, load_spec(ws.spec_path)
+
+
+def admin_client(spec: ClusterSpec, ws: Workspace, *, timeout: float = 5.0) -> EtcdClient:
+    """A client for every member's client URL, authenticated with the workspace's admin certificate."""
+    from etcdforge.etcd import EtcdClient, TlsFiles
+
+    paths = ws.client_paths()
+    tls = TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
+    return EtcdClient(list(topology.client_urls(spec)), tls, timeout=timeout)

@@ -14,28 +14,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from support import need_interop_binaries, run_cli
+from support import GUIDE_CA_CONFIG, GUIDE_CA_CSR, need_interop_binaries, run_cli
 
 pytestmark = pytest.mark.integration
-
-GUIDE_CA_CONFIG = {
-    "signing": {
-        "default": {"expiry": "87600h"},
-        "profiles": {
-            "server": {"expiry": "87600h", "usages": ["signing", "key encipherment", "server auth"]},
-            "client": {"expiry": "87600h", "usages": ["signing", "key encipherment", "client auth"]},
-            "etcd": {
-                "expiry": "87600h",
-                "usages": ["signing", "key encipherment", "server auth", "client auth"],
-            },
-        },
-    }
-}
-GUIDE_CA_CSR = {
-    "CN": "ETCD CA",
-    "key": {"algo": "rsa", "size": 2048},
-    "names": [{"C": "CN", "ST": "ShangHai", "L": "ShangHai", "O": "CA", "OU": "China"}],
-}
 
 
 def test_cluster_from_a_cfssl_made_ca(workspace: Path, etcd_bin: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from support import GUIDE_CA_CONFIG, GUIDE_CA_CSR
 
 from etcdforge.pki import (
     CaSettings,
@@ -35,24 +36,6 @@ from etcdforge.pki.inspect import eku_names, key_usage_names, san_sets
 pytestmark = pytest.mark.interop
 Run = Callable[..., subprocess.CompletedProcess[bytes]]
 
-GUIDE_CA_CONFIG = {
-    "signing": {
-        "default": {"expiry": "87600h"},
-        "profiles": {
-            "server": {"expiry": "87600h", "usages": ["signing", "key encipherment", "server auth"]},
-            "client": {"expiry": "87600h", "usages": ["signing", "key encipherment", "client auth"]},
-            "etcd": {
-                "expiry": "87600h",
-                "usages": ["signing", "key encipherment", "server auth", "client auth"],
-            },
-        },
-    }
-}
-GUIDE_CA_CSR = {
-    "CN": "ETCD CA",
-    "key": {"algo": "rsa", "size": 2048},
-    "names": [{"C": "CN", "ST": "ShangHai", "L": "ShangHai", "O": "CA", "OU": "China"}],
-}
 MEMBER_IPS = ("127.0.0.1", "192.168.10.80", "192.168.10.81", "192.168.10.82")
 
 

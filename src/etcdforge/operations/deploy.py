@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etcdforge import binaries, certs, topology
+from etcdforge import binaries, certs
 from etcdforge.errors import EtcdError, PlanError, WorkspaceError
 from etcdforge.execute import Reporter, execute
 from etcdforge.hosts.base import Host
@@ -28,7 +28,7 @@ from etcdforge.plan import IssueCerts, Plan, Step
 from etcdforge.services import releases
 from etcdforge.services.remote_runtime import RemoteRuntime
 from etcdforge.spec import ClusterSpec, expiry
-from etcdforge.workspace import Workspace, load_workspace
+from etcdforge.workspace import Workspace, admin_client, load_workspace
 
 
 def _resolve(ws: Workspace, path: str) -> Path:
@@ -133,13 +133,9 @@ async def observe_hosts(spec: ClusterSpec, hosts: Mapping[str, Host]) -> dict[st
 
 async def observe_cluster(spec: ClusterSpec, ws: Workspace) -> ClusterObserved:
     """Ask etcd itself (with the admin certificate) who the members are and who leads."""
-    from etcdforge.etcd import EtcdClient, TlsFiles
-
-    client_paths = ws.client_paths()
-    if not Path(client_paths.cert).is_file():
+    if not Path(ws.client_paths().cert).is_file():
         return ClusterObserved(reachable=False)
-    tls = TlsFiles(ca=Path(client_paths.ca_cert), cert=Path(client_paths.cert), key=Path(client_paths.key))
-    async with EtcdClient(list(topology.client_urls(spec)), tls, timeout=2.0) as client:
+    async with admin_client(spec, ws, timeout=2.0) as client:
         try:
             members = await client.member_list()
             leader = await client.leader()

@@ -9,24 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etcdforge import topology
 from etcdforge.errors import EtcdError
 from etcdforge.spec import ClusterSpec
-from etcdforge.workspace import Workspace
+from etcdforge.workspace import Workspace, admin_client
 
 if TYPE_CHECKING:
-    from etcdforge.etcd import EtcdClient, Health, Member, MemberStatus
-
-
-def client_for(spec: ClusterSpec, ws: Workspace, *, timeout: float = 5.0) -> EtcdClient:
-    from etcdforge.etcd import EtcdClient, TlsFiles
-
-    paths = ws.client_paths()
-    tls = TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
-    return EtcdClient(list(topology.client_urls(spec)), tls, timeout=timeout)
+    from etcdforge.etcd import Health, Member, MemberStatus
 
 
 @dataclass(frozen=True)
@@ -38,7 +29,7 @@ class StatusRow:
 
 
 async def status(spec: ClusterSpec, ws: Workspace, *, timeout: float = 2.0) -> tuple[StatusRow, ...]:
-    async with client_for(spec, ws, timeout=timeout) as client:
+    async with admin_client(spec, ws, timeout=timeout) as client:
         results = await asyncio.gather(
             *(client.status(topology.client_url(spec, m)) for m in spec.members), return_exceptions=True
         )
@@ -55,11 +46,11 @@ async def status(spec: ClusterSpec, ws: Workspace, *, timeout: float = 2.0) -> t
 
 
 async def health(spec: ClusterSpec, ws: Workspace, *, timeout: float = 5.0) -> tuple[tuple[str, Health], ...]:
-    async with client_for(spec, ws, timeout=timeout) as client:
+    async with admin_client(spec, ws, timeout=timeout) as client:
         results = await asyncio.gather(*(client.health(topology.client_url(spec, m)) for m in spec.members))
     return tuple((m.name, h) for m, h in zip(spec.members, results, strict=True))
 
 
 async def members(spec: ClusterSpec, ws: Workspace, *, timeout: float = 5.0) -> Sequence[Member]:
-    async with client_for(spec, ws, timeout=timeout) as client:
+    async with admin_client(spec, ws, timeout=timeout) as client:
         return await client.member_list()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from etcdforge import topology
 from etcdforge.errors import MemberStartError, WorkspaceError
-from etcdforge.etcd import TlsFiles
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.plan import (
     Action,
@@ -29,7 +28,7 @@ from etcdforge.plan import (
 )
 from etcdforge.services import local as supervisor
 from etcdforge.spec import ClusterSpec
-from etcdforge.workspace import Workspace
+from etcdforge.workspace import Workspace, admin_client
 
 POLL_INTERVAL = 0.05
 #: per-poll call timeout while waiting for health: short, because we poll again anyway
@@ -153,11 +152,10 @@ class LocalRuntime:
         return None
 
     async def wait_healthy(self, action: WaitHealthy) -> str:
-        from etcdforge.etcd import EtcdClient
 
         by_name = {m.name: m for m in self.spec.members}
         urls = {name: topology.client_url(self.spec, by_name[name]) for name in action.members}
-        client = EtcdClient(list(urls.values()), self.tls(), timeout=HEALTH_CALL_TIMEOUT)
+        client = admin_client(self.spec, self.ws, timeout=HEALTH_CALL_TIMEOUT)
         pending = set(action.members)
         last_error: dict[str, str] = {}
         start = self.clock()
@@ -193,8 +191,3 @@ class LocalRuntime:
             raise WorkspaceError(f"{path} does not look like an etcdforge workspace; not removing it")
         shutil.rmtree(path)
         return "removed"
-
-    def tls(self) -> TlsFiles:
-
-        client = self.ws.client_paths()
-        return TlsFiles(ca=Path(client.ca_cert), cert=Path(client.cert), key=Path(client.key))

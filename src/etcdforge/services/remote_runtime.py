@@ -15,7 +15,7 @@ from pathlib import Path
 
 from etcdforge import topology
 from etcdforge.errors import EtcdError, MemberStartError, StepError
-from etcdforge.etcd import EtcdClient, TlsFiles
+from etcdforge.etcd import EtcdClient
 from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
 from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import parse_systemctl_show
@@ -33,7 +33,7 @@ from etcdforge.plan import (
 )
 from etcdforge.services import releases
 from etcdforge.spec import ClusterSpec
-from etcdforge.workspace import Workspace
+from etcdforge.workspace import Workspace, admin_client
 
 POLL_INTERVAL = 0.1
 HEALTH_CALL_TIMEOUT = 1.0
@@ -158,9 +158,7 @@ class RemoteRuntime:
         return f"started {', '.join(action.members)}"
 
     def _client(self, timeout: float = HEALTH_CALL_TIMEOUT) -> EtcdClient:
-        paths = self.ws.client_paths()
-        tls = TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
-        return EtcdClient(list(topology.client_urls(self.spec)), tls, timeout=timeout)
+        return admin_client(self.spec, self.ws, timeout=timeout)
 
     async def _journal(self, member: str) -> str:
         result = await self.hosts[member].run(
