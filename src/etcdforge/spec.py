@@ -229,6 +229,10 @@ class MemberSpec(_Model):
     address: str
     dns_names: tuple[str, ...] = ()
     ssh: MemberSsh | None = None
+    joined: bool = Field(
+        default=False,
+        description="Added to a running cluster by `member add`: starts with initial-cluster-state existing",
+    )
 
     @field_validator("name")
     @classmethod

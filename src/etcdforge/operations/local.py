@@ -175,7 +175,7 @@ def plan_up(
             )
         paths = ws.member_paths(member.name)
         config = render.etcd_config(spec, member, paths, state="new")
-        if obs.running and obs.config != config:
+        if obs.running and obs.config != config and not _initial_only(obs.config, config):
             raise PlanError(
                 f"member {member.name} is running with a different config",
                 hint="run `etcdforge down` then `etcdforge up` to apply it",
@@ -208,6 +208,10 @@ def plan_up(
             Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), "etcdctl environment")
         )
     return Plan(verb="up", steps=tuple(steps), warnings=spec.warnings())
+
+
+def _initial_only(old: bytes | None, new: bytes) -> bool:
+    return old is not None and render.differs_only_in_initial_keys(old, new)
 
 
 def plan_down(spec: ClusterSpec, observed: LocalObserved) -> Plan:

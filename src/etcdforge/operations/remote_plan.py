@@ -19,7 +19,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from etcdforge import binaries, topology
+from etcdforge import binaries, render, topology
 from etcdforge.errors import PlanError
 from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import ClusterObserved, HostObserved
@@ -288,6 +288,15 @@ def plan_apply(
             # A running member read its config and CA at start: only a *different* content (not a
             # restored file or a mode fix) means it runs with something other than what we want.
             changed = is_pending or why == "content differs"
+            old_text = hosts[n].texts.get(f.path)
+            if (
+                f.path == layout.CONFIG
+                and old_text is not None
+                and render.differs_only_in_initial_keys(old_text, f.content)
+            ):
+                changed = (
+                    False  # only initial-* keys (membership changed): etcd ignores them once it has data
+                )
             if f.effect == "reload":
                 unit_changed.append(n)
             if f.effect in ("restart", "reload") and hosts[n].running and changed:
