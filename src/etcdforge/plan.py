@@ -190,6 +190,51 @@ class MoveLeader:
         return {"kind": "move-leader", "to": self.to}
 
 
+# --- membership ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddLearner:
+    """Register a new member as a learner (it does not count toward quorum until promoted)."""
+
+    member: str
+    peer_url: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "add-learner", "member": self.member, "peer_url": self.peer_url}
+
+
+@dataclass(frozen=True)
+class PromoteLearner:
+    """Promote the learner once etcd says it is in sync (retried with backoff, bounded by ``timeout``)."""
+
+    member: str
+    peer_url: str
+    timeout: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "promote", "member": self.member}
+
+
+@dataclass(frozen=True)
+class RemoveMember:
+    member: str
+    member_id: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "remove-member", "member": self.member, "id": f"{self.member_id:x}"}
+
+
+@dataclass(frozen=True)
+class WipeData:
+    """Delete a removed member's data (its member/ directory), so it can never rejoin with stale state."""
+
+    member: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "wipe-data", "member": self.member}
+
+
 Action = (
     WriteFile
     | IssueCerts
@@ -205,6 +250,10 @@ Action = (
     | StartUnits
     | RestartMember
     | MoveLeader
+    | AddLearner
+    | PromoteLearner
+    | RemoveMember
+    | WipeData
 )
 
 
@@ -223,7 +272,7 @@ class Step:
         return {"id": self.id, "host": self.host, "reason": self.reason, **self.action.describe()}
 
 
-Verb = Literal["up", "down", "destroy", "apply"]
+Verb = Literal["up", "down", "destroy", "apply", "member-add", "member-remove", "member-replace"]
 
 
 @dataclass(frozen=True)

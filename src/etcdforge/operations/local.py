@@ -174,7 +174,7 @@ def plan_up(
                 )
             )
         paths = ws.member_paths(member.name)
-        config = render.etcd_config(spec, member, paths, state="new")
+        config = render.etcd_config(spec, member, paths)
         if obs.running and obs.config != config and not _initial_only(obs.config, config):
             raise PlanError(
                 f"member {member.name} is running with a different config",

@@ -81,7 +81,7 @@ def desired_files(
     member: MemberSpec,
     pki: Mapping[str, bytes],
     *,
-    state: ClusterState = "new",
+    state: ClusterState | None = None,
     initial_members: tuple[MemberSpec, ...] | None = None,
 ) -> tuple[DesiredFile, ...]:
     """Every managed file of ``member`` with its content.

@@ -123,14 +123,16 @@ def plan_apply(
     pending_paths: Mapping[str, frozenset[str]] | None = None,
     force: bool = False,
     timeout: float = 120.0,
+    only: Sequence[str] | None = None,
 ) -> Plan:
     """Every step ``apply`` takes, in order; an up-to-date cluster gives an empty plan.
 
     ``pending_paths`` marks, per member, files whose certificate the control PKI is about to (re)issue:
-    they are planned as changed even though their new content is not known yet.
+    they are planned as changed even though their new content is not known yet. ``only`` restricts the
+    plan to those members (a member being added).
     """
     _check_binary(spec, hosts, source)
-    names = [m.name for m in spec.members]
+    names = list(only) if only is not None else [m.name for m in spec.members]
     pending = pending_paths or {}
     steps: list[Step] = []
     restart_needed: dict[str, list[str]] = {}

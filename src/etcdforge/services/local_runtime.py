@@ -18,14 +18,20 @@ from etcdforge.errors import MemberStartError, WorkspaceError
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.plan import (
     Action,
+    AddLearner,
     InstallMemberPki,
     IssueCerts,
+    MoveLeader,
+    PromoteLearner,
+    RemoveMember,
     RemoveTree,
     StartMember,
     StopMember,
     WaitHealthy,
+    WipeData,
     WriteFile,
 )
+from etcdforge.services import cluster_ops
 from etcdforge.services import local as supervisor
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
@@ -77,7 +83,43 @@ class LocalRuntime:
             return await self.wait_healthy(action)
         if isinstance(action, RemoveTree):
             return await self.remove_tree(action)
+        if isinstance(action, WipeData):
+            data = Path(self.ws.member_paths(action.member).data_dir)
+            if data.exists():
+                await asyncio.to_thread(shutil.rmtree, data)
+                return f"removed {data}"
+            return "no data"
+        return await self.cluster_action(action)
+
+    async def cluster_action(self, action: Action) -> str:
+        """Membership actions: the same calls in every mode, through the admin client."""
+        async with admin_client(self.spec, self.ws, timeout=10.0) as client:
+            if isinstance(action, AddLearner):
+                return await cluster_ops.add_learner(client, action.peer_url)
+            if isinstance(action, PromoteLearner):
+                return await cluster_ops.promote_when_synced(
+                    client,
+                    action.member,
+                    action.peer_url,
+                    action.timeout,
+                    alive=lambda: self._alive(action.member),
+                    sleep=self.sleep,
+                    clock=self.clock,
+                )
+            if isinstance(action, RemoveMember):
+                return await cluster_ops.remove(client, action.member_id)
+            if isinstance(action, MoveLeader):
+                return await cluster_ops.move_leader(client, action.to)
         raise TypeError(f"local mode cannot perform {type(action).__name__}")
+
+    async def _alive(self, member: str) -> None:
+        if supervisor.running_pid(self.ws.member_pid(member)) is None:
+            raise MemberStartError(
+                f"member {member} is not running",
+                member=member,
+                log_tail=supervisor.log_tail(self.ws.member_log(member)),
+                hint=f"full log: {self.ws.member_log(member)}",
+            )
 
     async def write_file(self, action: WriteFile) -> str:
         path = Path(action.path)

@@ -14,24 +14,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from etcdforge import topology
-from etcdforge.errors import EtcdError, MemberStartError, StepError
+from etcdforge.errors import MemberStartError, StepError
 from etcdforge.etcd import EtcdClient
+from etcdforge.fsutil import atomic_write
 from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
 from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import parse_systemctl_show
 from etcdforge.plan import (
     Action,
+    AddLearner,
     FetchRelease,
     HostCommand,
     IssueCerts,
     MoveLeader,
+    PromoteLearner,
     PutFile,
+    RemoveMember,
     RestartMember,
     StartUnits,
     UploadFile,
     WaitHealthy,
+    WipeData,
+    WriteFile,
 )
-from etcdforge.services import releases
+from etcdforge.services import cluster_ops, releases
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
 
@@ -79,8 +85,15 @@ class RemoteRuntime:
             return await self.wait_healthy(action.members, action.timeout, started=action.members)
         if isinstance(action, RestartMember):
             return await self.restart(action)
-        if isinstance(action, MoveLeader):
-            return await self.move_leader(action)
+        if isinstance(action, WipeData):
+            data = layout.data_dir(self.spec).rstrip("/")
+            await self.hosts[action.member].run(["rm", "-rf", "--one-file-system", "--", f"{data}/member"])
+            return f"removed {data}/member"
+        if isinstance(action, WriteFile):  # control-machine files (the spec after a membership change)
+            await asyncio.to_thread(atomic_write, Path(action.path), action.content, action.mode)
+            return "written"
+        if isinstance(action, AddLearner | PromoteLearner | RemoveMember | MoveLeader):
+            return await self.cluster_action(action)
         if isinstance(action, IssueCerts):
             from etcdforge.pki import apply_pki
 
@@ -251,11 +264,29 @@ class RemoteRuntime:
         note = await self.wait_healthy(tuple(m.name for m in self.spec.members), action.timeout)
         return f"restarted; {note}"
 
-    async def move_leader(self, action: MoveLeader) -> str:
+    async def cluster_action(self, action: AddLearner | PromoteLearner | RemoveMember | MoveLeader) -> str:
         async with self._client(timeout=10.0) as client:
-            members = await client.member_list()
-            target = next((m for m in members if m.name == action.to), None)
-            if target is None:
-                raise EtcdError(f"{action.to} is not a member of the cluster")
-            await client.move_leader(target.id)
-        return f"leader is now {action.to}"
+            if isinstance(action, AddLearner):
+                return await cluster_ops.add_learner(client, action.peer_url)
+            if isinstance(action, PromoteLearner):
+                return await cluster_ops.promote_when_synced(
+                    client,
+                    action.member,
+                    action.peer_url,
+                    action.timeout,
+                    alive=lambda: self._alive(action.member),
+                    sleep=self.sleep,
+                    clock=self.clock,
+                )
+            if isinstance(action, RemoveMember):
+                return await cluster_ops.remove(client, action.member_id)
+            return await cluster_ops.move_leader(client, action.to)
+
+    async def _alive(self, member: str) -> None:
+        if await self._failed_unit((member,)) is not None:
+            raise MemberStartError(
+                f"etcd on {member} keeps failing",
+                member=member,
+                log_tail=await self._journal(member),
+                hint=f"journalctl -u {layout.UNIT_NAME} on {member}",
+            )

@@ -1,0 +1,213 @@
+"""Plan membership changes (pure): add as a learner then promote, remove with quorum safety, replace.
+
+Safety rules enforced here and tested as pure code:
+
+- never two pending membership changes: a learner or an added-but-unstarted member in the cluster
+  blocks any other change (only the same change may resume);
+- ``add`` registers a **learner** (it does not count toward quorum), deploys and starts it with
+  ``initial-cluster-state=existing``, waits until it is in sync and only then promotes it;
+- ``add`` and ``replace`` refuse while any voter is unhealthy (counted from real health, not from
+  the member list);
+- ``remove`` refuses the last member, a 2-member cluster, and any removal that leaves fewer healthy
+  voters than the new quorum; a leader hands leadership over first;
+- a re-run after an interruption resumes from what the cluster itself says (a learner with our peer
+  URL is our own half-done add; a spec member the cluster no longer lists is our own half-done remove).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from etcdforge import topology
+from etcdforge.errors import PlanError
+from etcdforge.spec import ClusterSpec, MemberSpec
+
+
+@dataclass(frozen=True)
+class MemberView:
+    id: int
+    name: str  # "" for a member that was added but never started
+    peer_urls: tuple[str, ...]
+    is_learner: bool
+    healthy: bool
+    is_leader: bool
+
+    @property
+    def started(self) -> bool:
+        return bool(self.name)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    members: tuple[MemberView, ...]
+
+    @property
+    def voters(self) -> tuple[MemberView, ...]:
+        return tuple(m for m in self.members if not m.is_learner)
+
+    @property
+    def pending(self) -> tuple[MemberView, ...]:
+        """Changes in flight: learners not promoted yet, members added but never started."""
+        return tuple(m for m in self.members if m.is_learner or not m.started)
+
+    def by_peer_url(self, url: str) -> MemberView | None:
+        return next((m for m in self.members if url in m.peer_urls), None)
+
+    def by_name(self, name: str) -> MemberView | None:
+        return next((m for m in self.members if m.name == name), None)
+
+    @property
+    def leader(self) -> MemberView | None:
+        return next((m for m in self.members if m.is_leader), None)
+
+
+@dataclass(frozen=True)
+class AddDecision:
+    """What ``member add`` must still do: ``register`` (MemberAdd as learner), ``deploy`` (files and
+    start), ``promote``; ``done`` when the cluster already has it as a started voter."""
+
+    new_spec: ClusterSpec
+    member: MemberSpec
+    register: bool
+    deploy: bool
+    promote: bool
+    warnings: tuple[str, ...]
+
+    @property
+    def done(self) -> bool:
+        return not (self.register or self.deploy or self.promote)
+
+
+def _unhealthy_voters(view: ClusterView) -> list[str]:
+    return [m.name or f"{m.id:x}" for m in view.voters if not m.healthy]
+
+
+def with_member(spec: ClusterSpec, member: MemberSpec) -> ClusterSpec:
+    return spec.model_copy(update={"members": (*spec.members, member)})
+
+
+def without_member(spec: ClusterSpec, name: str) -> ClusterSpec:
+    return spec.model_copy(update={"members": tuple(m for m in spec.members if m.name != name)})
+
+
+def decide_add(spec: ClusterSpec, view: ClusterView, member: MemberSpec) -> AddDecision:
+    """Check that ``member`` may be added now (or resumed) and say which phases remain."""
+    peer = topology.peer_url(spec, member)
+    mine = view.by_peer_url(peer)
+    in_spec = any(m.name == member.name for m in spec.members)
+    if in_spec and mine is not None and not mine.is_learner and mine.started:
+        return AddDecision(spec, spec.member(member.name), False, False, False, ())
+    if in_spec and mine is None:
+        raise PlanError(
+            f"{member.name} is already in the spec", hint="pick another name, or `member replace` it"
+        )
+    for other in spec.members:
+        if other.name != member.name and other.address == member.address:
+            raise PlanError(
+                f"{member.address} is already used by {other.name}", hint="pick another --address"
+            )
+    others_pending = [m for m in view.pending if m is not mine]
+    if others_pending:
+        names = ", ".join(m.name or f"(unstarted, {m.peer_urls[0]})" for m in others_pending)
+        raise PlanError(
+            f"another membership change is pending: {names}",
+            hint="finish it first (re-run the `member add` that started it), or remove that member",
+        )
+    sick = _unhealthy_voters(view)
+    if sick:
+        raise PlanError(
+            f"the cluster is not healthy ({', '.join(sick)} unhealthy): "
+            "adding a member now could cost quorum",
+            hint="fix or `member replace` the unhealthy member first",
+        )
+    joined = member.model_copy(update={"joined": True})
+    new_spec = spec if in_spec else with_member(spec, joined)
+    size = len(view.voters) + (0 if mine is not None and not mine.is_learner else 1)
+    warnings = []
+    if size % 2 == 0:
+        warnings.append(
+            f"the cluster will have {size} voting members: an even size tolerates no more failures than "
+            f"{size - 1}; add one more (or remove one) to keep it odd"
+        )
+    register = mine is None
+    started = mine is not None and mine.started
+    return AddDecision(
+        new_spec=new_spec,
+        member=new_spec.member(member.name),
+        register=register,
+        deploy=not started or register,
+        promote=mine is None or mine.is_learner,
+        warnings=tuple(warnings),
+    )
+
+
+@dataclass(frozen=True)
+class RemoveDecision:
+    new_spec: ClusterSpec
+    member: str
+    member_id: int | None  # None: the cluster no longer lists it (a half-done remove)
+    move_leader_to: str | None
+
+
+def decide_remove(
+    spec: ClusterSpec, view: ClusterView, name: str, *, replacing: bool = False
+) -> RemoveDecision:
+    """Check that removing ``name`` keeps quorum (counting healthy voters) and say what to do."""
+    mine = view.by_name(name)
+    if mine is None:
+        # an unstarted member has no name yet: find it by the peer URL the spec gives it
+        spec_member = next((m for m in spec.members if m.name == name), None)
+        if spec_member is not None:
+            mine = view.by_peer_url(topology.peer_url(spec, spec_member))
+    in_spec = any(m.name == name for m in spec.members)
+    if mine is None and not in_spec:
+        raise PlanError(f"no member named {name!r}", hint="`etcdforge members` lists them")
+    new_spec = without_member(spec, name) if in_spec and not replacing else spec
+    if mine is None:
+        return RemoveDecision(new_spec, name, None, None)  # already out of the cluster: finish the rest
+    others_pending = [m for m in view.pending if m is not mine]
+    if others_pending:
+        raise PlanError(
+            "another membership change is pending: "
+            + ", ".join(m.name or f"(unstarted, {m.peer_urls[0]})" for m in others_pending),
+            hint="finish it first",
+        )
+    if not mine.is_learner:
+        voters = view.voters
+        if len(voters) == 1:
+            raise PlanError(f"{name} is the last member; removing it would destroy the cluster")
+        if len(voters) == 2 and not replacing:
+            raise PlanError(
+                "removing a member from a 2-member cluster is unsafe (quorum of 2 is 2)",
+                hint="add a member first, then remove this one",
+            )
+        remaining = [m for m in voters if m is not mine]
+        healthy = [m for m in remaining if m.healthy]
+        need = topology.quorum(len(remaining))
+        if len(healthy) < need:
+            raise PlanError(
+                f"removing {name} leaves {len(healthy)} healthy of {len(remaining)} voting members; "
+                f"quorum needs {need}",
+                hint="bring the unhealthy members back first",
+            )
+    move_to = None
+    if mine.is_leader:
+        target = next((m for m in view.voters if m is not mine and m.healthy and m.started), None)
+        move_to = target.name if target else None
+    return RemoveDecision(new_spec, name, mine.id, move_to)
+
+
+def next_local_address(spec: ClusterSpec, taken: Sequence[str], is_free: object) -> str:
+    """The next 127.0.0.x after the spec's members that no member uses and whose ports are free."""
+    import ipaddress
+
+    used = {m.address for m in spec.members} | set(taken)
+    highest = max(int(ipaddress.ip_address(m.address)) for m in spec.members)
+    for candidate in range(highest + 1, int(ipaddress.ip_address("127.0.0.254")) + 1):
+        ip = str(ipaddress.ip_address(candidate))
+        if ip in used:
+            continue
+        if callable(is_free) and all(is_free(ip, p) for p in (spec.etcd.client_port, spec.etcd.peer_port)):
+            return ip
+    raise PlanError("no free 127.0.0.x address for a new member", hint="pass --address")

@@ -1,0 +1,124 @@
+"""Membership calls shared by the local and the hosts runtimes (they differ only in how members run).
+
+Each function is idempotent where etcd allows it: adding a learner whose peer URL is already registered
+returns the existing one; removing a member that is already gone is not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from etcdforge.errors import EtcdError, EtcdUnavailable, StepError
+from etcdforge.etcd import Backoff, EtcdClient, EtcdServerError, Member, format_member_id, retry
+
+#: polled while waiting for a learner to catch up
+PROMOTE_BACKOFF = Backoff(initial=0.2, factor=1.5, maximum=2.0)
+
+
+async def find_by_peer_url(client: EtcdClient, peer_url: str) -> Member | None:
+    return next((m for m in await client.member_list() if peer_url in m.peer_urls), None)
+
+
+#: etcd refuses membership changes until the leader has been connected to a quorum for its health
+#: interval (5 s) — right after a start or a restart that is a wait, not an error
+RECONFIG_RETRY_SECONDS = 30.0
+
+
+def _reconfig_transient(exc: BaseException) -> bool:
+    return isinstance(exc, EtcdUnavailable) or (
+        isinstance(exc, EtcdServerError) and exc.reason == "unhealthy_cluster"
+    )
+
+
+async def add_learner(
+    client: EtcdClient,
+    peer_url: str,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    existing = await find_by_peer_url(client, peer_url)
+    if existing is not None:
+        return f"already registered as {format_member_id(existing.id)}"
+
+    async def once() -> Member:
+        found = await find_by_peer_url(client, peer_url)  # an earlier attempt may have gone through
+        if found is not None:
+            return found
+        member, _ = await client.member_add([peer_url], learner=True)
+        return member
+
+    member = await retry(
+        once, timeout=RECONFIG_RETRY_SECONDS, should_retry=_reconfig_transient, sleep=sleep, clock=clock
+    )
+    return f"learner {format_member_id(member.id)}"
+
+
+async def promote_when_synced(
+    client: EtcdClient,
+    name: str,
+    peer_url: str,
+    timeout: float,
+    *,
+    alive: Callable[[], Awaitable[None]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Promote the learner at ``peer_url`` as soon as etcd allows it (in sync: raft match ≥ 90 %).
+
+    ``alive`` raises if the learner's process or unit died, so a member that never joins is detected
+    long before ``timeout``.
+    """
+    start = clock()
+    attempt = 0
+    while True:
+        member = await find_by_peer_url(client, peer_url)
+        if member is None:
+            raise StepError(f"{name} is no longer registered in the cluster", step_id=f"{name}/promote")
+        if not member.is_learner:
+            return f"voting member {format_member_id(member.id)}"
+        await alive()
+        if member.name:  # started: etcd refuses to promote a learner that never started
+            try:
+                await client.member_promote(member.id)
+                return f"promoted after {clock() - start:.1f}s"
+            except EtcdServerError as exc:
+                if exc.reason != "learner_not_ready":
+                    raise
+            except EtcdError:
+                pass  # a leader change or a busy member: try again
+        if clock() - start > timeout:
+            raise StepError(
+                f"{name} did not catch up within {timeout:.0f}s (etcd: learner not in sync)",
+                step_id=f"{name}/promote",
+            )
+        await sleep(PROMOTE_BACKOFF.delay(attempt))
+        attempt += 1
+
+
+async def remove(
+    client: EtcdClient,
+    member_id: int,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    async def once() -> str:
+        if not any(m.id == member_id for m in await client.member_list()):
+            return "already removed"
+        await client.member_remove(member_id)
+        return f"removed {format_member_id(member_id)}"
+
+    return await retry(
+        once, timeout=RECONFIG_RETRY_SECONDS, should_retry=_reconfig_transient, sleep=sleep, clock=clock
+    )
+
+
+async def move_leader(client: EtcdClient, to: str) -> str:
+    target = next((m for m in await client.member_list() if m.name == to), None)
+    if target is None:
+        raise EtcdError(f"{to} is not a member of the cluster")
+    await client.move_leader(target.id)
+    return f"leader is now {to}"
