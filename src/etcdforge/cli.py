@@ -680,9 +680,14 @@ def member_add(
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 @output_option
 def member_remove(
-    directory: Path | None, name: str, keep_data: bool, timeout: float, accept_new_host_keys: bool, dry_run: bool,
+    directory: Path | None,
+    name: str,
+    keep_data: bool,
+    timeout: float,
+    accept_new_host_keys: bool,
+    dry_run: bool,
     output: str,
-) -> None:  # fmt: skip
+) -> None:
     """Remove NAME (never below quorum; the leader hands over first); stop it and wipe its data."""
     from etcdforge.operations import membership
 
