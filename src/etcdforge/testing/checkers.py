@@ -277,7 +277,7 @@ async def read_kv_history(
 
     states = await asyncio.gather(*(state(r) for r in range(start, end + 1)))
     events: list[Event] = []
-    for rev, prev, cur in zip(range(start + 1, end + 1), states, states[1:], strict=True):
+    for rev, prev, cur in zip(range(start + 1, end + 1), states, states[1:], strict=False):
         for key in sorted(prev.keys() - cur.keys()):
             events.append(Event(rev, key, None))
         for key, (value, mod) in sorted(cur.items()):

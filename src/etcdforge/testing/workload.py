@@ -380,17 +380,22 @@ async def check_history(client: EtcdClient, history: Sequence[Op]) -> CheckResul
         if op.revision in revisions:
             problems.append(f"C5: {op.value} and {revisions[op.revision].value} share revision {op.revision}")
         revisions[op.revision] = op
-        got = await client.get(op.key, revision=op.revision)
+    sem = asyncio.Semaphore(16)
+
+    async def read_back(op: Op) -> str | None:
+        async with sem:
+            got = await client.get(op.key, revision=op.revision)
         found = [kv for kv in got.kvs if kv.mod_revision == op.revision]
         if not found:
-            problems.append(
-                f"C1: acknowledged write {op.key}={op.value} at revision {op.revision} is missing"
-            )
-        elif found[0].value.decode() != op.value:
-            problems.append(
+            return f"C1: acknowledged write {op.key}={op.value} at revision {op.revision} is missing"
+        if found[0].value.decode() != op.value:
+            return (
                 f"C1: {op.key} at revision {op.revision} is {found[0].value.decode()!r}, "
                 f"acknowledged {op.value!r}"
             )
+        return None
+
+    problems += [p for p in await asyncio.gather(*map(read_back, acked)) if p is not None]
     issued = {op.value for op in writes}
     prefixes = {op.key.rsplit("/", 1)[0] + "/" for op in history}
     for prefix in prefixes:
