@@ -12,7 +12,6 @@ from etcdforge.testing.checkers import (
     Event,
     KvHistory,
     SpecMember,
-    check_all,
     check_at_most_once,
     check_distinct_revisions,
     check_history_against,
@@ -25,8 +24,6 @@ from etcdforge.testing.checkers import (
     tool_view_problems,
 )
 from etcdforge.testing.workload import Op, Outcome, dump_history, load_history
-
-assert check_all  # imported for the public-API smoke check
 
 
 def put(c: int, key: str, value: str, rev: int, t0: float, t1: float, outcome: Outcome = "ok") -> Op:
@@ -217,7 +214,7 @@ def tool_rows() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         }
         for m in MEMBERS
     ]
-    statuses = [
+    statuses: list[dict[str, object]] = [
         {"member": f"etcd{i + 1}", "endpoint": EPS[i], "error": None, "id": f"{i + 1:x}", "version": "3.5.1"}
         | {"is_learner": False}
         for i in range(3)
