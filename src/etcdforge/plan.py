@@ -222,7 +222,7 @@ class RemoveMember:
     member_id: int
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "remove-member", "member": self.member, "id": f"{self.member_id:x}"}
+        return {"kind": "remove-member", "member": self.member, "member_id": f"{self.member_id:x}"}
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,42 @@ async def observe_view(spec: ClusterSpec, ws: Workspace) -> ClusterView:
     )
 
 
+def _host_of(url: str) -> str:
+    return url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
+
+
+PENDING_FILE = "pending-change.json"
+
+
+def _pending_address(ws: Workspace, name: str) -> str | None:
+    """The address an interrupted ``member add NAME`` chose, so a re-run without --address resumes it.
+
+    The record is written before the learner is registered and removed when the add ends (joined or
+    rolled back). An added member has no name in etcd until it starts, so only this record ties an
+    unstarted learner to a name.
+    """
+    import json
+
+    try:
+        record = json.loads((ws.root / PENDING_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return str(record["address"]) if record.get("name") == name and record.get("address") else None
+
+
+def _set_pending(ws: Workspace, member: MemberSpec | None) -> None:
+    import json
+
+    from etcdforge.fsutil import atomic_write
+
+    path = ws.root / PENDING_FILE
+    if member is None:
+        path.unlink(missing_ok=True)
+    else:
+        record = {"op": "member-add", "name": member.name, "address": member.address}
+        atomic_write(path, json.dumps(record).encode(), 0o644)
+
+
 @dataclass(frozen=True)
 class MemberResult:
     plan: Plan
@@ -276,8 +312,9 @@ async def add(
             if address is None:
                 if spec.mode != "local":
                     raise PlanError("hosts mode needs --address for the new member")
-                taken = [u.split("//")[1].rsplit(":", 1)[0] for m in view.members for u in m.peer_urls]
-                address = next_local_address(spec, taken, port_is_free)
+                address = _pending_address(ws, name) or next_local_address(
+                    spec, [_host_of(u) for m in view.members for u in m.peer_urls], port_is_free
+                )
             member = MemberSpec(name=name, address=address, dns_names=dns_names, ssh=ssh, joined=True)
         decision = decide_add(spec, view, member)
         if decision.done:
@@ -336,6 +373,7 @@ async def add(
                 planned = (*first, *(await deploy()), *tail)
                 return MemberResult(Plan("member-add", planned, decision.warnings), decision.warnings)
             # the deploy steps need the new certificates, so they are planned once these ran
+            _set_pending(ws, m)
             await execute(Plan("member-add", tuple(first)), runtime, reporter)
             try:
                 rest = (*(await deploy()), *tail)
@@ -343,6 +381,7 @@ async def add(
             except EtcdforgeError as exc:
                 try:
                     await _roll_back(new_spec, ws, m, runtime, hosts, reporter)
+                    _set_pending(ws, None)
                 except EtcdforgeError as again:
                     raise PlanError(
                         f"{m.name} did not join ({exc}), and rolling back failed too: {again}",
@@ -352,6 +391,7 @@ async def add(
                     f"{m.name} did not join: {exc}",
                     hint="rolled back: removed from the cluster, stopped, its data wiped",
                 ) from exc
+            _set_pending(ws, None)
             return MemberResult(Plan("member-add", (*first, *rest), decision.warnings), decision.warnings)
 
 

@@ -134,7 +134,7 @@ class LocalRuntime:
 
         ensure_dir(self.ws.pki_dir)
         events = apply_pki(self.ws.pki_dir, action.plan, self.now())
-        return f"{len(events)} file set(s) written"
+        return f"{sum(1 for e in events if e.paths)} issued"
 
     async def install_member_pki(self, action: InstallMemberPki) -> str:
         changed = 0

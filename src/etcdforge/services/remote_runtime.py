@@ -98,7 +98,7 @@ class RemoteRuntime:
             from etcdforge.pki import apply_pki
 
             events = apply_pki(self.ws.pki_dir, action.plan, self.now())
-            return f"{len(events)} file set(s) written"
+            return f"{sum(1 for e in events if e.paths)} issued"
         raise TypeError(f"hosts mode cannot perform {type(action).__name__}")
 
     async def perform_batch(self, actions: Sequence[Action]) -> list[str]:
