@@ -61,3 +61,15 @@ GUIDE_CA_CSR = {
     "key": {"algo": "rsa", "size": 2048},
     "names": [{"C": "CN", "ST": "ShangHai", "L": "ShangHai", "O": "CA", "OU": "China"}],
 }
+
+
+def init_hosts_workspace(harness: object, directory: object, count: int, *extra: str) -> object:
+    """``etcdforge init`` for the first ``count`` test hosts of ``harness`` (etcd1..N), with its SSH key
+    and known_hosts."""
+    hosts = harness.hosts[:count]  # type: ignore[attr-defined]
+    members = [f"--member=etcd{i + 1}={h.address}" for i, h in enumerate(hosts)]
+    run_cli(
+        "init", "--dir", str(directory), *members,
+        "--ssh-key", str(harness.client_key), "--known-hosts", str(harness.known_hosts), *extra,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    return directory
