@@ -1,0 +1,156 @@
+"""The root click group and what every command shares: options, consoles, the asyncio runner, progress.
+
+Imports of the library (grpc, cryptography, pydantic) happen inside the commands, so ``--help`` and
+simple commands start fast. Expected failures (:class:`~etcdforge.errors.EtcdforgeError`) print one
+line, plus a member's log tail where there is one, and exit non-zero; a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from etcdforge.plan import Plan
+
+T = TypeVar("T")
+
+
+def _default_dir() -> Path:
+    from etcdforge.workspace import default_dir
+
+    return default_dir()
+
+
+dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Workspace directory (default: $ETCDFORGE_DIR or ~/.local/share/etcdforge/local).",
+)
+output_option = click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (scripts, CI logs) gets a wide fixed width instead of rich's 80-column fallback,
+    # so tables are not truncated.
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Maps expected errors to one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from etcdforge.errors import EtcdforgeError, MemberStartError
+
+        try:
+            return super().invoke(ctx)
+        except EtcdforgeError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            err = _console(stderr=True)
+            from rich.markup import escape
+
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, MemberStartError):
+                cause = cause.__cause__
+            if isinstance(cause, MemberStartError) and cause.log_tail:
+                err.print(f"[dim]--- last lines of {cause.member}'s log ---[/]")
+                err.print(escape(cause.log_tail), markup=False)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="etcdforge")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """etcdforge: secure etcd clusters, from one spec.
+
+    `etcdforge up` starts a 3-member mutual-TLS cluster on this machine; `eval "$(etcdforge env)"` then
+    makes plain etcdctl work against it.
+    """
+    # gRPC's C core logs TLS handshake failures to stderr itself; our errors already explain them.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _dir(directory: Path | None) -> Path:
+    return directory if directory is not None else _default_dir()
+
+
+class _StepPrinter:
+    """Progress for plan execution: a spinner naming the running step(s), one line per finished step.
+
+    Steps of a batch run concurrently, so the spinner shows every running step id.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._running: dict[str, str] = {}
+        self._status: Any = None
+
+    def _refresh(self) -> None:
+        if not self._running:
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            return
+        text = "; ".join(f"{sid}: {reason}" for sid, reason in self._running.items())
+        if self._status is None:
+            self._status = self.console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
+    def step_started(self, step: Any) -> None:
+        self._running[step.id] = step.reason
+        self._refresh()
+
+    def step_done(self, step: Any, note: str) -> None:
+        self._running.pop(step.id, None)
+        self._refresh()
+        self.console.print(f"[green]✓[/] {step.id:<28} [dim]{note}[/]")
+
+    def step_failed(self, step: Any, error: Exception) -> None:
+        self._running.pop(step.id, None)
+        self._refresh()
+        self.console.print(f"[red]✗[/] {step.id}")
+
+
+def _print_plan(plan: Plan, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(plan.to_json(), indent=2))
+        return
+    console = _console()
+    if plan.empty:
+        console.print("nothing to do")
+    for line in plan.lines():
+        console.print(line, markup=False)

@@ -1,0 +1,223 @@
+"""Read-only views of a running cluster (``status``, ``health``, ``members``) and etcdctl access.
+
+``env`` prints shell exports for plain etcdctl; ``ctl`` runs etcdctl with the cluster's endpoints and
+TLS flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from etcdforge.cli.app import _console, _dir, _run, dir_option, main, output_option
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(n)
+
+
+@main.command()
+@dir_option
+@output_option
+def status(directory: Path | None, output: str) -> None:
+    """Per member: version, leader, raft term/index, DB size, learner, errors."""
+    from etcdforge.operations import query
+    from etcdforge.workspace import load_workspace
+
+    ws, spec = load_workspace(_dir(directory))
+    rows = _run(query.status(spec, ws))
+    if output == "json":
+        data = []
+        for r in rows:
+            s = r.status
+            data.append(
+                {
+                    "member": r.member,
+                    "endpoint": r.endpoint,
+                    "error": r.error,
+                    **(
+                        {
+                            "id": f"{s.member_id:x}",
+                            "version": s.version,
+                            "is_leader": s.leader == s.member_id,
+                            "leader": f"{s.leader:x}",
+                            "raft_term": s.raft_term,
+                            "raft_index": s.raft_index,
+                            "raft_applied_index": s.raft_applied_index,
+                            "db_size": s.db_size,
+                            "db_size_in_use": s.db_size_in_use,
+                            "is_learner": s.is_learner,
+                            "revision": s.revision,
+                            "errors": list(s.errors),
+                        }
+                        if s is not None
+                        else {}
+                    ),
+                }
+            )
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"cluster {spec.name}")
+        for col in (
+            "member",
+            "endpoint",
+            "id",
+            "version",
+            "leader",
+            "raft term",
+            "raft index",
+            "db size",
+            "learner",
+            "errors",
+        ):
+            table.add_column(col)
+        for r in rows:
+            s = r.status
+            if s is None:
+                table.add_row(r.member, r.endpoint, "", "", "", "", "", "", "", f"[red]{r.error}[/]")
+                continue
+            table.add_row(
+                r.member,
+                r.endpoint,
+                f"{s.member_id:x}",
+                s.version,
+                "[bold]yes[/]" if s.leader == s.member_id else "no",
+                str(s.raft_term),
+                str(s.raft_index),
+                _size(s.db_size),
+                "yes" if s.is_learner else "no",
+                ", ".join(s.errors),
+            )
+        _console().print(table)
+    if any(r.error for r in rows):
+        sys.exit(1)
+
+
+@main.command()
+@dir_option
+@output_option
+def health(directory: Path | None, output: str) -> None:
+    """Like `etcdctl endpoint health`; exits non-zero if any member is unhealthy."""
+    from etcdforge import topology
+    from etcdforge.operations import query
+    from etcdforge.workspace import load_workspace
+
+    ws, spec = load_workspace(_dir(directory))
+    results = _run(query.health(spec, ws))
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "member": n,
+                        "endpoint": h.endpoint,
+                        "healthy": h.healthy,
+                        "took": h.took,
+                        "error": h.error,
+                    }
+                    for n, h in results
+                ],
+                indent=2,
+            )
+        )
+    else:
+        console = _console()
+        for name, h in results:
+            url = topology.client_url(spec, spec.member(name))
+            if h.healthy:
+                console.print(
+                    f"[green]{url} is healthy[/]: successfully committed proposal: "
+                    f"took = {h.took * 1000:.1f}ms ({name})"
+                )
+            else:
+                console.print(f"[red]{url} is unhealthy[/]: {h.error} ({name})", markup=True)
+    if not all(h.healthy for _, h in results):
+        sys.exit(1)
+
+
+@main.command()
+@dir_option
+@output_option
+def members(directory: Path | None, output: str) -> None:
+    """The cluster's member list (as etcd itself reports it)."""
+    from etcdforge.operations import query
+    from etcdforge.workspace import load_workspace
+
+    ws, spec = load_workspace(_dir(directory))
+    listed = _run(query.members(spec, ws))
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": f"{m.id:x}",
+                        "name": m.name,
+                        "peer_urls": list(m.peer_urls),
+                        "client_urls": list(m.client_urls),
+                        "is_learner": m.is_learner,
+                    }
+                    for m in listed
+                ],
+                indent=2,
+            )
+        )
+        return
+    from rich.table import Table
+
+    table = Table()
+    for col in ("id", "status", "name", "peer urls", "client urls", "learner"):
+        table.add_column(col)
+    for m in listed:
+        table.add_row(
+            f"{m.id:x}",
+            "started" if m.name else "unstarted",
+            m.name,
+            ",".join(m.peer_urls),
+            ",".join(m.client_urls),
+            "yes" if m.is_learner else "no",
+        )
+    _console().print(table)
+
+
+@main.command()
+@dir_option
+def env(directory: Path | None) -> None:
+    """Shell exports for plain etcdctl: eval "$(etcdforge env)"."""
+    from etcdforge import render, topology
+    from etcdforge.workspace import load_workspace
+
+    ws, spec = load_workspace(_dir(directory))
+    sys.stdout.write(render.etcdctl_env(topology.client_urls(spec), ws.client_paths()).decode())
+
+
+def _etcdctl_argv(directory: Path | None) -> list[str]:
+    from etcdforge import binaries, render, topology
+    from etcdforge.workspace import load_workspace
+
+    ws, spec = load_workspace(_dir(directory))
+    explicit = spec.etcd.binary
+    ctl = binaries.sibling_tool(Path(explicit), "etcdctl") if explicit else binaries.find_tool("etcdctl")
+    return [str(ctl), *render.etcdctl_tls_args(topology.client_urls(spec), ws.client_paths())]
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@dir_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ctl(directory: Path | None, args: tuple[str, ...]) -> None:
+    """Run etcdctl with the cluster's endpoints and TLS flags: etcdforge ctl -- member list -w table."""
+    argv = _etcdctl_argv(directory) + list(args)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+    env["ETCDCTL_API"] = "3"
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)
