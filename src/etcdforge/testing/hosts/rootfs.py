@@ -1,0 +1,129 @@
+"""A test host's root filesystem: a copy-on-write overlay of ``/`` made into a distinct, quiet host.
+
+Role: mount, prepare and remove each host's overlay (``<base>/{up,work,root}``), and read the mount table.
+
+Invariants:
+
+- The lower layer is the machine's own ``/`` and is never written: every change lands in ``<base>/up``.
+- Each host gets its own hostname, machine-id and ssh host keys; ``root`` and ``deploy`` (passwordless
+  sudo) and ``nosudo`` accept the harness's client key; keys and sudoers are created with their final
+  mode (0600/0440), never chmod-ed after.
+- A directory is never removed while it (or anything below it) is still a mount point, so teardown can
+  never delete through a live overlay into ``/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from .base import TestHost, run_local
+
+#: units the image enables that only cost boot time (or reach for the network) inside a test host
+MASKED_UNITS = (
+    "postgresql.service",
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "man-db.timer",
+    "systemd-timesyncd.service",
+    "systemd-pstore.service",
+)
+SSHD_DROPIN = "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n"
+
+
+def mounts() -> list[tuple[str, str]]:
+    """(fstype, mountpoint) of every mount in our mount namespace (octal escapes decoded)."""
+    result = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        result.append((fields[2], point))
+    return result
+
+
+def unmount(path: Path) -> str | None:
+    """Unmount ``path`` if it is a mount point (lazily if it is busy); a problem string on failure."""
+    if not any(point == str(path) for _, point in mounts()):
+        return None
+    if run_local(["umount", str(path)], timeout=30, check=False).returncode == 0:
+        return None
+    lazy = run_local(["umount", "-l", str(path)], timeout=30, check=False)
+    return None if lazy.returncode == 0 else f"umount {path}: {lazy.stderr.strip()}"
+
+
+def remove_dir(path: Path) -> str | None:
+    """Remove the directory tree ``path`` unless a mount remains in it (then a problem string)."""
+    # never delete through a live overlay: the directory must not hold a mount any more
+    if any(point == str(path) or point.startswith(f"{path}/") for _, point in mounts()):
+        return f"not removing {path}: still mounted"
+    shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def prepare_root(host: TestHost, peers: Sequence[TestHost], client_key: Path) -> None:
+    """Mount the overlay and make it a distinct host: identity, keys, users, quiet boot.
+
+    ``peers`` (all hosts, in index order) go into ``/etc/hosts``; ``client_key``'s ``.pub`` is authorized.
+    """
+    base = host.root.parent
+    for sub in ("up", "work", "root"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    options = f"lowerdir=/,upperdir={base / 'up'},workdir={base / 'work'}"
+    run_local(["mount", "-t", "overlay", "overlay", "-o", options, str(host.root)])
+    root = host.root
+    etc = root / "etc"
+    (etc / "systemd/system/multi-user.target.wants/etcd.service").unlink(missing_ok=True)
+    for unit in MASKED_UNITS:
+        target = etc / "systemd/system" / unit
+        target.unlink(missing_ok=True)
+        target.symlink_to("/dev/null")
+    (etc / "hostname").write_text(f"{host.name}\n")
+    (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
+    hosts_lines = [f"{peer.address}\t{peer.name}\n" for peer in peers]
+    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n" + "".join(hosts_lines))
+    for old in (etc / "ssh").glob("ssh_host_*"):
+        old.unlink()
+    run_local(["ssh-keygen", "-A", "-f", str(root)], timeout=60)
+    (etc / "ssh/sshd_config.d/etcdforge-test.conf").write_text(SSHD_DROPIN)
+    public_key = client_key.with_suffix(".pub").read_text()
+    authorize(root, "root", public_key)
+    for user in ("deploy", "nosudo"):
+        run_local(["useradd", "--root", str(root), "-m", "-s", "/bin/bash", "-p", "*", user])
+        authorize(root, user, public_key)
+    sudoers = etc / "sudoers.d/deploy"
+    sudoers.parent.mkdir(mode=0o755, exist_ok=True)
+    fd = os.open(sudoers, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o440)
+    with os.fdopen(fd, "w") as f:
+        f.write("deploy ALL=(ALL) NOPASSWD:ALL\n")
+
+
+def authorize(root: Path, user: str, public_key: str) -> None:
+    """Make ``public_key`` the only authorized key of ``user`` in the host at ``root``."""
+    entry = next(
+        line.split(":")
+        for line in (root / "etc/passwd").read_text().splitlines()
+        if line.split(":")[0] == user
+    )
+    uid, gid, home = int(entry[2]), int(entry[3]), root / entry[5].lstrip("/")
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(public_key)
+    for path in (ssh_dir, keys):
+        os.chown(path, uid, gid)
+
+
+def host_key(host: TestHost) -> str:
+    """``host``'s ed25519 public host key as ``"<type> <base64>"`` (a known_hosts entry minus the name)."""
+    key_type, key = (host.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
+    return f"{key_type} {key}"
