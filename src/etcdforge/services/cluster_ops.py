@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from etcdforge.errors import EtcdError, EtcdUnavailable, StepError
 from etcdforge.etcd import EtcdClient, EtcdServerError, Member, format_member_id, retry
+from etcdforge.plan import AddLearner, MoveLeader, PromoteLearner, RemoveMember
 
 #: polled while waiting for a learner to catch up: etcd answers at once whether it is in sync, so a
 #: short constant interval promotes as soon as it may (a backoff only adds idle waiting here)
@@ -126,3 +127,33 @@ async def move_leader(client: EtcdClient, to: str) -> str:
         raise EtcdError(f"{to} is not a member of the cluster")
     await client.move_leader(target.id)
     return f"leader is now {to}"
+
+
+ClusterAction = AddLearner | PromoteLearner | RemoveMember | MoveLeader
+
+
+async def perform(
+    client: EtcdClient,
+    action: ClusterAction,
+    *,
+    alive: Callable[[str], Awaitable[None]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Carry out a membership action (the same in every mode; ``alive(member)`` is the mode's liveness
+    check for a starting member)."""
+    if isinstance(action, AddLearner):
+        return await add_learner(client, action.peer_url, sleep=sleep, clock=clock)
+    if isinstance(action, PromoteLearner):
+        return await promote_when_synced(
+            client,
+            action.member,
+            action.peer_url,
+            action.timeout,
+            alive=lambda: alive(action.member),
+            sleep=sleep,
+            clock=clock,
+        )
+    if isinstance(action, RemoveMember):
+        return await remove(client, action.member_id, sleep=sleep, clock=clock)
+    return await move_leader(client, action.to)

@@ -93,24 +93,12 @@ class LocalRuntime:
 
     async def cluster_action(self, action: Action) -> str:
         """Membership actions: the same calls in every mode, through the admin client."""
+        if not isinstance(action, AddLearner | PromoteLearner | RemoveMember | MoveLeader):
+            raise TypeError(f"local mode cannot perform {type(action).__name__}")
         async with admin_client(self.spec, self.ws, timeout=10.0) as client:
-            if isinstance(action, AddLearner):
-                return await cluster_ops.add_learner(client, action.peer_url)
-            if isinstance(action, PromoteLearner):
-                return await cluster_ops.promote_when_synced(
-                    client,
-                    action.member,
-                    action.peer_url,
-                    action.timeout,
-                    alive=lambda: self._alive(action.member),
-                    sleep=self.sleep,
-                    clock=self.clock,
-                )
-            if isinstance(action, RemoveMember):
-                return await cluster_ops.remove(client, action.member_id)
-            if isinstance(action, MoveLeader):
-                return await cluster_ops.move_leader(client, action.to)
-        raise TypeError(f"local mode cannot perform {type(action).__name__}")
+            return await cluster_ops.perform(
+                client, action, alive=self._alive, sleep=self.sleep, clock=self.clock
+            )
 
     async def _alive(self, member: str) -> None:
         if supervisor.running_pid(self.ws.member_pid(member)) is None:

@@ -266,21 +266,9 @@ class RemoteRuntime:
 
     async def cluster_action(self, action: AddLearner | PromoteLearner | RemoveMember | MoveLeader) -> str:
         async with self._client(timeout=10.0) as client:
-            if isinstance(action, AddLearner):
-                return await cluster_ops.add_learner(client, action.peer_url)
-            if isinstance(action, PromoteLearner):
-                return await cluster_ops.promote_when_synced(
-                    client,
-                    action.member,
-                    action.peer_url,
-                    action.timeout,
-                    alive=lambda: self._alive(action.member),
-                    sleep=self.sleep,
-                    clock=self.clock,
-                )
-            if isinstance(action, RemoveMember):
-                return await cluster_ops.remove(client, action.member_id)
-            return await cluster_ops.move_leader(client, action.to)
+            return await cluster_ops.perform(
+                client, action, alive=self._alive, sleep=self.sleep, clock=self.clock
+            )
 
     async def _alive(self, member: str) -> None:
         if await self._failed_unit((member,)) is not None:
