@@ -111,9 +111,16 @@ async def remove(
     clock: Callable[[], float] = time.monotonic,
 ) -> str:
     async def once() -> str:
-        if not any(m.id == member_id for m in await client.member_list()):
+        members = await client.member_list()
+        if not any(m.id == member_id for m in members):
             return "already removed"
-        await client.member_remove(member_id)
+        # ask another member: the removed one shuts down while answering ("server stopped")
+        others = [url for m in members if m.id != member_id and not m.is_learner for url in m.client_urls[:1]]
+        try:
+            await client.member_remove(member_id, endpoint=others[0] if others else None)
+        except EtcdError:
+            if any(m.id == member_id for m in await client.member_list()):
+                raise
         return f"removed {format_member_id(member_id)}"
 
     return await retry(
