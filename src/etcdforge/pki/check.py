@@ -1,0 +1,367 @@
+"""``pki check``: a pure health check of certificates and keys, for people and for monitoring.
+
+The caller gathers (:mod:`etcdforge.pki.check_gather`); this module only judges: :func:`check_pki` takes
+file contents, modes and owners as plain data plus ``now`` and returns :class:`Finding` values. It never
+reads a file, a clock or the network, so every verdict is unit-testable.
+
+Invariants:
+
+* every checked item yields at least one finding per check that applies to it, ``ok`` included, so
+  the output shows what was checked and not only what failed;
+* severities map to monitoring exit codes (:func:`exit_code`): 0 all ``ok``, 1 some ``warning``
+  (inside the warning window, a group-readable key), 2 some ``broken`` (expired, wrong CA …);
+* a file that cannot be read or parsed is one ``broken`` ``read`` finding; the checks that need its
+  content are then skipped rather than reported as a cascade of follow-on failures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from etcdforge.errors import PkiError
+from etcdforge.pki.inspect import is_ca, san_sets
+from etcdforge.pki.keys import PrivateKey, key_matches, parse_cert, parse_key
+from etcdforge.pki.plan import signed_by
+
+Severity = Literal["ok", "warning", "broken"]
+Role = Literal["ca", "server", "peer", "client"]
+CheckName = Literal[
+    "read", "expiry", "chain", "key-match", "usages", "sans", "key-mode", "owner", "ca-key-absent"
+]
+
+_RANK: dict[Severity, int] = {"ok": 0, "warning": 1, "broken": 2}
+
+#: Extended key usages each role needs. Server certificates need ``client auth`` as well: etcd's
+#: gRPC gateway dials its own client port with the server certificate; peers are clients of each other.
+REQUIRED_EKUS: dict[Role, tuple[x509.ObjectIdentifier, ...]] = {
+    "ca": (),
+    "server": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    "peer": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    "client": (ExtendedKeyUsageOID.CLIENT_AUTH,),
+}
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "server auth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "client auth",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One verdict: ``subject`` (which certificate or member), ``check`` (what was checked)."""
+
+    subject: str
+    check: CheckName
+    severity: Severity
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"subject": self.subject, "check": self.check, "severity": self.severity, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a finding turns into a warning. ``warn_days``: certificates expiring sooner warn."""
+
+    warn_days: int = 30
+    #: a key readable by its group (0640) is a warning; set False to accept it silently
+    warn_group_readable: bool = True
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """A file as gathered: content (None = missing), permission bits, owner and group names.
+
+    ``problem`` is set when the file exists but could not be read (e.g. permission denied).
+    """
+
+    path: str
+    data: bytes | None
+    mode: int | None = None
+    owner: str | None = None
+    group: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class CertItem:
+    """One certificate (and its key, except for an installed CA copy) with what it must satisfy.
+
+    ``ips``/``dns`` are the SANs the certificate must cover (a member's addresses); ``key_owner`` is the
+    user that must own the key file (None: not checked).
+    """
+
+    subject: str
+    role: Role
+    cert: FileFacts
+    key: FileFacts | None = None
+    ips: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    key_owner: str | None = None
+
+
+@dataclass(frozen=True)
+class MemberFiles:
+    """Files found in one member's directory (name -> content digest), for the CA key check.
+
+    ``digests`` maps each path to the hex SHA-256 of its content; ``pem_keys`` optionally holds the
+    content of PEM files, so a CA key re-encoded (PKCS#8 instead of SEC 1) is recognised too.
+    """
+
+    member: str
+    digests: Mapping[str, str]
+    pem_keys: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PkiFacts:
+    """Everything :func:`check_pki` judges. ``ca`` is the configured CA certificate (the trust anchor)."""
+
+    ca: FileFacts
+    ca_key: bytes | None
+    items: tuple[CertItem, ...]
+    members: tuple[MemberFiles, ...] = ()
+    #: file names that must never appear in a member's directory, whatever their content
+    forbidden_names: tuple[str, ...] = ("ca-key.pem",)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def exit_code(findings: Sequence[Finding]) -> int:
+    """0 all fine, 1 something in the warning window, 2 something expired or broken."""
+    return max((_RANK[f.severity] for f in findings), default=0)
+
+
+def worst(findings: Sequence[Finding]) -> Severity:
+    code = exit_code(findings)
+    return "broken" if code == 2 else "warning" if code == 1 else "ok"
+
+
+def check_pki(facts: PkiFacts, now: datetime, thresholds: Thresholds = Thresholds()) -> tuple[Finding, ...]:
+    """Judge every certificate, key and member directory in ``facts`` at time ``now``."""
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    out: list[Finding] = []
+    ca_cert = _parse_cert(facts.ca, "ca", out)
+    for item in facts.items:
+        out += check_item(item, ca_cert, now, thresholds)
+    ca_key = _quiet_key(facts.ca_key) if facts.ca_key is not None else None
+    for member in facts.members:
+        out += check_member_files(member, facts.ca_key, ca_key, facts.forbidden_names)
+    return tuple(out)
+
+
+def check_item(
+    item: CertItem, ca_cert: x509.Certificate | None, now: datetime, thresholds: Thresholds
+) -> list[Finding]:
+    """All checks of one certificate (and key): expiry, chain, key match, usages, SANs, key file."""
+    out: list[Finding] = []
+    s = item.subject
+    cert = _parse_cert(item.cert, s, out)
+    key: PrivateKey | None = None
+    if item.key is not None:
+        key = _parse_key(item.key, s, out)
+        out += check_key_file(s, item.key, thresholds, item.key_owner)
+    if cert is None:
+        return out
+    out.append(check_expiry(s, cert, now, thresholds))
+    out.append(check_chain(s, item.role, cert, ca_cert))
+    if key is not None:
+        if key_matches(cert, key):
+            out.append(Finding(s, "key-match", "ok", "key matches certificate"))
+        else:
+            out.append(
+                Finding(s, "key-match", "broken", f"{item.key.path if item.key else 'key'} does not match "
+                        f"{item.cert.path}")  # fmt: skip
+            )
+    if item.role != "ca":
+        out.append(check_usages(s, item.role, cert))
+        if item.ips or item.dns:
+            out.append(check_sans(s, cert, item.ips, item.dns))
+    return out
+
+
+def check_expiry(subject: str, cert: x509.Certificate, now: datetime, thresholds: Thresholds) -> Finding:
+    after, before = cert.not_valid_after_utc, cert.not_valid_before_utc
+    left = after - now
+    if left <= timedelta(0):
+        return Finding(subject, "expiry", "broken", f"expired on {after:%Y-%m-%d %H:%M} UTC")
+    if before > now:
+        return Finding(
+            subject, "expiry", "broken", f"not valid before {before:%Y-%m-%d %H:%M} UTC (clock skew?)"
+        )
+    days = left.days
+    if left < timedelta(days=thresholds.warn_days):
+        return Finding(
+            subject, "expiry", "warning", f"expires in {days} days ({after:%Y-%m-%d}); renew it"
+        )
+    return Finding(subject, "expiry", "ok", f"{days} days left (until {after:%Y-%m-%d})")
+
+
+def check_chain(
+    subject: str, role: Role, cert: x509.Certificate, ca_cert: x509.Certificate | None
+) -> Finding:
+    """A leaf must be signed by the configured CA; an installed CA copy must *be* that CA."""
+    if ca_cert is None:
+        return Finding(subject, "chain", "broken", "the configured CA certificate is missing or unreadable")
+    if role == "ca":
+        if cert == ca_cert:
+            return Finding(subject, "chain", "ok", "is the configured CA")
+        return Finding(
+            subject, "chain", "broken",
+            f"not the configured CA ({cert.subject.rfc4514_string()!r}, serial {cert.serial_number:x})",
+        )  # fmt: skip
+    if cert.issuer != ca_cert.subject:
+        return Finding(
+            subject, "chain", "broken",
+            f"issued by {cert.issuer.rfc4514_string()!r}, not the configured CA "
+            f"{ca_cert.subject.rfc4514_string()!r}",
+        )  # fmt: skip
+    if not signed_by(cert, ca_cert):
+        return Finding(
+            subject, "chain", "broken", "issuer name matches but the signature does not verify (another CA)"
+        )
+    return Finding(subject, "chain", "ok", "signed by the configured CA")
+
+
+def check_usages(subject: str, role: Role, cert: x509.Certificate) -> Finding:
+    if is_ca(cert):
+        return Finding(subject, "usages", "broken", "a CA certificate used as a leaf")
+    try:
+        ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        ekus = None  # no EKU extension: Go accepts any usage
+    missing = [] if ekus is None or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in ekus else [
+        _EKU_NAMES[oid] for oid in REQUIRED_EKUS[role] if oid not in ekus
+    ]  # fmt: skip
+    if missing:
+        why = " (etcd's gateway and peers dial with it)" if role != "client" else ""
+        return Finding(subject, "usages", "broken", f"{role} certificate lacks {', '.join(missing)}{why}")
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature:
+            return Finding(subject, "usages", "broken", "key usage lacks digital signature (signing)")
+    except x509.ExtensionNotFound:
+        pass
+    wanted = ", ".join(_EKU_NAMES[oid] for oid in REQUIRED_EKUS[role])
+    return Finding(subject, "usages", "ok", f"has {wanted}")
+
+
+def check_sans(subject: str, cert: x509.Certificate, ips: tuple[str, ...], dns: tuple[str, ...]) -> Finding:
+    have_dns, have_ips = san_sets(cert)
+    missing = [d for d in dns if d not in have_dns]
+    missing += [i for i in ips if str(ipaddress.ip_address(i)) not in have_ips]
+    if missing:
+        return Finding(subject, "sans", "broken", f"SANs lack {', '.join(missing)}")
+    return Finding(subject, "sans", "ok", f"covers {', '.join([*dns, *ips])}")
+
+
+def check_key_file(
+    subject: str, key: FileFacts, thresholds: Thresholds, expected_owner: str | None
+) -> list[Finding]:
+    """Key permission bits (0600/0400 ok, 0640 warning, anything wider broken) and owner."""
+    out: list[Finding] = []
+    if key.mode is not None:
+        loose = key.mode & 0o077
+        if loose == 0:
+            out.append(Finding(subject, "key-mode", "ok", f"{key.path} is {key.mode:04o}"))
+        elif loose == 0o040:
+            sev: Severity = "warning" if thresholds.warn_group_readable else "ok"
+            out.append(
+                Finding(subject, "key-mode", sev, f"{key.path} is {key.mode:04o} (group-readable); want 0600")
+            )
+        else:
+            out.append(
+                Finding(subject, "key-mode", "broken",
+                        f"{key.path} is {key.mode:04o}: readable by others; chmod 0600 it and consider "
+                        "reissuing the key")  # fmt: skip
+            )
+    if expected_owner is not None and key.owner is not None:
+        if key.owner == expected_owner:
+            out.append(Finding(subject, "owner", "ok", f"{key.path} owned by {key.owner}"))
+        else:
+            out.append(
+                Finding(subject, "owner", "warning",
+                        f"{key.path} owned by {key.owner}:{key.group}, want {expected_owner}")  # fmt: skip
+            )
+    return out
+
+
+def check_member_files(
+    member: MemberFiles, ca_key_bytes: bytes | None, ca_key: PrivateKey | None, forbidden: tuple[str, ...]
+) -> list[Finding]:
+    """The CA private key must not be anywhere in a member's directory, under any name or encoding."""
+    subject = member.member
+    bad: list[str] = []
+    digest = sha256_hex(ca_key_bytes) if ca_key_bytes is not None else None
+    for path, file_digest in sorted(member.digests.items()):
+        name = path.rsplit("/", 1)[-1]
+        if name in forbidden or (digest is not None and file_digest == digest):
+            bad.append(path)
+    if ca_key is not None:
+        for path, data in sorted(member.pem_keys.items()):
+            other = _quiet_key(data)
+            if path not in bad and other is not None and _same_key(other, ca_key):
+                bad.append(path)
+    if bad:
+        return [
+            Finding(subject, "ca-key-absent", "broken",
+                    f"the CA private key is on this member: {', '.join(bad)}; delete it and consider "
+                    "rotating the CA")  # fmt: skip
+        ]
+    return [Finding(subject, "ca-key-absent", "ok", "no copy of the CA key")]
+
+
+def _same_key(a: PrivateKey, b: PrivateKey) -> bool:
+    from cryptography.hazmat.primitives import serialization
+
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return a.public_key().public_bytes(der, fmt) == b.public_key().public_bytes(der, fmt)
+
+
+def _quiet_key(data: bytes) -> PrivateKey | None:
+    try:
+        return parse_key(data)
+    except PkiError:
+        return None
+
+
+def _unreadable(facts: FileFacts, subject: str, out: list[Finding]) -> bool:
+    if facts.problem is not None:
+        out.append(Finding(subject, "read", "broken", f"{facts.path}: {facts.problem}"))
+        return True
+    if facts.data is None:
+        out.append(Finding(subject, "read", "broken", f"{facts.path} is missing"))
+        return True
+    return False
+
+
+def _parse_cert(facts: FileFacts, subject: str, out: list[Finding]) -> x509.Certificate | None:
+    if _unreadable(facts, subject, out):
+        return None
+    assert facts.data is not None
+    try:
+        return parse_cert(facts.data, origin=facts.path)
+    except PkiError as exc:
+        out.append(Finding(subject, "read", "broken", exc.message))
+        return None
+
+
+def _parse_key(facts: FileFacts, subject: str, out: list[Finding]) -> PrivateKey | None:
+    if _unreadable(facts, subject, out):
+        return None
+    assert facts.data is not None
+    try:
+        return parse_key(facts.data, origin=facts.path)
+    except PkiError as exc:
+        out.append(Finding(subject, "read", "broken", exc.message))
+        return None

@@ -1,0 +1,190 @@
+"""Gather what :func:`etcdforge.pki.check.check_pki` judges: the only I/O of ``pki check``.
+
+Three sources, all read only:
+
+* the control machine's workspace PKI (``DIR/pki``, or the user's external CA);
+* in local mode, each member's installed copies (``DIR/members/NAME/pki``) and its whole directory
+  (except the data dir), scanned for the CA key;
+* with ``hosts=True`` (hosts mode), the same files on every member over SSH, plus every file under
+  ``/etc/etcd`` scanned for the CA key.
+
+This module imports the spec/workspace layer, so it is not re-exported by :mod:`etcdforge.pki` (that
+would be an import cycle); the CLI imports it lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import stat
+from pathlib import Path
+
+from etcdforge import certs, topology
+from etcdforge.hosts.base import Host
+from etcdforge.pki.check import CertItem, FileFacts, MemberFiles, PkiFacts, sha256_hex
+from etcdforge.render import MemberPaths
+from etcdforge.spec import ClusterSpec, MemberSpec
+from etcdforge.workspace import Workspace
+
+#: owner of a member's key files on a real host (see remote_layout.desired_files)
+HOST_KEY_OWNER = "etcd"
+
+
+def read_local(path: Path) -> FileFacts:
+    """A local file's content, mode, owner and group; never raises."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return FileFacts(str(path), None)
+    except OSError as exc:
+        return FileFacts(str(path), None, problem=f"cannot stat: {exc.strerror or exc}")
+    owner, group = _names(st.st_uid, st.st_gid)
+    mode = stat.S_IMODE(st.st_mode)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return FileFacts(str(path), None, mode, owner, group, problem=f"unreadable: {exc.strerror or exc}")
+    return FileFacts(str(path), data, mode, owner, group)
+
+
+def _names(uid: int, gid: int) -> tuple[str, str]:
+    import grp
+    import pwd
+
+    try:
+        owner = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        owner = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return owner, group
+
+
+def _member_items(
+    prefix: str, member: MemberSpec, paths: MemberPaths, read: dict[str, FileFacts], key_owner: str | None
+) -> list[CertItem]:
+    sans = topology.member_sans(member)
+    return [
+        CertItem(f"{prefix}:ca", "ca", read[paths.ca_cert]),
+        CertItem(f"{prefix}:server", "server", read[paths.server_cert], read[paths.server_key],
+                 sans.ips, sans.dns, key_owner),
+        CertItem(f"{prefix}:peer", "peer", read[paths.peer_cert], read[paths.peer_key],
+                 sans.ips, sans.dns, key_owner),
+    ]  # fmt: skip
+
+
+def _paths(paths: MemberPaths) -> tuple[str, ...]:
+    return (paths.ca_cert, paths.server_cert, paths.server_key, paths.peer_cert, paths.peer_key)
+
+
+def gather_workspace(spec: ClusterSpec, ws: Workspace) -> tuple[FileFacts, bytes | None, list[CertItem]]:
+    """(configured CA certificate, CA key bytes, workspace items) from the control machine."""
+    user = getpass.getuser()
+    ext = certs.external_ca(spec, base_dir=ws.root)
+    ca_cert_path = ext.cert_path if ext is not None else ws.ca_cert
+    ca_key_path = ext.key_path if ext is not None else ws.pki_dir / "ca-key.pem"
+    ca = read_local(ca_cert_path)
+    ca_key = read_local(ca_key_path)
+    items = [CertItem("ca", "ca", ca, ca_key, key_owner=user)]
+    if ext is not None:
+        items.append(CertItem("pki/ca.pem", "ca", read_local(ws.ca_cert)))
+    by_name = {m.name: m for m in spec.members}
+    for req in certs.cert_requests(spec, base_dir=ws.root):
+        member = by_name.get(req.cn) if req.profile != "client" else None
+        sans = topology.member_sans(member) if member is not None else None
+        items.append(
+            CertItem(
+                req.name,
+                req.profile,
+                read_local(ws.cert_path(req.name)),
+                read_local(ws.key_path(req.name)),
+                sans.ips if sans else (),
+                sans.dns if sans else (),
+                user,
+            )
+        )
+    return ca, ca_key.data, items
+
+
+def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
+    """The workspace PKI, plus (local mode) every member's installed copies and directory scan."""
+    ca, ca_key, items = gather_workspace(spec, ws)
+    members: list[MemberFiles] = []
+    if spec.mode == "local":
+        user = getpass.getuser()
+        for member in spec.members:
+            if not ws.member_pki_dir(member.name).is_dir():
+                continue  # not set up yet: nothing installed to check
+            paths = ws.member_paths(member.name)
+            read = {p: read_local(Path(p)) for p in _paths(paths)}
+            items += _member_items(member.name, member, paths, read, user)
+            members.append(_scan_local(member.name, ws.member_dir(member.name), Path(paths.data_dir)))
+    return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members))
+
+
+def _scan_local(name: str, directory: Path, data_dir: Path) -> MemberFiles:
+    digests: dict[str, str] = {}
+    pems: dict[str, bytes] = {}
+    skip = data_dir.resolve()
+    for root, dirs, files in os.walk(directory):
+        # the data dir holds etcd's WAL and snapshots, never a PEM file we put there
+        dirs[:] = [d for d in dirs if (Path(root) / d).resolve() != skip]
+        for f in files:
+            path = Path(root) / f
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            digests[str(path)] = sha256_hex(data)
+            if f.endswith(".pem"):
+                pems[str(path)] = data
+    return MemberFiles(name, digests, pems)
+
+
+async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
+    """The workspace PKI plus every member's files over SSH (hosts mode), read concurrently."""
+    from etcdforge.operations import remote_layout
+    from etcdforge.operations.deploy import connected
+
+    ca, ca_key, items = gather_workspace(spec, ws)
+    paths = remote_layout.member_paths(spec)
+    async with connected(spec, ws) as hosts:
+        results = await asyncio.gather(
+            *(_gather_host(hosts[m.name], m, paths) for m in spec.members)
+        )
+    members: list[MemberFiles] = []
+    for host_items, files in results:
+        items += host_items
+        members.append(files)
+    return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members))
+
+
+async def _gather_host(host: Host, member: MemberSpec, paths: MemberPaths) -> tuple[list[CertItem], MemberFiles]:
+    from etcdforge.operations import remote_layout
+
+    wanted = _paths(paths)
+    facts = await asyncio.gather(*(_read_remote(host, p) for p in wanted))
+    read = dict(zip(wanted, facts, strict=True))
+    items = _member_items(member.name, member, paths, read, HOST_KEY_OWNER)
+    found = await host.run(["find", remote_layout.ETC_DIR, "-type", "f"], check=False)
+    listed = [ln for ln in found.stdout.decode(errors="replace").splitlines() if ln.strip()]
+    ca_key_path = f"{remote_layout.PKI_DIR}/ca-key.pem"
+    if ca_key_path not in listed and await host.read_file(ca_key_path) is not None:
+        listed.append(ca_key_path)  # find may have failed; the fixed path is checked regardless
+    digests = await host.sha256(listed) if listed else {}
+    pems = {p: d for p in listed if p.endswith(".pem") and (d := await host.read_file(p)) is not None}
+    return items, MemberFiles(
+        member.name, {p: h for p, h in digests.items() if h is not None}, pems
+    )
+
+
+async def _read_remote(host: Host, path: str) -> FileFacts:
+    st = await host.run(["stat", "-c", "%a %U %G", "--", path], check=False)
+    if not st.ok:
+        return FileFacts(f"{host.name}:{path}", None)
+    mode_s, owner, group = st.stdout.decode().split()
+    data = await host.read_file(path)
+    return FileFacts(f"{host.name}:{path}", data, int(mode_s, 8), owner, group)
