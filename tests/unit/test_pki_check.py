@@ -1,0 +1,259 @@
+"""``pki check``: broken PKIs built in tmp with the real issuance code, each flagged precisely."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from etcdforge import certs
+from etcdforge.fsutil import atomic_write
+from etcdforge.pki import CaSettings, CertRequest, KeyPair, create_ca, issue, key_pem
+from etcdforge.pki.check import (
+    FileFacts,
+    Finding,
+    PkiFacts,
+    Thresholds,
+    check_key_file,
+    check_pki,
+    exit_code,
+)
+from etcdforge.pki.check_gather import gather_local
+from etcdforge.spec import dump_spec, parse_spec
+from etcdforge.workspace import Workspace
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+SPEC = parse_spec(
+    {"name": "t", "token": "tok", "mode": "local", "members": [{"name": "etcd1", "address": "127.0.0.2"}]}
+)
+
+
+def _write_pair(directory: Path, stem: str, pair: KeyPair, key_mode: int = 0o600) -> None:
+    atomic_write(directory / f"{stem}.pem", pair.cert_pem(), 0o644)
+    atomic_write(directory / f"{stem}-key.pem", pair.key_pem(), key_mode)
+
+
+class Pki:
+    """A one-member local workspace with its PKI and the member's installed copies."""
+
+    def __init__(self, root: Path) -> None:
+        self.ws = Workspace(root)
+        atomic_write(self.ws.spec_path, dump_spec(SPEC).encode())
+        self.ca = create_ca(CaSettings("etcdforge CA"), NOW - timedelta(days=10))
+        self.requests = {r.name: r for r in certs.cert_requests(SPEC, base_dir=root)}
+        _write_pair(self.ws.pki_dir, "ca", self.ca)
+        self.pairs = {name: issue(self.ca, req, NOW - timedelta(days=1)) for name, req in self.requests.items()}
+        for name, pair in self.pairs.items():
+            _write_pair(self.ws.pki_dir, name, pair)
+        self.install()
+
+    def install(self) -> None:
+        p = self.ws.member_paths("etcd1")
+        atomic_write(Path(p.ca_cert), self.ca.cert_pem(), 0o644)
+        for role, cert, key in (("server", p.server_cert, p.server_key), ("peer", p.peer_cert, p.peer_key)):
+            pair = self.pairs[f"etcd1-{role}"]
+            atomic_write(Path(cert), pair.cert_pem(), 0o644)
+            atomic_write(Path(key), pair.key_pem(), 0o600)
+
+    def reissue(self, name: str, *, ca: KeyPair | None = None, now: datetime = NOW, **changes: object) -> None:
+        from dataclasses import replace
+
+        req = replace(self.requests[name], **changes)  # type: ignore[arg-type]
+        _write_pair(self.ws.pki_dir, name, issue(ca or self.ca, req, now))
+
+    def findings(self, thresholds: Thresholds = Thresholds()) -> tuple[Finding, ...]:
+        return check_pki(gather_local(SPEC, self.ws), NOW, thresholds)
+
+
+def _not_ok(findings: tuple[Finding, ...]) -> set[tuple[str, str, str]]:
+    return {(f.subject, f.check, f.severity) for f in findings if f.severity != "ok"}
+
+
+def test_all_good(tmp_path: Path) -> None:
+    findings = Pki(tmp_path).findings()
+    assert _not_ok(findings) == set()
+    assert exit_code(findings) == 0
+    checks = {(f.subject, f.check) for f in findings}
+    for subject in ("etcd1-server", "etcd1:server"):
+        for check in ("expiry", "chain", "key-match", "usages", "sans", "key-mode", "owner"):
+            assert (subject, check) in checks
+    assert ("etcd1", "ca-key-absent") in checks
+    assert ("etcd1:ca", "chain") in checks
+
+
+def _expired(p: Pki) -> None:
+    p.reissue("etcd1-server", now=NOW - timedelta(days=400))
+
+
+def _not_yet_valid(p: Pki) -> None:
+    p.reissue("etcd1-server", now=NOW + timedelta(days=3))
+
+
+def _wrong_ca(p: Pki) -> None:
+    p.reissue("etcd1-peer", ca=create_ca(CaSettings("etcdforge CA"), NOW))
+
+
+def _other_ca_name(p: Pki) -> None:
+    p.reissue("etcd1-peer", ca=create_ca(CaSettings("someone else"), NOW))
+
+
+def _no_client_auth(p: Pki) -> None:
+    p.reissue("etcd1-server", usages=("signing", "key encipherment", "server auth"))
+
+
+def _client_no_client_auth(p: Pki) -> None:
+    p.reissue("admin-client", usages=("signing", "key encipherment", "server auth"))
+
+
+def _san_missing(p: Pki) -> None:
+    p.reissue("etcd1-peer", ip_sans=("127.0.0.1",))
+
+
+def _key_mismatch(p: Pki) -> None:
+    other = issue(p.ca, p.requests["admin-client"], NOW)
+    atomic_write(p.ws.key_path("admin-client"), other.key_pem(), 0o600)
+
+
+def _key_0644(p: Pki) -> None:
+    os.chmod(p.ws.member_paths("etcd1").server_key, 0o644)
+
+
+def _key_0640(p: Pki) -> None:
+    os.chmod(p.ws.key_path("etcd1-peer"), 0o640)
+
+
+def _ca_key_in_member(p: Pki) -> None:
+    atomic_write(p.ws.member_pki_dir("etcd1") / "ca-key.pem", p.ca.key_pem(), 0o600)
+
+
+def _ca_key_renamed(p: Pki) -> None:
+    atomic_write(p.ws.member_dir("etcd1") / "backup.bin", p.ca.key_pem(), 0o600)
+
+
+def _ca_key_pkcs8(p: Pki) -> None:
+    pkcs8 = p.ca.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    atomic_write(p.ws.member_pki_dir("etcd1") / "old.pem", pkcs8, 0o600)
+
+
+def _installed_ca_differs(p: Pki) -> None:
+    other = create_ca(CaSettings("etcdforge CA"), NOW)
+    atomic_write(Path(p.ws.member_paths("etcd1").ca_cert), other.cert_pem(), 0o644)
+
+
+def _expiring(p: Pki) -> None:
+    p.reissue("etcd1-server", now=NOW - timedelta(days=350))
+
+
+def _missing_cert(p: Pki) -> None:
+    Path(p.ws.member_paths("etcd1").peer_cert).unlink()
+
+
+def _garbled_key(p: Pki) -> None:
+    atomic_write(p.ws.key_path("etcd1-server"), b"not a key\n", 0o600)
+
+
+CASES: list[tuple[str, Callable[[Pki], None], set[tuple[str, str, str]], int]] = [
+    ("expired", _expired, {("etcd1-server", "expiry", "broken")}, 2),
+    ("not-yet-valid", _not_yet_valid, {("etcd1-server", "expiry", "broken")}, 2),
+    ("expiring", _expiring, {("etcd1-server", "expiry", "warning")}, 1),
+    ("wrong-ca-same-name", _wrong_ca, {("etcd1-peer", "chain", "broken")}, 2),
+    ("wrong-ca-other-name", _other_ca_name, {("etcd1-peer", "chain", "broken")}, 2),
+    ("server-no-client-auth", _no_client_auth, {("etcd1-server", "usages", "broken")}, 2),
+    ("client-no-client-auth", _client_no_client_auth, {("admin-client", "usages", "broken")}, 2),
+    ("san-missing", _san_missing, {("etcd1-peer", "sans", "broken")}, 2),
+    ("key-mismatch", _key_mismatch, {("admin-client", "key-match", "broken")}, 2),
+    ("key-0644", _key_0644, {("etcd1:server", "key-mode", "broken")}, 2),
+    ("key-0640", _key_0640, {("etcd1-peer", "key-mode", "warning")}, 1),
+    ("ca-key-in-member", _ca_key_in_member, {("etcd1", "ca-key-absent", "broken")}, 2),
+    ("ca-key-renamed", _ca_key_renamed, {("etcd1", "ca-key-absent", "broken")}, 2),
+    ("ca-key-pkcs8", _ca_key_pkcs8, {("etcd1", "ca-key-absent", "broken")}, 2),
+    ("installed-ca-differs", _installed_ca_differs, {("etcd1:ca", "chain", "broken")}, 2),
+    ("missing-cert", _missing_cert, {("etcd1:peer", "read", "broken")}, 2),
+    ("garbled-key", _garbled_key, {("etcd1-server", "read", "broken")}, 2),
+]
+
+
+@pytest.mark.parametrize(("breakage", "want", "code"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_broken_pki_flagged_precisely(
+    tmp_path: Path, breakage: Callable[[Pki], None], want: set[tuple[str, str, str]], code: int
+) -> None:
+    p = Pki(tmp_path)
+    breakage(p)
+    findings = p.findings()
+    assert _not_ok(findings) == want
+    assert exit_code(findings) == code
+
+
+def test_messages_name_the_file(tmp_path: Path) -> None:
+    p = Pki(tmp_path)
+    _key_0644(p)
+    (bad,) = [f for f in p.findings() if f.severity != "ok"]
+    assert p.ws.member_paths("etcd1").server_key in bad.message
+    assert "0644" in bad.message
+
+
+def test_warn_days_threshold(tmp_path: Path) -> None:
+    p = Pki(tmp_path)
+    # every leaf has ~364 days left: a 400-day window puts them all in it, the CA (10 years) not
+    findings = p.findings(Thresholds(warn_days=400))
+    warned = {f.subject for f in findings if f.check == "expiry" and f.severity == "warning"}
+    assert warned == {"etcd1-server", "etcd1-peer", "admin-client", "etcd1:server", "etcd1:peer"}
+    assert exit_code(findings) == 1
+
+
+def test_group_readable_can_be_accepted() -> None:
+    key = FileFacts("/k.pem", b"", 0o640, "etcd", "etcd")
+    (f,) = check_key_file("x", key, Thresholds(warn_group_readable=False), None)
+    assert f.severity == "ok"
+    (f,) = check_key_file("x", key, Thresholds(), None)
+    assert f.severity == "warning"
+    (f,) = check_key_file("x", FileFacts("/k.pem", b"", 0o400), Thresholds(), None)
+    assert f.severity == "ok"
+    (f,) = check_key_file("x", FileFacts("/k.pem", b"", 0o660), Thresholds(), None)
+    assert f.severity == "broken"
+
+
+def test_owner_mismatch_warns() -> None:
+    key = FileFacts("/etc/etcd/pki/server-key.pem", b"", 0o600, "root", "root")
+    findings = check_key_file("etcd1:server", key, Thresholds(), "etcd")
+    assert [(f.check, f.severity) for f in findings] == [("key-mode", "ok"), ("owner", "warning")]
+    assert "root:root" in findings[1].message
+
+
+def test_missing_configured_ca_breaks_every_chain(tmp_path: Path) -> None:
+    p = Pki(tmp_path)
+    p.ws.ca_cert.unlink()
+    findings = p.findings()
+    assert ("ca", "read", "broken") in _not_ok(findings)
+    assert ("etcd1-server", "chain", "broken") in _not_ok(findings)
+
+
+@pytest.mark.parametrize(
+    ("severities", "code"),
+    [((), 0), (("ok",), 0), (("ok", "warning"), 1), (("warning", "broken", "ok"), 2), (("broken",), 2)],
+)
+def test_exit_code_mapping(severities: tuple[str, ...], code: int) -> None:
+    findings = [Finding("s", "expiry", sev, "m") for sev in severities]  # type: ignore[arg-type]
+    assert exit_code(findings) == code
+
+
+def test_pure_core_needs_no_files() -> None:
+    ca = create_ca(CaSettings("c"), NOW)
+    leaf = issue(ca, CertRequest("x-client", "x", "client"), NOW)
+    from etcdforge.pki.check import CertItem
+
+    facts = PkiFacts(
+        ca=FileFacts("ca.pem", ca.cert_pem()),
+        ca_key=key_pem(ca.key),
+        items=(CertItem("x-client", "client", FileFacts("c.pem", leaf.cert_pem()),
+                        FileFacts("k.pem", leaf.key_pem(), 0o600)),),  # fmt: skip
+    )
+    findings = check_pki(facts, NOW + timedelta(days=400))
+    assert ("x-client", "expiry", "broken") in _not_ok(findings)
+    assert exit_code(check_pki(facts, NOW)) == 0
