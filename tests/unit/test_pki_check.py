@@ -46,7 +46,9 @@ class Pki:
         self.ca = create_ca(CaSettings("etcdforge CA"), NOW - timedelta(days=10))
         self.requests = {r.name: r for r in certs.cert_requests(SPEC, base_dir=root)}
         _write_pair(self.ws.pki_dir, "ca", self.ca)
-        self.pairs = {name: issue(self.ca, req, NOW - timedelta(days=1)) for name, req in self.requests.items()}
+        self.pairs = {
+            name: issue(self.ca, req, NOW - timedelta(days=1)) for name, req in self.requests.items()
+        }
         for name, pair in self.pairs.items():
             _write_pair(self.ws.pki_dir, name, pair)
         self.install()
@@ -59,14 +61,16 @@ class Pki:
             atomic_write(Path(cert), pair.cert_pem(), 0o644)
             atomic_write(Path(key), pair.key_pem(), 0o600)
 
-    def reissue(self, name: str, *, ca: KeyPair | None = None, now: datetime = NOW, **changes: object) -> None:
+    def reissue(
+        self, name: str, *, ca: KeyPair | None = None, now: datetime = NOW, **changes: object
+    ) -> None:
         from dataclasses import replace
 
         req = replace(self.requests[name], **changes)  # type: ignore[arg-type]
         _write_pair(self.ws.pki_dir, name, issue(ca or self.ca, req, now))
 
-    def findings(self, thresholds: Thresholds = Thresholds()) -> tuple[Finding, ...]:
-        return check_pki(gather_local(SPEC, self.ws), NOW, thresholds)
+    def findings(self, thresholds: Thresholds | None = None) -> tuple[Finding, ...]:
+        return check_pki(gather_local(SPEC, self.ws), NOW, thresholds or Thresholds())
 
 
 def _not_ok(findings: tuple[Finding, ...]) -> set[tuple[str, str, str]]:
@@ -251,8 +255,14 @@ def test_pure_core_needs_no_files() -> None:
     facts = PkiFacts(
         ca=FileFacts("ca.pem", ca.cert_pem()),
         ca_key=key_pem(ca.key),
-        items=(CertItem("x-client", "client", FileFacts("c.pem", leaf.cert_pem()),
-                        FileFacts("k.pem", leaf.key_pem(), 0o600)),),  # fmt: skip
+        items=(
+            CertItem(
+                "x-client",
+                "client",
+                FileFacts("c.pem", leaf.cert_pem()),
+                FileFacts("k.pem", leaf.key_pem(), 0o600),
+            ),
+        ),
     )
     findings = check_pki(facts, NOW + timedelta(days=400))
     assert ("x-client", "expiry", "broken") in _not_ok(findings)

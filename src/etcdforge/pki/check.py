@@ -63,7 +63,12 @@ class Finding:
     message: str
 
     def to_json(self) -> dict[str, str]:
-        return {"subject": self.subject, "check": self.check, "severity": self.severity, "message": self.message}
+        return {
+            "subject": self.subject,
+            "check": self.check,
+            "severity": self.severity,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -179,8 +184,12 @@ def check_item(
             out.append(Finding(s, "key-match", "ok", "key matches certificate"))
         else:
             out.append(
-                Finding(s, "key-match", "broken", f"{item.key.path if item.key else 'key'} does not match "
-                        f"{item.cert.path}")  # fmt: skip
+                Finding(
+                    s,
+                    "key-match",
+                    "broken",
+                    f"{item.key.path if item.key else 'key'} does not match {item.cert.path}",
+                )
             )
     if item.role != "ca":
         out.append(check_usages(s, item.role, cert))
@@ -200,9 +209,7 @@ def check_expiry(subject: str, cert: x509.Certificate, now: datetime, thresholds
         )
     days = left.days
     if left < timedelta(days=thresholds.warn_days):
-        return Finding(
-            subject, "expiry", "warning", f"expires in {days} days ({after:%Y-%m-%d}); renew it"
-        )
+        return Finding(subject, "expiry", "warning", f"expires in {days} days ({after:%Y-%m-%d}); renew it")
     return Finding(subject, "expiry", "ok", f"{days} days left (until {after:%Y-%m-%d})")
 
 
@@ -216,15 +223,19 @@ def check_chain(
         if cert == ca_cert:
             return Finding(subject, "chain", "ok", "is the configured CA")
         return Finding(
-            subject, "chain", "broken",
+            subject,
+            "chain",
+            "broken",
             f"not the configured CA ({cert.subject.rfc4514_string()!r}, serial {cert.serial_number:x})",
-        )  # fmt: skip
+        )
     if cert.issuer != ca_cert.subject:
         return Finding(
-            subject, "chain", "broken",
+            subject,
+            "chain",
+            "broken",
             f"issued by {cert.issuer.rfc4514_string()!r}, not the configured CA "
             f"{ca_cert.subject.rfc4514_string()!r}",
-        )  # fmt: skip
+        )
     if not signed_by(cert, ca_cert):
         return Finding(
             subject, "chain", "broken", "issuer name matches but the signature does not verify (another CA)"
@@ -239,9 +250,11 @@ def check_usages(subject: str, role: Role, cert: x509.Certificate) -> Finding:
         ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except x509.ExtensionNotFound:
         ekus = None  # no EKU extension: Go accepts any usage
-    missing = [] if ekus is None or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in ekus else [
-        _EKU_NAMES[oid] for oid in REQUIRED_EKUS[role] if oid not in ekus
-    ]  # fmt: skip
+    missing = (
+        []
+        if ekus is None or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in ekus
+        else [_EKU_NAMES[oid] for oid in REQUIRED_EKUS[role] if oid not in ekus]
+    )
     if missing:
         why = " (etcd's gateway and peers dial with it)" if role != "client" else ""
         return Finding(subject, "usages", "broken", f"{role} certificate lacks {', '.join(missing)}{why}")
@@ -280,17 +293,25 @@ def check_key_file(
             )
         else:
             out.append(
-                Finding(subject, "key-mode", "broken",
-                        f"{key.path} is {key.mode:04o}: readable by others; chmod 0600 it and consider "
-                        "reissuing the key")  # fmt: skip
+                Finding(
+                    subject,
+                    "key-mode",
+                    "broken",
+                    f"{key.path} is {key.mode:04o}: readable by others; chmod 0600 it and consider "
+                    "reissuing the key",
+                )
             )
     if expected_owner is not None and key.owner is not None:
         if key.owner == expected_owner:
             out.append(Finding(subject, "owner", "ok", f"{key.path} owned by {key.owner}"))
         else:
             out.append(
-                Finding(subject, "owner", "warning",
-                        f"{key.path} owned by {key.owner}:{key.group}, want {expected_owner}")  # fmt: skip
+                Finding(
+                    subject,
+                    "owner",
+                    "warning",
+                    f"{key.path} owned by {key.owner}:{key.group}, want {expected_owner}",
+                )
             )
     return out
 
@@ -313,9 +334,13 @@ def check_member_files(
                 bad.append(path)
     if bad:
         return [
-            Finding(subject, "ca-key-absent", "broken",
-                    f"the CA private key is on this member: {', '.join(bad)}; delete it and consider "
-                    "rotating the CA")  # fmt: skip
+            Finding(
+                subject,
+                "ca-key-absent",
+                "broken",
+                f"the CA private key is on this member: {', '.join(bad)}; delete it and consider "
+                "rotating the CA",
+            )
         ]
     return [Finding(subject, "ca-key-absent", "ok", "no copy of the CA key")]
 

@@ -69,11 +69,25 @@ def _member_items(
     sans = topology.member_sans(member)
     return [
         CertItem(f"{prefix}:ca", "ca", read[paths.ca_cert]),
-        CertItem(f"{prefix}:server", "server", read[paths.server_cert], read[paths.server_key],
-                 sans.ips, sans.dns, key_owner),
-        CertItem(f"{prefix}:peer", "peer", read[paths.peer_cert], read[paths.peer_key],
-                 sans.ips, sans.dns, key_owner),
-    ]  # fmt: skip
+        CertItem(
+            f"{prefix}:server",
+            "server",
+            read[paths.server_cert],
+            read[paths.server_key],
+            sans.ips,
+            sans.dns,
+            key_owner,
+        ),
+        CertItem(
+            f"{prefix}:peer",
+            "peer",
+            read[paths.peer_cert],
+            read[paths.peer_key],
+            sans.ips,
+            sans.dns,
+            key_owner,
+        ),
+    ]
 
 
 def _paths(paths: MemberPaths) -> tuple[str, ...]:
@@ -152,9 +166,7 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     ca, ca_key, items = gather_workspace(spec, ws)
     paths = remote_layout.member_paths(spec)
     async with connected(spec, ws) as hosts:
-        results = await asyncio.gather(
-            *(_gather_host(hosts[m.name], m, paths) for m in spec.members)
-        )
+        results = await asyncio.gather(*(_gather_host(hosts[m.name], m, paths) for m in spec.members))
     members: list[MemberFiles] = []
     for host_items, files in results:
         items += host_items
@@ -162,7 +174,9 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members))
 
 
-async def _gather_host(host: Host, member: MemberSpec, paths: MemberPaths) -> tuple[list[CertItem], MemberFiles]:
+async def _gather_host(
+    host: Host, member: MemberSpec, paths: MemberPaths
+) -> tuple[list[CertItem], MemberFiles]:
     from etcdforge.operations import remote_layout
 
     wanted = _paths(paths)
@@ -176,9 +190,7 @@ async def _gather_host(host: Host, member: MemberSpec, paths: MemberPaths) -> tu
         listed.append(ca_key_path)  # find may have failed; the fixed path is checked regardless
     digests = await host.sha256(listed) if listed else {}
     pems = {p: d for p in listed if p.endswith(".pem") and (d := await host.read_file(p)) is not None}
-    return items, MemberFiles(
-        member.name, {p: h for p, h in digests.items() if h is not None}, pems
-    )
+    return items, MemberFiles(member.name, {p: h for p, h in digests.items() if h is not None}, pems)
 
 
 async def _read_remote(host: Host, path: str) -> FileFacts:
