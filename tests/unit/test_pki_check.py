@@ -267,3 +267,24 @@ def test_pure_core_needs_no_files() -> None:
     findings = check_pki(facts, NOW + timedelta(days=400))
     assert ("x-client", "expiry", "broken") in _not_ok(findings)
     assert exit_code(check_pki(facts, NOW)) == 0
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from etcdforge.cli import main
+
+    p = Pki(tmp_path / "ws")
+    runner = CliRunner()
+    assert runner.invoke(main, ["pki", "check", "--dir", str(p.ws.root)]).exit_code == 0
+    os.chmod(p.ws.key_path("etcd1-peer"), 0o640)
+    result = runner.invoke(main, ["pki", "check", "--dir", str(p.ws.root), "-o", "json"])
+    assert result.exit_code == 1
+    assert json.loads(result.output)["status"] == "warning"
+    accepted = runner.invoke(main, ["pki", "check", "--dir", str(p.ws.root), "--group-readable-ok"])
+    assert accepted.exit_code == 0
+    # a check that cannot run is UNKNOWN (3), never mistaken for "warning" or "broken"
+    assert runner.invoke(main, ["pki", "check", "--dir", str(tmp_path / "none")]).exit_code == 3
+    assert runner.invoke(main, ["pki", "check", "--dir", str(p.ws.root), "--hosts"]).exit_code == 3

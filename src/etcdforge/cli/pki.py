@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _run, dir_option, main, output_option
+from etcdforge.cli.app import _console, _dir, _fail, _run, dir_option, main, output_option
+
+#: ``pki check`` exit status when the check itself could not run (Nagios UNKNOWN)
+UNKNOWN_EXIT = 3
 
 
 @main.group()
@@ -67,23 +70,34 @@ def pki_check(
 ) -> None:
     """Check every certificate and key: expiry, chain, key match, usages, SANs, modes, CA key placement.
 
-    Exit status for monitoring: 0 all fine, 1 something in the warning window (expires within
-    --warn-days, group-readable key), 2 something expired or broken.
+    Exit status for monitoring (Nagios-style): 0 all fine, 1 something in the warning window (expires
+    within --warn-days, group-readable key), 2 something expired or broken, 3 the check could not run
+    (no workspace, SSH failure).
     """
     import json
     from datetime import UTC, datetime
 
+    from etcdforge.errors import EtcdforgeError, WorkspaceError
     from etcdforge.pki.check import Thresholds, check_pki, exit_code, worst
     from etcdforge.pki.check_gather import gather_hosts, gather_local
     from etcdforge.workspace import load_workspace
 
-    ws, spec = load_workspace(_dir(directory))
-    if on_hosts:
-        if spec.mode != "hosts":
-            raise click.UsageError(f"--hosts needs a hosts-mode workspace; {ws.root} is in {spec.mode} mode")
-        facts = _run(gather_hosts(spec, ws))
-    else:
-        facts = gather_local(spec, ws)
+    try:
+        ws, spec = load_workspace(_dir(directory))
+        if on_hosts:
+            if spec.mode != "hosts":
+                raise WorkspaceError(
+                    f"--hosts needs a hosts-mode workspace; {ws.root} is in {spec.mode} mode",
+                    hint="drop --hosts: local members are always checked",
+                )
+            facts = _run(gather_hosts(spec, ws))
+        else:
+            facts = gather_local(spec, ws)
+    except EtcdforgeError as exc:
+        if ctx.obj and ctx.obj.get("debug"):
+            raise
+        # 1 and 2 mean "warning" and "broken" to a monitor; a check that could not run is UNKNOWN.
+        _fail(str(exc), UNKNOWN_EXIT)
     thresholds = Thresholds(warn_days=warn_days, warn_group_readable=not group_readable_ok)
     findings = check_pki(facts, datetime.now(UTC), thresholds)
     code = exit_code(findings)

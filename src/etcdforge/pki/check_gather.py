@@ -29,6 +29,9 @@ from etcdforge.workspace import Workspace
 
 #: owner of a member's key files on a real host (see remote_layout.desired_files)
 HOST_KEY_OWNER = "etcd"
+#: files bigger than this cannot be a PEM private key (an RSA-8192 key is ~6.5 KB), so the CA key scan
+#: of a member directory skips them instead of reading logs
+MAX_KEY_FILE_SIZE = 64 * 1024
 
 
 def read_local(path: Path) -> FileFacts:
@@ -149,6 +152,8 @@ def _scan_local(name: str, directory: Path, data_dir: Path) -> MemberFiles:
         for f in files:
             path = Path(root) / f
             try:
+                if path.stat().st_size > MAX_KEY_FILE_SIZE:
+                    continue  # e.g. etcd.log: far bigger than any PEM key
                 data = path.read_bytes()
             except OSError:
                 continue
