@@ -288,3 +288,48 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     # a check that cannot run is UNKNOWN (3), never mistaken for "warning" or "broken"
     assert runner.invoke(main, ["pki", "check", "--dir", str(tmp_path / "none")]).exit_code == 3
     assert runner.invoke(main, ["pki", "check", "--dir", str(p.ws.root), "--hosts"]).exit_code == 3
+
+
+def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> None:
+    """The hosts-mode gatherer, run through the real Host port on this machine (LocalHost)."""
+    import asyncio
+
+    from etcdforge.hosts.local import LocalHost
+    from etcdforge.pki.check_gather import gather_host
+    from etcdforge.render import MemberPaths
+
+    p = Pki(tmp_path / "ws")
+    etc = tmp_path / "etc-etcd"
+    pki = etc / "pki"
+    paths = MemberPaths(
+        config=str(etc / "etcd.conf.yml"),
+        data_dir=str(tmp_path / "data"),
+        ca_cert=str(pki / "ca.pem"),
+        server_cert=str(pki / "server.pem"),
+        server_key=str(pki / "server-key.pem"),
+        peer_cert=str(pki / "peer.pem"),
+        peer_key=str(pki / "peer-key.pem"),
+    )
+    atomic_write(Path(paths.ca_cert), p.ca.cert_pem(), 0o644)
+    for role in ("server", "peer"):
+        pair = p.pairs[f"etcd1-{role}"]
+        atomic_write(pki / f"{role}.pem", pair.cert_pem(), 0o644)
+        atomic_write(pki / f"{role}-key.pem", pair.key_pem(), 0o640 if role == "peer" else 0o600)
+    atomic_write(etc / "old" / "stash", p.ca.key_pem(), 0o600)
+
+    import getpass
+
+    items, files = asyncio.run(
+        gather_host(LocalHost("etcd1"), SPEC.members[0], paths, etc_dir=str(etc), key_owner=getpass.getuser())
+    )
+    ca_facts = gather_local(SPEC, p.ws)
+    facts = PkiFacts(ca=ca_facts.ca, ca_key=ca_facts.ca_key, items=tuple(items), members=(files,))
+    findings = check_pki(facts, NOW)
+    assert _not_ok(findings) == {("etcd1:peer", "key-mode", "warning"), ("etcd1", "ca-key-absent", "broken")}
+    (leak,) = [f for f in findings if f.check == "ca-key-absent"]
+    assert str(etc / "old" / "stash") in leak.message
+
+    Path(paths.peer_cert).unlink()
+    items, _ = asyncio.run(gather_host(LocalHost("etcd1"), SPEC.members[0], paths, etc_dir=str(etc)))
+    findings = check_pki(PkiFacts(ca=ca_facts.ca, ca_key=None, items=tuple(items)), NOW)
+    assert ("etcd1:peer", "read", "broken") in _not_ok(findings)

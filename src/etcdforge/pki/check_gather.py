@@ -171,7 +171,7 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     ca, ca_key, items = gather_workspace(spec, ws)
     paths = remote_layout.member_paths(spec)
     async with connected(spec, ws) as hosts:
-        results = await asyncio.gather(*(_gather_host(hosts[m.name], m, paths) for m in spec.members))
+        results = await asyncio.gather(*(gather_host(hosts[m.name], m, paths) for m in spec.members))
     members: list[MemberFiles] = []
     for host_items, files in results:
         items += host_items
@@ -179,20 +179,32 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members))
 
 
-async def _gather_host(
-    host: Host, member: MemberSpec, paths: MemberPaths
+async def gather_host(
+    host: Host,
+    member: MemberSpec,
+    paths: MemberPaths,
+    *,
+    etc_dir: str | None = None,
+    key_owner: str | None = HOST_KEY_OWNER,
 ) -> tuple[list[CertItem], MemberFiles]:
+    """One member's installed files on ``host`` and a scan of ``etc_dir`` (default /etc/etcd) for the CA key.
+
+    ``ETC_DIR/pki/ca-key.pem`` is always looked at, even if ``find`` fails on the host.
+    """
     from etcdforge.operations import remote_layout
 
+    etc = etc_dir if etc_dir is not None else remote_layout.ETC_DIR
     wanted = _paths(paths)
     facts = await asyncio.gather(*(_read_remote(host, p) for p in wanted))
     read = dict(zip(wanted, facts, strict=True))
-    items = _member_items(member.name, member, paths, read, HOST_KEY_OWNER)
-    found = await host.run(["find", remote_layout.ETC_DIR, "-type", "f"], check=False)
+    items = _member_items(member.name, member, paths, read, key_owner)
+    found = await host.run(
+        ["find", etc, "-type", "f", "-size", f"-{MAX_KEY_FILE_SIZE // 1024}k"], check=False
+    )
     listed = [ln for ln in found.stdout.decode(errors="replace").splitlines() if ln.strip()]
-    ca_key_path = f"{remote_layout.PKI_DIR}/ca-key.pem"
+    ca_key_path = f"{etc}/pki/ca-key.pem"
     if ca_key_path not in listed and await host.read_file(ca_key_path) is not None:
-        listed.append(ca_key_path)  # find may have failed; the fixed path is checked regardless
+        listed.append(ca_key_path)
     digests = await host.sha256(listed) if listed else {}
     pems = {p: d for p in listed if p.endswith(".pem") and (d := await host.read_file(p)) is not None}
     return items, MemberFiles(member.name, {p: h for p, h in digests.items() if h is not None}, pems)
@@ -201,7 +213,9 @@ async def _gather_host(
 async def _read_remote(host: Host, path: str) -> FileFacts:
     st = await host.run(["stat", "-c", "%a %U %G", "--", path], check=False)
     if not st.ok:
-        return FileFacts(f"{host.name}:{path}", None)
+        why = st.stderr.decode(errors="replace").strip()
+        problem = None if "No such file" in why else f"cannot stat: {why or f'exit {st.exit_status}'}"
+        return FileFacts(f"{host.name}:{path}", None, problem=problem)
     mode_s, owner, group = st.stdout.decode().split()
     data = await host.read_file(path)
     return FileFacts(f"{host.name}:{path}", data, int(mode_s, 8), owner, group)
