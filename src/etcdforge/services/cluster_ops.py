@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from etcdforge.errors import EtcdError, EtcdUnavailable, StepError
-from etcdforge.etcd import EtcdClient, EtcdServerError, Member, format_member_id, retry
+from etcdforge.etcd import EtcdClient, EtcdServerError, Health, Member, format_member_id, retry
 from etcdforge.plan import AddLearner, MoveLeader, PromoteLearner, RemoveMember
 
 #: polled while waiting for a learner to catch up: etcd answers at once whether it is in sync, so a
@@ -164,3 +164,20 @@ async def perform(
     if isinstance(action, RemoveMember):
         return await remove(client, action.member_id, sleep=sleep, clock=clock)
     return await move_leader(client, action.to)
+
+
+async def ready_health(client: EtcdClient, endpoint: str) -> Health:
+    """Health for a poller: first a Status (serializable, answers at once) to see that the member knows
+    a leader, and only then the linearizable read of :meth:`EtcdClient.health`.
+
+    Without the first step a read sent before the first election waits for etcd's read-index retry
+    (up to 0.5 s after the leader appears), which would be pure idle time in every bootstrap.
+    """
+    start = time.monotonic()
+    try:
+        status = await client.status(endpoint)
+    except EtcdError as exc:
+        return Health(endpoint=endpoint, healthy=False, took=time.monotonic() - start, error=exc.message)
+    if not status.leader:
+        return Health(endpoint=endpoint, healthy=False, took=time.monotonic() - start, error="no leader yet")
+    return await client.health(endpoint)

@@ -194,7 +194,9 @@ class LocalRuntime:
                 failure = self._failed_member()
                 if failure is not None:
                     raise failure
-                results = await asyncio.gather(*(client.health(urls[n]) for n in sorted(pending)))
+                results = await asyncio.gather(
+                    *(cluster_ops.ready_health(client, urls[n]) for n in sorted(pending))
+                )
                 for name, health in zip(sorted(pending), results, strict=True):
                     if health.healthy:
                         pending.discard(name)

@@ -218,7 +218,9 @@ class RemoteRuntime:
         async with self._client() as client:
             pending = set(members)
             while pending:
-                results = await asyncio.gather(*(client.health(urls[m]) for m in sorted(pending)))
+                results = await asyncio.gather(
+                    *(cluster_ops.ready_health(client, urls[m]) for m in sorted(pending))
+                )
                 for m, h in zip(sorted(pending), results, strict=True):
                     if h.healthy:
                         pending.discard(m)
