@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from etcdforge.errors import EtcdError, EtcdUnavailable, StepError
 from etcdforge.etcd import EtcdClient, EtcdServerError, Health, Member, format_member_id, retry
@@ -181,3 +181,43 @@ async def ready_health(client: EtcdClient, endpoint: str) -> Health:
     if not status.leader:
         return Health(endpoint=endpoint, healthy=False, took=time.monotonic() - start, error="no leader yet")
     return await client.health(endpoint)
+
+
+async def wait_healthy(
+    client: EtcdClient,
+    urls: Mapping[str, str],
+    timeout: float,
+    *,
+    poll_interval: float,
+    check_failed: Callable[[frozenset[str], int], Awaitable[None]],
+    timed_out: Callable[[str, str], Awaitable[Exception]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> float:
+    """Poll until every member in ``urls`` (name -> client URL) is healthy; return the seconds it took.
+
+    Before each poll ``check_failed(pending, polls)`` may raise for a member that died (the mode knows
+    how: a process that exited, a unit that failed). After ``timeout`` the error from
+    ``timed_out(member, last_error)`` is raised.
+    """
+    start = clock()
+    pending = set(urls)
+    last: dict[str, str] = {}
+    polls = 0
+    while pending:
+        await check_failed(frozenset(pending), polls)
+        names = sorted(pending)
+        results = await asyncio.gather(*(ready_health(client, urls[n]) for n in names))
+        for name, health in zip(names, results, strict=True):
+            if health.healthy:
+                pending.discard(name)
+            else:
+                last[name] = health.error or "unhealthy"
+        if not pending:
+            break
+        polls += 1
+        if clock() - start > timeout:
+            name = sorted(pending)[0]
+            raise await timed_out(name, last.get(name, "?"))
+        await sleep(poll_interval)
+    return clock() - start

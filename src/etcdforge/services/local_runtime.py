@@ -182,40 +182,33 @@ class LocalRuntime:
         return None
 
     async def wait_healthy(self, action: WaitHealthy) -> str:
+        urls = {n: topology.client_url(self.spec, self.spec.member(n)) for n in action.members}
 
-        by_name = {m.name: m for m in self.spec.members}
-        urls = {name: topology.client_url(self.spec, by_name[name]) for name in action.members}
-        client = admin_client(self.spec, self.ws, timeout=HEALTH_CALL_TIMEOUT)
-        pending = set(action.members)
-        last_error: dict[str, str] = {}
-        start = self.clock()
-        try:
-            while pending:
-                failure = self._failed_member()
-                if failure is not None:
-                    raise failure
-                results = await asyncio.gather(
-                    *(cluster_ops.ready_health(client, urls[n]) for n in sorted(pending))
-                )
-                for name, health in zip(sorted(pending), results, strict=True):
-                    if health.healthy:
-                        pending.discard(name)
-                    else:
-                        last_error[name] = health.error or "unhealthy"
-                if not pending:
-                    break
-                if self.clock() - start > action.timeout:
-                    name = sorted(pending)[0]
-                    raise MemberStartError(
-                        f"member {name} not healthy after {action.timeout:.0f}s: {last_error.get(name, '?')}",
-                        member=name,
-                        log_tail=supervisor.log_tail(self.ws.member_log(name)),
-                        hint=f"full log: {self.ws.member_log(name)}",
-                    )
-                await self.sleep(POLL_INTERVAL)
-        finally:
-            await client.close()
-        return f"{len(action.members)} healthy in {self.clock() - start:.1f}s"
+        async def check_failed(pending: frozenset[str], polls: int) -> None:
+            failure = self._failed_member()
+            if failure is not None:
+                raise failure
+
+        async def timed_out(name: str, error: str) -> Exception:
+            return MemberStartError(
+                f"member {name} not healthy after {action.timeout:.0f}s: {error}",
+                member=name,
+                log_tail=supervisor.log_tail(self.ws.member_log(name)),
+                hint=f"full log: {self.ws.member_log(name)}",
+            )
+
+        async with admin_client(self.spec, self.ws, timeout=HEALTH_CALL_TIMEOUT) as client:
+            took = await cluster_ops.wait_healthy(
+                client,
+                urls,
+                action.timeout,
+                poll_interval=POLL_INTERVAL,
+                check_failed=check_failed,
+                timed_out=timed_out,
+                sleep=self.sleep,
+                clock=self.clock,
+            )
+        return f"{len(action.members)} healthy in {took:.1f}s"
 
     async def remove_tree(self, action: RemoveTree) -> str:
         path = Path(action.path)

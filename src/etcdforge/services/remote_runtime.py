@@ -212,42 +212,40 @@ class RemoteRuntime:
         """Poll until every member in ``members`` is healthy; a unit that failed stops the wait with its
         journal tail."""
         urls = {m: topology.client_url(self.spec, self.spec.member(m)) for m in members}
-        start = self.clock()
-        last: dict[str, str] = {}
-        polls = 0
-        async with self._client() as client:
-            pending = set(members)
-            while pending:
-                results = await asyncio.gather(
-                    *(cluster_ops.ready_health(client, urls[m]) for m in sorted(pending))
+
+        async def check_failed(pending: frozenset[str], polls: int) -> None:
+            # a unit check costs a session per host: every 5th poll is soon enough
+            if not started or polls == 0 or polls % 5:
+                return
+            failed = await self._failed_unit(tuple(m for m in started if m in pending))
+            if failed is not None:
+                raise MemberStartError(
+                    f"etcd on {failed} failed to start (systemd unit failed)",
+                    member=failed,
+                    log_tail=await self._journal(failed),
+                    hint=f"journalctl -u {layout.UNIT_NAME} on {failed}",
                 )
-                for m, h in zip(sorted(pending), results, strict=True):
-                    if h.healthy:
-                        pending.discard(m)
-                    else:
-                        last[m] = h.error or "unhealthy"
-                if not pending:
-                    break
-                polls += 1
-                if started and polls % 5 == 0:
-                    failed = await self._failed_unit(tuple(m for m in started if m in pending))
-                    if failed is not None:
-                        raise MemberStartError(
-                            f"etcd on {failed} failed to start (systemd unit failed)",
-                            member=failed,
-                            log_tail=await self._journal(failed),
-                            hint=f"journalctl -u {layout.UNIT_NAME} on {failed}",
-                        )
-                if self.clock() - start > timeout:
-                    m = sorted(pending)[0]
-                    raise MemberStartError(
-                        f"{m} not healthy after {timeout:.0f}s: {last.get(m, '?')}",
-                        member=m,
-                        log_tail=await self._journal(m),
-                        hint=f"journalctl -u {layout.UNIT_NAME} on {m}",
-                    )
-                await self.sleep(POLL_INTERVAL)
-        return f"{len(members)} healthy in {self.clock() - start:.1f}s"
+
+        async def timed_out(name: str, error: str) -> Exception:
+            return MemberStartError(
+                f"{name} not healthy after {timeout:.0f}s: {error}",
+                member=name,
+                log_tail=await self._journal(name),
+                hint=f"journalctl -u {layout.UNIT_NAME} on {name}",
+            )
+
+        async with self._client() as client:
+            took = await cluster_ops.wait_healthy(
+                client,
+                urls,
+                timeout,
+                poll_interval=POLL_INTERVAL,
+                check_failed=check_failed,
+                timed_out=timed_out,
+                sleep=self.sleep,
+                clock=self.clock,
+            )
+        return f"{len(members)} healthy in {took:.1f}s"
 
     async def restart(self, action: RestartMember) -> str:
         """Restart one member, then gate on the health of the whole cluster before the next step."""
