@@ -15,7 +15,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from support import run_cli
 
 from etcdforge.etcd import EtcdClient, TlsFiles
@@ -353,8 +352,3 @@ def test_host_problems_give_one_line_and_change_no_host(hosts: TestHosts, tmp_pa
     finally:
         hosts.heal(h2)
     assert nothing_installed(hosts)
-
-
-@pytest.fixture(autouse=True)
-def _quiet_grpc() -> None:
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")

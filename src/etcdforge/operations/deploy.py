@@ -178,10 +178,9 @@ def _desired(
             pki[name] = path.read_bytes() if path.is_file() else b""
             if stem in pending or not path.is_file():
                 marked.add(name)
-        files = layout.desired_files(spec, member, pki)
-        desired[member.name] = files
-        by_source = dict(zip(layout.pki_names(member.name), files[:5], strict=True))
-        pending_paths[member.name] = frozenset(by_source[n].path for n in marked)
+        desired[member.name] = layout.desired_files(spec, member, pki)
+        destinations = layout.pki_destinations(spec, member.name)
+        pending_paths[member.name] = frozenset(destinations[n] for n in marked)
     return desired, pending_paths
 
 

@@ -81,9 +81,7 @@ def new_local_spec(
             "no free block of 127.0.0.x addresses with ports 2379/2380",
             hint="stop another workspace (`etcdforge down --dir …`) or free the ports",
         )
-    from etcdforge.spec import ClusterSpec as _Spec  # local alias keeps the signature readable
-
-    return _Spec(
+    return ClusterSpec(
         name=name,
         mode="local",
         token=token or f"{name}-{secrets.token_hex(6)}",
@@ -143,7 +141,7 @@ def plan_up(
                 "; ".join(f"{n}: {r}" for n, r in pki_items),
             )
         )
-    reissued = {n for n, _ in pki_items} | ({"ca"} if any(n == "ca" for n, _ in pki_items) else set())
+    reissued = {n for n, _ in pki_items}
 
     with_data = [m.name for m in spec.members if observed.members[m.name].has_data]
     without_data = [m.name for m in spec.members if not observed.members[m.name].has_data]

@@ -16,7 +16,7 @@ Safety rules enforced here and tested as pure code:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from etcdforge import topology
@@ -198,7 +198,7 @@ def decide_remove(
     return RemoveDecision(new_spec, name, mine.id, move_to)
 
 
-def next_local_address(spec: ClusterSpec, taken: Sequence[str], is_free: object) -> str:
+def next_local_address(spec: ClusterSpec, taken: Sequence[str], is_free: Callable[[str, int], bool]) -> str:
     """The next 127.0.0.x after the spec's members that no member uses and whose ports are free."""
     import ipaddress
 
@@ -208,6 +208,6 @@ def next_local_address(spec: ClusterSpec, taken: Sequence[str], is_free: object)
         ip = str(ipaddress.ip_address(candidate))
         if ip in used:
             continue
-        if callable(is_free) and all(is_free(ip, p) for p in (spec.etcd.client_port, spec.etcd.peer_port)):
+        if all(is_free(ip, p) for p in (spec.etcd.client_port, spec.etcd.peer_port)):
             return ip
     raise PlanError("no free 127.0.0.x address for a new member", hint="pass --address")

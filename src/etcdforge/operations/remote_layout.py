@@ -121,6 +121,13 @@ def desired_files(
     )
 
 
+def pki_destinations(spec: ClusterSpec, member: str) -> dict[str, str]:
+    """Control-PKI file name -> where that file goes on the member's host."""
+    p = member_paths(spec)
+    dests = (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key)
+    return dict(zip(pki_names(member), dests, strict=True))
+
+
 def pki_names(member: str) -> tuple[str, ...]:
     """Control-PKI file names a member's files are made from (the CA key is not among them)."""
     server = topology.server_cert_name(member)
