@@ -190,6 +190,22 @@ class MoveLeader:
         return {"kind": "move-leader", "to": self.to}
 
 
+@dataclass(frozen=True)
+class VerifyPresented:
+    """Open a new TLS handshake with ``url`` and check that it presents the control PKI's certificate
+    ``cert`` (same serial): how a hot renewal is proven, since etcd reloads certificates per handshake.
+    ``required`` False: an endpoint this machine cannot reach (a firewalled peer port) is reported, not
+    an error."""
+
+    member: str
+    url: str
+    cert: str
+    required: bool = True
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "verify-presented", "member": self.member, "url": self.url, "cert": self.cert}
+
+
 # --- membership ------------------------------------------------------------------------------------
 
 
@@ -254,6 +270,7 @@ Action = (
     | PromoteLearner
     | RemoveMember
     | WipeData
+    | VerifyPresented
 )
 
 
@@ -272,7 +289,17 @@ class Step:
         return {"id": self.id, "host": self.host, "reason": self.reason, **self.action.describe()}
 
 
-Verb = Literal["up", "down", "destroy", "apply", "member-add", "member-remove", "member-replace"]
+Verb = Literal[
+    "up",
+    "down",
+    "destroy",
+    "apply",
+    "member-add",
+    "member-remove",
+    "member-replace",
+    "pki-renew",
+    "rotate-ca",
+]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ Layout::
 
     DIR/cluster.yaml                 the spec
     DIR/pki/                         the control machine's PKI: ca.pem, ca-key.pem, NAME.pem, NAME-key.pem
+        trust.pem                    during a CA rotation only: the CAs members and clients trust
+        rotation/                    during a CA rotation only: its state and the old and new CA
+        retired/                     CAs replaced by a rotation (kept, trusted by nobody)
     DIR/etcdctl.env                  shell exports for plain etcdctl (admin client)
     DIR/members/NAME/                local mode only: one directory per member
         etcd.conf.yml                its etcd config
@@ -95,12 +98,27 @@ class Workspace:
 
     @property
     def ca_cert(self) -> Path:
+        """The CA that signs (its key is ``ca-key.pem``)."""
         return self.pki_dir / "ca.pem"
+
+    @property
+    def trust_bundle(self) -> Path:
+        """Old and new CA together while a CA rotation is in progress (absent otherwise)."""
+        return self.pki_dir / "trust.pem"
+
+    @property
+    def trusted_ca(self) -> Path:
+        """What members and clients trust: the rotation's bundle while there is one, else the CA."""
+        return self.trust_bundle if self.trust_bundle.is_file() else self.ca_cert
+
+    @property
+    def rotation_dir(self) -> Path:
+        return self.pki_dir / "rotation"
 
     def client_paths(self, client: str = topology.ADMIN_CLIENT) -> ClientPaths:
         stem = topology.client_cert_name(client)
         return ClientPaths(
-            ca_cert=str(self.ca_cert.resolve()),
+            ca_cert=str(self.trusted_ca.resolve()),
             cert=str(self.cert_path(stem).resolve()),
             key=str(self.key_path(stem).resolve()),
         )

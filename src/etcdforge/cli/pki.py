@@ -1,12 +1,14 @@
-"""``pki``: certificate commands: ``show``, ``check`` (monitoring exit codes), ``export-cfssl``."""
+"""``pki``: certificate commands: ``show``, ``check`` (monitoring exit codes), ``export-cfssl``, ``renew``,
+``rotate-ca``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _fail, _run, dir_option, main, output_option
+from etcdforge.cli.app import _console, _dir, _fail, _run, _StepPrinter, dir_option, main, output_option
 
 #: ``pki check`` exit status when the check itself could not run (Nagios UNKNOWN)
 UNKNOWN_EXIT = 3
@@ -150,3 +152,121 @@ def pki_export_cfssl(directory: Path | None, out_dir: Path | None) -> None:
     target = out_dir if out_dir is not None else ws.root / "cfssl"
     for path in write_cfssl_files(files, target):
         click.echo(str(path))
+
+
+def _window(text: str) -> Any:
+    """``--within``: days (``30d``) or a Go duration (``720h``)."""
+    from datetime import timedelta
+
+    from etcdforge.durations import parse_go_duration
+    from etcdforge.errors import EtcdforgeError
+
+    stripped = text.strip()
+    try:
+        if stripped.endswith("d") and stripped[:-1].isdigit():
+            return timedelta(days=int(stripped[:-1]))
+        return parse_go_duration(stripped)
+    except EtcdforgeError as exc:
+        raise click.BadParameter(f"{text!r}: use days like 30d or a duration like 720h ({exc})") from None
+
+
+def _print_renew(result: Any, output: str) -> None:
+    if output == "json":
+        import json
+
+        doc = {
+            "executed": result.executed,
+            "certificates": [
+                {
+                    "name": c.name,
+                    "renewed": c.renewed,
+                    "reason": c.reason,
+                    "old_serial": f"{c.old_serial:x}" if c.old_serial is not None else None,
+                    "new_serial": f"{c.new_serial:x}" if c.new_serial is not None else None,
+                    "not_after": c.not_after.isoformat() if c.not_after else None,
+                }
+                for c in result.certs
+            ],
+            "plan": result.plan.to_json(),
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="pki renew" + ("" if result.executed else " (plan)"))
+    for col in ("certificate", "action", "serial", "valid until", "why"):
+        table.add_column(col)
+    for c in result.certs:
+        serial = f"{c.old_serial:x}" if c.old_serial is not None else "-"
+        if c.new_serial is not None:
+            serial = f"{serial} → {c.new_serial:x}"
+        until = f"{c.not_after:%Y-%m-%d}" if c.not_after else "-"
+        action = "[green]renewed[/]" if c.renewed and result.executed else "renew" if c.renewed else "keep"
+        table.add_row(c.name, action, serial, until, escape(c.reason))
+    console = _console()
+    console.print(table)
+    if not result.renewed and not result.plan.steps:
+        console.print("nothing to renew")
+
+
+@pki.command("renew")
+@dir_option
+@click.option("--member", "members", multiple=True, help="Renew this member's server and peer certificates.")
+@click.option("--client", "clients", multiple=True, help="Renew this client certificate (e.g. admin).")
+@click.option(
+    "--within",
+    default=None,
+    help="Renew what expires within this window: 30d or 720h (default: the spec's pki.renew_before).",
+)
+@click.option("--force", is_flag=True, help="Renew the selected certificates even if they are not due.")
+@click.option("--new-key", "new_keys", is_flag=True, help="Generate new private keys (default: keep them).")
+@click.option("--yes", "-y", is_flag=True, help="Renew without asking.")
+@click.option("--dry-run", is_flag=True, help="Show what would be renewed and installed; change nothing.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (never changed ones).")
+@output_option
+def pki_renew(
+    directory: Path | None,
+    members: tuple[str, ...],
+    clients: tuple[str, ...],
+    within: str | None,
+    force: bool,
+    new_keys: bool,
+    yes: bool,
+    dry_run: bool,
+    accept_new_host_keys: bool,
+    output: str,
+) -> None:
+    """Reissue leaf certificates from the same CA and install them without restarting etcd.
+
+    etcd reads its certificate and key on every new handshake, so members switch over at once; each
+    running member is then checked with a new handshake that must present the new serial. Renewing the
+    admin client certificate renews what `etcdforge env` points at. Without --member/--client every
+    certificate is considered; only those due (or all selected, with --force) are renewed.
+    """
+    import sys
+
+    from etcdforge.operations import renew as renew_op
+    from etcdforge.spec import expiry
+    from etcdforge.workspace import load_workspace
+
+    d = _dir(directory)
+    _, spec = load_workspace(d)
+    window = _window(within) if within is not None else expiry(spec.pki.renew_before)
+    kwargs: dict[str, Any] = dict(
+        members=members, clients=clients, within=window, force=force, new_keys=new_keys
+    )
+    if dry_run or not yes:
+        preview = _run(renew_op.renew(d, dry_run=True, accept_new_host_keys=accept_new_host_keys, **kwargs))
+        _print_renew(preview, output)
+        if dry_run or not preview.plan.steps:
+            return
+        if not sys.stdin.isatty():
+            _fail("pki renew changes certificates on the members; pass --yes to confirm")
+        click.confirm("Renew these certificates?", abort=True)
+    result = _run(
+        renew_op.renew(
+            d, accept_new_host_keys=accept_new_host_keys, reporter=_StepPrinter(_console()), **kwargs
+        )
+    )
+    _print_renew(result, output)

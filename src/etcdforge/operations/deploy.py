@@ -174,7 +174,8 @@ def _desired(
         marked: set[str] = set()
         for name in layout.pki_names(member.name):
             stem = name.removesuffix(".pem").removesuffix("-key")
-            path = ws.pki_dir / name
+            # the CA file members trust is the rotation's bundle while a CA rotation runs
+            path = ws.trusted_ca if name == "ca.pem" else ws.pki_dir / name
             pki[name] = path.read_bytes() if path.is_file() else b""
             if stem in pending or not path.is_file():
                 marked.add(name)

@@ -96,7 +96,7 @@ def member_pki_files(ws: Workspace, member: str) -> tuple[tuple[str, str, int], 
     server = topology.server_cert_name(member)
     peer = topology.peer_cert_name(member)
     return (
-        (str(ws.ca_cert), paths.ca_cert, 0o644),
+        (str(ws.trusted_ca), paths.ca_cert, 0o644),
         (str(ws.cert_path(server)), paths.server_cert, 0o644),
         (str(ws.key_path(server)), paths.server_key, 0o600),
         (str(ws.cert_path(peer)), paths.peer_cert, 0o644),

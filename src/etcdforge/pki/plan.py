@@ -122,8 +122,14 @@ def plan_pki(
     *,
     external_ca: ExternalCa | None = None,
     renew_before: timedelta = DEFAULT_RENEW_BEFORE,
+    force: frozenset[str] = frozenset(),
+    new_keys: bool = False,
 ) -> PkiPlan:
-    """Steps that bring ``observed`` to: a CA, and one valid leaf per request (see module rules)."""
+    """Steps that bring ``observed`` to: a CA, and one valid leaf per request (see module rules).
+
+    ``force`` names leaves to reissue even though they are valid (an explicit renewal); ``new_keys``
+    makes every reissue generate a new key instead of keeping the one on disk.
+    """
     now = _utc(now)
     names = [r.name for r in requests]
     dups = sorted({n for n in names if names.count(n) > 1})
@@ -153,6 +159,8 @@ def plan_pki(
     for req in requests:
         obs = observed.leaves.get(req.name)
         reason = needs_reissue(obs, req, ca_cert, now, renew_before)
+        if reason is None and req.name in force:
+            reason = "renewal requested"
         if reason is None:
             steps.append(PkiStep(f"pki/{req.name}", "keep", req.name, "valid", req))
             continue
@@ -160,7 +168,8 @@ def plan_pki(
         if ca_cert is None and obs is not None and obs.cert is not None:
             reason = "not signed by the current CA (a new CA is being created)"
         reuse = (
-            obs is not None and obs.key is not None and obs.cert is not None
+            not new_keys
+            and obs is not None and obs.key is not None and obs.cert is not None
             and key_matches(obs.cert, obs.key) and key_spec_of(obs.key) == req.key
         )  # fmt: skip
         steps.append(PkiStep(f"pki/{req.name}", action, req.name, reason, req, reuse_key=reuse))

@@ -27,6 +27,7 @@ from etcdforge.plan import (
     RemoveTree,
     StartMember,
     StopMember,
+    VerifyPresented,
     WaitHealthy,
     WipeData,
     WriteFile,
@@ -83,6 +84,10 @@ class LocalRuntime:
             return await self.wait_healthy(action)
         if isinstance(action, RemoveTree):
             return await self.remove_tree(action)
+        if isinstance(action, VerifyPresented):
+            from etcdforge.services.cert_verify import verify_presented
+
+            return await verify_presented(self.ws, action, sleep=self.sleep, clock=self.clock)
         if isinstance(action, WipeData):
             data = Path(self.ws.member_paths(action.member).data_dir)
             if data.exists():

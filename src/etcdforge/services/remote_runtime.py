@@ -33,6 +33,7 @@ from etcdforge.plan import (
     RestartMember,
     StartUnits,
     UploadFile,
+    VerifyPresented,
     WaitHealthy,
     WipeData,
     WriteFile,
@@ -99,6 +100,10 @@ class RemoteRuntime:
 
             events = apply_pki(self.ws.pki_dir, action.plan, self.now())
             return f"{sum(1 for e in events if e.paths)} issued"
+        if isinstance(action, VerifyPresented):
+            from etcdforge.services.cert_verify import verify_presented
+
+            return await verify_presented(self.ws, action, sleep=self.sleep, clock=self.clock)
         raise TypeError(f"hosts mode cannot perform {type(action).__name__}")
 
     async def perform_batch(self, actions: Sequence[Action]) -> list[str]:

@@ -1,0 +1,61 @@
+"""Carry out :class:`~etcdforge.plan.VerifyPresented` (the same in every mode).
+
+The expected serial is read from the control PKI when the step runs, not when it is planned: the plan is
+made before the certificate is (re)issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from etcdforge.errors import EtcdTLSError, EtcdUnavailable, PkiError
+from etcdforge.etcd.presented import presented_certificate
+from etcdforge.etcd.types import TlsFiles
+from etcdforge.pki.keys import load_cert
+from etcdforge.plan import VerifyPresented
+from etcdforge.workspace import Workspace
+
+#: etcd serves the new file from the next handshake on; a short retry covers a handshake that raced
+#: the rename and a member that is still coming back from a restart
+VERIFY_SECONDS = 10.0
+VERIFY_INTERVAL = 0.2
+
+
+def admin_tls(ws: Workspace) -> TlsFiles:
+    paths = ws.client_paths()
+    return TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
+
+
+async def verify_presented(
+    ws: Workspace,
+    action: VerifyPresented,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    seconds: float = VERIFY_SECONDS,
+) -> str:
+    want = load_cert(ws.cert_path(action.cert)).serial_number
+    deadline = clock() + seconds
+    while True:
+        try:
+            got = await presented_certificate(action.url, admin_tls(ws))
+        except (EtcdUnavailable, EtcdTLSError) as exc:
+            if clock() >= deadline:
+                if not action.required and isinstance(exc, EtcdUnavailable):
+                    return f"not reachable from here ({exc}); not verified"
+                raise PkiError(
+                    f"{action.member}: could not check the certificate {action.url} presents: {exc}"
+                ) from exc
+        else:
+            if got.serial == want:
+                return f"{action.url} presents serial {want:x}"
+            if clock() >= deadline:
+                raise PkiError(
+                    f"{action.member}: {action.url} still presents serial {got.serial:x}, "
+                    f"not the new {want:x} of {action.cert}",
+                    hint="check that the member's certificate files were replaced and that etcd is ≥ 3.2",
+                )
+        await sleep(VERIFY_INTERVAL)
