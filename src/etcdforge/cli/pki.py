@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -270,3 +270,89 @@ def pki_renew(
         )
     )
     _print_renew(result, output)
+
+
+_PHASE_HELP = {
+    "trust-both": "members and clients trust the old and the new CA (rolling restart)",
+    "reissue": "every certificate is reissued from the new CA and installed without restart",
+    "trust-new": "members trust only the new CA (rolling restart); old-CA certificates are refused",
+    "finish": "the old CA is archived under pki/retired/, the rotation files are removed",
+}
+
+
+@pki.command("rotate-ca")
+@dir_option
+@click.option(
+    "--stop-after",
+    type=click.Choice(["trust-both", "reissue", "trust-new"]),
+    default=None,
+    help="Stop after this phase (e.g. to give your own clients the bundle); run again to resume.",
+)
+@click.option("--new-key", "new_keys", is_flag=True, help="Also give every leaf a new private key.")
+@click.option("--yes", "-y", is_flag=True, help="Rotate without asking.")
+@click.option("--dry-run", is_flag=True, help="Show the phases still to run; change nothing.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per health gate.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (never changed ones).")
+def pki_rotate_ca(
+    directory: Path | None,
+    stop_after: str | None,
+    new_keys: bool,
+    yes: bool,
+    dry_run: bool,
+    timeout: float,
+    accept_new_host_keys: bool,
+) -> None:
+    """Replace the CA without downtime, in phases that survive interruption (run it again to resume).
+
+    \b
+    1 trust-both  members and clients trust old + new CA (rolling restart, one member at a time)
+    2 reissue     every certificate is reissued from the new CA, installed hot (no restart)
+    3 trust-new   members trust only the new CA (rolling restart); old-CA certificates are refused
+    4 finish      the old CA is archived in pki/retired/
+
+    Clients of your own: after phase 1, give them DIR/pki/trust.pem as their CA file; after phase 2,
+    their new certificates (pki.clients); before phase 3 both must be in place.
+    """
+    import sys
+
+    from etcdforge.operations import rotate_ca as op
+    from etcdforge.pki.rotation import Phase
+
+    d = _dir(directory)
+    console = _console()
+    until = cast("Phase | None", stop_after)
+    if dry_run or not yes:
+        preview = _run(
+            op.rotate_ca(d, dry_run=True, stop_after=until, accept_new_host_keys=accept_new_host_keys)
+        )
+        for run in preview.runs:
+            console.print(f"[bold]phase {run.phase}[/]: {_PHASE_HELP[run.phase]}")
+            for line in run.plan.lines():
+                console.print("  " + line, markup=False)
+        if dry_run:
+            return
+        if not sys.stdin.isatty():
+            _fail("rotate-ca restarts every member twice; pass --yes to confirm")
+        click.confirm("Rotate the CA?", abort=True)
+
+    def announce(phase: str) -> None:
+        console.print(f"[bold]phase {phase}[/]: {_PHASE_HELP[phase]}")
+
+    result = _run(
+        op.rotate_ca(
+            d,
+            stop_after=until,
+            new_keys=new_keys,
+            timeout=timeout,
+            accept_new_host_keys=accept_new_host_keys,
+            reporter=_StepPrinter(console),
+            on_phase=announce,
+        )
+    )
+    if result.state is None:
+        console.print("[bold green]CA rotated[/]: every member trusts and presents only the new CA")
+    else:
+        console.print(
+            f"stopped before phase [bold]{result.state.phase}[/]; "
+            "run `etcdforge pki rotate-ca` again to go on"
+        )

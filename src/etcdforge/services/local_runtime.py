@@ -161,6 +161,8 @@ class LocalRuntime:
 
     async def stop_member(self, action: StopMember) -> str:
         stopped = await supervisor.stop(self.ws.member_pid(action.member), sleep=self.sleep, clock=self.clock)
+        # a process we stopped on purpose is no longer one whose exit means a failed start
+        self.started = [s for s in self.started if s.name != action.member]
         return "stopped" if stopped else "was not running"
 
     async def stop_started(self) -> None:

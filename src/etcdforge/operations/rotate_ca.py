@@ -1,0 +1,313 @@
+"""``pki rotate-ca``: replace the workspace's CA without downtime, in recorded, resumable phases.
+
+Phases and their safety rules: :mod:`etcdforge.pki.rotation` and :mod:`etcdforge.operations.rotate_ca_plan`.
+Each phase is observed (the cluster's health and leader, the record) → planned (pure) → executed by the
+one executor with the mode's runtime. The record (``pki/rotation/state.json``) is written after every
+member's restart and at every phase boundary, so a re-run — after Ctrl-C, SIGKILL or a failed health gate
+— continues where the last run stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etcdforge import certs
+from etcdforge.errors import PkiError, PlanError
+from etcdforge.execute import Reporter, Runtime, execute
+from etcdforge.fsutil import atomic_write, ensure_dir
+from etcdforge.hosts.base import Host
+from etcdforge.operations import renew_plan
+from etcdforge.operations import rotate_ca_plan as rplan
+from etcdforge.operations.lifecycle import observe_local, resolve_binary, workspace_lock
+from etcdforge.operations.membership_steps import observe_view, runtime_for
+from etcdforge.pki.rotation import (
+    NEW_CA,
+    NEW_CA_KEY,
+    OLD_CA,
+    OLD_CA_KEY,
+    STATE_FILE,
+    Phase,
+    RotationState,
+    bundle,
+    fingerprint,
+)
+from etcdforge.plan import IssueCerts, Plan, Step
+from etcdforge.spec import ClusterSpec
+from etcdforge.workspace import Workspace, load_workspace
+
+
+@dataclass(frozen=True)
+class PhaseRun:
+    phase: Phase
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class RotateResult:
+    runs: tuple[PhaseRun, ...]
+    #: the record after this run; None once the rotation finished
+    state: RotationState | None
+    executed: bool
+
+
+@dataclass(frozen=True)
+class _Cas:
+    old_cert: bytes
+    old_key: bytes
+    new_cert: bytes
+    new_key: bytes
+
+
+def _state_path(ws: Workspace) -> Path:
+    return ws.rotation_dir / STATE_FILE
+
+
+def load_state(ws: Workspace) -> RotationState | None:
+    path = _state_path(ws)
+    if not path.is_file():
+        return None
+    return RotationState.from_json(path.read_bytes(), str(path))
+
+
+def _read_cas(ws: Workspace, state: RotationState) -> _Cas:
+    from etcdforge.pki.keys import load_cert
+
+    d = ws.rotation_dir
+    try:
+        cas = _Cas(*((d / n).read_bytes() for n in (OLD_CA, OLD_CA_KEY, NEW_CA, NEW_CA_KEY)))
+    except FileNotFoundError as exc:
+        raise PkiError(
+            f"the CA rotation record is in {d}, but {exc.filename} is missing",
+            hint="restore the rotation directory from a backup",
+        ) from None
+    if (
+        fingerprint(load_cert(d / OLD_CA)) != state.old_ca
+        or fingerprint(load_cert(d / NEW_CA)) != state.new_ca
+    ):
+        raise PkiError(
+            f"the CA files in {d} are not the ones the rotation record names",
+            hint="restore the rotation directory from a backup",
+        )
+    return cas
+
+
+def _prepare(spec: ClusterSpec, ws: Workspace, *, write: bool) -> tuple[RotationState, _Cas]:
+    """A new CA (same settings as the spec's CA) and the record of a rotation about to start."""
+    from etcdforge.pki import create_ca, key_matches, load_cert, load_key
+
+    old_cert, old_key = load_cert(ws.ca_cert), load_key(ws.pki_dir / "ca-key.pem")
+    if not key_matches(old_cert, old_key):
+        raise PkiError(f"{ws.pki_dir / 'ca-key.pem'} does not match {ws.ca_cert}")
+    now = datetime.now(UTC)
+    new = create_ca(certs.ca_settings(spec, base_dir=ws.root), now)
+    cas = _Cas(
+        ws.ca_cert.read_bytes(), (ws.pki_dir / "ca-key.pem").read_bytes(), new.cert_pem(), new.key_pem()
+    )
+    state = RotationState("trust-both", fingerprint(old_cert), fingerprint(new.cert), now.isoformat())
+    if write:
+        d = ws.rotation_dir
+        ensure_dir(d, 0o700)
+        atomic_write(d / OLD_CA, cas.old_cert, 0o644)
+        atomic_write(d / OLD_CA_KEY, cas.old_key, 0o600)
+        atomic_write(d / NEW_CA, cas.new_cert, 0o644)
+        atomic_write(d / NEW_CA_KEY, cas.new_key, 0o600)
+        atomic_write(_state_path(ws), state.to_json(), 0o600)  # last: from here on, the rotation exists
+    return state, cas
+
+
+def _bundle_of(*pems: bytes) -> bytes:
+    from cryptography import x509
+
+    return bundle(*(x509.load_pem_x509_certificate(p) for p in pems))
+
+
+async def rotate_ca(
+    directory: Path,
+    *,
+    stop_after: Phase | None = None,
+    new_keys: bool = False,
+    dry_run: bool = False,
+    timeout: float = 120.0,
+    accept_new_host_keys: bool = False,
+    reporter: Reporter | None = None,
+    on_phase: Callable[[Phase], None] | None = None,
+) -> RotateResult:
+    ws, spec = load_workspace(directory)
+    if spec.pki.ca is not None:
+        raise PkiError(
+            "rotate-ca replaces the workspace's own CA; this spec signs with an external CA (pki.ca)",
+            hint="rotate that CA where it lives, or remove pki.ca so etcdforge manages the CA",
+        )
+    with workspace_lock(ws):
+        state = load_state(ws)
+        if state is None:
+            view = await observe_view(spec, ws)
+            rplan.check_ready(spec, view)
+            state, cas = _prepare(spec, ws, write=not dry_run)
+        else:
+            cas = _read_cas(ws, state)
+        names = [m.name for m in spec.members]
+        runs: list[PhaseRun] = []
+        async with runtime_for(spec, ws, names, accept_new_host_keys=accept_new_host_keys) as (
+            runtime,
+            hosts,
+        ):
+            current: RotationState | None = state
+            while current is not None:
+                phase = current.phase
+                if on_phase is not None:
+                    on_phase(phase)
+                plan, current = await _phase(
+                    spec, ws, current, cas, runtime, hosts, new_keys, timeout, dry_run, reporter
+                )
+                runs.append(PhaseRun(phase, plan))
+                if phase == stop_after:
+                    break
+        return RotateResult(tuple(runs), current, executed=not dry_run)
+
+
+async def _phase(
+    spec: ClusterSpec,
+    ws: Workspace,
+    state: RotationState,
+    cas: _Cas,
+    runtime: Runtime,
+    hosts: dict[str, Host],
+    new_keys: bool,
+    timeout: float,
+    dry_run: bool,
+    reporter: Reporter | None,
+) -> tuple[Plan, RotationState | None]:
+    """Plan and (unless ``dry_run``) run ``state``'s phase; returns the plan and the next record."""
+    if state.phase == "finish":
+        plan = Plan("rotate-ca", (rplan.env_step(spec, ws, str(ws.ca_cert.resolve())),))
+        if not dry_run:
+            await execute(plan, runtime, reporter)
+            _finish(ws, cas)
+        return plan, None
+    view = await observe_view(spec, ws)
+    rplan.check_ready(spec, view)
+    leader = next((m.name for m in view.members if m.is_leader), None)
+    nxt = state.next_phase()
+    if state.phase in ("trust-both", "trust-new"):
+        trusted = (
+            _bundle_of(cas.old_cert, cas.new_cert)
+            if state.phase == "trust-both"
+            else _bundle_of(cas.new_cert)
+        )
+        argv = None
+        if spec.mode == "local":
+            binary, _ = resolve_binary(spec, None)
+            argv = {n: (str(binary.path), "--config-file", ws.member_paths(n).config) for n in _names(spec)}
+        steps = rplan.trust_phase_steps(
+            spec, ws, state, trusted_pem=trusted, leader=leader, etcd_argv=argv, timeout=timeout
+        )
+        steps += [
+            rplan.env_step(spec, ws, str(ws.trust_bundle.resolve())),
+            rplan.state_step(ws, nxt, f"phase {state.phase} done"),
+        ]
+        plan = Plan("rotate-ca", tuple(steps))
+        if not dry_run:
+            await execute(plan, runtime, reporter)
+        return plan, nxt
+    # reissue: the new CA signs; every leaf is reissued and installed hot; trust does not change
+    swap = rplan.swap_ca_steps(ws, cas.new_cert, cas.new_key, ws.ca_cert.read_bytes())
+    if dry_run:
+        items = tuple((r.name, "signed by the old CA") for r in certs.cert_requests(spec, base_dir=ws.root))
+        issue = Step(
+            "pki/issue", "local", IssueCerts(items, None), "reissue every certificate from the new CA"
+        )
+        plan = Plan("rotate-ca", (*swap, issue, rplan.state_step(ws, nxt, "phase reissue done")))
+        return plan, nxt
+    await execute(Plan("rotate-ca", tuple(swap)), runtime, reporter)
+    steps = [*swap, *await _reissue(spec, ws, runtime, hosts, new_keys, reporter)]
+    last = rplan.state_step(ws, nxt, "phase reissue done")
+    await execute(Plan("rotate-ca", (last,)), runtime, reporter)
+    return Plan("rotate-ca", (*steps, last)), nxt
+
+
+def _names(spec: ClusterSpec) -> tuple[str, ...]:
+    return tuple(m.name for m in spec.members)
+
+
+async def _reissue(
+    spec: ClusterSpec,
+    ws: Workspace,
+    runtime: Runtime,
+    hosts: dict[str, Host],
+    new_keys: bool,
+    reporter: Reporter | None,
+) -> list[Step]:
+    """Issue every leaf from the (now signing) new CA, install the files hot, check the new serials."""
+    from etcdforge.pki import observe_pki, plan_pki
+
+    pki_plan = plan_pki(
+        certs.ca_settings(spec, base_dir=ws.root),
+        certs.cert_requests(spec, base_dir=ws.root),
+        observe_pki(ws.pki_dir, None),
+        datetime.now(UTC),
+        new_keys=new_keys,
+    )
+    if any(s.action == "create-ca" for s in pki_plan.steps):
+        raise PkiError(f"{ws.ca_cert} disappeared during the rotation", hint="restore it from pki/rotation/")
+    items = tuple((s.name, s.reason) for s in pki_plan.changes)
+    reissued = frozenset(n for n, _ in items)
+    names = _names(spec)
+    issue = [
+        Step(
+            "pki/issue", "local", IssueCerts(items, pki_plan), f"{len(items)} certificate(s) from the new CA"
+        )
+    ]
+    await execute(Plan("rotate-ca", tuple(issue) if items else ()), runtime, reporter)
+    if spec.mode == "local":
+        from etcdforge.operations.local import member_pki_files
+
+        observed = observe_local(spec, ws)
+        control = {src: _read(Path(src)) for m in names for src, _, _ in member_pki_files(ws, m)}
+        installs = renew_plan.local_install_steps(
+            ws, names, reissued, {m: observed.members[m].pki for m in names}, control
+        )
+        running = {m: observed.members[m].running for m in names}
+        peer_required = True
+    else:
+        from etcdforge.operations import deploy
+
+        observed_hosts = await deploy.observe_hosts(spec, hosts)
+        desired, _ = deploy._desired(spec, ws, set())
+        installs = renew_plan.host_install_steps(spec, names, desired, observed_hosts, {})
+        running = {m: observed_hosts[m].running for m in names}
+        peer_required = False
+    if not all(running.values()):
+        stopped = ", ".join(m for m, r in running.items() if not r)
+        raise PlanError(
+            f"{stopped} stopped during the CA rotation", hint="start it, then run rotate-ca again"
+        )
+    verify = renew_plan.verify_steps(spec, names, running, peer_required=peer_required)
+    rest = Plan("rotate-ca", (*installs, *verify))
+    await execute(rest, runtime, reporter)
+    return [*(issue if items else []), *rest.steps]
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _finish(ws: Workspace, cas: _Cas) -> None:
+    """Archive the old CA under pki/retired/, drop the bundle, remove the rotation record (last)."""
+    from cryptography import x509
+
+    old = x509.load_pem_x509_certificate(cas.old_cert)
+    retired = ws.pki_dir / "retired" / f"ca-{old.not_valid_before_utc:%Y%m%d}-{old.serial_number:x}"[:64]
+    ensure_dir(retired.parent, 0o700)
+    ensure_dir(retired, 0o700)
+    atomic_write(retired / "ca.pem", cas.old_cert, 0o644)
+    atomic_write(retired / "ca-key.pem", cas.old_key, 0o600)
+    ws.trust_bundle.unlink(missing_ok=True)
+    shutil.rmtree(ws.rotation_dir)

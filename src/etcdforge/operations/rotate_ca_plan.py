@@ -1,0 +1,186 @@
+"""Plan the phases of ``pki rotate-ca`` (pure; see :mod:`etcdforge.pki.rotation` for the phases).
+
+Safety rules, tested as pure code:
+
+* a phase starts only when every member of the spec is a healthy voter (``check_ready``);
+* the two trust phases restart one member at a time, each restart followed by a health gate over the
+  whole cluster; followers first, the leader last after leadership moved to an already restarted member;
+* after each member's restart the record is written, so a re-run restarts only the members not yet done
+  (a member whose file was replaced but whose restart was interrupted is restarted again: the file alone
+  proves nothing, etcd read its trusted CA when it started);
+* the reissue phase changes no trust: members keep trusting both CAs while their leaves switch, so every
+  handshake between members stays valid throughout;
+* the CA key never goes to a member; the trusted-CA file is the only CA material that does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from etcdforge import render, topology
+from etcdforge.errors import PlanError
+from etcdforge.operations import remote_layout as layout
+from etcdforge.operations.membership_plan import ClusterView
+from etcdforge.pki.rotation import STATE_FILE, RotationState
+from etcdforge.plan import (
+    InstallMemberPki,
+    MoveLeader,
+    PutFile,
+    RestartMember,
+    StartMember,
+    Step,
+    StopMember,
+    WaitHealthy,
+    WriteFile,
+)
+from etcdforge.spec import ClusterSpec
+from etcdforge.workspace import Workspace
+
+
+def check_ready(spec: ClusterSpec, view: ClusterView) -> None:
+    """Refuse to start a phase unless every spec member is a healthy voter of the cluster."""
+    by_name = {m.name: m for m in view.members}
+    problems = []
+    for member in spec.members:
+        seen = by_name.get(member.name)
+        if seen is None:
+            problems.append(f"{member.name} is not a member of the cluster")
+        elif seen.is_learner:
+            problems.append(f"{member.name} is still a learner")
+        elif not seen.healthy:
+            problems.append(f"{member.name} is not healthy")
+    if problems:
+        raise PlanError(
+            "a CA rotation restarts members one by one and needs every member healthy first: "
+            + "; ".join(problems),
+            hint="`etcdforge health` shows why; fix it, then run `pki rotate-ca` again (it resumes)",
+        )
+
+
+def restart_order(spec: ClusterSpec, done: Sequence[str], leader: str | None) -> list[str]:
+    """Members still to restart: followers in spec order, the leader last."""
+    todo = [m.name for m in spec.members if m.name not in done]
+    return [n for n in todo if n != leader] + ([leader] if leader in todo else [])
+
+
+def env_step(spec: ClusterSpec, ws: Workspace, ca_file: str) -> Step:
+    """The etcdctl environment, trusting ``ca_file`` (the bundle during a rotation, the CA after)."""
+    paths = replace(ws.client_paths(), ca_cert=ca_file)
+    env = render.etcdctl_env(topology.client_urls(spec), paths)
+    return Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), f"etcdctl trusts {ca_file}")
+
+
+def state_step(ws: Workspace, state: RotationState, why: str) -> Step:
+    return Step(
+        f"rotation/record:{state.phase}" + (f":{state.restarted[-1]}" if state.restarted else ""),
+        "local",
+        WriteFile(str(ws.rotation_dir / STATE_FILE), state.to_json(), 0o600),
+        why,
+    )
+
+
+def trust_phase_steps(
+    spec: ClusterSpec,
+    ws: Workspace,
+    state: RotationState,
+    *,
+    trusted_pem: bytes,
+    leader: str | None,
+    etcd_argv: Mapping[str, tuple[str, ...]] | None,
+    timeout: float,
+) -> list[Step]:
+    """Install ``trusted_pem`` as every member's trusted CA and restart the members not yet done.
+
+    ``etcd_argv`` (local mode) is how each member is started again; in hosts mode (None) systemd
+    restarts the unit.
+    """
+    names = tuple(m.name for m in spec.members)
+    what = "old and new CA" if state.phase == "trust-both" else "only the new CA"
+    steps = [
+        Step(
+            "cluster/healthy",
+            "cluster",
+            WaitHealthy(names, timeout),
+            f"phase {state.phase}: every member healthy before the first restart",
+        ),
+        Step(
+            "workspace/trust",
+            "local",
+            WriteFile(str(ws.trust_bundle), trusted_pem),
+            f"members and clients trust {what}",
+        ),
+    ]
+    restarted = list(state.restarted)
+    current = state
+    for name in restart_order(spec, state.restarted, leader):
+        if etcd_argv is not None:
+            ca_dst = ws.member_paths(name).ca_cert
+            steps.append(
+                Step(
+                    f"{name}/install-ca",
+                    name,
+                    InstallMemberPki(name, ((str(ws.trust_bundle), ca_dst, 0o644),)),
+                    f"trust {what}",
+                )
+            )
+        else:
+            ca_dst = layout.member_paths(spec).ca_cert
+            steps.append(
+                Step(
+                    f"{name}/file:{ca_dst}",
+                    name,
+                    PutFile(name, ca_dst, trusted_pem, 0o644, "root", "root", False),
+                    f"trust {what}",
+                )
+            )
+        if name == leader and restarted:
+            steps.append(
+                Step(
+                    f"{name}/move-leader",
+                    name,
+                    MoveLeader(restarted[0]),
+                    f"{name} leads; hand over to {restarted[0]} before restarting it",
+                )
+            )
+        why = f"etcd reads its trusted CA only at start (phase {state.phase}, one member at a time)"
+        if etcd_argv is not None:
+            steps += [
+                Step(f"{name}/stop", name, StopMember(name), why),
+                Step(f"{name}/start", name, StartMember(name, etcd_argv[name]), why),
+                Step(
+                    f"{name}/wait-healthy",
+                    "cluster",
+                    WaitHealthy(names, timeout),
+                    "the whole cluster must be healthy before the next restart",
+                ),
+            ]
+        else:
+            steps.append(Step(f"{name}/restart", name, RestartMember(name, timeout), why + ", health-gated"))
+        restarted.append(name)
+        current = current.with_restarted(name)
+        steps.append(state_step(ws, current, f"{name} restarted in phase {state.phase}"))
+    return steps
+
+
+def swap_ca_steps(
+    ws: Workspace, new_cert_pem: bytes, new_key_pem: bytes, current_pem: bytes | None
+) -> list[Step]:
+    """Make the new CA the signing CA of the workspace (key first: a crash leaves a state the record
+    explains and the next run repeats)."""
+    if current_pem == new_cert_pem:
+        return []
+    return [
+        Step(
+            "workspace/ca-key",
+            "local",
+            WriteFile(str(ws.pki_dir / "ca-key.pem"), new_key_pem, 0o600, secret=True),
+            "the new CA signs from now on",
+        ),
+        Step(
+            "workspace/ca",
+            "local",
+            WriteFile(str(ws.ca_cert), new_cert_pem),
+            "the new CA signs from now on",
+        ),
+    ]
