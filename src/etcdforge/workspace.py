@@ -4,7 +4,7 @@ Layout::
 
     DIR/cluster.yaml                 the spec
     DIR/pki/                         the control machine's PKI: ca.pem, ca-key.pem, NAME.pem, NAME-key.pem
-        trust.pem                    during a CA rotation only: the CAs members and clients trust
+        trust.pem                    after a CA rotation started: the CAs members and clients trust
         rotation/                    during a CA rotation only: its state and the old and new CA
         retired/                     CAs replaced by a rotation (kept, trusted by nobody)
     DIR/etcdctl.env                  shell exports for plain etcdctl (admin client)
@@ -103,12 +103,13 @@ class Workspace:
 
     @property
     def trust_bundle(self) -> Path:
-        """Old and new CA together while a CA rotation is in progress (absent otherwise)."""
+        """What members trust, once a CA rotation has started: old + new CA during the rotation, the new
+        CA after it (a stable path for your own clients). Absent before the first rotation."""
         return self.pki_dir / "trust.pem"
 
     @property
     def trusted_ca(self) -> Path:
-        """What members and clients trust: the rotation's bundle while there is one, else the CA."""
+        """What members and clients trust: the rotation's bundle if there is one, else the CA."""
         return self.trust_bundle if self.trust_bundle.is_file() else self.ca_cert
 
     @property

@@ -313,7 +313,15 @@ def _client_not_after(tls: TlsFiles | None) -> _dt.datetime | None:
 async def diagnose(endpoint: str, tls: TlsFiles | None, *, timeout: float = 2.0) -> EtcdError | None:
     """Probe ``endpoint`` as our gRPC channel would; return the precise error, or None if it connects."""
     scheme, host, port = split_endpoint(endpoint)
-    ctx = _context(tls, verify=True, check_hostname=True) if scheme == "https" else None
+    try:
+        ctx = _context(tls, verify=True, check_hostname=True) if scheme == "https" else None
+    except (OSError, ssl.SSLError) as exc:
+        files = f"{tls.ca}, {tls.cert}, {tls.key}" if tls is not None else "none"
+        return EtcdTLSError(
+            f"cannot load this client's TLS files ({files}): {exc}",
+            endpoint=endpoint,
+            hint="`etcdforge env` shows the files etcdforge uses now",
+        )
     failure = (await _probe(host, port, ctx, timeout)).failure
     if failure is None:
         return None

@@ -184,9 +184,8 @@ async def _phase(
 ) -> tuple[Plan, RotationState | None]:
     """Plan and (unless ``dry_run``) run ``state``'s phase; returns the plan and the next record."""
     if state.phase == "finish":
-        plan = Plan("rotate-ca", (rplan.env_step(spec, ws, str(ws.ca_cert.resolve())),))
+        plan = Plan("rotate-ca", ())
         if not dry_run:
-            await execute(plan, runtime, reporter)
             _finish(ws, cas)
         return plan, None
     view = await observe_view(spec, ws)
@@ -300,7 +299,11 @@ def _read(path: Path) -> bytes | None:
 
 
 def _finish(ws: Workspace, cas: _Cas) -> None:
-    """Archive the old CA under pki/retired/, drop the bundle, remove the rotation record (last)."""
+    """Archive the old CA under pki/retired/ and remove the rotation record (last).
+
+    ``pki/trust.pem`` stays, holding only the new CA: clients pointed at it during the rotation keep
+    working, and it remains the one file that always holds what members trust.
+    """
     from cryptography import x509
 
     old = x509.load_pem_x509_certificate(cas.old_cert)
@@ -309,5 +312,6 @@ def _finish(ws: Workspace, cas: _Cas) -> None:
     ensure_dir(retired, 0o700)
     atomic_write(retired / "ca.pem", cas.old_cert, 0o644)
     atomic_write(retired / "ca-key.pem", cas.old_key, 0o600)
-    ws.trust_bundle.unlink(missing_ok=True)
+    if ws.trust_bundle.read_bytes() != cas.new_cert:
+        raise PkiError(f"{ws.trust_bundle} should hold only the new CA now", hint="run rotate-ca again")
     shutil.rmtree(ws.rotation_dir)
