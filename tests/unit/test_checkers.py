@@ -245,3 +245,22 @@ def test_c9_catches_disagreements() -> None:
     assert any("spec peer URL" in p for p in tool_view_problems(moved, members, statuses, MEMBERS, STATUSES))
     renamed = [*SPEC[:2], SpecMember("etcd4", SPEC[2].peer_url, SPEC[2].client_url)]
     assert any("spec members" in p for p in tool_view_problems(renamed, members, statuses, MEMBERS, STATUSES))
+
+
+def test_c9_certificates_each_endpoint_presents_what_the_pki_records() -> None:
+    from etcdforge.testing.checkers import CertFacts, cert_view_problems
+
+    want = {"https://a:2379": CertFacts(0xA1, "2027-01-01T00:00:00+00:00"),
+            "https://a:2380": CertFacts(0xA2, "2027-01-01T00:00:00+00:00")}  # fmt: skip
+    assert cert_view_problems(want, dict(want)) == []
+    stale = {**want, "https://a:2380": CertFacts(0x99, "2026-12-01T00:00:00+00:00")}
+    assert cert_view_problems(want, stale) == [
+        "C9: https://a:2380 presents serial 99 (until 2026-12-01T00:00:00+00:00); the tool's PKI has a2 "
+        "(until 2027-01-01T00:00:00+00:00)"
+    ]
+    down = {"https://a:2379": "refused"}
+    problems = cert_view_problems(want, down)
+    assert problems == [
+        "C9: https://a:2379: could not read the presented certificate: refused",
+        "C9: https://a:2380: could not read the presented certificate: not probed",
+    ]

@@ -9,8 +9,10 @@ and throughput) in :mod:`etcdforge.testing.history_checks`, and the ones that ta
 from __future__ import annotations
 
 from .cluster_checks import (
+    CertFacts,
     Report,
     SpecMember,
+    cert_view_problems,
     check_all,
     check_convergence,
     check_tool_view,
@@ -33,10 +35,12 @@ from .history_checks import (
 )
 
 __all__ = [
+    "CertFacts",
     "Event",
     "KvHistory",
     "Report",
     "SpecMember",
+    "cert_view_problems",
     "check_all",
     "check_at_most_once",
     "check_convergence",

@@ -7,7 +7,8 @@ them with the pure C1–C5 of :mod:`etcdforge.testing.history_checks` into one :
 Invariants:
 - Every checker returns a list of problem strings, each starting with its id (``"C6: …"``); empty means
   pass.
-- The pure halves of C6/C9 (:func:`convergence_problems`, :func:`tool_view_problems`) do no I/O and are
+- The pure halves of C6/C9 (:func:`convergence_problems`, :func:`tool_view_problems`,
+  :func:`cert_view_problems`) do no I/O and are
   unit-tested; only the gatherers (:func:`read_kv_history`, :func:`observe_convergence`,
   :func:`check_convergence`, :func:`check_tool_view`, :func:`check_all`) talk to etcd or run the CLI.
 - Time and sleep are injected into :func:`check_convergence`, so tests never sleep.
@@ -232,6 +233,64 @@ async def _cli_json(directory: Path, *args: str) -> Any:
     return json.loads(out)
 
 
+@dataclass(frozen=True)
+class CertFacts:
+    """A certificate's identity for C9: serial and expiry."""
+
+    serial: int
+    not_after: str  # ISO timestamp
+
+
+def cert_view_problems(
+    expected: Mapping[str, CertFacts], presented: Mapping[str, CertFacts | str]
+) -> list[str]:
+    """C9 (pure), certificates: every endpoint presents exactly the certificate the tool's PKI records
+    for it (same serial, same expiry). ``presented`` maps an endpoint to its facts or an error text."""
+    problems = []
+    for url in sorted(expected):
+        want, got = expected[url], presented.get(url, "not probed")
+        if isinstance(got, str):
+            problems.append(f"C9: {url}: could not read the presented certificate: {got}")
+        elif got != want:
+            problems.append(
+                f"C9: {url} presents serial {got.serial:x} (until {got.not_after}); the tool's PKI has "
+                f"{want.serial:x} (until {want.not_after})"
+            )
+    return problems
+
+
+async def presented_cert_problems(directory: Path) -> list[str]:
+    """C9, certificates: what each member presents on its client and peer port (a fresh handshake) is
+    what the workspace's PKI says it should present."""
+    from etcdforge import topology
+    from etcdforge.etcd.presented import presented_certificate
+    from etcdforge.etcd.types import TlsFiles
+    from etcdforge.pki.keys import load_cert
+    from etcdforge.workspace import load_workspace
+
+    ws, spec = load_workspace(directory)
+    paths = ws.client_paths()
+    tls = TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
+    expected: dict[str, CertFacts] = {}
+    for m in spec.members:
+        for url, stem in (
+            (topology.client_url(spec, m), topology.server_cert_name(m.name)),
+            (topology.peer_url(spec, m), topology.peer_cert_name(m.name)),
+        ):
+            cert = load_cert(ws.cert_path(stem))
+            expected[url] = CertFacts(cert.serial_number, cert.not_valid_after_utc.isoformat())
+
+    async def probe(url: str) -> CertFacts | str:
+        try:
+            got = (await presented_certificate(url, tls)).cert
+        except EtcdError as exc:
+            return str(exc)
+        return CertFacts(got.serial_number, got.not_valid_after_utc.isoformat())
+
+    results = await asyncio.gather(*(probe(u) for u in expected))
+    return cert_view_problems(expected, dict(zip(expected, results, strict=True)))
+
+
 async def check_tool_view(directory: Path, client: EtcdClient) -> list[str]:
     """C9: run ``etcdforge members`` and ``etcdforge status`` (``-o json``) on the workspace at
     ``directory`` and compare with what etcd says through ``client`` (which must cover every member)."""
@@ -249,7 +308,8 @@ async def check_tool_view(directory: Path, client: EtcdClient) -> list[str]:
         return [f"C9: {exc}"]
     members = await client.member_list()
     statuses = [s for s in await client.status_all() if isinstance(s, MemberStatus)]
-    return tool_view_problems(spec_members, tool_members, tool_status, members, statuses)
+    problems = tool_view_problems(spec_members, tool_members, tool_status, members, statuses)
+    return problems + await presented_cert_problems(directory)
 
 
 # -- all of it -----------------------------------------------------------------------------------------
