@@ -22,7 +22,7 @@ from etcdforge.pki.check import (
     check_pki,
     exit_code,
 )
-from etcdforge.pki.check_gather import gather_local
+from etcdforge.operations.pki_check import gather_local
 from etcdforge.spec import dump_spec, parse_spec
 from etcdforge.workspace import Workspace
 
@@ -295,7 +295,7 @@ def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> N
     import asyncio
 
     from etcdforge.hosts.local import LocalHost
-    from etcdforge.pki.check_gather import gather_host
+    from etcdforge.operations.pki_check import gather_host
     from etcdforge.render import MemberPaths
 
     p = Pki(tmp_path / "ws")

@@ -79,7 +79,7 @@ def pki_check(
 
     from etcdforge.errors import EtcdforgeError, WorkspaceError
     from etcdforge.pki.check import Thresholds, check_pki, exit_code, worst
-    from etcdforge.pki.check_gather import gather_hosts, gather_local
+    from etcdforge.operations.pki_check import gather_hosts, gather_local
     from etcdforge.workspace import load_workspace
 
     try:

@@ -1,8 +1,8 @@
 """``pki check``: a pure health check of certificates and keys, for people and for monitoring.
 
-The caller gathers (:mod:`etcdforge.pki.check_gather`); this module only judges: :func:`check_pki` takes
-file contents, modes and owners as plain data plus ``now`` and returns :class:`Finding` values. It never
-reads a file, a clock or the network, so every verdict is unit-testable.
+The caller gathers (:mod:`etcdforge.operations.pki_check`); this module only judges: :func:`check_pki`
+takes file contents, modes and owners as plain data plus ``now`` and returns :class:`Finding` values. It
+never reads a file, a clock or the network, so every verdict is unit-testable.
 
 Invariants:
 

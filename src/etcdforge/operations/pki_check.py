@@ -8,8 +8,8 @@ Three sources, all read only:
 * with ``hosts=True`` (hosts mode), the same files on every member over SSH, plus every file under
   ``/etc/etcd`` scanned for the CA key.
 
-This module imports the spec/workspace layer, so it is not re-exported by :mod:`etcdforge.pki` (that
-would be an import cycle); the CLI imports it lazily.
+It lives in :mod:`etcdforge.operations`, not in :mod:`etcdforge.pki`, because it does I/O (files, SSH)
+and imports the spec/workspace layer; :mod:`etcdforge.pki.check` stays pure. The CLI imports it lazily.
 """
 
 from __future__ import annotations
