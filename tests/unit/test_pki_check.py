@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from etcdforge import certs
 from etcdforge.fsutil import atomic_write
+from etcdforge.operations.pki_check import gather_local
 from etcdforge.pki import CaSettings, CertRequest, KeyPair, create_ca, issue, key_pem
 from etcdforge.pki.check import (
     FileFacts,
@@ -22,7 +23,6 @@ from etcdforge.pki.check import (
     check_pki,
     exit_code,
 )
-from etcdforge.operations.pki_check import gather_local
 from etcdforge.spec import dump_spec, parse_spec
 from etcdforge.workspace import Workspace
 
