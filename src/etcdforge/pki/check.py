@@ -123,6 +123,8 @@ class MemberFiles:
     member: str
     digests: Mapping[str, str]
     pem_keys: Mapping[str, bytes] = field(default_factory=dict)
+    #: set when the directory could not be scanned completely: absence of the CA key is then unproven
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,10 @@ def check_key_file(
 def check_member_files(
     member: MemberFiles, ca_key_bytes: bytes | None, ca_key: PrivateKey | None, forbidden: tuple[str, ...]
 ) -> list[Finding]:
-    """The CA private key must not be anywhere in a member's directory, under any name or encoding."""
+    """The CA private key must not be anywhere in a member's directory, under any name or encoding.
+
+    A copy found is ``broken``; an incomplete scan that found none is a ``warning`` (not a false ``ok``).
+    """
     subject = member.member
     bad: list[str] = []
     digest = sha256_hex(ca_key_bytes) if ca_key_bytes is not None else None
@@ -340,6 +345,12 @@ def check_member_files(
                 "broken",
                 f"the CA private key is on this member: {', '.join(bad)}; delete it and consider "
                 "rotating the CA",
+            )
+        ]
+    if member.problem is not None:
+        return [
+            Finding(
+                subject, "ca-key-absent", "warning", f"{member.problem}: a copy of the CA key could be there"
             )
         ]
     return [Finding(subject, "ca-key-absent", "ok", "no copy of the CA key")]
