@@ -53,6 +53,29 @@ def expect(ws: Path, code: int, wanted: Problems) -> list[dict[str, str]]:
     return findings
 
 
+def timing(ws: Path, runs: int = 5) -> None:
+    """Print what `pki check --hosts` costs: the whole CLI, and the gathering alone (SSH connect + read)."""
+    import asyncio
+    import statistics
+
+    from etcdforge.operations.pki_check import gather_hosts
+    from etcdforge.workspace import load_workspace
+
+    cli = sorted(check(ws)[2] for _ in range(runs))
+    w, spec = load_workspace(ws)
+    gather = []
+    for _ in range(runs):
+        start = time.monotonic()
+        asyncio.run(gather_hosts(spec, w))
+        gather.append(time.monotonic() - start)
+    gather.sort()
+    print(
+        f"\npki check --hosts on 3 hosts, {runs} runs: CLI wall min {cli[0]:.2f}s median "
+        f"{statistics.median(cli):.2f}s; gather_hosts min {gather[0]:.2f}s "
+        f"median {statistics.median(gather):.2f}s"
+    )
+
+
 def put(hosts: TestHosts, host: TestHost, path: str, content: bytes) -> None:
     """Overwrite ``path`` in place (keeps an existing file's mode and owner), creating its directory."""
     script = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
@@ -66,8 +89,8 @@ def test_pki_check_hosts_flags_each_fault_on_the_member_and_file(hosts: TestHost
     pki = ws / "pki"
 
     # all fine: exit 0, and every member's installed files were read and judged on its host
-    code, findings, seconds = check(ws)
-    print(f"pki check --hosts on 3 hosts (CLI wall time): {seconds:.2f}s")
+    code, findings, _ = check(ws)
+    timing(ws)
     assert code == 0, json.dumps([f for f in findings if f["severity"] != "ok"], indent=1)
     checks: dict[str, set[str]] = {}
     for f in findings:
