@@ -5,8 +5,8 @@ Three sources, all read only:
 * the control machine's workspace PKI (``DIR/pki``, or the user's external CA);
 * in local mode, each member's installed copies (``DIR/members/NAME/pki``) and its whole directory
   (except the data dir), scanned for the CA key;
-* with ``hosts=True`` (hosts mode), the same files on every member over SSH, plus every file under
-  ``/etc/etcd`` scanned for the CA key.
+* in hosts mode (:func:`gather_hosts`), the same files on every member over SSH, plus every small file
+  under ``/etc/etcd`` scanned for the CA key: one command, so one SSH session, per host.
 
 It lives in :mod:`etcdforge.operations`, not in :mod:`etcdforge.pki`, because it does I/O (files, SSH)
 and imports the spec/workspace layer; :mod:`etcdforge.pki.check` stays pure. The CLI imports it lazily.
@@ -25,6 +25,7 @@ from pathlib import Path
 from etcdforge import certs, topology
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.errors import HostError
+from etcdforge.operations import remote_layout
 from etcdforge.operations.remote_observe import parse_observation
 from etcdforge.pki.check import CertItem, FileFacts, MemberFiles, PkiFacts, sha256_hex
 from etcdforge.render import MemberPaths
@@ -169,8 +170,7 @@ def _scan_local(name: str, directory: Path, data_dir: Path) -> MemberFiles:
 
 async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     """The workspace PKI plus every member's files over SSH (hosts mode), read concurrently."""
-    from etcdforge.operations import remote_layout
-    from etcdforge.operations.deploy import connected
+    from etcdforge.operations.deploy import connected  # lazily: it pulls in asyncssh
 
     ca, ca_key, items = gather_workspace(spec, ws)
     paths = remote_layout.member_paths(spec)
@@ -273,8 +273,6 @@ async def gather_host(
     key, in ONE command (one SSH session). ``ETC_DIR/pki/ca-key.pem`` is always looked at, even if ``find``
     fails on the host.
     """
-    from etcdforge.operations import remote_layout
-
     etc = etc_dir if etc_dir is not None else remote_layout.ETC_DIR
     wanted = _paths(paths)
     argv = ["sh", "-c", CHECK_SCRIPT, "sh", etc, str(MAX_KEY_FILE_SIZE // 1024), *wanted]
