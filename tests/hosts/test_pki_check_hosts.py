@@ -126,7 +126,7 @@ def test_pki_check_hosts_flags_each_fault_on_the_member_and_file(hosts: TestHost
     put(hosts, h2, f"{PKI}/server.pem", (pki / "etcd1-server.pem").read_bytes())
     put(hosts, h2, f"{PKI}/server-key.pem", (pki / "etcd1-server-key.pem").read_bytes())
     found = expect(ws, 2, {("etcd2:server", "sans", "broken")})
-    assert message(found, "etcd2:server", "sans") == f"SANs lack {h2.address}"
+    assert message(found, "etcd2:server", "sans") == f"etcd2:{PKI}/server.pem: SANs lack {h2.address}"
     # ... and the certificate alone (the key still etcd2's): its key no longer matches either
     put(hosts, h2, f"{PKI}/server-key.pem", (pki / "etcd2-server-key.pem").read_bytes())
     found = expect(ws, 2, {("etcd2:server", "sans", "broken"), ("etcd2:server", "key-match", "broken")})

@@ -201,6 +201,14 @@ def test_messages_name_the_file(tmp_path: Path) -> None:
     assert p.ws.member_paths("etcd1").server_key in bad.message
     assert "0644" in bad.message
 
+    # a wrong certificate (SANs, chain) names the file too, not only its role
+    q = Pki(tmp_path / "sans")
+    q.reissue("etcd1-peer", ca=create_ca(CaSettings("etcdforge CA"), NOW), ip_sans=("127.0.0.1",))
+    by_check = {f.check: f.message for f in q.findings() if f.subject == "etcd1-peer" and f.severity != "ok"}
+    peer = str(q.ws.cert_path("etcd1-peer"))
+    assert by_check["sans"] == f"{peer}: SANs lack 127.0.0.2"
+    assert by_check["chain"].startswith(f"{peer}: ")
+
 
 def test_warn_days_threshold(tmp_path: Path) -> None:
     p = Pki(tmp_path)
