@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from etcdforge import certs
 from etcdforge.fsutil import atomic_write
+from etcdforge.operations.pki_check import gather_local
 from etcdforge.pki import CaSettings, CertRequest, KeyPair, create_ca, issue, key_pem
 from etcdforge.pki.check import (
     FileFacts,
@@ -22,7 +23,6 @@ from etcdforge.pki.check import (
     check_pki,
     exit_code,
 )
-from etcdforge.pki.check_gather import gather_local
 from etcdforge.spec import dump_spec, parse_spec
 from etcdforge.workspace import Workspace
 
@@ -201,6 +201,14 @@ def test_messages_name_the_file(tmp_path: Path) -> None:
     assert p.ws.member_paths("etcd1").server_key in bad.message
     assert "0644" in bad.message
 
+    # a wrong certificate (SANs, chain) names the file too, not only its role
+    q = Pki(tmp_path / "sans")
+    q.reissue("etcd1-peer", ca=create_ca(CaSettings("etcdforge CA"), NOW), ip_sans=("127.0.0.1",))
+    by_check = {f.check: f.message for f in q.findings() if f.subject == "etcd1-peer" and f.severity != "ok"}
+    peer = str(q.ws.cert_path("etcd1-peer"))
+    assert by_check["sans"] == f"{peer}: SANs lack 127.0.0.2"
+    assert by_check["chain"].startswith(f"{peer}: ")
+
 
 def test_warn_days_threshold(tmp_path: Path) -> None:
     p = Pki(tmp_path)
@@ -295,7 +303,7 @@ def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> N
     import asyncio
 
     from etcdforge.hosts.local import LocalHost
-    from etcdforge.pki.check_gather import gather_host
+    from etcdforge.operations.pki_check import gather_host
     from etcdforge.render import MemberPaths
 
     p = Pki(tmp_path / "ws")
@@ -333,3 +341,123 @@ def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> N
     items, _ = asyncio.run(gather_host(LocalHost("etcd1"), SPEC.members[0], paths, etc_dir=str(etc)))
     findings = check_pki(PkiFacts(ca=ca_facts.ca, ca_key=None, items=tuple(items)), NOW)
     assert ("etcd1:peer", "read", "broken") in _not_ok(findings)
+
+
+class _CountingHost:
+    """The real LocalHost port, counting the commands (each one an SSH session on a real host)."""
+
+    def __init__(self) -> None:
+        from etcdforge.hosts.local import LocalHost
+
+        self.inner = LocalHost("etcd1")
+        self.name = "etcd1"
+        self.runs = 0
+
+    async def run(self, argv: object, **kw: object) -> object:
+        self.runs += 1
+        return await self.inner.run(argv, **kw)  # type: ignore[arg-type]
+
+    async def read_file(self, path: str) -> bytes | None:
+        raise AssertionError("gather_host must read everything in its one command")
+
+    async def sha256(self, paths: object) -> object:
+        raise AssertionError("gather_host must hash everything in its one command")
+
+
+def _host_layout(tmp_path: Path) -> tuple[Path, object]:
+    from etcdforge.render import MemberPaths
+
+    etc = tmp_path / "etc-etcd"
+    pki = etc / "pki"
+    return etc, MemberPaths(
+        config=str(etc / "etcd.conf.yml"),
+        data_dir=str(tmp_path / "data"),
+        ca_cert=str(pki / "ca.pem"),
+        server_cert=str(pki / "server.pem"),
+        server_key=str(pki / "server-key.pem"),
+        peer_cert=str(pki / "peer.pem"),
+        peer_key=str(pki / "peer-key.pem"),
+    )
+
+
+def test_gather_host_is_one_command_and_judges_a_symlinked_key_by_its_target(tmp_path: Path) -> None:
+    import asyncio
+    import getpass
+
+    from etcdforge.operations.pki_check import gather_host
+
+    p = Pki(tmp_path / "ws")
+    etc, paths = _host_layout(tmp_path)
+    pki = etc / "pki"
+    atomic_write(pki / "ca.pem", p.ca.cert_pem(), 0o644)
+    for role in ("server", "peer"):
+        pair = p.pairs[f"etcd1-{role}"]
+        atomic_write(pki / f"{role}.pem", pair.cert_pem(), 0o644)
+        atomic_write(tmp_path / "vault" / f"{role}-key.pem", pair.key_pem(), 0o600)
+        (pki / f"{role}-key.pem").symlink_to(tmp_path / "vault" / f"{role}-key.pem")
+    # the CA key PKCS#8-re-encoded under an innocent name, and a big file the scan must skip unread
+    pkcs8 = p.ca.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    atomic_write(etc / "spare.pem", pkcs8, 0o600)
+    atomic_write(etc / "etcd.log", p.ca.key_pem() + b"x" * 100_000, 0o600)
+
+    host = _CountingHost()
+    items, files = asyncio.run(
+        gather_host(host, SPEC.members[0], paths, etc_dir=str(etc), key_owner=getpass.getuser())  # type: ignore[arg-type]
+    )
+    assert host.runs == 1
+    assert str(etc / "etcd.log") not in files.digests
+    ca = gather_local(SPEC, p.ws)
+    findings = check_pki(PkiFacts(ca=ca.ca, ca_key=ca.ca_key, items=tuple(items), members=(files,)), NOW)
+    # a symlink's own mode is 0777: the key is judged by the file etcd reads through it (0600)
+    assert _not_ok(findings) == {("etcd1", "ca-key-absent", "broken")}
+    (leak,) = [f for f in findings if f.check == "ca-key-absent"]
+    assert str(etc / "spare.pem") in leak.message
+    (mode,) = [f for f in findings if f.subject == "etcd1:server" and f.check == "key-mode"]
+    assert mode.message == f"etcd1:{pki / 'server-key.pem'} is 0600"
+
+
+def test_parse_check_output_recorded() -> None:
+    """Recorded output of the check script: each kind of per-file report, the scan, a failed find."""
+    from etcdforge.operations.pki_check import parse_check_output
+
+    wanted = ("/e/pki/ca.pem", "/e/pki/server.pem", "/e/pki/server-key.pem", "/e/pki/peer.pem")
+    output = (
+        "@file /e/pki/ca.pem\nmeta 644 root root\ndata aGVsbG8=\n"
+        "@file /e/pki/server.pem\nmissing\n"
+        "@file /e/pki/server-key.pem\nmeta 600 etcd etcd\nunreadable permission denied\n"
+        "@file /e/pki/peer.pem\nstat-error stat: cannot statx '/e/pki/peer.pem': Input/output error\n"
+        "@scan\n" + "ab" * 32 + " - /e/old stash\n" + "cd" * 32 + " aGk= /e/pki/ca.pem\n"
+        "@find 1\n@end\n"
+    )
+    read, files = parse_check_output(output, "etcd2", wanted, "/e")
+    assert read["/e/pki/ca.pem"] == FileFacts("etcd2:/e/pki/ca.pem", b"hello", 0o644, "root", "root")
+    assert read["/e/pki/server.pem"] == FileFacts("etcd2:/e/pki/server.pem", None)
+    assert read["/e/pki/server-key.pem"].problem == "unreadable: permission denied"
+    assert read["/e/pki/server-key.pem"].mode == 0o600
+    assert read["/e/pki/peer.pem"].problem == (
+        "cannot stat: stat: cannot statx '/e/pki/peer.pem': Input/output error"
+    )
+    assert files.digests == {"/e/old stash": "ab" * 32, "/e/pki/ca.pem": "cd" * 32}
+    assert files.pem_keys == {"/e/pki/ca.pem": b"hi"}
+    assert files.problem == "could not scan all of /e (find exited 1)"
+    with pytest.raises(ValueError, match="cut short"):
+        parse_check_output(output.removesuffix("@end\n"), "etcd2", wanted, "/e")
+
+
+def test_an_incomplete_scan_is_a_warning_not_a_false_ok() -> None:
+    from etcdforge.pki.check import MemberFiles, check_member_files
+
+    (finding,) = check_member_files(
+        MemberFiles("etcd2", {}, problem="could not scan all of /e"), None, None, ()
+    )
+    assert (finding.severity, finding.message) == (
+        "warning",
+        "could not scan all of /e: a copy of the CA key could be there",
+    )
+    # a copy found is broken whatever else happened
+    (finding,) = check_member_files(
+        MemberFiles("etcd2", {"/e/pki/ca-key.pem": "00"}, problem="x"), None, None, ("ca-key.pem",)
+    )
+    assert finding.severity == "broken"

@@ -80,8 +80,8 @@ def pki_check(
     from datetime import UTC, datetime
 
     from etcdforge.errors import EtcdforgeError, WorkspaceError
+    from etcdforge.operations.pki_check import gather_hosts, gather_local
     from etcdforge.pki.check import Thresholds, check_pki, exit_code, worst
-    from etcdforge.pki.check_gather import gather_hosts, gather_local
     from etcdforge.workspace import load_workspace
 
     try:

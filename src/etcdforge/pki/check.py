@@ -1,8 +1,8 @@
 """``pki check``: a pure health check of certificates and keys, for people and for monitoring.
 
-The caller gathers (:mod:`etcdforge.pki.check_gather`); this module only judges: :func:`check_pki` takes
-file contents, modes and owners as plain data plus ``now`` and returns :class:`Finding` values. It never
-reads a file, a clock or the network, so every verdict is unit-testable.
+The caller gathers (:mod:`etcdforge.operations.pki_check`); this module only judges: :func:`check_pki`
+takes file contents, modes and owners as plain data plus ``now`` and returns :class:`Finding` values. It
+never reads a file, a clock or the network, so every verdict is unit-testable.
 
 Invariants:
 
@@ -123,6 +123,8 @@ class MemberFiles:
     member: str
     digests: Mapping[str, str]
     pem_keys: Mapping[str, bytes] = field(default_factory=dict)
+    #: set when the directory could not be scanned completely: absence of the CA key is then unproven
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def check_item(
     if cert is None:
         return out
     out.append(check_expiry(s, cert, now, thresholds))
-    out.append(check_chain(s, item.role, cert, ca_cert))
+    out.append(check_chain(s, item.role, cert, ca_cert, path=item.cert.path))
     if key is not None:
         if key_matches(cert, key):
             out.append(Finding(s, "key-match", "ok", "key matches certificate"))
@@ -194,7 +196,7 @@ def check_item(
     if item.role != "ca":
         out.append(check_usages(s, item.role, cert))
         if item.ips or item.dns:
-            out.append(check_sans(s, cert, item.ips, item.dns))
+            out.append(check_sans(s, cert, item.ips, item.dns, path=item.cert.path))
     return out
 
 
@@ -214,9 +216,18 @@ def check_expiry(subject: str, cert: x509.Certificate, now: datetime, thresholds
 
 
 def check_chain(
-    subject: str, role: Role, cert: x509.Certificate, ca_cert: x509.Certificate | None
+    subject: str,
+    role: Role,
+    cert: x509.Certificate,
+    ca_cert: x509.Certificate | None,
+    *,
+    path: str | None = None,
 ) -> Finding:
-    """A leaf must be signed by the configured CA; an installed CA copy must *be* that CA."""
+    """A leaf must be signed by the configured CA; an installed CA copy must *be* that CA.
+
+    A broken verdict starts with ``path`` (the wrong file), when given.
+    """
+    at = f"{path}: " if path else ""
     if ca_cert is None:
         return Finding(subject, "chain", "broken", "the configured CA certificate is missing or unreadable")
     if role == "ca":
@@ -226,19 +237,22 @@ def check_chain(
             subject,
             "chain",
             "broken",
-            f"not the configured CA ({cert.subject.rfc4514_string()!r}, serial {cert.serial_number:x})",
+            f"{at}not the configured CA ({cert.subject.rfc4514_string()!r}, serial {cert.serial_number:x})",
         )
     if cert.issuer != ca_cert.subject:
         return Finding(
             subject,
             "chain",
             "broken",
-            f"issued by {cert.issuer.rfc4514_string()!r}, not the configured CA "
+            f"{at}issued by {cert.issuer.rfc4514_string()!r}, not the configured CA "
             f"{ca_cert.subject.rfc4514_string()!r}",
         )
     if not signed_by(cert, ca_cert):
         return Finding(
-            subject, "chain", "broken", "issuer name matches but the signature does not verify (another CA)"
+            subject,
+            "chain",
+            "broken",
+            f"{at}issuer name matches but the signature does not verify (another CA)",
         )
     return Finding(subject, "chain", "ok", "signed by the configured CA")
 
@@ -268,12 +282,21 @@ def check_usages(subject: str, role: Role, cert: x509.Certificate) -> Finding:
     return Finding(subject, "usages", "ok", f"has {wanted}")
 
 
-def check_sans(subject: str, cert: x509.Certificate, ips: tuple[str, ...], dns: tuple[str, ...]) -> Finding:
+def check_sans(
+    subject: str,
+    cert: x509.Certificate,
+    ips: tuple[str, ...],
+    dns: tuple[str, ...],
+    *,
+    path: str | None = None,
+) -> Finding:
+    """The certificate must name every address and DNS name; a broken verdict starts with ``path``."""
     have_dns, have_ips = san_sets(cert)
     missing = [d for d in dns if d not in have_dns]
     missing += [i for i in ips if str(ipaddress.ip_address(i)) not in have_ips]
     if missing:
-        return Finding(subject, "sans", "broken", f"SANs lack {', '.join(missing)}")
+        at = f"{path}: " if path else ""
+        return Finding(subject, "sans", "broken", f"{at}SANs lack {', '.join(missing)}")
     return Finding(subject, "sans", "ok", f"covers {', '.join([*dns, *ips])}")
 
 
@@ -319,7 +342,10 @@ def check_key_file(
 def check_member_files(
     member: MemberFiles, ca_key_bytes: bytes | None, ca_key: PrivateKey | None, forbidden: tuple[str, ...]
 ) -> list[Finding]:
-    """The CA private key must not be anywhere in a member's directory, under any name or encoding."""
+    """The CA private key must not be anywhere in a member's directory, under any name or encoding.
+
+    A copy found is ``broken``; an incomplete scan that found none is a ``warning`` (not a false ``ok``).
+    """
     subject = member.member
     bad: list[str] = []
     digest = sha256_hex(ca_key_bytes) if ca_key_bytes is not None else None
@@ -340,6 +366,12 @@ def check_member_files(
                 "broken",
                 f"the CA private key is on this member: {', '.join(bad)}; delete it and consider "
                 "rotating the CA",
+            )
+        ]
+    if member.problem is not None:
+        return [
+            Finding(
+                subject, "ca-key-absent", "warning", f"{member.problem}: a copy of the CA key could be there"
             )
         ]
     return [Finding(subject, "ca-key-absent", "ok", "no copy of the CA key")]
