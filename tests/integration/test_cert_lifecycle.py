@@ -217,6 +217,7 @@ def test_ca_rotation_in_phases_under_load(workspace: Path, etcd_bin: Path, tmp_p
     new_client = _new_ca_client(ws, workspace, tmp_path / "new")
     assert _accepted(old_client(ws.trust_bundle), urls)
     assert _accepted(new_client, urls)
+    run_cli("pki", "check", "--dir", str(workspace))  # the bundle on members is understood: exit 0
 
     # phase 2: every leaf comes from the new CA, installed hot
     asyncio.run(under_load(ws, workspace, "/s19b", rotate("reissue"), tmp_path / "b.jsonl"))
@@ -228,6 +229,7 @@ def test_ca_rotation_in_phases_under_load(workspace: Path, etcd_bin: Path, tmp_p
     assert _accepted(old_client(ws.trust_bundle), urls)  # members still trust the old CA
     assert not _accepted(old_client(old_dir / "ca.pem"), urls)  # but present new-CA certificates
     assert _accepted(new_client, urls)
+    run_cli("pki", "check", "--dir", str(workspace))
 
     # phase 3 and finish: only the new CA
     asyncio.run(under_load(ws, workspace, "/s19c", rotate(None), tmp_path / "c.jsonl"))
@@ -243,6 +245,7 @@ def test_ca_rotation_in_phases_under_load(workspace: Path, etcd_bin: Path, tmp_p
         "ETCDCTL_CACERT=" + str(ws.trust_bundle.resolve()) in run_cli("env", "--dir", str(workspace)).stdout
     )
     assert "nothing to do" in run_cli("up", "--dir", str(workspace), "--dry-run").stdout
+    run_cli("pki", "check", "--dir", str(workspace))
 
 
 def test_interrupted_ca_rotation_resumes(workspace: Path, etcd_bin: Path) -> None:

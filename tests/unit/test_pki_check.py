@@ -461,3 +461,26 @@ def test_an_incomplete_scan_is_a_warning_not_a_false_ok() -> None:
         MemberFiles("etcd2", {"/e/pki/ca-key.pem": "00"}, problem="x"), None, None, ("ca-key.pem",)
     )
     assert finding.severity == "broken"
+
+
+def test_during_a_ca_rotation_the_bundle_and_the_previous_ca_are_understood(tmp_path: Path) -> None:
+    """Mid-rotation: members trust old + new (pki/trust.pem) and leaves of the old CA are still in use
+    after the new CA signs: warnings, not broken chains; without the bundle the same leaf is broken."""
+    p = Pki(tmp_path)
+    new = create_ca(CaSettings("etcdforge CA"), NOW)
+    bundle = p.ca.cert_pem() + new.cert_pem()
+    atomic_write(p.ws.trust_bundle, bundle, 0o644)
+    atomic_write(Path(p.ws.member_paths("etcd1").ca_cert), bundle, 0o644)
+    # phase trust-both: the old CA still signs
+    assert _not_ok(p.findings()) == set()
+    # phase reissue, half done: the new CA signs, the member's copies are still from the old CA
+    _write_pair(p.ws.pki_dir, "ca", new)
+    for name in p.requests:
+        p.reissue(name, ca=new)
+    findings = p.findings()
+    assert _not_ok(findings) == {("etcd1:server", "chain", "warning"), ("etcd1:peer", "chain", "warning")}
+    assert "rotation is in progress" in next(f.message for f in findings if f.subject == "etcd1:server"
+                                             and f.check == "chain")  # fmt: skip
+    assert exit_code(findings) == 1
+    p.ws.trust_bundle.unlink()
+    assert ("etcd1:server", "chain", "broken") in _not_ok(p.findings())

@@ -144,7 +144,11 @@ def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
             read = {p: read_local(Path(p)) for p in _paths(paths)}
             items += _member_items(member.name, member, paths, read, user)
             members.append(_scan_local(member.name, ws.member_dir(member.name), Path(paths.data_dir)))
-    return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members))
+    return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members), trust=_trust(ws))
+
+
+def _trust(ws: Workspace) -> bytes | None:
+    return ws.trust_bundle.read_bytes() if ws.trust_bundle.is_file() else None
 
 
 def _scan_local(name: str, directory: Path, data_dir: Path) -> MemberFiles:
@@ -180,7 +184,7 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     for host_items, files in results:
         items += host_items
         members.append(files)
-    return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members))
+    return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members), trust=_trust(ws))
 
 
 # One session per host for the whole check (a session costs a login on the host; reading file by file

@@ -137,6 +137,9 @@ class PkiFacts:
     members: tuple[MemberFiles, ...] = ()
     #: file names that must never appear in a member's directory, whatever their content
     forbidden_names: tuple[str, ...] = ("ca-key.pem",)
+    #: the workspace's trust bundle (pki/trust.pem) once a CA rotation started: during a rotation members
+    #: trust old + new CA, and leaves signed by the other CA of the bundle are expected
+    trust: bytes | None = None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -158,12 +161,49 @@ def check_pki(facts: PkiFacts, now: datetime, thresholds: Thresholds = Threshold
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     out: list[Finding] = []
     ca_cert = _parse_cert(facts.ca, "ca", out)
+    trusted = _bundle(facts.trust)
     for item in facts.items:
-        out += check_item(item, ca_cert, now, thresholds)
+        is_bundle = item.role == "ca" and facts.trust is not None and item.cert.data == facts.trust
+        if is_bundle and not (len(trusted) == 1 and trusted[0] == ca_cert):
+            names = ", ".join(f"serial {c.serial_number:x}" for c in trusted)
+            out.append(Finding(item.subject, "chain", "ok", f"is the trust bundle ({names})"))
+            continue
+        found = check_item(item, ca_cert, now, thresholds)
+        out += [_other_trusted(f, item, trusted, ca_cert) for f in found]
     ca_key = _quiet_key(facts.ca_key) if facts.ca_key is not None else None
     for member in facts.members:
         out += check_member_files(member, facts.ca_key, ca_key, facts.forbidden_names)
     return tuple(out)
+
+
+def _bundle(data: bytes | None) -> tuple[x509.Certificate, ...]:
+    if not data:
+        return ()
+    try:
+        return tuple(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        return ()
+
+
+def _other_trusted(
+    finding: Finding, item: CertItem, trusted: Sequence[x509.Certificate], ca_cert: x509.Certificate | None
+) -> Finding:
+    """A leaf signed by another CA of the rotation's trust bundle is a warning, not a broken chain."""
+    if finding.check != "chain" or finding.severity != "broken" or item.role == "ca" or not trusted:
+        return finding
+    try:
+        cert = x509.load_pem_x509_certificate(item.cert.data or b"")
+    except ValueError:
+        return finding
+    if any(c != ca_cert and signed_by(cert, c) for c in trusted):
+        return Finding(
+            finding.subject,
+            "chain",
+            "warning",
+            "signed by the previous CA, which members still trust: a CA rotation is in progress "
+            "(`etcdforge pki rotate-ca` finishes it)",
+        )
+    return finding
 
 
 def check_item(
