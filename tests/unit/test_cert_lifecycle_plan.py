@@ -224,6 +224,37 @@ def test_a_phase_needs_every_member_healthy_and_voting() -> None:
             rplan.check_ready(SPEC, _view(**kwargs))  # type: ignore[arg-type]
 
 
+def test_a_resumed_trust_phase_brings_back_the_one_member_an_interrupted_run_left_stopped() -> None:
+    not_done = frozenset({"etcd2", "etcd3"})
+    assert rplan.check_ready(SPEC, _view(unhealthy="etcd2"), resumable=not_done) == {"etcd2"}
+    with pytest.raises(PlanError, match="etcd1 is not healthy"):  # already restarted: not ours to fix
+        rplan.check_ready(SPEC, _view(unhealthy="etcd1"), resumable=not_done)
+    two_down = ClusterView(
+        tuple(
+            MemberView(i, n, (), False, n == "etcd1", n == "etcd1")
+            for i, n in enumerate(["etcd1", "etcd2", "etcd3"])
+        )
+    )
+    with pytest.raises(PlanError, match="etcd2 is not healthy; etcd3 is not healthy"):
+        rplan.check_ready(SPEC, two_down, resumable=not_done)
+    state = RotationState("trust-both", "a", "b", "t", restarted=("etcd1",))
+    steps = rplan.trust_phase_steps(
+        SPEC,
+        WS,
+        state,
+        trusted_pem=b"B",
+        leader="etcd3",
+        etcd_argv=None,
+        timeout=60,
+        down=frozenset({"etcd3"}),
+    )
+    gate = steps[0].action
+    assert isinstance(gate, WaitHealthy) and gate.members == ("etcd1", "etcd2")
+    # the stopped member (here the one etcd still calls leader) is started first, with no hand-over
+    assert [s.action.member for s in steps if isinstance(s.action, RestartMember)] == ["etcd3", "etcd2"]
+    assert not [s for s in steps if isinstance(s.action, MoveLeader)]
+
+
 def test_trust_phase_on_hosts_restarts_one_at_a_time_leader_last_and_records_each() -> None:
     state = RotationState("trust-both", "a", "b", "t")
     steps = rplan.trust_phase_steps(

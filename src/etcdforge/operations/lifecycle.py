@@ -20,7 +20,7 @@ from pathlib import Path
 from etcdforge import binaries, certs
 from etcdforge.errors import BinaryError, WorkspaceError
 from etcdforge.execute import Reporter, execute
-from etcdforge.fsutil import ensure_dir
+from etcdforge.fsutil import ensure_dir, read_optional
 from etcdforge.operations.local import (
     LocalObserved,
     MemberObserved,
@@ -72,13 +72,6 @@ def workspace_lock(ws: Workspace) -> Iterator[None]:
         os.close(fd)
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
 def observe_local(spec: ClusterSpec, ws: Workspace) -> LocalObserved:
     members = {}
     for m in spec.members:
@@ -86,11 +79,11 @@ def observe_local(spec: ClusterSpec, ws: Workspace) -> LocalObserved:
         members[m.name] = MemberObserved(
             running=supervisor.running_pid(ws.member_pid(m.name)) is not None,
             has_data=(data / "member").is_dir(),
-            config=_read(Path(ws.member_paths(m.name).config)),
-            pki={dst: _read(Path(dst)) for _, dst, _ in member_pki_files(ws, m.name)},
+            config=read_optional(Path(ws.member_paths(m.name).config)),
+            pki={dst: read_optional(Path(dst)) for _, dst, _ in member_pki_files(ws, m.name)},
         )
     spec_text = ws.spec_path.read_text() if ws.spec_path.is_file() else None
-    return LocalObserved(spec_text=spec_text, members=members, env_file=_read(ws.env_path))
+    return LocalObserved(spec_text=spec_text, members=members, env_file=read_optional(ws.env_path))
 
 
 def resolve_binary(spec: ClusterSpec, etcd_bin: str | None) -> tuple[binaries.Binary, tuple[str, ...]]:
@@ -151,7 +144,9 @@ async def up(
             external_ca=external,
             renew_before=expiry(spec.pki.renew_before),
         )
-        control = {src: _read(Path(src)) for m in spec.members for src, _, _ in member_pki_files(ws, m.name)}
+        control = {
+            src: read_optional(Path(src)) for m in spec.members for src, _, _ in member_pki_files(ws, m.name)
+        }
         plan = plan_up(
             spec,
             ws,

@@ -175,19 +175,20 @@ async def runtime_for(
     from etcdforge.services.remote_runtime import RemoteRuntime
 
     known = _resolve(ws, spec.ssh.known_hosts)
-    hosts: dict[str, Host] = {}
+    results = await asyncio.gather(
+        *(
+            connect(n, ssh_target(spec, ws, n), known_hosts=known, accept_new_host_keys=accept_new_host_keys)
+            for n in members
+        ),
+        return_exceptions=True,
+    )
+    hosts: dict[str, Host] = {
+        n: r for n, r in zip(members, results, strict=True) if not isinstance(r, BaseException)
+    }
     try:
-        for name in members:
-            try:
-                hosts[name] = await connect(
-                    name,
-                    ssh_target(spec, ws, name),
-                    known_hosts=known,
-                    accept_new_host_keys=accept_new_host_keys,
-                )
-            except HostError:
-                if required:
-                    raise
+        for result in results:
+            if isinstance(result, BaseException) and (required or not isinstance(result, HostError)):
+                raise result
         yield RemoteRuntime(spec, ws, hosts), hosts
     finally:
         await asyncio.gather(*(h.close() for h in hosts.values()), return_exceptions=True)

@@ -3,11 +3,13 @@
 observe (the control PKI; the members' installed copies; who runs) → plan
 (:mod:`~etcdforge.operations.renew_plan`, pure) → execute (one executor, the mode's runtime). In hosts mode
 the new files' bytes exist only after issuing, so the hosts part is planned again with them right after
-the ``pki/issue`` step (from the same observation: issuing changes no host).
+the ``pki/issue`` step (from the same observation: issuing changes no host). :func:`observe_members` and
+:func:`install_steps` also serve the CA rotation's reissue phase.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +17,13 @@ from pathlib import Path
 from etcdforge import certs, render, topology
 from etcdforge.errors import PkiError
 from etcdforge.execute import Reporter, execute
+from etcdforge.fsutil import read_optional
+from etcdforge.hosts.base import Host
 from etcdforge.operations import renew_plan
 from etcdforge.operations.lifecycle import observe_local, workspace_lock
+from etcdforge.operations.local import LocalObserved
+from etcdforge.operations.membership_steps import runtime_for
+from etcdforge.operations.remote_observe import HostObserved
 from etcdforge.plan import IssueCerts, Plan, Step, WriteFile
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, load_workspace
@@ -53,7 +60,7 @@ def _env_step(spec: ClusterSpec, ws: Workspace) -> list[Step]:
     return [Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), "etcdctl environment")]
 
 
-def _changed_members(installs: list[Step], touched: tuple[str, ...], reissued: frozenset[str]) -> set[str]:
+def _changed_members(installs: list[Step], touched: Sequence[str], reissued: frozenset[str]) -> set[str]:
     """Members whose certificates change now: renewed ones, and out-of-date copies being repaired."""
     hosts = {s.host for s in installs}
     return {
@@ -63,11 +70,41 @@ def _changed_members(installs: list[Step], touched: tuple[str, ...], reissued: f
     }
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+@dataclass(frozen=True)
+class MembersNow:
+    """Who runs, and the members' installed files: local copies, or the hosts' observation."""
+
+    running: Mapping[str, bool]
+    local: LocalObserved | None = None
+    hosts: Mapping[str, HostObserved] | None = None
+
+
+async def observe_members(spec: ClusterSpec, ws: Workspace, hosts: Mapping[str, Host]) -> MembersNow:
+    if spec.mode == "local":
+        local = observe_local(spec, ws)
+        return MembersNow({n: m.running for n, m in local.members.items()}, local=local)
+    from etcdforge.operations import deploy
+
+    observed = await deploy.observe_hosts(spec, hosts)
+    return MembersNow({n: h.running for n, h in observed.items()}, hosts=observed)
+
+
+def install_steps(
+    spec: ClusterSpec, ws: Workspace, now: MembersNow, members: Sequence[str], reissued: frozenset[str]
+) -> list[Step]:
+    """Leaf files to install on ``members`` from the control PKI as it is now; ``reissued`` names the
+    certificates about to be issued (planned as changed although their bytes do not exist yet)."""
+    if now.local is not None:
+        from etcdforge.operations.local import member_pki_files
+
+        control = {src: read_optional(Path(src)) for m in members for src, _, _ in member_pki_files(ws, m)}
+        installed = {m: now.local.members[m].pki for m in members}
+        return renew_plan.local_install_steps(ws, members, reissued, installed, control)
+    from etcdforge.operations import deploy
+
+    assert now.hosts is not None
+    desired, pending = deploy._desired(spec, ws, set(reissued))
+    return renew_plan.host_install_steps(spec, members, desired, now.hosts, pending)
 
 
 async def renew(
@@ -140,19 +177,23 @@ async def renew(
                 )
             )
         touched = renew_plan.members_touched(spec, {r.name for r in selected})
-        if spec.mode == "local":
-            plan = await _renew_local(spec, ws, issue, touched, reissued, dry_run=dry_run, reporter=reporter)
-        else:
-            plan = await _renew_hosts(
-                spec,
-                ws,
-                issue,
-                touched,
-                reissued,
-                dry_run=dry_run,
-                accept_new_host_keys=accept_new_host_keys,
-                reporter=reporter,
+        names = [m.name for m in spec.members]
+        connect = runtime_for(spec, ws, names, accept_new_host_keys=accept_new_host_keys)
+        async with connect as (runtime, hosts):
+            seen = await observe_members(spec, ws, hosts)
+            installs = install_steps(spec, ws, seen, touched, reissued)
+            changed = _changed_members(installs, touched, reissued)
+            verify = renew_plan.verify_steps(
+                spec, touched, {m: seen.running[m] for m in changed}, peer_required=spec.mode == "local"
             )
+            plan = Plan("pki-renew", (*issue, *installs, *verify, *_env_step(spec, ws)))
+            if not dry_run:
+                # the hosts' new bytes exist only once issued: plan their writes again with them
+                await execute(Plan("pki-renew", tuple(issue)), runtime, reporter)
+                installs = install_steps(spec, ws, seen, touched, frozenset())
+                rest = Plan("pki-renew", (*installs, *verify, *_env_step(spec, ws)))
+                await execute(rest, runtime, reporter)
+                plan = Plan("pki-renew", (*issue, *rest.steps))
         if not dry_run:
             rows = [_after(ws, r) for r in rows]
         return RenewResult(plan, tuple(rows), executed=not dry_run)
@@ -167,62 +208,3 @@ def _after(ws: Workspace, row: CertChange) -> CertChange:
     return CertChange(
         row.name, row.reason, True, row.old_serial, cert.not_valid_after_utc, cert.serial_number
     )
-
-
-async def _renew_local(
-    spec: ClusterSpec,
-    ws: Workspace,
-    issue: list[Step],
-    touched: tuple[str, ...],
-    reissued: frozenset[str],
-    *,
-    dry_run: bool,
-    reporter: Reporter | None,
-) -> Plan:
-    from etcdforge.operations.local import member_pki_files
-    from etcdforge.services.local_runtime import LocalRuntime
-
-    observed = observe_local(spec, ws)
-    control = {src: _read(Path(src)) for m in touched for src, _, _ in member_pki_files(ws, m)}
-    installed = {m: observed.members[m].pki for m in touched}
-    installs = renew_plan.local_install_steps(ws, touched, reissued, installed, control)
-    changed = _changed_members(installs, touched, reissued)
-    running = {m: observed.members[m].running for m in changed}
-    verify = renew_plan.verify_steps(spec, touched, running, peer_required=True)
-    plan = Plan("pki-renew", (*issue, *installs, *verify, *_env_step(spec, ws)))
-    if not dry_run:
-        await execute(plan, LocalRuntime(spec, ws), reporter)
-    return plan
-
-
-async def _renew_hosts(
-    spec: ClusterSpec,
-    ws: Workspace,
-    issue: list[Step],
-    touched: tuple[str, ...],
-    reissued: frozenset[str],
-    *,
-    dry_run: bool,
-    accept_new_host_keys: bool,
-    reporter: Reporter | None,
-) -> Plan:
-    from etcdforge.operations import deploy
-    from etcdforge.services.remote_runtime import RemoteRuntime
-
-    async with deploy.connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
-        observed = await deploy.observe_hosts(spec, hosts)
-        desired, pending = deploy._desired(spec, ws, set(reissued))
-        installs = renew_plan.host_install_steps(spec, touched, desired, observed, pending)
-        changed = _changed_members(installs, touched, reissued)
-        running = {m: observed[m].running for m in changed}
-        verify = renew_plan.verify_steps(spec, touched, running, peer_required=False)
-        preview = Plan("pki-renew", (*issue, *installs, *verify, *_env_step(spec, ws)))
-        if dry_run:
-            return preview
-        runtime = RemoteRuntime(spec, ws, hosts)
-        await execute(Plan("pki-renew", tuple(issue)), runtime, reporter)
-        desired, _ = deploy._desired(spec, ws, set())
-        installs = renew_plan.host_install_steps(spec, touched, desired, observed, {})
-        rest = Plan("pki-renew", (*installs, *verify, *_env_step(spec, ws)))
-        await execute(rest, runtime, reporter)
-        return Plan("pki-renew", (*issue, *rest.steps))

@@ -22,8 +22,9 @@ from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.operations import renew_plan
 from etcdforge.operations import rotate_ca_plan as rplan
-from etcdforge.operations.lifecycle import observe_local, resolve_binary, workspace_lock
+from etcdforge.operations.lifecycle import resolve_binary, workspace_lock
 from etcdforge.operations.membership_steps import observe_view, runtime_for
+from etcdforge.operations.renew import install_steps, observe_members
 from etcdforge.pki.rotation import (
     NEW_CA,
     NEW_CA_KEY,
@@ -161,8 +162,10 @@ async def rotate_ca(
                 phase = current.phase
                 if on_phase is not None:
                     on_phase(phase)
+                # a dry run executes nothing, so only the first phase's readiness says anything now
+                check = not dry_run or not runs
                 plan, current = await _phase(
-                    spec, ws, current, cas, runtime, hosts, new_keys, timeout, dry_run, reporter
+                    spec, ws, current, cas, runtime, hosts, new_keys, timeout, dry_run, reporter, check
                 )
                 runs.append(PhaseRun(phase, plan))
                 if phase == stop_after:
@@ -181,6 +184,7 @@ async def _phase(
     timeout: float,
     dry_run: bool,
     reporter: Reporter | None,
+    check: bool = True,
 ) -> tuple[Plan, RotationState | None]:
     """Plan and (unless ``dry_run``) run ``state``'s phase; returns the plan and the next record."""
     if state.phase == "finish":
@@ -189,7 +193,9 @@ async def _phase(
             _finish(ws, cas)
         return plan, None
     view = await observe_view(spec, ws)
-    rplan.check_ready(spec, view)
+    trust_phase = state.phase in ("trust-both", "trust-new")
+    resumable = frozenset(n for n in _names(spec) if n not in state.restarted) if trust_phase else frozenset()
+    down = rplan.check_ready(spec, view, resumable=resumable) if check else frozenset()
     leader = next((m.name for m in view.members if m.is_leader), None)
     nxt = state.next_phase()
     if state.phase in ("trust-both", "trust-new"):
@@ -203,7 +209,7 @@ async def _phase(
             binary, _ = resolve_binary(spec, None)
             argv = {n: (str(binary.path), "--config-file", ws.member_paths(n).config) for n in _names(spec)}
         steps = rplan.trust_phase_steps(
-            spec, ws, state, trusted_pem=trusted, leader=leader, etcd_argv=argv, timeout=timeout
+            spec, ws, state, trusted_pem=trusted, leader=leader, etcd_argv=argv, timeout=timeout, down=down
         )
         steps += [
             rplan.env_step(spec, ws, str(ws.trust_bundle.resolve())),
@@ -254,7 +260,6 @@ async def _reissue(
     if any(s.action == "create-ca" for s in pki_plan.steps):
         raise PkiError(f"{ws.ca_cert} disappeared during the rotation", hint="restore it from pki/rotation/")
     items = tuple((s.name, s.reason) for s in pki_plan.changes)
-    reissued = frozenset(n for n, _ in items)
     names = _names(spec)
     issue = [
         Step(
@@ -262,24 +267,10 @@ async def _reissue(
         )
     ]
     await execute(Plan("rotate-ca", tuple(issue) if items else ()), runtime, reporter)
-    if spec.mode == "local":
-        from etcdforge.operations.local import member_pki_files
-
-        observed = observe_local(spec, ws)
-        control = {src: _read(Path(src)) for m in names for src, _, _ in member_pki_files(ws, m)}
-        installs = renew_plan.local_install_steps(
-            ws, names, reissued, {m: observed.members[m].pki for m in names}, control
-        )
-        running = {m: observed.members[m].running for m in names}
-        peer_required = True
-    else:
-        from etcdforge.operations import deploy
-
-        observed_hosts = await deploy.observe_hosts(spec, hosts)
-        desired, _ = deploy._desired(spec, ws, set())
-        installs = renew_plan.host_install_steps(spec, names, desired, observed_hosts, {})
-        running = {m: observed_hosts[m].running for m in names}
-        peer_required = False
+    seen = await observe_members(spec, ws, hosts)
+    installs = install_steps(spec, ws, seen, names, frozenset())
+    running = dict(seen.running)
+    peer_required = spec.mode == "local"
     if not all(running.values()):
         stopped = ", ".join(m for m, r in running.items() if not r)
         raise PlanError(
@@ -289,13 +280,6 @@ async def _reissue(
     rest = Plan("rotate-ca", (*installs, *verify))
     await execute(rest, runtime, reporter)
     return [*(issue if items else []), *rest.steps]
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
 
 
 def _finish(ws: Workspace, cas: _Cas) -> None:

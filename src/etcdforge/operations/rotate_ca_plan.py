@@ -38,10 +38,19 @@ from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
 
 
-def check_ready(spec: ClusterSpec, view: ClusterView) -> None:
-    """Refuse to start a phase unless every spec member is a healthy voter of the cluster."""
+def check_ready(
+    spec: ClusterSpec, view: ClusterView, *, resumable: frozenset[str] = frozenset()
+) -> frozenset[str]:
+    """Refuse to start a phase unless every spec member is a healthy voter; returns the members that are
+    down but may be brought back by the phase itself.
+
+    ``resumable`` are the members the current phase has not restarted yet: one of them may be down (an
+    interrupted run stopped it before starting it again) as long as all the others are healthy voters —
+    the phase then starts it first and waits for the whole cluster before touching anyone else.
+    """
     by_name = {m.name: m for m in view.members}
     problems = []
+    down = set()
     for member in spec.members:
         seen = by_name.get(member.name)
         if seen is None:
@@ -49,19 +58,30 @@ def check_ready(spec: ClusterSpec, view: ClusterView) -> None:
         elif seen.is_learner:
             problems.append(f"{member.name} is still a learner")
         elif not seen.healthy:
-            problems.append(f"{member.name} is not healthy")
+            if member.name in resumable:
+                down.add(member.name)
+            else:
+                problems.append(f"{member.name} is not healthy")
+    if len(down) > 1:
+        problems += [f"{n} is not healthy" for n in sorted(down)]
     if problems:
         raise PlanError(
             "a CA rotation restarts members one by one and needs every member healthy first: "
             + "; ".join(problems),
             hint="`etcdforge health` shows why; fix it, then run `pki rotate-ca` again (it resumes)",
         )
+    return frozenset(down)
 
 
-def restart_order(spec: ClusterSpec, done: Sequence[str], leader: str | None) -> list[str]:
-    """Members still to restart: followers in spec order, the leader last."""
+def restart_order(
+    spec: ClusterSpec, done: Sequence[str], leader: str | None, down: frozenset[str] = frozenset()
+) -> list[str]:
+    """Members still to restart: one that is down first (bring it back), then followers in spec order,
+    the leader last."""
     todo = [m.name for m in spec.members if m.name not in done]
-    return [n for n in todo if n != leader] + ([leader] if leader in todo else [])
+    first = [n for n in todo if n in down]
+    rest = [n for n in todo if n not in down]
+    return first + [n for n in rest if n != leader] + ([leader] if leader in rest else [])
 
 
 def env_step(spec: ClusterSpec, ws: Workspace, ca_file: str) -> Step:
@@ -89,20 +109,24 @@ def trust_phase_steps(
     leader: str | None,
     etcd_argv: Mapping[str, tuple[str, ...]] | None,
     timeout: float,
+    down: frozenset[str] = frozenset(),
 ) -> list[Step]:
     """Install ``trusted_pem`` as every member's trusted CA and restart the members not yet done.
 
     ``etcd_argv`` (local mode) is how each member is started again; in hosts mode (None) systemd
-    restarts the unit.
+    restarts the unit. ``down`` (see :func:`check_ready`) are started first; the opening health gate
+    waits for the others only.
     """
     names = tuple(m.name for m in spec.members)
+    up = tuple(n for n in names if n not in down)
     what = "old and new CA" if state.phase == "trust-both" else "only the new CA"
     steps = [
         Step(
             "cluster/healthy",
             "cluster",
-            WaitHealthy(names, timeout),
-            f"phase {state.phase}: every member healthy before the first restart",
+            WaitHealthy(up, timeout),
+            f"phase {state.phase}: every member healthy before the first restart"
+            + (f" ({', '.join(sorted(down))} is down and is started first)" if down else ""),
         ),
         Step(
             "workspace/trust",
@@ -113,7 +137,7 @@ def trust_phase_steps(
     ]
     restarted = list(state.restarted)
     current = state
-    for name in restart_order(spec, state.restarted, leader):
+    for name in restart_order(spec, state.restarted, leader, down):
         if etcd_argv is not None:
             ca_dst = ws.member_paths(name).ca_cert
             steps.append(
@@ -134,7 +158,7 @@ def trust_phase_steps(
                     f"trust {what}",
                 )
             )
-        if name == leader and restarted:
+        if name == leader and restarted and name not in down:
             steps.append(
                 Step(
                     f"{name}/move-leader",

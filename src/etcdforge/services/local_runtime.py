@@ -15,7 +15,7 @@ from pathlib import Path
 
 from etcdforge import topology
 from etcdforge.errors import MemberStartError, WorkspaceError
-from etcdforge.fsutil import atomic_write, ensure_dir
+from etcdforge.fsutil import atomic_write, ensure_dir, read_optional
 from etcdforge.plan import (
     Action,
     AddLearner,
@@ -40,13 +40,6 @@ from etcdforge.workspace import Workspace, admin_client
 POLL_INTERVAL = 0.05
 #: per-poll call timeout while waiting for health: short, because we poll again anyway
 HEALTH_CALL_TIMEOUT = 0.5
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
 
 
 class LocalRuntime:
@@ -116,7 +109,7 @@ class LocalRuntime:
 
     async def write_file(self, action: WriteFile) -> str:
         path = Path(action.path)
-        if _read(path) == action.content:
+        if read_optional(path) == action.content:
             return "unchanged"
         ensure_dir(path.parent)
         atomic_write(path, action.content, action.mode)
@@ -132,13 +125,13 @@ class LocalRuntime:
     async def install_member_pki(self, action: InstallMemberPki) -> str:
         changed = 0
         for src, dst, mode in action.files:
-            data = _read(Path(src))
+            data = read_optional(Path(src))
             if data is None:
                 raise WorkspaceError(
                     f"{src} is missing from the workspace PKI", hint="run `etcdforge up` again"
                 )
             target = Path(dst)
-            if _read(target) != data:
+            if read_optional(target) != data:
                 ensure_dir(target.parent)
                 atomic_write(target, data, mode)
                 changed += 1
