@@ -113,7 +113,8 @@ def adopt(
         ]
         if elsewhere:
             console.print(
-                f"[yellow]warning:[/] outside etcdforge's reach, delete by hand: {escape(', '.join(elsewhere))}"
+                "[yellow]warning:[/] outside etcdforge's reach, delete by hand: "
+                + escape(", ".join(elsewhere))
             )
     console.print(
         f"wrote {result.spec_path}; nothing was changed on the hosts. Next: etcdforge plan --dir {d}, "
