@@ -116,6 +116,11 @@ def adopt(
                 "[yellow]warning:[/] outside etcdforge's reach, delete by hand: "
                 + escape(", ".join(elsewhere))
             )
+    if result.imported.leaves:
+        console.print(
+            "the guide's certificates stay on the members and stay valid (same CA) for existing etcdctl "
+            "setups; delete them once nothing uses them"
+        )
     console.print(
         f"wrote {result.spec_path}; nothing was changed on the hosts. Next: etcdforge plan --dir {d}, "
         f"then etcdforge apply --dir {d} (rolling restarts, one member at a time)"
