@@ -221,6 +221,7 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
     )
     assert not (ws / "cluster.yaml").exists()
     out = run_cli("adopt", "--dir", str(ws), *members, *ssh).stdout
+    print(out)
     assert "nothing was changed on the hosts" in out and "etcd-ca-key.pem" in out, out
     spec = load_workspace(ws)[1]
     assert spec.token == "k8s-etcd-cluster" and spec.etcd.binary == "/usr/bin/etcd"
@@ -232,6 +233,7 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
 
     # plan: per-member certificates, the CA key off every member, our unit, rolling restarts
     text = run_cli("plan", "--dir", str(ws)).stdout
+    print(text)
     assert "overrides" in text and "not etcdforge's unit" in text, text
     ids = step_ids(ws)
     assert ids[0] == "pki/issue"

@@ -170,7 +170,9 @@ def analyze(files: Mapping[str, bytes], now: datetime) -> CfsslImport:
     leaf_key: KeySpec | None = None
     leaf_subject: SubjectNames | None = None
     if template is None:
-        sample = next((lf for lf in leaves if lf.role == "server"), leaves[0] if leaves else None)
+        # no CSR template: new leaves keep the key type and names of the existing ones (server first)
+        readable = [lf for lf in leaves if lf.cn != "?"]
+        sample = next((lf for lf in readable if lf.role == "server"), readable[0] if readable else None)
         if sample is not None:
             cert = parse_cert(files[sample.file], origin=sample.file)
             leaf_key = key_spec_of(cert.public_key())
