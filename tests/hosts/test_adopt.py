@@ -231,7 +231,11 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
     unit = harness.run(h1, ["systemctl", "show", "-p", "FragmentPath", "--value", "etcd"]).stdout.strip()
     assert unit.endswith("/systemd/system/etcd.service") and not unit.startswith("/etc/"), unit
 
-    # plan: per-member certificates, the CA key off every member, our unit, rolling restarts
+    # the admin certificate is there at once: day-1 commands work on the adopted cluster before apply
+    run_cli("health", "--dir", str(ws))
+    assert keys_in(ws) == written
+
+    # plan: per-member certificates, the CA key off every member, our unit, rolling restarts, leader last
     text = run_cli("plan", "--dir", str(ws)).stdout
     print(text)
     assert "overrides" in text and "not etcdforge's unit" in text, text
@@ -243,6 +247,7 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
         assert f"etcd{i}/file:{PKI}/server.pem" in ids
         assert f"etcd{i}/restart" in ids
     assert "cluster/start" not in ids
+    assert ids[-1].endswith("/restart") and ids[-2].endswith("/move-leader")
 
     # apply under a writer: rolling restarts keep quorum; no acknowledged write is lost
     async def apply_under_load() -> None:

@@ -122,6 +122,6 @@ def adopt(
             "setups; delete them once nothing uses them"
         )
     console.print(
-        f"wrote {result.spec_path}; nothing was changed on the hosts. Next: etcdforge plan --dir {d}, "
-        f"then etcdforge apply --dir {d} (rolling restarts, one member at a time)"
+        f"wrote {result.spec_path} and the admin client certificate; nothing was changed on the hosts. "
+        f"Next: etcdforge plan --dir {d}, then etcdforge apply --dir {d} (rolling restarts, one at a time)"
     )

@@ -29,7 +29,7 @@ from etcdforge.operations.deploy import connected
 from etcdforge.operations.init import parse_members, render_spec
 from etcdforge.operations.pki_import import pki_settings
 from etcdforge.pki.import_cfssl import CfsslImport, analyze, write_import
-from etcdforge.spec import SPEC_FILE, load_spec_text
+from etcdforge.spec import SPEC_FILE, ClusterSpec, expiry, load_spec_text
 from etcdforge.workspace import Workspace
 
 
@@ -233,8 +233,27 @@ async def adopt(
             "# Next: `etcdforge plan --dir DIR` shows the way to etcdforge's layout; `apply` rolls it out.",
         ),
     )
-    load_spec_text(final, source=str(spec_path))  # never write a spec that would not load
+    spec = load_spec_text(final, source=str(spec_path))  # never write a spec that would not load
     ensure_dir(directory)
     write_import(directory, imp)
+    issue_admin_certificate(spec, ws)
     atomic_write(spec_path, final.encode(), 0o644)  # last: a failed adopt leaves no spec behind
     return AdoptResult(spec_path, settings, imp, ca_key_on, tuple(facts))
+
+
+def issue_admin_certificate(spec: ClusterSpec, ws: Workspace) -> None:
+    """Only the tool's own client certificate (the members' come with ``apply``): with it ``plan`` can ask
+    the adopted cluster who leads, and ``status``/``health``/``env`` work at once."""
+    from etcdforge import certs, topology
+    from etcdforge.pki import apply_pki, observe_pki, plan_pki
+
+    admin = topology.client_cert_name(topology.ADMIN_CLIENT)
+    requests = [r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name == admin]
+    plan = plan_pki(
+        certs.ca_settings(spec, base_dir=ws.root),
+        requests,
+        observe_pki(ws.pki_dir),
+        datetime.now(UTC),
+        renew_before=expiry(spec.pki.renew_before),
+    )
+    apply_pki(ws.pki_dir, plan, datetime.now(UTC))
