@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,20 @@ def test_pki_files_of_all_members_merge_and_one_ca_is_required() -> None:
     assert keys_on == ("etcd1:/etc/etcd/pki/etcd-ca-key.pem", "etcd2:/etc/etcd/pki/etcd-ca-key.pem")
     with pytest.raises(PlanError, match="trust different CA files"):
         merge_pki({"etcd1": {ca: b"CA"}, "etcd2": {ca: b"OTHER"}}, ca)
+
+
+def test_a_ca_key_imported_before_is_used_when_no_member_has_one(tmp_path: Path) -> None:
+    from etcdforge.operations.adopt import _with_workspace_ca_key
+    from etcdforge.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    (tmp_path / "pki").mkdir()
+    (tmp_path / "pki" / "ca.pem").write_bytes(b"CA\n")
+    (tmp_path / "pki" / "ca-key.pem").write_bytes(b"KEY")
+    assert _with_workspace_ca_key({"etcd-ca.pem": b"CA"}, "etcd-ca.pem", ws) == {
+        "etcd-ca.pem": b"CA", "etcd-ca-key.pem": b"KEY",
+    }  # fmt: skip
+    # another CA in the workspace is not taken; a key found on the members wins
+    assert _with_workspace_ca_key({"etcd-ca.pem": b"OTHER"}, "etcd-ca.pem", ws) == {"etcd-ca.pem": b"OTHER"}
+    on_hosts = {"etcd-ca.pem": b"CA", "etcd-ca-key.pem": b"HOST"}
+    assert _with_workspace_ca_key(on_hosts, "etcd-ca.pem", ws) == on_hosts

@@ -110,3 +110,14 @@ def test_parsers_of_the_new_sections() -> None:
     assert parse_strays([f"{CA_KEY_SHA} {GUIDE_KEY_PATH}", "garbage"]) == {GUIDE_KEY_PATH: CA_KEY_SHA}
     sections = parse_observation(f"@cmdline\n{encoded}\n@dataowner\nforeign\n@strays\n@end\n")
     assert sections["dataowner"] == ["foreign"] and sections["strays"] == []
+
+
+def test_a_rerun_after_daemon_reload_still_restarts_the_member_running_the_old_flags() -> None:
+    # apply was interrupted after our files and unit were in place: systemd now names our unit, but the
+    # process still runs with the guide's flags as root
+    hosts = {n: host(n) for n in NAMES}
+    hosts["etcd2"] = host("etcd2", unit_path=layout.UNIT, main_argv=GUIDE_ARGV, data_foreign_owned=True)
+    plan = plan_apply(SPEC, desired(), hosts, cluster(leader="etcd1"), SYSTEM)
+    assert ids(plan) == ["etcd2/restart"]
+    restart = plan.steps[0].action
+    assert isinstance(restart, RestartMember) and restart.before_start
