@@ -12,8 +12,9 @@ from support import GUIDE_CA_CONFIG, GUIDE_CA_CSR, run_cli
 
 from etcdforge import certs
 from etcdforge.errors import PkiError
+from etcdforge.operations.pki_import import write_import
 from etcdforge.pki import CaSettings, CertRequest, KeyPair, KeySpec, Profile, SubjectNames, create_ca, issue
-from etcdforge.pki.import_cfssl import analyze, write_import
+from etcdforge.pki.import_cfssl import analyze
 from etcdforge.pki.keys import parse_cert, parse_key
 from etcdforge.spec import load_spec
 

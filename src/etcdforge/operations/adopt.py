@@ -27,8 +27,8 @@ from etcdforge.operations import adopt_observe as ao
 from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.deploy import connected
 from etcdforge.operations.init import parse_members, render_spec
-from etcdforge.operations.pki_import import pki_settings
-from etcdforge.pki.import_cfssl import CfsslImport, analyze, write_import
+from etcdforge.operations.pki_import import pki_settings, write_import
+from etcdforge.pki.import_cfssl import CfsslImport, analyze
 from etcdforge.spec import SPEC_FILE, ClusterSpec, expiry, load_spec_text
 from etcdforge.workspace import Workspace
 

@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from etcdforge.errors import SpecError
-from etcdforge.fsutil import atomic_write
-from etcdforge.pki.import_cfssl import CfsslImport, analyze, read_source_dir, write_import
+from etcdforge.errors import PkiError, SpecError
+from etcdforge.fsutil import atomic_write, ensure_dir
+from etcdforge.pki.import_cfssl import CFSSL_SUBDIR, CfsslImport, analyze, read_source_dir
+from etcdforge.pki.keys import key_matches, parse_cert, parse_key
+from etcdforge.pki.observe import CA_CERT, CA_KEY
 from etcdforge.spec import ClusterSpec, dump_spec, load_spec, load_spec_text, parse_spec
 from etcdforge.workspace import Workspace
 
@@ -24,6 +26,36 @@ class ImportResult:
     imported: CfsslImport
     written: tuple[Path, ...]
     spec_updated: bool
+
+
+def write_import(workspace: Path, imp: CfsslImport) -> list[Path]:
+    """Put the CA and the JSON into the workspace; refuse to replace a different CA. Returns the paths."""
+    pki = workspace / "pki"
+    cert_path, key_path = pki / CA_CERT, pki / CA_KEY
+    have_cert = parse_cert(cert_path.read_bytes(), origin=str(cert_path)) if cert_path.is_file() else None
+    have_key = parse_key(key_path.read_bytes(), origin=str(key_path)) if key_path.is_file() else None
+    if (have_cert is not None and have_cert != imp.ca_cert) or (
+        have_key is not None and not key_matches(imp.ca_cert, have_key)
+    ):
+        raise PkiError(
+            f"{pki} already holds a different CA",
+            hint="etcdforge never replaces a CA; use a new --dir, or move the old pki/ away",
+        )
+    ensure_dir(pki)
+    written: list[Path] = []
+    if have_key is None:  # the key first: a CA certificate without its key is refused by `plan`
+        atomic_write(key_path, imp.ca_key_pem, 0o600)
+        written.append(key_path)
+    if have_cert is None:
+        atomic_write(cert_path, imp.ca_cert_pem, 0o644)
+        written.append(cert_path)
+    cfssl_dir = workspace / CFSSL_SUBDIR
+    for name, data in sorted(imp.configs.items()):
+        path = cfssl_dir / name
+        if not path.is_file() or path.read_bytes() != data:
+            atomic_write(path, data, 0o644)
+            written.append(path)
+    return written
 
 
 def pki_settings(imp: CfsslImport) -> dict[str, Any]:

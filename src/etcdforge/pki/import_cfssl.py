@@ -13,9 +13,8 @@ analysis is pure. Names recognised (cfssljson ``-bare`` output and the guide's J
 
 Invariants: the CA certificate must be a CA and its key must match; the leaves are checked (chain,
 key, usages, expiry) and their problems reported, but never imported: etcdforge issues one server and
-one peer certificate per member from the same CA. Writing (:func:`write_import`) puts the CA into the
-workspace PKI (``ca.pem``, ``ca-key.pem`` 0600) and the JSON under ``pki/cfssl/``, and refuses to replace
-a different CA already there.
+one peer certificate per member from the same CA. Reading a directory is the only I/O here; writing the
+result into a workspace is :func:`etcdforge.operations.pki_import.write_import`.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from typing import Literal
 from cryptography import x509
 
 from etcdforge.errors import PkiError
-from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.pki.cfssl import CfsslConfig, CsrSpec, load_ca_config, load_csr
 from etcdforge.pki.inspect import eku_names, is_ca, san_sets
 from etcdforge.pki.keys import describe_key, key_matches, key_spec_of, parse_cert, parse_key
@@ -192,36 +190,6 @@ def analyze(files: Mapping[str, bytes], now: datetime) -> CfsslImport:
         leaves=leaves,
         warnings=tuple(warnings),
     )
-
-
-def write_import(workspace: Path, imp: CfsslImport) -> list[Path]:
-    """Put the CA and the JSON into the workspace; refuse to replace a different CA. Returns the paths."""
-    pki = workspace / "pki"
-    cert_path, key_path = pki / CA_CERT, pki / CA_KEY
-    have_cert = parse_cert(cert_path.read_bytes(), origin=str(cert_path)) if cert_path.is_file() else None
-    have_key = parse_key(key_path.read_bytes(), origin=str(key_path)) if key_path.is_file() else None
-    if (have_cert is not None and have_cert != imp.ca_cert) or (
-        have_key is not None and not key_matches(imp.ca_cert, have_key)
-    ):
-        raise PkiError(
-            f"{pki} already holds a different CA",
-            hint="etcdforge never replaces a CA; use a new --dir, or move the old pki/ away",
-        )
-    ensure_dir(pki)
-    written: list[Path] = []
-    if have_key is None:  # the key first: a CA certificate without its key is refused by `plan`
-        atomic_write(key_path, imp.ca_key_pem, 0o600)
-        written.append(key_path)
-    if have_cert is None:
-        atomic_write(cert_path, imp.ca_cert_pem, 0o644)
-        written.append(cert_path)
-    cfssl_dir = workspace / CFSSL_SUBDIR
-    for name, data in sorted(imp.configs.items()):
-        path = cfssl_dir / name
-        if not path.is_file() or path.read_bytes() != data:
-            atomic_write(path, data, 0o644)
-            written.append(path)
-    return written
 
 
 # --------------------------------------------------------------------------------------------- helpers
