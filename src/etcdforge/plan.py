@@ -171,13 +171,22 @@ class StartUnits:
 
 @dataclass(frozen=True)
 class RestartMember:
-    """Restart one member's unit, then wait until the whole cluster is healthy again."""
+    """Restart one member's unit, then wait until the whole cluster is healthy again.
+
+    ``before_start`` commands run while the member is stopped (stop, commands, start), e.g. handing the
+    data dir of a member that ran as root to the etcd user: done while it still runs, the old process
+    could create new root-owned files in between.
+    """
 
     member: str
     timeout: float
+    before_start: tuple[tuple[str, ...], ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "restart-member", "member": self.member}
+        out: dict[str, Any] = {"kind": "restart-member", "member": self.member}
+        if self.before_start:
+            out["while_stopped"] = [list(argv) for argv in self.before_start]
+        return out
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ async def observe_hosts(spec: ClusterSpec, hosts: Mapping[str, Host]) -> dict[st
                 data_dir=layout.data_dir(spec),
                 binary=layout.binary_path(spec),
                 hash_binary=spec.etcd.source != "system",
+                stray_patterns=layout.STRAY_PATTERNS,
             )
             for m in spec.members
         )
@@ -146,6 +147,16 @@ async def observe_cluster(spec: ClusterSpec, ws: Workspace) -> ClusterObserved:
         members=tuple((m.id, m.name, tuple(m.peer_urls), m.is_learner) for m in members),
         leader_id=leader.leader,
     )
+
+
+def ca_key_sha256(spec: ClusterSpec, ws: Workspace) -> str | None:
+    """Digest of the control machine's CA key: a byte-identical copy on a member is deleted."""
+    external = certs.external_ca(spec, base_dir=ws.root)
+    path = external.key_path if external is not None else ws.pki_dir / "ca-key.pem"
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _pki_plan(spec: ClusterSpec, ws: Workspace) -> tuple[object, tuple[tuple[str, str], ...]]:
@@ -196,7 +207,15 @@ async def make_plan(
         observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
     desired, pending = _desired(spec, ws, {n for n, _ in pki_items})
     host_plan = plan_apply(
-        spec, desired, observed, cluster, source, pending_paths=pending, force=force, timeout=timeout
+        spec,
+        desired,
+        observed,
+        cluster,
+        source,
+        pending_paths=pending,
+        force=force,
+        timeout=timeout,
+        ca_key_sha256=ca_key_sha256(spec, ws),
     )
     steps: list[Step] = []
     if pki_items:
@@ -240,6 +259,15 @@ async def apply(
             desired, pending = _desired(spec, ws, set())
             if any(pending.values()):
                 raise PlanError("certificates are missing from the workspace PKI after issuing them")
-            plan = plan_apply(spec, desired, observed, cluster, source, force=force, timeout=timeout)
+            plan = plan_apply(
+                spec,
+                desired,
+                observed,
+                cluster,
+                source,
+                force=force,
+                timeout=timeout,
+                ca_key_sha256=ca_key_sha256(spec, ws),
+            )
             await execute(plan, runtime, reporter)
             return Plan(verb="apply", steps=(*executed, *plan.steps), warnings=plan.warnings)

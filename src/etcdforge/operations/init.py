@@ -46,11 +46,26 @@ def render_spec(
     etcd_binary: str,
     etcd_sha256: str | None,
     token: str,
+    system_binary: str = "/usr/bin/etcd",
+    client_port: int = 2379,
+    peer_port: int = 2380,
+    data_dir: str = "/var/lib/etcd",
+    etcd_tuning: Sequence[str] = (
+        "heartbeat_interval_ms: 100     # ~ round-trip time between members; election >= 5 x heartbeat",
+        "election_timeout_ms: 1000",
+    ),
+    pki_lines: Sequence[str] | None = None,
+    header: Sequence[str] = (
+        "# etcdforge cluster spec for your own hosts.",
+        "# Next: `etcdforge plan --dir DIR` shows what would change; `etcdforge apply --dir DIR` does it.",
+    ),
 ) -> str:
+    """The commented spec text. ``init`` uses the defaults; ``adopt`` passes what it observed (ports,
+    data dir, binary, tuning lines of the etcd section, the imported PKI's lines of the pki section)."""
     if etcd_binary == "system":
         etcd = (
             "  source: system              # etcd is already installed on the hosts\n"
-            "  binary: /usr/bin/etcd\n"
+            f"  binary: {_q(system_binary)}\n"
         )
     elif _VERSION.match(etcd_binary):
         if not etcd_sha256:
@@ -73,8 +88,7 @@ def render_spec(
             f"  binary: {_q(str(path.resolve()))}\n"
         )
     lines = [
-        "# etcdforge cluster spec for your own hosts.",
-        "# Next: `etcdforge plan --dir DIR` shows what would change; `etcdforge apply --dir DIR` does it.",
+        *header,
         "version: 1",
         f"name: {_q(name)}",
         "mode: hosts",
@@ -97,18 +111,23 @@ def render_spec(
         "",
         "etcd:",
         etcd.rstrip("\n"),
-        "  client_port: 2379",
-        "  peer_port: 2380",
-        "  data_dir: /var/lib/etcd        # never wiped by etcdforge",
-        "  heartbeat_interval_ms: 100     # ~ round-trip time between members; election >= 5 x heartbeat",
-        "  election_timeout_ms: 1000",
+        f"  client_port: {client_port}",
+        f"  peer_port: {peer_port}",
+        f"  data_dir: {_q(data_dir)}        # never wiped by etcdforge",
+        *(f"  {line}" for line in etcd_tuning),
         "",
         "pki:",
-        "  key: {algo: ecdsa, size: 256}  # or {algo: rsa, size: 2048..8192}",
-        "  ca_expiry: 87600h              # Go durations, as cfssl: hours, no days",
-        "  cert_expiry: 8760h",
-        "  # subject: {C: CN, ST: ShangHai, L: ShangHai, O: etcd, OU: ops}",
-        "  clients: [admin]               # client certificates; admin is the tool's own",
+        *(
+            pki_lines
+            if pki_lines is not None
+            else (
+                "  key: {algo: ecdsa, size: 256}  # or {algo: rsa, size: 2048..8192}",
+                "  ca_expiry: 87600h              # Go durations, as cfssl: hours, no days",
+                "  cert_expiry: 8760h",
+                "  # subject: {C: CN, ST: ShangHai, L: ShangHai, O: etcd, OU: ops}",
+                "  clients: [admin]               # client certificates; admin is the tool's own",
+            )
+        ),
         "",
         "# One certificate per member with its address (and optional dns_names) plus 127.0.0.1/localhost.",
         "members:",

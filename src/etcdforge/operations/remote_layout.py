@@ -33,6 +33,10 @@ WANTS_LINK = f"{WANTS_DIR}/{UNIT_NAME}"
 DEFAULT_DATA_DIR = "/var/lib/etcd"
 DEFAULT_SYSTEM_BINARY = "/usr/bin/etcd"
 ETCD_USER = "etcd"
+#: files that must not be on a member: CA private keys, which hand-built clusters (the guide's
+#: ``etcd-ca-key.pem``, copied to every node) leave there. Shell globs, expanded on the host; the planner
+#: deletes a match only when it is byte-identical to the control machine's CA key (so a copy is kept).
+STRAY_PATTERNS = (f"{PKI_DIR}/*ca-key*.pem", f"{ETC_DIR}/*ca-key*.pem")
 
 
 def data_dir(spec: ClusterSpec) -> str:
@@ -55,6 +59,12 @@ def managed_paths(spec: ClusterSpec) -> tuple[str, ...]:
     """Every file etcdforge manages on a host (the same paths on every member)."""
     p = member_paths(spec)
     return (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key, CONFIG, UNIT)
+
+
+def unit_argv(spec: ClusterSpec) -> tuple[str, ...]:
+    """The argv our unit's ExecStart runs (:func:`render.systemd_unit`); a running etcd with another argv
+    was started by something else, e.g. a hand-written unit with flags."""
+    return (binary_path(spec), "--config-file", CONFIG)
 
 
 def binary_path(spec: ClusterSpec) -> str:

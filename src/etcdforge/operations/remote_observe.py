@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from etcdforge.hosts.base import Host
 from etcdforge.operations import remote_layout as layout
@@ -39,6 +39,14 @@ class HostObserved:
     binary_version: str | None
     #: TCP listeners on the host: (address, port, process name)
     listeners: tuple[tuple[str, int, str], ...] = ()
+    #: the unit file systemd runs etcd from ("" if none), e.g. a hand-written /usr/lib/systemd/system one
+    unit_path: str = ""
+    #: the argv the running etcd was started with (None: not running, or not readable)
+    main_argv: tuple[str, ...] | None = None
+    #: something in the data dir is not owned by the etcd user (a hand-built cluster ran etcd as root)
+    data_foreign_owned: bool = False
+    #: files matching the "must not be on a member" patterns: path -> sha256
+    strays: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -73,6 +81,26 @@ def parse_listeners(output: str) -> tuple[tuple[str, int, str], ...]:
     return tuple(out)
 
 
+def parse_cmdline(encoded: str) -> tuple[str, ...] | None:
+    """The base64 of ``/proc/PID/cmdline`` (NUL-separated) -> argv; ``-`` or empty -> None."""
+    if encoded in ("", "-"):
+        return None
+    raw = base64.b64decode(encoded)
+    if not raw:
+        return None
+    return tuple(part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0"))
+
+
+def parse_strays(lines: Sequence[str]) -> dict[str, str]:
+    """``@strays`` lines (``SHA256 PATH``) -> {path: sha256}."""
+    out: dict[str, str] = {}
+    for line in lines:
+        digest, sep, path = line.partition(" ")
+        if sep and path:
+            out[path] = digest
+    return out
+
+
 def parse_etcd_version(output: str) -> str | None:
     for line in output.splitlines():
         if line.startswith("etcd Version:"):
@@ -82,11 +110,12 @@ def parse_etcd_version(output: str) -> str | None:
 
 # One session per host for the whole observation (a session costs a login on the host). Arguments:
 # $1 data dir, $2 etcd binary, $3 etcd user, $4 unit, $5 count N of text files, $6 "hash" to hash the
-# binary (only needed when etcdforge installs it: ~20 MB of CPU work per host), then the N text files,
-# then every managed path (files and directories). Output: "@section" lines, each followed by its data.
+# binary (only needed when etcdforge installs it: ~20 MB of CPU work per host), $7 count G of stray
+# patterns, then the N text files, then the G patterns (shell globs, expanded here), then every managed
+# path (files and directories). Output: "@section" lines, each followed by its data.
 OBSERVE_SCRIPT = """\
-data=$1 bin=$2 user=$3 unit=$4 ntext=$5 hashbin=$6
-shift 6
+data=$1 bin=$2 user=$3 unit=$4 ntext=$5 hashbin=$6 nglob=$7
+shift 7
 echo @user
 if id -u "$user" >/dev/null 2>&1; then echo yes; else echo no; fi
 echo @data
@@ -96,13 +125,36 @@ echo @version
 echo @binsha
 if [ "$hashbin" = hash ] && [ -f "$bin" ]; then h=$(sha256sum < "$bin"); echo "${h%% *}"; else echo -; fi
 echo @unit
-systemctl show "$unit" -p ActiveState -p UnitFileState -p LoadState 2>/dev/null
+systemctl show "$unit" -p ActiveState -p UnitFileState -p LoadState -p FragmentPath -p MainPID 2>/dev/null
+echo @cmdline
+pid=$(systemctl show "$unit" -p MainPID --value 2>/dev/null)
+if [ -n "$pid" ] && [ "$pid" != 0 ] && [ -r "/proc/$pid/cmdline" ]; then
+  base64 -w 0 < "/proc/$pid/cmdline"; echo
+else
+  echo -
+fi
+echo @dataowner
+if [ -d "$data" ]; then
+  r=$(find "$data" -xdev \\( ! -user "$user" -o ! -group "$user" \\) -print -quit 2>/dev/null) || r='?'
+  if [ -n "$r" ]; then echo foreign; else echo ok; fi
+else
+  echo ok
+fi
 echo @ss
 ss -ltnpH 2>/dev/null
 i=0
 while [ "$i" -lt "$ntext" ]; do
   echo "@text $1"
   if [ -f "$1" ]; then base64 -w 0 < "$1"; echo; else echo -; fi
+  shift
+  i=$((i + 1))
+done
+echo @strays
+i=0
+while [ "$i" -lt "$nglob" ]; do
+  for f in $1; do
+    if [ -f "$f" ]; then h=$(sha256sum < "$f"); printf '%s %s\\n' "${h%% *}" "$f"; fi
+  done
   shift
   i=$((i + 1))
 done
@@ -153,8 +205,13 @@ async def observe_host(
     data_dir: str,
     binary: str,
     hash_binary: bool = True,
+    stray_patterns: Sequence[str] = (),
 ) -> HostObserved:
-    """Everything ``plan`` needs to know about one host, in ONE command (one SSH session)."""
+    """Everything ``plan`` needs to know about one host, in ONE command (one SSH session).
+
+    ``stray_patterns`` are shell globs of files that must not be on a member (see
+    :data:`remote_layout.STRAY_PATTERNS`); the ones found are reported with their sha256.
+    """
     result = await host.run(
         [
             "sh",
@@ -167,7 +224,9 @@ async def observe_host(
             layout.UNIT_NAME,
             str(len(TEXT_FILES)),
             "hash" if hash_binary else "no",
+            str(len(stray_patterns)),
             *TEXT_FILES,
+            *stray_patterns,
             *paths,
             *dirs,
         ],
@@ -202,6 +261,10 @@ async def observe_host(
         binary_sha256=None if binsha == "-" else binsha,
         binary_version=parse_etcd_version("\n".join(sections.get("version", []))),
         listeners=parse_listeners("\n".join(sections.get("ss", []))),
+        unit_path=unit.get("FragmentPath", "") if loaded else "",
+        main_argv=parse_cmdline("".join(sections.get("cmdline", ["-"]))),
+        data_foreign_owned=sections.get("dataowner") == ["foreign"],
+        strays=parse_strays(sections.get("strays", [])),
     )
 
 

@@ -9,7 +9,11 @@ Safety rules enforced here and tested as pure code:
   whole cluster, followers first, and the leader last after leadership was handed to a restarted follower;
 - a renewed leaf certificate is written in place without a restart (etcd reloads it per handshake);
   config, unit, binary and CA changes need a restart;
-- the CA key is not among any host's files (``remote_layout.desired_files`` cannot produce it);
+- the CA key is not among any host's files (``remote_layout.desired_files`` cannot produce it), and a
+  copy of it found on a member (a hand-built cluster's) is deleted once the control PKI holds the same key;
+- a member running etcd with another argv than our unit's (a hand-written unit) is restarted under ours,
+  one at a time like any other change; a data dir that such a member wrote as root is handed to the etcd
+  user while that member is stopped;
 - production deploys refuse etcd 3.5.0–3.5.2 and versions below the production minimums.
 """
 
@@ -124,18 +128,22 @@ def plan_apply(
     force: bool = False,
     timeout: float = 120.0,
     only: Sequence[str] | None = None,
+    ca_key_sha256: str | None = None,
 ) -> Plan:
     """Every step ``apply`` takes, in order; an up-to-date cluster gives an empty plan.
 
     ``pending_paths`` marks, per member, files whose certificate the control PKI is about to (re)issue:
     they are planned as changed even though their new content is not known yet. ``only`` restricts the
-    plan to those members (a member being added).
+    plan to those members (a member being added). ``ca_key_sha256`` is the control CA key's digest: a
+    stray file on a member with exactly that content is deleted (others are only warned about).
     """
     _check_binary(spec, hosts, source)
     names = list(only) if only is not None else [m.name for m in spec.members]
     pending = pending_paths or {}
     steps: list[Step] = []
+    warnings: list[str] = list(spec.warnings())
     restart_needed: dict[str, list[str]] = {}
+    chown_data = ("chown", "-R", f"{layout.ETCD_USER}:{layout.ETCD_USER}", layout.data_dir(spec))
 
     # --- data safety first: nothing is changed on any host if a data dir is suspicious -----------
     with_data = [n for n in names if hosts[n].has_data]
@@ -269,6 +277,10 @@ def plan_apply(
                 )
             else:
                 continue
+            note = why
+            unit_path = hosts[n].unit_path
+            if f.path == layout.UNIT and unit_path and unit_path != layout.UNIT:
+                note += f"; overrides {unit_path} (left in place, no longer used)"
             steps.append(
                 Step(
                     f"{n}/file:{f.path}",
@@ -283,7 +295,7 @@ def plan_apply(
                         f.secret,
                         diff="" if f.secret else _diff(hosts[n].texts.get(f.path), f.content, f.path),
                     ),
-                    why,
+                    note,
                     group="prepare",
                 )
             )
@@ -303,6 +315,39 @@ def plan_apply(
                 unit_changed.append(n)
             if f.effect in ("restart", "reload") and hosts[n].running and changed:
                 restart_needed.setdefault(n, []).append(f"{f.path} {why}")
+
+    for n in names:
+        h = hosts[n]
+        if h.running and h.main_argv is not None and h.main_argv != layout.unit_argv(spec):
+            shown = " ".join(h.main_argv[:2]) + (" …" if len(h.main_argv) > 2 else "")
+            started_by = f" from {h.unit_path}" if h.unit_path and h.unit_path != layout.UNIT else ""
+            restart_needed.setdefault(n, []).append(f"runs `{shown}`{started_by}, not etcdforge's unit")
+        for path, digest in sorted(h.strays.items()):
+            if ca_key_sha256 is not None and digest == ca_key_sha256:
+                steps.append(
+                    Step(
+                        f"{n}/remove:{path}",
+                        n,
+                        HostCommand(n, ("rm", "-f", "--", path)),
+                        "the CA private key must not be on a member (the control machine keeps it)",
+                        group="prepare",
+                    )
+                )
+            else:
+                warnings.append(
+                    f"{n}: {path} looks like a CA private key but is not this cluster's CA key; "
+                    "left in place — move it off the member"
+                )
+        if h.data_foreign_owned and not (h.running and n in restart_needed):
+            steps.append(
+                Step(
+                    f"{n}/chown-data",
+                    n,
+                    HostCommand(n, chown_data),
+                    f"{layout.data_dir(spec)} holds files not owned by {layout.ETCD_USER}",
+                    group="prepare",
+                )
+            )
 
     for n in dict.fromkeys(unit_changed):
         steps.append(
@@ -342,7 +387,10 @@ def plan_apply(
         )
     rolling = [n for n in names if n in restart_needed and n not in stopped]
     if rolling:
-        leader = next((n for n in names if cluster.member_id(n) == cluster.leader_id), None)
+        leader = next(
+            (n for n in names if cluster.leader_id is not None and cluster.member_id(n) == cluster.leader_id),
+            None,
+        )
         order = [n for n in rolling if n != leader] + ([leader] if leader in rolling else [])
         for i, n in enumerate(order):
             if n == leader and i > 0:
@@ -354,15 +402,19 @@ def plan_apply(
                         f"{n} leads; hand over before restarting it",
                     )
                 )
+            foreign = hosts[n].data_foreign_owned
+            reasons = restart_needed[n] + (
+                [f"{layout.data_dir(spec)} handed to {layout.ETCD_USER} while stopped"] if foreign else []
+            )
             steps.append(
                 Step(
                     f"{n}/restart",
                     n,
-                    RestartMember(n, timeout),
-                    "; ".join(restart_needed[n]) + " (one member at a time, health-gated)",
+                    RestartMember(n, timeout, before_start=(chown_data,) if foreign else ()),
+                    "; ".join(reasons) + " (one member at a time, health-gated)",
                 )
             )
-    return Plan(verb="apply", steps=tuple(steps), warnings=spec.warnings())
+    return Plan(verb="apply", steps=tuple(steps), warnings=tuple(warnings))
 
 
 def _sha(data: bytes) -> str:

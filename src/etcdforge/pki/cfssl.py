@@ -155,9 +155,11 @@ def apply_profile(req: CertRequest, profile: CfsslProfile) -> CertRequest:
 # ---------------------------------------------------------------------------------------------- read
 
 
-def load_ca_config(source: bytes | Path) -> CfsslConfig:
-    """Load and validate a cfssl ``ca-config.json`` by cfssl's rules (module docstring)."""
-    origin, doc = _load_json(source, "ca-config.json")
+def load_ca_config(source: bytes | Path, *, origin: str = "ca-config.json") -> CfsslConfig:
+    """Load and validate a cfssl ``ca-config.json`` by cfssl's rules (module docstring).
+
+    ``origin`` names bytes in messages (a path names itself)."""
+    origin, doc = _load_json(source, origin)
     warnings: list[str] = []
     top = _object(doc, origin, "top level")
     top_f = _fields(top, ("signing", "auth_keys", "remotes", "ocsp"), origin, "", warnings)
@@ -189,9 +191,9 @@ def load_ca_config(source: bytes | Path) -> CfsslConfig:
     return CfsslConfig(default=default, profiles=profiles, origin=origin, warnings=tuple(warnings))
 
 
-def load_csr(source: bytes | Path) -> CsrSpec:
+def load_csr(source: bytes | Path, *, origin: str = "csr.json") -> CsrSpec:
     """Load a cfssl CSR JSON: CN, hosts split into IP/DNS SANs, key (default ECDSA P-256), names."""
-    origin, doc = _load_json(source, "csr.json")
+    origin, doc = _load_json(source, origin)
     warnings: list[str] = []
     top = _fields(_object(doc, origin, "top level"), _CSR_KEYS, origin, "", warnings)
     for extra in ("serialnumber", "crl_url", "delegation_enabled", "extensions"):

@@ -18,6 +18,7 @@ from etcdforge.errors import MemberStartError, StepError
 from etcdforge.etcd import EtcdClient
 from etcdforge.fsutil import atomic_write
 from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
+from etcdforge.hosts.errors import HostCommandError
 from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import parse_systemctl_show
 from etcdforge.plan import (
@@ -256,10 +257,24 @@ class RemoteRuntime:
         """Restart one member, then gate on the health of the whole cluster before the next step."""
         host = self.hosts[action.member]
         # Blocking restart of a Type=notify unit returns once the member is ready again (quorum holds).
-        result = await host.run(
-            ["systemctl", "restart", layout.UNIT_NAME], check=False, timeout=action.timeout
-        )
-        if not result.ok:
+        if action.before_start:
+            # stop, the commands, start: one batch (one session), stopping at the first failure
+            ops = [
+                CommandOp(("systemctl", "stop", layout.UNIT_NAME)),
+                *(CommandOp(argv) for argv in action.before_start),
+                CommandOp(("systemctl", "start", layout.UNIT_NAME)),
+            ]
+            try:
+                await host.apply_batch(ops, timeout=action.timeout)
+                ok = True
+            except HostCommandError:
+                ok = False
+        else:
+            result = await host.run(
+                ["systemctl", "restart", layout.UNIT_NAME], check=False, timeout=action.timeout
+            )
+            ok = result.ok
+        if not ok:
             raise MemberStartError(
                 f"restarting etcd on {action.member} failed",
                 member=action.member,
