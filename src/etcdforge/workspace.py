@@ -110,7 +110,9 @@ class Workspace:
     @property
     def trusted_ca(self) -> Path:
         """What members and clients trust: the rotation's bundle if there is one, else the CA."""
-        return self.trust_bundle if self.trust_bundle.is_file() else self.ca_cert
+        if self.trust_bundle.is_file() and _bundle_holds(self.trust_bundle, self.ca_cert):
+            return self.trust_bundle
+        return self.ca_cert  # no bundle, or a stale one (the CA was replaced some other way): ignore it
 
     @property
     def rotation_dir(self) -> Path:
@@ -123,6 +125,17 @@ class Workspace:
             cert=str(self.cert_path(stem).resolve()),
             key=str(self.key_path(stem).resolve()),
         )
+
+
+def _bundle_holds(bundle: Path, ca: Path) -> bool:
+    """Whether the PEM bundle contains the CA certificate (compared as DER, whatever the PEM layout)."""
+    from cryptography import x509
+
+    try:
+        wanted = x509.load_pem_x509_certificate(ca.read_bytes())
+        return wanted in x509.load_pem_x509_certificates(bundle.read_bytes())
+    except (OSError, ValueError):
+        return False
 
 
 def load_workspace(directory: Path) -> tuple[Workspace, ClusterSpec]:

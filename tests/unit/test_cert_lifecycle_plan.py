@@ -26,7 +26,6 @@ from etcdforge.plan import (
     PutFile,
     RestartMember,
     StartMember,
-    StopMember,
     VerifyPresented,
     WaitHealthy,
     WriteFile,
@@ -225,18 +224,19 @@ def test_a_phase_needs_every_member_healthy_and_voting() -> None:
 
 
 def test_a_resumed_trust_phase_brings_back_the_one_member_an_interrupted_run_left_stopped() -> None:
-    not_done = frozenset({"etcd2", "etcd3"})
-    assert rplan.check_ready(SPEC, _view(unhealthy="etcd2"), resumable=not_done) == {"etcd2"}
-    with pytest.raises(PlanError, match="etcd1 is not healthy"):  # already restarted: not ours to fix
-        rplan.check_ready(SPEC, _view(unhealthy="etcd1"), resumable=not_done)
+    restarting = frozenset({"etcd2"})
+    assert rplan.check_ready(SPEC, _view(unhealthy="etcd2"), resumable=restarting) == {"etcd2"}
+    # any other member down is not ours to start blindly
+    with pytest.raises(PlanError, match="etcd3 is not healthy"):
+        rplan.check_ready(SPEC, _view(unhealthy="etcd3"), resumable=restarting)
     two_down = ClusterView(
         tuple(
             MemberView(i, n, (), False, n == "etcd1", n == "etcd1")
             for i, n in enumerate(["etcd1", "etcd2", "etcd3"])
         )
     )
-    with pytest.raises(PlanError, match="etcd2 is not healthy; etcd3 is not healthy"):
-        rplan.check_ready(SPEC, two_down, resumable=not_done)
+    with pytest.raises(PlanError, match="etcd3 is not healthy"):
+        rplan.check_ready(SPEC, two_down, resumable=restarting)
     state = RotationState("trust-both", "a", "b", "t", restarted=("etcd1",))
     steps = rplan.trust_phase_steps(
         SPEC,
@@ -271,7 +271,14 @@ def test_trust_phase_on_hosts_restarts_one_at_a_time_leader_last_and_records_eac
     assert {(p.path, p.content) for p in puts} == {("/etc/etcd/pki/ca.pem", b"BUNDLE")}
     records = [RotationState.from_json(s.action.content, "x") for s in steps
                if isinstance(s.action, WriteFile) and s.action.path.endswith("state.json")]  # fmt: skip
-    assert [r.restarted for r in records] == [("etcd2",), ("etcd2", "etcd3"), ("etcd2", "etcd3", "etcd1")]
+    assert [(r.restarted, r.restarting) for r in records] == [
+        ((), "etcd2"),
+        (("etcd2",), None),
+        (("etcd2",), "etcd3"),
+        (("etcd2", "etcd3"), None),
+        (("etcd2", "etcd3"), "etcd1"),
+        (("etcd2", "etcd3", "etcd1"), None),
+    ]
     order = [s.id for s in steps]
     for name in ("etcd2", "etcd3", "etcd1"):
         assert order.index(f"{name}/file:/etc/etcd/pki/ca.pem") < order.index(f"{name}/restart")
@@ -300,15 +307,37 @@ def test_trust_phase_in_local_mode_stops_starts_and_gates_each_member() -> None:
     steps = rplan.trust_phase_steps(
         SPEC, WS, state, trusted_pem=b"B", leader="etcd3", etcd_argv=argv, timeout=60
     )
-    seq = [type(s.action).__name__ for s in steps if s.host == "etcd1" or s.id.startswith("etcd1/")]
-    assert seq == ["InstallMemberPki", "StopMember", "StartMember", "WaitHealthy"]
+    assert [s.id for s in steps] == [
+        "cluster/healthy",
+        "workspace/trust",
+        *[
+            step
+            for name in ("etcd1", "etcd2")
+            for step in (
+                f"rotation/record:trust-both:{name}:restarting",
+                f"{name}/install-ca",
+                f"{name}/stop",
+                f"{name}/start",
+                f"{name}/wait-healthy",
+                f"rotation/record:trust-both:{name}",
+            )
+        ],
+        "rotation/record:trust-both:etcd3:restarting",
+        "etcd3/install-ca",
+        "etcd3/move-leader",
+        "etcd3/stop",
+        "etcd3/start",
+        "etcd3/wait-healthy",
+        "rotation/record:trust-both:etcd3",
+    ]
     installs = [s.action for s in steps if isinstance(s.action, InstallMemberPki)]
     assert all(
         a.files == ((str(WS.trust_bundle), WS.member_paths(a.member).ca_cert, 0o644),) for a in installs
     )
-    assert [s.action.member for s in steps if isinstance(s.action, StopMember)] == ["etcd1", "etcd2", "etcd3"]
-    assert all(isinstance(s.action, StartMember | WaitHealthy | StopMember | InstallMemberPki | MoveLeader |
-                          WriteFile) for s in steps[2:])  # fmt: skip
+    starts = [s.action for s in steps if isinstance(s.action, StartMember)]
+    assert [a.argv for a in starts] == [argv["etcd1"], argv["etcd2"], argv["etcd3"]]
+    gates = [s.action for s in steps if isinstance(s.action, WaitHealthy)]
+    assert all(g.members == ("etcd1", "etcd2", "etcd3") for g in gates)
 
 
 def test_swap_ca_writes_the_key_first_and_nothing_when_already_swapped() -> None:
@@ -332,3 +361,68 @@ def test_leaves_signed_by_the_old_ca_are_reissued_once_the_new_ca_signs(tmp_path
     assert all(s.reason == "not signed by the current CA" and s.reuse_key for s in plan.changes)
     leaf = issue(new, requests[0], NOW)
     assert leaf.cert.issuer == new.cert.subject
+
+
+def test_leadership_goes_only_to_a_restarted_member_that_is_healthy_now() -> None:
+    state = RotationState("trust-new", "a", "b", "t", restarted=("etcd2", "etcd3"))
+    steps = rplan.trust_phase_steps(
+        SPEC, WS, state, trusted_pem=b"N", leader="etcd1", etcd_argv=None, timeout=60,
+        healthy=frozenset({"etcd1", "etcd3"}),
+    )  # fmt: skip
+    assert [s.action.to for s in steps if isinstance(s.action, MoveLeader)] == ["etcd3"]
+
+
+def _workspace_with_record(tmp_path: Path, state: RotationState) -> Workspace:
+    from etcdforge.fsutil import atomic_write
+    from etcdforge.spec import dump_spec, parse_spec
+
+    spec = parse_spec({"name": "t", "token": "tok", "mode": "local",
+                       "members": [{"name": "etcd1", "address": "127.0.0.2"}]})  # fmt: skip
+    ws = Workspace(tmp_path)
+    atomic_write(ws.spec_path, dump_spec(spec).encode())
+    ws.rotation_dir.mkdir(parents=True)
+    atomic_write(ws.rotation_dir / "state.json", state.to_json(), 0o600)
+    return ws
+
+
+def test_stop_after_a_phase_already_done_does_nothing(tmp_path: Path) -> None:
+    """Re-running `rotate-ca --stop-after trust-both` later must not run the phases after it."""
+    import asyncio
+
+    from etcdforge.operations.rotate_ca import rotate_ca
+
+    ws = _workspace_with_record(tmp_path, RotationState("trust-new", "a", "b", "t"))
+    before = (ws.rotation_dir / "state.json").read_bytes()
+    result = asyncio.run(rotate_ca(tmp_path, stop_after="reissue"))
+    assert result.runs == () and "already past reissue" in result.note
+    assert result.state is not None and result.state.phase == "trust-new"
+    assert (ws.rotation_dir / "state.json").read_bytes() == before
+
+
+def test_a_run_killed_while_cleaning_up_a_finished_rotation_only_cleans_up(tmp_path: Path) -> None:
+    import asyncio
+
+    from etcdforge.operations.rotate_ca import rotate_ca
+    from etcdforge.pki.rotation import FINISHED_DIR
+
+    ws = _workspace_with_record(tmp_path, RotationState("finish", "a", "b", "t"))
+    ws.rotation_dir.rename(ws.pki_dir / FINISHED_DIR)  # the rename that ends a rotation happened
+    dry = asyncio.run(rotate_ca(tmp_path, dry_run=True))
+    assert (ws.pki_dir / FINISHED_DIR).exists() and "had finished" in dry.note
+    result = asyncio.run(rotate_ca(tmp_path))
+    assert result.runs == () and result.state is None and "had finished" in result.note
+    assert not (ws.pki_dir / FINISHED_DIR).exists() and not ws.rotation_dir.exists()
+
+
+def test_a_stale_trust_bundle_is_ignored(tmp_path: Path) -> None:
+    """pki/trust.pem that does not hold the current CA (the CA was replaced some other way) is ignored,
+    so members are never sent a trust file that does not trust their own certificates."""
+    ws = Workspace(tmp_path)
+    ws.pki_dir.mkdir()
+    old, new = create_ca(certs.ca_settings(SPEC), NOW), create_ca(certs.ca_settings(SPEC), NOW)
+    ws.ca_cert.write_bytes(new.cert_pem())
+    assert ws.trusted_ca == ws.ca_cert
+    ws.trust_bundle.write_bytes(old.cert_pem())
+    assert ws.trusted_ca == ws.ca_cert
+    ws.trust_bundle.write_bytes(old.cert_pem() + new.cert_pem())
+    assert ws.trusted_ca == ws.trust_bundle

@@ -484,3 +484,17 @@ def test_during_a_ca_rotation_the_bundle_and_the_previous_ca_are_understood(tmp_
     assert exit_code(findings) == 1
     p.ws.trust_bundle.unlink()
     assert ("etcd1:server", "chain", "broken") in _not_ok(p.findings())
+
+
+def test_a_stale_trust_bundle_on_a_member_is_broken(tmp_path: Path) -> None:
+    """A trust.pem left from a rotation that no longer holds the configured CA (the CA was replaced some
+    other way) must not be blessed: members with it would not trust their own certificates."""
+    p = Pki(tmp_path)
+    stale = create_ca(CaSettings("etcdforge CA"), NOW).cert_pem()
+    atomic_write(p.ws.trust_bundle, stale, 0o644)
+    atomic_write(Path(p.ws.member_paths("etcd1").ca_cert), stale, 0o644)
+    findings = p.findings()
+    assert ("etcd1:ca", "chain", "broken") in _not_ok(findings)
+    assert "stale trust bundle" in next(
+        f.message for f in findings if f.subject == "etcd1:ca" and f.check == "chain"
+    )

@@ -256,6 +256,8 @@ def pki_renew(
     kwargs: dict[str, Any] = dict(
         members=members, clients=clients, within=window, force=force, new_keys=new_keys
     )
+    if output == "json" and not (yes or dry_run):
+        _fail("-o json prints one document: pass --dry-run (the plan) or --yes (the result)")
     if dry_run or not yes:
         preview = _run(renew_op.renew(d, dry_run=True, accept_new_host_keys=accept_new_host_keys, **kwargs))
         _print_renew(preview, output)
@@ -264,11 +266,9 @@ def pki_renew(
         if not sys.stdin.isatty():
             _fail("pki renew changes certificates on the members; pass --yes to confirm")
         click.confirm("Renew these certificates?", abort=True)
-    result = _run(
-        renew_op.renew(
-            d, accept_new_host_keys=accept_new_host_keys, reporter=_StepPrinter(_console()), **kwargs
-        )
-    )
+    # with -o json, progress goes to stderr so stdout holds exactly the one JSON document
+    progress = _StepPrinter(_console(stderr=output == "json"))
+    result = _run(renew_op.renew(d, accept_new_host_keys=accept_new_host_keys, reporter=progress, **kwargs))
     _print_renew(result, output)
 
 
@@ -325,14 +325,16 @@ def pki_rotate_ca(
         preview = _run(
             op.rotate_ca(d, dry_run=True, stop_after=until, accept_new_host_keys=accept_new_host_keys)
         )
+        if preview.note:
+            console.print(preview.note)
         for run in preview.runs:
             console.print(f"[bold]phase {run.phase}[/]: {_PHASE_HELP[run.phase]}")
             for line in run.plan.lines():
                 console.print("  " + line, markup=False)
-        if dry_run:
+        if dry_run or not preview.runs:
             return
         if not sys.stdin.isatty():
-            _fail("rotate-ca restarts every member twice; pass --yes to confirm")
+            _fail("rotate-ca restarts members one at a time; pass --yes to confirm")
         click.confirm("Rotate the CA?", abort=True)
 
     def announce(phase: str) -> None:
@@ -349,7 +351,9 @@ def pki_rotate_ca(
             on_phase=announce,
         )
     )
-    if result.state is None:
+    if result.note:
+        console.print(result.note)
+    elif result.state is None:
         console.print("[bold green]CA rotated[/]: every member trusts and presents only the new CA")
     else:
         console.print(

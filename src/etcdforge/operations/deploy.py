@@ -127,6 +127,7 @@ async def observe_hosts(spec: ClusterSpec, hosts: Mapping[str, Host]) -> dict[st
                 stray_patterns=layout.STRAY_PATTERNS,
             )
             for m in spec.members
+            if m.name in hosts  # the members connected to (all, except for a partial operation)
         )
     )
     return {r.member: r for r in results}

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from etcdforge import certs, render, topology
-from etcdforge.errors import PkiError
+from etcdforge.errors import PkiError, PlanError
 from etcdforge.execute import Reporter, execute
 from etcdforge.fsutil import read_optional
 from etcdforge.hosts.base import Host
@@ -87,6 +87,23 @@ async def observe_members(spec: ClusterSpec, ws: Workspace, hosts: Mapping[str, 
 
     observed = await deploy.observe_hosts(spec, hosts)
     return MembersNow({n: h.running for n, h in observed.items()}, hosts=observed)
+
+
+def require_our_layout(spec: ClusterSpec, ws: Workspace, now: MembersNow, members: Sequence[str]) -> None:
+    """Hosts mode: refuse when a member's etcd would not read what we write (see
+    :func:`renew_plan.layout_problems`) — e.g. an adopted cluster before its first `apply`."""
+    if now.hosts is None:
+        return
+    from etcdforge.operations import deploy
+
+    desired, _ = deploy._desired(spec, ws, set())
+    problems = renew_plan.layout_problems(spec, desired, now.hosts, members)
+    if problems:
+        raise PlanError(
+            "etcd on these members does not run from etcdforge's files, so new certificates or a new CA "
+            "there would not be used: " + "; ".join(problems),
+            hint="run `etcdforge plan` / `etcdforge apply` first, then try again",
+        )
 
 
 def install_steps(
@@ -177,10 +194,11 @@ async def renew(
                 )
             )
         touched = renew_plan.members_touched(spec, {r.name for r in selected})
-        names = [m.name for m in spec.members]
-        connect = runtime_for(spec, ws, names, accept_new_host_keys=accept_new_host_keys)
+        # only the hosts whose files change: renewing a client certificate needs no host at all
+        connect = runtime_for(spec, ws, touched, accept_new_host_keys=accept_new_host_keys)
         async with connect as (runtime, hosts):
             seen = await observe_members(spec, ws, hosts)
+            require_our_layout(spec, ws, seen, touched)
             installs = install_steps(spec, ws, seen, touched, reissued)
             changed = _changed_members(installs, touched, reissued)
             verify = renew_plan.verify_steps(

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from etcdforge import topology
+from etcdforge import render, topology
 from etcdforge.errors import PlanError
 from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.local import member_pki_files
@@ -156,6 +156,37 @@ def verify_steps(
                 )
             )
     return steps
+
+
+def layout_problems(
+    spec: ClusterSpec,
+    desired: Mapping[str, Sequence[layout.DesiredFile]],
+    hosts: Mapping[str, HostObserved],
+    members: Sequence[str],
+) -> list[str]:
+    """Why a member's etcd would not read the files etcdforge writes: it runs from another command line
+    (a hand-written unit, an adopted cluster before `apply`), or its config or unit differ from the spec.
+    Certificates written then would never be served, and a CA written then never trusted."""
+    problems = []
+    for n in members:
+        h = hosts[n]
+        if h.running and h.main_argv is not None and h.main_argv != layout.unit_argv(spec):
+            problems.append(f"{n}: etcd runs from another command line ({' '.join(h.main_argv[:2])} …)")
+            continue
+        for f in desired[n]:
+            if f.path not in (layout.CONFIG, layout.UNIT):
+                continue
+            state = h.files.get(f.path)
+            old = h.texts.get(f.path)
+            if state is None:
+                problems.append(f"{n}: {f.path} is missing")
+            elif state.sha256 != _sha(f.content) and not (
+                f.path == layout.CONFIG
+                and old is not None
+                and render.differs_only_in_initial_keys(old, f.content)
+            ):
+                problems.append(f"{n}: {f.path} differs from the spec")
+    return problems
 
 
 def _sha(data: bytes) -> str:

@@ -9,6 +9,7 @@ member's restart and at every phase boundary, so a re-run — after Ctrl-C, SIGK
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ from etcdforge.operations import renew_plan
 from etcdforge.operations import rotate_ca_plan as rplan
 from etcdforge.operations.lifecycle import resolve_binary, workspace_lock
 from etcdforge.operations.membership_steps import observe_view, runtime_for
-from etcdforge.operations.renew import install_steps, observe_members
+from etcdforge.operations.renew import install_steps, observe_members, require_our_layout
 from etcdforge.pki.rotation import (
+    FINISHED_DIR,
     NEW_CA,
     NEW_CA_KEY,
     OLD_CA,
     OLD_CA_KEY,
+    PHASES,
     STATE_FILE,
     Phase,
     RotationState,
@@ -53,6 +56,7 @@ class RotateResult:
     #: the record after this run; None once the rotation finished
     state: RotationState | None
     executed: bool
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,19 +148,34 @@ async def rotate_ca(
             hint="rotate that CA where it lives, or remove pki.ca so etcdforge manages the CA",
         )
     with workspace_lock(ws):
+        leftover = ws.pki_dir / FINISHED_DIR
+        if leftover.exists():
+            # the last run was interrupted while cleaning up after its rotation had finished
+            if not dry_run:
+                shutil.rmtree(leftover)
+            return RotateResult((), None, executed=not dry_run, note="the previous CA rotation had finished")
         state = load_state(ws)
-        if state is None:
-            view = await observe_view(spec, ws)
-            rplan.check_ready(spec, view)
-            state, cas = _prepare(spec, ws, write=not dry_run)
-        else:
-            cas = _read_cas(ws, state)
+        if (
+            state is not None
+            and stop_after is not None
+            and PHASES.index(stop_after) < PHASES.index(state.phase)
+        ):
+            return RotateResult(
+                (), state, executed=False, note=f"the rotation is already past {stop_after}; nothing done"
+            )
         names = [m.name for m in spec.members]
         runs: list[PhaseRun] = []
         async with runtime_for(spec, ws, names, accept_new_host_keys=accept_new_host_keys) as (
             runtime,
             hosts,
         ):
+            if state is None:
+                rplan.check_ready(spec, await observe_view(spec, ws))
+                if spec.mode == "hosts":
+                    require_our_layout(spec, ws, await observe_members(spec, ws, hosts), names)
+                state, cas = _prepare(spec, ws, write=not dry_run)
+            else:
+                cas = _read_cas(ws, state)
             current: RotationState | None = state
             while current is not None:
                 phase = current.phase
@@ -194,8 +213,10 @@ async def _phase(
         return plan, None
     view = await observe_view(spec, ws)
     trust_phase = state.phase in ("trust-both", "trust-new")
-    resumable = frozenset(n for n in _names(spec) if n not in state.restarted) if trust_phase else frozenset()
+    resumable = frozenset({state.restarting}) if trust_phase and state.restarting else frozenset()
     down = rplan.check_ready(spec, view, resumable=resumable) if check else frozenset()
+    if check and spec.mode == "hosts":
+        require_our_layout(spec, ws, await observe_members(spec, ws, hosts), _names(spec))
     leader = next((m.name for m in view.members if m.is_leader), None)
     nxt = state.next_phase()
     if state.phase in ("trust-both", "trust-new"):
@@ -204,13 +225,12 @@ async def _phase(
             if state.phase == "trust-both"
             else _bundle_of(cas.new_cert)
         )
-        argv = None
-        if spec.mode == "local":
-            binary, _ = resolve_binary(spec, None)
-            argv = {n: (str(binary.path), "--config-file", ws.member_paths(n).config) for n in _names(spec)}
+        argv = _local_argv(spec, ws) if spec.mode == "local" else None
+        healthy = frozenset(m.name for m in view.members if m.healthy)
         steps = rplan.trust_phase_steps(
-            spec, ws, state, trusted_pem=trusted, leader=leader, etcd_argv=argv, timeout=timeout, down=down
-        )
+            spec, ws, state, trusted_pem=trusted, leader=leader, etcd_argv=argv, timeout=timeout, down=down,
+            healthy=healthy,
+        )  # fmt: skip
         steps += [
             rplan.env_step(spec, ws, str(ws.trust_bundle.resolve())),
             rplan.state_step(ws, nxt, f"phase {state.phase} done"),
@@ -233,6 +253,29 @@ async def _phase(
     last = rplan.state_step(ws, nxt, "phase reissue done")
     await execute(Plan("rotate-ca", (last,)), runtime, reporter)
     return Plan("rotate-ca", (*steps, last)), nxt
+
+
+def _local_argv(spec: ClusterSpec, ws: Workspace) -> dict[str, tuple[str, ...]]:
+    """How each local member starts again: with the binary it runs now (a restart must never switch
+    etcd versions), else the one `up` would pick."""
+    from etcdforge.services import local as supervisor
+
+    fallback: str | None = None
+    out: dict[str, tuple[str, ...]] = {}
+    for n in _names(spec):
+        pid = supervisor.running_pid(ws.member_pid(n))
+        exe = None
+        if pid is not None:
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                exe = None
+        if exe is None:
+            if fallback is None:
+                fallback = str(resolve_binary(spec, None)[0].path)
+            exe = fallback
+        out[n] = (exe, "--config-file", ws.member_paths(n).config)
+    return out
 
 
 def _names(spec: ClusterSpec) -> tuple[str, ...]:
@@ -298,4 +341,7 @@ def _finish(ws: Workspace, cas: _Cas) -> None:
     atomic_write(retired / "ca-key.pem", cas.old_key, 0o600)
     if ws.trust_bundle.read_bytes() != cas.new_cert:
         raise PkiError(f"{ws.trust_bundle} should hold only the new CA now", hint="run rotate-ca again")
-    shutil.rmtree(ws.rotation_dir)
+    # one atomic rename ends the rotation (a crash after it leaves only clean-up, which the next run does)
+    done = ws.pki_dir / FINISHED_DIR
+    os.rename(ws.rotation_dir, done)
+    shutil.rmtree(done)

@@ -44,9 +44,10 @@ def check_ready(
     """Refuse to start a phase unless every spec member is a healthy voter; returns the members that are
     down but may be brought back by the phase itself.
 
-    ``resumable`` are the members the current phase has not restarted yet: one of them may be down (an
-    interrupted run stopped it before starting it again) as long as all the others are healthy voters —
-    the phase then starts it first and waits for the whole cluster before touching anyone else.
+    ``resumable`` is the member the record says was being restarted when the last run stopped: it may be
+    down (stopped, not started again) as long as all the others are healthy voters — the phase then
+    starts it first and waits for the whole cluster before touching anyone else. Any other member down
+    is a problem to look at, not something to start blindly.
     """
     by_name = {m.name: m for m in view.members}
     problems = []
@@ -92,8 +93,12 @@ def env_step(spec: ClusterSpec, ws: Workspace, ca_file: str) -> Step:
 
 
 def state_step(ws: Workspace, state: RotationState, why: str) -> Step:
+    if state.restarting:
+        suffix = f":{state.restarting}:restarting"
+    else:
+        suffix = f":{state.restarted[-1]}" if state.restarted else ""
     return Step(
-        f"rotation/record:{state.phase}" + (f":{state.restarted[-1]}" if state.restarted else ""),
+        f"rotation/record:{state.phase}{suffix}",
         "local",
         WriteFile(str(ws.rotation_dir / STATE_FILE), state.to_json(), 0o600),
         why,
@@ -110,12 +115,14 @@ def trust_phase_steps(
     etcd_argv: Mapping[str, tuple[str, ...]] | None,
     timeout: float,
     down: frozenset[str] = frozenset(),
+    healthy: frozenset[str] | None = None,
 ) -> list[Step]:
     """Install ``trusted_pem`` as every member's trusted CA and restart the members not yet done.
 
     ``etcd_argv`` (local mode) is how each member is started again; in hosts mode (None) systemd
     restarts the unit. ``down`` (see :func:`check_ready`) are started first; the opening health gate
-    waits for the others only.
+    waits for the others only. Leadership is only ever handed to a member already restarted in this
+    phase and, when ``healthy`` is given, healthy now.
     """
     names = tuple(m.name for m in spec.members)
     up = tuple(n for n in names if n not in down)
@@ -135,9 +142,11 @@ def trust_phase_steps(
             f"members and clients trust {what}",
         ),
     ]
-    restarted = list(state.restarted)
+    restarted = [n for n in state.restarted if healthy is None or n in healthy]
     current = state
     for name in restart_order(spec, state.restarted, leader, down):
+        current = current.with_restarting(name)
+        steps.append(state_step(ws, current, f"{name} is about to be restarted (phase {state.phase})"))
         if etcd_argv is not None:
             ca_dst = ws.member_paths(name).ca_cert
             steps.append(

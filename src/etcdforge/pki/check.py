@@ -162,8 +162,14 @@ def check_pki(facts: PkiFacts, now: datetime, thresholds: Thresholds = Threshold
     out: list[Finding] = []
     ca_cert = _parse_cert(facts.ca, "ca", out)
     trusted = _bundle(facts.trust)
+    if ca_cert is not None and trusted and ca_cert not in trusted:
+        trusted = ()  # a stale pki/trust.pem: the workspace ignores it too (Workspace.trusted_ca)
     for item in facts.items:
         is_bundle = item.role == "ca" and facts.trust is not None and item.cert.data == facts.trust
+        if is_bundle and ca_cert is not None and ca_cert not in trusted:
+            stale = f"{item.cert.path}: a stale trust bundle without the configured CA"
+            out.append(Finding(item.subject, "chain", "broken", stale))
+            continue
         if is_bundle and not (len(trusted) == 1 and trusted[0] == ca_cert):
             names = ", ".join(f"serial {c.serial_number:x}" for c in trusted)
             out.append(Finding(item.subject, "chain", "ok", f"is the trust bundle ({names})"))

@@ -28,6 +28,8 @@ Phase = Literal["trust-both", "reissue", "trust-new", "finish"]
 PHASES: tuple[Phase, ...] = ("trust-both", "reissue", "trust-new", "finish")
 
 STATE_FILE = "state.json"
+#: the rotation directory is renamed to this (in pki/) as the rotation's last act, then removed
+FINISHED_DIR = ".rotation-finished"
 NEW_CA = "new-ca.pem"
 NEW_CA_KEY = "new-ca-key.pem"
 OLD_CA = "old-ca.pem"
@@ -50,17 +52,21 @@ class RotationState:
     new_ca: str
     started: str  # ISO timestamp, for humans
     restarted: tuple[str, ...] = ()
+    #: the member being restarted right now: the only one a resumed run may find stopped
+    restarting: str | None = None
+
+    def with_restarting(self, member: str) -> RotationState:
+        return replace(self, restarting=member)
 
     def with_restarted(self, member: str) -> RotationState:
-        if member in self.restarted:
-            return self
-        return replace(self, restarted=(*self.restarted, member))
+        done = self.restarted if member in self.restarted else (*self.restarted, member)
+        return replace(self, restarted=done, restarting=None)
 
     def next_phase(self) -> RotationState:
         i = PHASES.index(self.phase)
         if i + 1 >= len(PHASES):
             raise PkiError("the CA rotation is already finishing")
-        return replace(self, phase=PHASES[i + 1], restarted=())
+        return replace(self, phase=PHASES[i + 1], restarted=(), restarting=None)
 
     def to_json(self) -> bytes:
         doc = {
@@ -69,6 +75,7 @@ class RotationState:
             "new_ca_sha256": self.new_ca,
             "started": self.started,
             "restarted": list(self.restarted),
+            "restarting": self.restarting,
         }
         return (json.dumps(doc, indent=2) + "\n").encode()
 
@@ -82,12 +89,16 @@ class RotationState:
             restarted = doc.get("restarted", [])
             if not isinstance(restarted, list) or not all(isinstance(m, str) for m in restarted):
                 raise ValueError("restarted must be a list of member names")
+            restarting = doc.get("restarting")
+            if restarting is not None and not isinstance(restarting, str):
+                raise ValueError("restarting must be a member name or null")
             return RotationState(
                 phase=cast(Phase, phase),
                 old_ca=str(doc["old_ca_sha256"]),
                 new_ca=str(doc["new_ca_sha256"]),
                 started=str(doc["started"]),
                 restarted=tuple(restarted),
+                restarting=restarting,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise PkiError(
