@@ -11,6 +11,7 @@ Pure module: parsing and validation only; reading/writing the file lives in :mod
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,14 @@ class _Model(BaseModel):
 DEFAULT_DOWNLOAD_URL = (
     "https://github.com/etcd-io/etcd/releases/download/v{version}/etcd-v{version}-linux-amd64.tar.gz"
 )
+
+
+#: directories etcd's data dir must never be (it is created, chowned and partly wiped by etcdforge)
+_SYSTEM_DIRS = frozenset(
+    {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
+     "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/log", "/usr/local",
+     "/usr/lib", "/etc/etcd", "/var/tmp"}
+)  # fmt: skip
 
 
 class EtcdSettings(_Model):
@@ -81,6 +90,22 @@ class EtcdSettings(_Model):
         if v is not None and not re.fullmatch(r"v?\d+\.\d+\.\d+", v):
             raise ValueError(f"{v!r} is not a version like 3.5.1")
         return v.lstrip("v") if v else v
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, v: str | None) -> str | None:
+        # etcdforge creates, chowns (recursively, for an adopted root-run cluster) and wipes member/ in
+        # it: a system directory here would be a disaster, so only a dedicated absolute path is accepted
+        if v is None:
+            return v
+        path = posixpath.normpath(v)
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"{v!r}: use an absolute path without '..', e.g. /var/lib/etcd")
+        if path in _SYSTEM_DIRS or path.count("/") < 2:
+            raise ValueError(
+                f"{v!r} is a system directory; give etcd a directory of its own, e.g. /var/lib/etcd"
+            )
+        return path
 
     @field_validator("auto_compaction_retention")
     @classmethod

@@ -119,6 +119,7 @@ def test_guide_members_agree_and_give_the_cluster_settings() -> None:
         ([facts(1), facts(2, "--data-dir=/srv/etcd")], "the members differ in --data-dir"),
         ([facts(1, "--snapshot-count=10"), facts(2)], "the members differ in --snapshot-count"),
         ([facts(1, "--advertise-client-urls=http://192.168.10.80:2379")], "not a TLS cluster"),
+        ([facts(1, "--peer-trusted-ca-file=/etc/etcd/pki/peer-ca.pem")], "etcdforge uses one CA for both"),
         ([facts(1, "--initial-advertise-peer-urls=https://192.168.10.80:2380,https://10.0.0.1:2380")],
          "exactly one URL"),
     ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from etcdforge.errors import SpecError
-from etcdforge.spec import dump_spec, load_spec_text
+from etcdforge.spec import dump_spec, load_spec_text, parse_spec
 
 BASE = """\
 name: demo
@@ -125,3 +125,19 @@ def test_spec_is_frozen() -> None:
     spec = load_spec_text(BASE)
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is an implementation detail
         spec.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/var", "/etc", "/var/lib", "relative/dir", "/var/lib/../../etc", "/usr"]
+)
+def test_data_dir_must_be_a_dedicated_absolute_directory(path: str) -> None:
+    """etcdforge creates, chowns and partly wipes the data dir: never a system directory."""
+    with pytest.raises(SpecError, match=r"etcd\.data_dir"):
+        parse_spec({"name": "t", "token": "tok", "mode": "hosts", "etcd": {"data_dir": path},
+                    "members": [{"name": "etcd1", "address": "10.0.0.1"}]})  # fmt: skip
+
+
+def test_data_dir_is_normalised() -> None:
+    spec = parse_spec({"name": "t", "token": "tok", "mode": "hosts", "etcd": {"data_dir": "/srv/etcd/data/"},
+                       "members": [{"name": "etcd1", "address": "10.0.0.1"}]})  # fmt: skip
+    assert spec.etcd.data_dir == "/srv/etcd/data"

@@ -51,7 +51,7 @@ FILES_SCRIPT = """\
 for d do
   for f in "$d"/*.pem "$d"/*.json; do
     [ -f "$f" ] || continue
-    case "$f" in
+    case "${f##*/}" in
       *ca-key*.pem) ;;
       *-key.pem|*key*.pem) echo "@secret $f"; continue ;;
     esac
@@ -261,6 +261,14 @@ def check_host(facts: HostFacts) -> tuple[int, int]:
     for flag in ("trusted-ca-file", "peer-trusted-ca-file", "data-dir"):
         if not facts.flags.get(flag, "").startswith("/"):
             raise PlanError(f"{where}: --{flag} is not set to an absolute path")
+    if facts.flags["trusted-ca-file"] != facts.flags["peer-trusted-ca-file"]:
+        # etcdforge has one CA for clients and peers: the first member restarted with certificates from
+        # the client CA would be refused by peers still trusting another peer CA
+        raise PlanError(
+            f"{where}: --trusted-ca-file ({facts.flags['trusted-ca-file']}) and --peer-trusted-ca-file "
+            f"({facts.flags['peer-trusted-ca-file']}) differ; etcdforge uses one CA for both",
+            hint="make both flags name the same CA file on every member first",
+        )
     if not facts.argv or not facts.argv[0].startswith("/"):
         raise PlanError(f"{where}: cannot tell which etcd binary runs (argv {' '.join(facts.argv)!r})")
     return client_port, peer_port

@@ -143,7 +143,11 @@ def plan_apply(
     steps: list[Step] = []
     warnings: list[str] = list(spec.warnings())
     restart_needed: dict[str, list[str]] = {}
-    chown_data = ("chown", "-R", f"{layout.ETCD_USER}:{layout.ETCD_USER}", layout.data_dir(spec))
+    # only what is not already etcd's, and never across a mount point (the observe uses -xdev as well)
+    chown_data = (
+        "find", layout.data_dir(spec), "-xdev", "(", "!", "-user", layout.ETCD_USER, "-o", "!", "-group",
+        layout.ETCD_USER, ")", "-exec", "chown", "-h", f"{layout.ETCD_USER}:{layout.ETCD_USER}", "{}", "+",
+    )  # fmt: skip
 
     # --- data safety first: nothing is changed on any host if a data dir is suspicious -----------
     with_data = [n for n in names if hosts[n].has_data]
