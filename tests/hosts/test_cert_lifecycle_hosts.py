@@ -94,8 +94,22 @@ def test_renew_is_hot_and_rotate_ca_rolls_on_hosts(hosts: TestHosts, tmp_path: P
     for name in ("ca.pem", "admin-client.pem", "admin-client-key.pem"):
         shutil.copy2(ws.pki_dir / name, old / name)
     old_ca = load_cert(old / "ca.pem")
+    # phases 1 and 2, then a pause: every member must accept a new-CA client and still the old one
+    run_cli("pki", "rotate-ca", "--dir", str(directory), "--yes", "--stop-after", "reissue")
+    new_client = _new_ca_client(ws, tmp_path / "new")
+    assert asyncio.run(_answers(urls, new_client)), "a new-CA client must be accepted before trust-new"
+    both = tmp_path / "both.pem"  # old + new CA, so that only the members' verdict decides below
+    shutil.copyfile(ws.trust_bundle, both)
+    old_bundle = TlsFiles(ca=both, cert=old / "admin-client.pem", key=old / "admin-client-key.pem")
+    assert asyncio.run(_answers(urls, old_bundle)), "members still trust the old CA until trust-new"
+    mid = subprocess.run(
+        [sys.executable, "-m", "etcdforge", "pki", "check", "--dir", str(directory), "--hosts"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert mid.returncode == 0, mid.stdout + mid.stderr  # the bundle on the hosts is understood
     out = run_cli("pki", "rotate-ca", "--dir", str(directory), "--yes")
     assert "CA rotated" in out.stdout
+    assert asyncio.run(_answers(urls, TlsFiles(ca=ws.ca_cert, cert=new_client.cert, key=new_client.key)))
     new_pids = main_pids(hosts)
     assert all(a != b for a, b in zip(pids, new_pids, strict=True)), "each member restarted"
     new_ca = load_cert(ws.ca_cert)
@@ -107,16 +121,7 @@ def test_renew_is_hot_and_rotate_ca_rolls_on_hosts(hosts: TestHosts, tmp_path: P
         assert "key" not in listing.replace("server-key.pem", "").replace("peer-key.pem", "")
     assert "kept" in run_cli("kv", "get", "--dir", str(directory), "/before-rotation").stdout
 
-    async def old_client_refused() -> bool:
-        tls = TlsFiles(ca=ws.trust_bundle, cert=old / "admin-client.pem", key=old / "admin-client-key.pem")
-        async with EtcdClient(urls, tls, timeout=3.0) as client:
-            try:
-                await client.get("/before-rotation")
-            except EtcdError:
-                return True
-        return False
-
-    assert asyncio.run(old_client_refused())
+    assert not asyncio.run(_answers(urls, old_bundle)), "an old-CA client must be refused at the end"
     # the hosts match the spec: nothing for apply to do, no restart pending
     plan = run_cli("plan", "--dir", str(directory), "--detailed-exitcode", check=False)
     assert plan.returncode == 0, plan.stdout + plan.stderr
@@ -127,6 +132,36 @@ def test_renew_is_hot_and_rotate_ca_rolls_on_hosts(hosts: TestHosts, tmp_path: P
         timeout=120,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def _answers(urls: list[str], tls: TlsFiles) -> bool:
+    """Whether every member serves this client (one fresh connection per member)."""
+    for url in urls:
+        async with EtcdClient([url], tls, timeout=3.0) as client:
+            try:
+                await client.get("/before-rotation")
+            except EtcdError:
+                return False
+    return True
+
+
+def _new_ca_client(ws: Workspace, out: Path) -> TlsFiles:
+    """A client certificate from the rotation's new CA, as one of the user's own clients would get."""
+    from datetime import UTC, datetime
+
+    from etcdforge import certs
+    from etcdforge.pki import KeyPair, issue, load_key
+    from etcdforge.spec import load_spec
+
+    spec = load_spec(ws.spec_path)
+    req = next(r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name == "admin-client")
+    ca = KeyPair(load_cert(ws.rotation_dir / "new-ca.pem"), load_key(ws.rotation_dir / "new-ca-key.pem"))
+    pair = issue(ca, req, datetime.now(UTC))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "client.pem").write_bytes(pair.cert_pem())
+    (out / "client-key.pem").write_bytes(pair.key_pem())
+    (out / "client-key.pem").chmod(0o600)
+    return TlsFiles(ca=ws.trust_bundle, cert=out / "client.pem", key=out / "client-key.pem")
 
 
 def load_cert_bytes(data: bytes) -> x509.Certificate:
