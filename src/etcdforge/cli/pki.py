@@ -16,7 +16,7 @@ UNKNOWN_EXIT = 3
 
 @main.group()
 def pki() -> None:
-    """Certificates: inspect, check, export for cfssl."""
+    """Certificates: inspect, check, renew, rotate the CA, cfssl import and export."""
 
 
 @pki.command("show")
