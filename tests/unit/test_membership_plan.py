@@ -128,3 +128,33 @@ def test_next_local_address_skips_taken_and_busy() -> None:
     assert next_local_address(SPEC, ["127.0.0.4"], lambda ip, port: ip != "127.0.0.5") == "127.0.0.6"
     with pytest.raises(PlanError, match="no free"):
         next_local_address(SPEC, [], lambda ip, port: False)
+
+
+def test_a_decision_refused_only_because_voters_look_unhealthy_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Right after a member dies the others hold an election: health fails for about a second. A removal
+    then waits for the verdict to settle instead of refusing at once; a real refusal still comes."""
+    import asyncio
+    from pathlib import Path
+
+    from etcdforge.operations import membership
+    from etcdforge.operations import membership_steps as steps_mod
+    from etcdforge.workspace import Workspace
+
+    electing = view(healthy=(False, False, False), leader=0)  # etcd2 died; no leader yet
+    settled = view(healthy=(True, False, True))
+    seen = [settled]
+
+    async def observe(spec: object, ws: object) -> object:
+        return seen.pop(0)
+
+    monkeypatch.setattr(steps_mod, "observe_view", observe)
+    monkeypatch.setattr(membership, "SETTLE_POLL", 0.0)
+    decide = lambda v: decide_remove(SPEC, v, "etcd2", replacing=True)  # noqa: E731
+    ws = Workspace(Path("/nonexistent"))
+    final, decision = asyncio.run(membership._settled(SPEC, ws, electing, decide))
+    assert final is settled and decision.member_id is not None
+    monkeypatch.setattr(membership, "SETTLE_SECONDS", 0.0)
+    with pytest.raises(PlanError, match="quorum needs 2"):
+        asyncio.run(membership._settled(SPEC, ws, electing, decide))

@@ -11,8 +11,12 @@ learner from the cluster, stops it and wipes its data, and says why.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from etcdforge import topology
 from etcdforge.errors import EtcdforgeError, PlanError
@@ -21,6 +25,7 @@ from etcdforge.hosts.base import Host
 from etcdforge.operations import membership_steps as steps_mod
 from etcdforge.operations.lifecycle import port_is_free, workspace_lock
 from etcdforge.operations.membership_plan import (
+    ClusterView,
     decide_add,
     decide_remove,
     next_local_address,
@@ -37,6 +42,30 @@ from etcdforge.plan import (
 )
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh, dump_spec
 from etcdforge.workspace import Workspace, admin_client, load_workspace
+
+#: right after a member died (or the leader changed) the others hold an election, about one election
+#: timeout, before linearizable reads — our health check — succeed again; a decision that fails only
+#: because voters look unhealthy is asked again for this long before it is final
+SETTLE_SECONDS = 10.0
+SETTLE_POLL = 0.5
+
+T = TypeVar("T")
+
+
+async def _settled(
+    spec: ClusterSpec, ws: Workspace, view: ClusterView, decide: Callable[[ClusterView], T]
+) -> tuple[ClusterView, T]:
+    """``decide(view)``, re-observing while it refuses and some voter is unhealthy (a transient state),
+    at most :data:`SETTLE_SECONDS`; then its last verdict stands."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        try:
+            return view, decide(view)
+        except PlanError:
+            if not any(not m.healthy for m in view.voters) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(SETTLE_POLL)
+        view = await steps_mod.observe_view(spec, ws)
 
 
 @dataclass(frozen=True)
@@ -73,7 +102,7 @@ async def add(
                     spec, [steps_mod.host_of(u) for m in view.members for u in m.peer_urls], port_is_free
                 )
             member = MemberSpec(name=name, address=address, dns_names=dns_names, ssh=ssh, joined=True)
-        decision = decide_add(spec, view, member)
+        view, decision = await _settled(spec, ws, view, lambda v: decide_add(spec, v, member))
         if decision.done:
             steps = (
                 []
@@ -214,8 +243,12 @@ async def _remove(
     reporter: Reporter | None,
     replacing: bool,
 ) -> MemberResult:
-    view = await steps_mod.observe_view(spec, ws)
-    decision = decide_remove(spec, view, name, replacing=replacing)
+    _, decision = await _settled(
+        spec,
+        ws,
+        await steps_mod.observe_view(spec, ws),
+        lambda v: decide_remove(spec, v, name, replacing=replacing),
+    )
     in_spec = any(m.name == name for m in spec.members)
     async with steps_mod.runtime_for(
         spec, ws, [name] if in_spec else [], accept_new_host_keys=accept_new_host_keys, required=False
