@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _run, dir_option, main
+from etcdforge.cli.app import _console, _dir, _run, dir_option, hosts_options, main
 from etcdforge.cli.pki import pki
 
 
@@ -40,15 +40,7 @@ def pki_import_cfssl(source: Path, directory: Path | None) -> None:
 
 @main.command()
 @dir_option
-@click.option("--member", "members", multiple=True, required=True, help="NAME=ADDRESS, once per member.")
-@click.option("--name", default=None, help="Cluster name (default: the directory's name).")
-@click.option("--ssh-user", default="root", show_default=True)
-@click.option("--ssh-port", type=int, default=22, show_default=True)
-@click.option(
-    "--ssh-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Private key file."
-)
-@click.option("--known-hosts", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--sudo", is_flag=True, help="Use sudo -n on the hosts (non-root SSH user).")
+@hosts_options
 @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (never changed ones).")
 @click.option("--force", is_flag=True, help="Overwrite an existing cluster.yaml.")
 def adopt(

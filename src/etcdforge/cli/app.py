@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from etcdforge.plan import Plan
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _default_dir() -> Path:
@@ -41,6 +42,25 @@ dir_option = click.option(
 output_option = click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+
+
+def hosts_options(command: F) -> F:
+    """The members and SSH options shared by `init` and `adopt` (one place for their names and help)."""
+    for option in reversed(
+        (
+            click.option("--member", "members", multiple=True, required=True,
+                         help="NAME=ADDRESS, once per member."),
+            click.option("--name", default=None, help="Cluster name (default: the directory's name)."),
+            click.option("--ssh-user", default="root", show_default=True),
+            click.option("--ssh-port", type=int, default=22, show_default=True),
+            click.option("--ssh-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                         help="Private key file."),
+            click.option("--known-hosts", type=click.Path(dir_okay=False, path_type=Path), default=None),
+            click.option("--sudo", is_flag=True, help="Use sudo -n on the hosts (non-root SSH user)."),
+        )
+    ):  # fmt: skip
+        command = option(command)
+    return command
 
 
 def _console(stderr: bool = False) -> Console:

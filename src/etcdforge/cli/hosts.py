@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _fail, _run, _StepPrinter, dir_option, main, output_option
+from etcdforge.cli.app import (
+    _console,
+    _dir,
+    _fail,
+    _run,
+    _StepPrinter,
+    dir_option,
+    hosts_options,
+    main,
+    output_option,
+)
 
 if TYPE_CHECKING:
     from etcdforge.plan import Plan
@@ -101,15 +111,7 @@ def apply(directory: Path | None, yes: bool, accept_new_host_keys: bool, force: 
 
 @main.command()
 @dir_option
-@click.option("--member", "members", multiple=True, required=True, help="NAME=ADDRESS, once per member.")
-@click.option("--name", default=None, help="Cluster name (default: the directory's name).")
-@click.option("--ssh-user", default="root", show_default=True)
-@click.option("--ssh-port", type=int, default=22, show_default=True)
-@click.option(
-    "--ssh-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Private key file."
-)
-@click.option("--known-hosts", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--sudo", is_flag=True, help="Use sudo -n on the hosts (non-root SSH user).")
+@hosts_options
 @click.option(
     "--etcd-binary",
     default="system",

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from etcdforge.errors import PlanError
+from etcdforge.operations.remote_observe import parse_observation
 
 UNIT_SCRIPT = """\
 unit=$1
@@ -122,19 +123,6 @@ class AdoptedSettings:
     ignored_flags: tuple[str, ...]
 
 
-def parse_sections(output: str) -> dict[str, list[str]]:
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in output.splitlines():
-        if line.startswith("@"):
-            current = sections.setdefault(line[1:], [])
-        elif current is not None:
-            current.append(line)
-    if "end" not in sections:
-        raise ValueError("the observation was cut short (no @end)")
-    return sections
-
-
 def _b64(lines: Sequence[str]) -> bytes | None:
     text = "".join(lines)
     return None if text in ("", "-") else base64.b64decode(text)
@@ -142,7 +130,7 @@ def _b64(lines: Sequence[str]) -> bytes | None:
 
 def parse_unit_output(output: str) -> tuple[dict[str, str], tuple[str, ...] | None, dict[str, str], str]:
     """:data:`UNIT_SCRIPT` output -> (systemctl properties, running argv, ETCD_* env, unit file text)."""
-    sections = parse_sections(output)
+    sections = parse_observation(output)
     show: dict[str, str] = {}
     for line in sections.get("show", []):
         key, sep, value = line.partition("=")
