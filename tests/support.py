@@ -73,3 +73,27 @@ def init_hosts_workspace(harness: object, directory: object, count: int, *extra:
         "--ssh-key", str(harness.client_key), "--known-hosts", str(harness.known_hosts), *extra,  # type: ignore[attr-defined]
     )  # fmt: skip
     return directory
+
+
+def new_ca_client(ws: object, out: object) -> object:
+    """A client certificate signed by the CA rotation's new CA (``pki/rotation/new-ca.pem``), as one of a
+    user's own clients would get it; TLS files that trust the rotation's bundle."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from etcdforge import certs
+    from etcdforge.etcd import TlsFiles
+    from etcdforge.pki import KeyPair, issue, load_cert, load_key
+    from etcdforge.spec import load_spec
+    from etcdforge.workspace import Workspace
+
+    assert isinstance(ws, Workspace) and isinstance(out, Path)
+    spec = load_spec(ws.spec_path)
+    req = next(r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name == "admin-client")
+    ca = KeyPair(load_cert(ws.rotation_dir / "new-ca.pem"), load_key(ws.rotation_dir / "new-ca-key.pem"))
+    pair = issue(ca, req, datetime.now(UTC))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "client.pem").write_bytes(pair.cert_pem())
+    (out / "client-key.pem").write_bytes(pair.key_pem())
+    (out / "client-key.pem").chmod(0o600)
+    return TlsFiles(ca=ws.trust_bundle, cert=out / "client.pem", key=out / "client-key.pem")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cryptography import x509
-from support import init_hosts_workspace, run_cli
+from support import init_hosts_workspace, new_ca_client, run_cli
 
 from etcdforge.errors import EtcdError
 from etcdforge.etcd import EtcdClient, TlsFiles
@@ -96,7 +96,7 @@ def test_renew_is_hot_and_rotate_ca_rolls_on_hosts(hosts: TestHosts, tmp_path: P
     old_ca = load_cert(old / "ca.pem")
     # phases 1 and 2, then a pause: every member must accept a new-CA client and still the old one
     run_cli("pki", "rotate-ca", "--dir", str(directory), "--yes", "--stop-after", "reissue")
-    new_client = _new_ca_client(ws, tmp_path / "new")
+    new_client = new_ca_client(ws, tmp_path / "new")
     assert asyncio.run(_answers(urls, new_client)), "a new-CA client must be accepted before trust-new"
     both = tmp_path / "both.pem"  # old + new CA, so that only the members' verdict decides below
     shutil.copyfile(ws.trust_bundle, both)
@@ -143,25 +143,6 @@ async def _answers(urls: list[str], tls: TlsFiles) -> bool:
             except EtcdError:
                 return False
     return True
-
-
-def _new_ca_client(ws: Workspace, out: Path) -> TlsFiles:
-    """A client certificate from the rotation's new CA, as one of the user's own clients would get."""
-    from datetime import UTC, datetime
-
-    from etcdforge import certs
-    from etcdforge.pki import KeyPair, issue, load_key
-    from etcdforge.spec import load_spec
-
-    spec = load_spec(ws.spec_path)
-    req = next(r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name == "admin-client")
-    ca = KeyPair(load_cert(ws.rotation_dir / "new-ca.pem"), load_key(ws.rotation_dir / "new-ca-key.pem"))
-    pair = issue(ca, req, datetime.now(UTC))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "client.pem").write_bytes(pair.cert_pem())
-    (out / "client-key.pem").write_bytes(pair.key_pem())
-    (out / "client-key.pem").chmod(0o600)
-    return TlsFiles(ca=ws.trust_bundle, cert=out / "client.pem", key=out / "client-key.pem")
 
 
 def load_cert_bytes(data: bytes) -> x509.Certificate:

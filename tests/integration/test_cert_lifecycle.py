@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from etcd_binaries import candidates, require
-from support import run_cli
+from support import new_ca_client, run_cli
 
-from etcdforge import certs
 from etcdforge.errors import EtcdError
 from etcdforge.etcd import EtcdClient, TlsFiles
 from etcdforge.etcd.presented import presented_certificate
-from etcdforge.pki import KeyPair, issue, load_cert, load_key
+from etcdforge.pki import load_cert
 from etcdforge.pki.plan import signed_by
 from etcdforge.services import local as supervisor
 from etcdforge.testing.checkers import check_all
@@ -161,19 +158,6 @@ def test_hot_renewal_under_load_presents_new_serials_without_restart(
     assert "nothing to renew" in quiet.stdout
 
 
-def _new_ca_client(ws: Workspace, spec_dir: Path, out: Path) -> TlsFiles:
-    """A client certificate signed by the rotation's new CA (as a user's own client would get one)."""
-    spec = load_workspace(spec_dir)[1]
-    req = next(r for r in certs.cert_requests(spec, base_dir=spec_dir) if r.name == "admin-client")
-    ca = KeyPair(load_cert(ws.rotation_dir / "new-ca.pem"), load_key(ws.rotation_dir / "new-ca-key.pem"))
-    pair = issue(ca, req, datetime.now(UTC))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "client.pem").write_bytes(pair.cert_pem())
-    (out / "client-key.pem").write_bytes(pair.key_pem())
-    os.chmod(out / "client-key.pem", 0o600)
-    return TlsFiles(ca=ws.trust_bundle, cert=out / "client.pem", key=out / "client-key.pem")
-
-
 def _accepted(tls: TlsFiles, urls: list[str]) -> bool:
     """Whether every member accepts this client (a fresh connection per member)."""
 
@@ -217,7 +201,7 @@ def test_ca_rotation_in_phases_under_load(workspace: Path, etcd_bin: Path, tmp_p
     asyncio.run(under_load(ws, workspace, "/s19a", rotate("trust-both"), tmp_path / "a.jsonl"))
     state = json.loads((ws.rotation_dir / "state.json").read_text())
     assert state["phase"] == "reissue"
-    new_client = _new_ca_client(ws, workspace, tmp_path / "new")
+    new_client = new_ca_client(ws, tmp_path / "new")
     assert _accepted(old_client(ws.trust_bundle), urls)
     assert _accepted(new_client, urls)
     run_cli("pki", "check", "--dir", str(workspace))  # the bundle on members is understood: exit 0
