@@ -270,8 +270,7 @@ def test_interrupted_ca_rotation_resumes(workspace: Path) -> None:
     # (the record may have moved on in the instant between our poll and the kill: then nobody is down)
     restarting = state["restarting"]
     if restarting:
-        time.sleep(3)  # a member the killed run had just sent SIGTERM finishes exiting
-        asyncio.run(supervisor.stop(ws.member_pid(restarting)))
+        asyncio.run(supervisor.stop(ws.member_pid(restarting)))  # waits until it has exited
     proc2 = run_cli("pki", "rotate-ca", "--dir", str(workspace), "--dry-run", check=False)
     running = {m.name: supervisor.running_pid(ws.member_pid(m.name)) for m in spec.members}
     assert proc2.returncode == 0, f"{state}\n{running}\n{proc2.stderr}"
