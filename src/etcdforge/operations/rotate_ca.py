@@ -219,7 +219,7 @@ async def _phase(
         require_our_layout(spec, ws, await observe_members(spec, ws, hosts), _names(spec))
     leader = next((m.name for m in view.members if m.is_leader), None)
     nxt = state.next_phase()
-    if state.phase in ("trust-both", "trust-new"):
+    if trust_phase:
         trusted = (
             _bundle_of(cas.old_cert, cas.new_cert)
             if state.phase == "trust-both"
