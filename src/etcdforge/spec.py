@@ -11,7 +11,6 @@ Pure module: parsing and validation only; reading/writing the file lives in :mod
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from etcdforge import hostpaths
 from etcdforge.durations import parse_go_duration
 from etcdforge.errors import CfsslConfigError, SpecError
 from etcdforge.yamlio import dump_yaml, load_yaml
@@ -41,18 +41,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+#: the data dir on hosts when the spec gives none
+DEFAULT_DATA_DIR = "/var/lib/etcd"
+
 #: Official release tarballs; {version} is replaced (e.g. 3.5.17). Override for a mirror.
 DEFAULT_DOWNLOAD_URL = (
     "https://github.com/etcd-io/etcd/releases/download/v{version}/etcd-v{version}-linux-amd64.tar.gz"
 )
-
-
-#: directories etcd's data dir must never be (it is created, chowned and partly wiped by etcdforge)
-_SYSTEM_DIRS = frozenset(
-    {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
-     "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/log", "/usr/local",
-     "/usr/lib", "/etc/etcd", "/var/tmp"}
-)  # fmt: skip
 
 
 class EtcdSettings(_Model):
@@ -94,18 +89,13 @@ class EtcdSettings(_Model):
     @field_validator("data_dir")
     @classmethod
     def _data_dir(cls, v: str | None) -> str | None:
-        # etcdforge creates, chowns (recursively, for an adopted root-run cluster) and wipes member/ in
-        # it: a system directory here would be a disaster, so only a dedicated absolute path is accepted
-        if v is None:
-            return v
-        path = posixpath.normpath(v)
-        if not path.startswith("/") or ".." in path.split("/"):
-            raise ValueError(f"{v!r}: use an absolute path without '..', e.g. /var/lib/etcd")
-        if path in _SYSTEM_DIRS or path.count("/") < 2:
-            raise ValueError(
-                f"{v!r} is a system directory; give etcd a directory of its own, e.g. /var/lib/etcd"
-            )
-        return path
+        # created, chowned and partly wiped as root on the hosts: see hostpaths for the rules
+        return v if v is None else hostpaths.check_data_dir(v)
+
+    @field_validator("install_dir")
+    @classmethod
+    def _install_dir(cls, v: str) -> str:
+        return hostpaths.check_install_dir(v)
 
     @field_validator("auto_compaction_retention")
     @classmethod
@@ -122,6 +112,12 @@ class EtcdSettings(_Model):
 
     @model_validator(mode="after")
     def _etcd_rules(self) -> EtcdSettings:
+        data = self.data_dir or DEFAULT_DATA_DIR
+        if self.source != "system" and hostpaths.nested(self.install_dir, data):
+            raise ValueError(
+                f"install_dir {self.install_dir} and data_dir {data} overlap; "
+                "keep binaries out of the data dir"
+            )
         if self.client_port == self.peer_port:
             raise ValueError(f"client_port and peer_port are both {self.client_port}; use two ports")
         if self.election_timeout_ms < 5 * self.heartbeat_interval_ms:
@@ -318,6 +314,11 @@ class ClusterSpec(_Model):
             raise ValueError("members: at least one member is needed")
         _unique("name", [m.name for m in self.members])
         _unique("address", [m.address for m in self.members])
+        if self.mode == "hosts" and self.etcd.source == "system" and self.etcd.binary is not None:
+            try:
+                hostpaths.check_host_binary(self.etcd.binary)
+            except ValueError as exc:
+                raise ValueError(f"etcd.binary: {exc}") from None
         if self.mode == "local":
             if self.etcd.source != "system":
                 raise ValueError("etcd.source: local mode runs the binary in place; use source: system")

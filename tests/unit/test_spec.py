@@ -137,7 +137,8 @@ def test_data_dir_must_be_a_dedicated_absolute_directory(path: str) -> None:
                     "members": [{"name": "etcd1", "address": "10.0.0.1"}]})  # fmt: skip
 
 
-def test_data_dir_is_normalised() -> None:
-    spec = parse_spec({"name": "t", "token": "tok", "mode": "hosts", "etcd": {"data_dir": "/srv/etcd/data/"},
-                       "members": [{"name": "etcd1", "address": "10.0.0.1"}]})  # fmt: skip
-    assert spec.etcd.data_dir == "/srv/etcd/data"
+def test_data_dir_is_refused_unless_canonical() -> None:
+    """Not silently normalised: the spec says exactly the path that is used (see test_hostpaths.py)."""
+    with pytest.raises(SpecError, match="write it as '/srv/etcd/data'"):
+        parse_spec({"name": "t", "token": "tok", "mode": "hosts", "etcd": {"data_dir": "/srv/etcd/data/"},
+                    "members": [{"name": "etcd1", "address": "10.0.0.1"}]})  # fmt: skip

@@ -125,6 +125,7 @@ async def observe_hosts(spec: ClusterSpec, hosts: Mapping[str, Host]) -> dict[st
                 binary=layout.binary_path(spec),
                 hash_binary=spec.etcd.source != "system",
                 stray_patterns=layout.STRAY_PATTERNS,
+                guards=layout.guarded_dirs(spec),
             )
             for m in spec.members
             if m.name in hosts  # the members connected to (all, except for a partial operation)

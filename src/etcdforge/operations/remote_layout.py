@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from etcdforge import render, topology
 from etcdforge.render import ClusterState, MemberPaths
-from etcdforge.spec import ClusterSpec, MemberSpec
+from etcdforge.spec import DEFAULT_DATA_DIR, ClusterSpec, MemberSpec
 
 ETC_DIR = "/etc/etcd"
 PKI_DIR = "/etc/etcd/pki"
@@ -30,7 +30,6 @@ UNIT_NAME = "etcd.service"
 #: which a systemd host never uses.
 WANTS_DIR = "/etc/systemd/system/multi-user.target.wants"
 WANTS_LINK = f"{WANTS_DIR}/{UNIT_NAME}"
-DEFAULT_DATA_DIR = "/var/lib/etcd"
 DEFAULT_SYSTEM_BINARY = "/usr/bin/etcd"
 ETCD_USER = "etcd"
 #: files that must not be on a member: CA private keys, which hand-built clusters (the guide's
@@ -41,6 +40,13 @@ STRAY_PATTERNS = (f"{PKI_DIR}/*ca-key*.pem", f"{ETC_DIR}/*ca-key*.pem")
 
 def data_dir(spec: ClusterSpec) -> str:
     return spec.etcd.data_dir or DEFAULT_DATA_DIR
+
+
+def guarded_dirs(spec: ClusterSpec) -> tuple[str, ...]:
+    """Directories judged on each host before anything changes (hostpaths.host_path_problems): the data
+    dir, our config and certificate dirs and, when etcdforge installs binaries, the install dir."""
+    dirs = (data_dir(spec), ETC_DIR, PKI_DIR)
+    return (*dirs, spec.etcd.install_dir) if spec.etcd.source != "system" else dirs
 
 
 def member_paths(spec: ClusterSpec) -> MemberPaths:

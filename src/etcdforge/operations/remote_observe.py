@@ -47,6 +47,11 @@ class HostObserved:
     data_foreign_owned: bool = False
     #: files matching the "must not be on a member" patterns: path -> sha256
     strays: Mapping[str, str] = field(default_factory=dict)
+    #: facts about each guarded directory (data dir, install dir, our config dirs): path -> fact lines,
+    #: judged by :func:`etcdforge.hostpaths.host_path_problems` and :func:`~etcdforge.hostpaths.foreign_data`
+    guards: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: why the etcd binary was not run as root (a writable directory above it, not root's): fact lines
+    binary_guard: tuple[str, ...] = ()
 
     @property
     def running(self) -> bool:
@@ -111,17 +116,58 @@ def parse_etcd_version(output: str) -> str | None:
 # One session per host for the whole observation (a session costs a login on the host). Arguments:
 # $1 data dir, $2 etcd binary, $3 etcd user, $4 unit, $5 count N of text files, $6 "hash" to hash the
 # binary (only needed when etcdforge installs it: ~20 MB of CPU work per host), $7 count G of stray
-# patterns, then the N text files, then the G patterns (shell globs, expanded here), then every managed
+# patterns, $8 count D of guarded directories, then the N text files, then the G patterns (shell globs,
+# expanded here), then the D directories (judged by hostpaths.host_path_problems), then every managed
 # path (files and directories). Output: "@section" lines, each followed by its data.
+# The binary is run (--version, as root) only when it and every directory above it are root's and
+# writable by nobody else.
 OBSERVE_SCRIPT = """\
-data=$1 bin=$2 user=$3 unit=$4 ntext=$5 hashbin=$6 nglob=$7
-shift 7
+data=$1 bin=$2 user=$3 unit=$4 ntext=$5 hashbin=$6 nglob=$7 nguard=$8
+shift 8
+unsafe_mode() { case $1 in *[2367]|*[2367]?) return 0;; esac; return 1; }
+guard_parents() {
+  d=$1
+  while [ "$d" != / ] && [ -n "$d" ]; do
+    d=$(dirname -- "$d")
+    [ -e "$d" ] || continue
+    st=$(stat -L -c '%a %u' -- "$d" 2>/dev/null) || { echo "parent $d ? ?"; continue; }
+    case ${st% *} in *[2367]) echo "parent $d $st"; continue;; esac
+    [ "${st#* }" = 0 ] || echo "parent $d $st"
+  done
+}
+guard_dir() {
+  if [ -L "$1" ]; then
+    echo "link $(readlink -- "$1" | head -n 1 | tr -cd '[:print:]')"
+  elif [ -e "$1" ] && [ ! -d "$1" ]; then
+    echo notdir
+  fi
+  guard_parents "$1"
+  r=$(realpath -m -- "$1" 2>/dev/null) && [ "$r" != "$1" ] && guard_parents "$r"
+  if [ "$1" = "$data" ] && [ -d "$1" ] && [ ! -L "$1" ]; then
+    o=$(stat -c %U -- "$1")
+    if [ "$o" != "$user" ]; then
+      e=$(find "$1" -mindepth 1 -maxdepth 1 -printf '%f/' 2>/dev/null | head -c 300 |
+        tr -c 'A-Za-z0-9._+/-' '?')
+      [ -n "$e" ] && echo "foreign $o ${e%/}"
+    fi
+  fi
+}
+guard_bin() {
+  guard_parents "$1"
+  rb=$(realpath -e -- "$1" 2>/dev/null) || return 0
+  [ "$rb" = "$1" ] || guard_parents "$rb"
+  st=$(stat -c '%a %u' -- "$rb")
+  if unsafe_mode "${st% *}" || [ "${st#* }" != 0 ]; then echo "file $rb $st"; fi
+}
 echo @user
 if id -u "$user" >/dev/null 2>&1; then echo yes; else echo no; fi
 echo @data
 if [ -d "$data/member" ]; then echo yes; else echo no; fi
+echo @binguard
+bad=$(guard_bin "$bin")
+[ -n "$bad" ] && printf '%s\\n' "$bad"
 echo @version
-"$bin" --version 2>/dev/null | head -n 1
+[ -z "$bad" ] && "$bin" --version 2>/dev/null | head -n 1
 echo @binsha
 if [ "$hashbin" = hash ] && [ -f "$bin" ]; then h=$(sha256sum < "$bin"); echo "${h%% *}"; else echo -; fi
 echo @unit
@@ -155,6 +201,13 @@ while [ "$i" -lt "$nglob" ]; do
   for f in $1; do
     if [ -f "$f" ]; then h=$(sha256sum < "$f"); printf '%s %s\\n' "${h%% *}" "$f"; fi
   done
+  shift
+  i=$((i + 1))
+done
+i=0
+while [ "$i" -lt "$nguard" ]; do
+  echo "@guard $1"
+  guard_dir "$1"
   shift
   i=$((i + 1))
 done
@@ -206,11 +259,13 @@ async def observe_host(
     binary: str,
     hash_binary: bool = True,
     stray_patterns: Sequence[str] = (),
+    guards: Sequence[str] = (),
 ) -> HostObserved:
     """Everything ``plan`` needs to know about one host, in ONE command (one SSH session).
 
     ``stray_patterns`` are shell globs of files that must not be on a member (see
-    :data:`remote_layout.STRAY_PATTERNS`); the ones found are reported with their sha256.
+    :data:`remote_layout.STRAY_PATTERNS`); the ones found are reported with their sha256. ``guards`` are
+    directories checked for symlinks, unsafe parents and (the data dir) somebody else's files.
     """
     result = await host.run(
         [
@@ -225,8 +280,10 @@ async def observe_host(
             str(len(TEXT_FILES)),
             "hash" if hash_binary else "no",
             str(len(stray_patterns)),
+            str(len(guards)),
             *TEXT_FILES,
             *stray_patterns,
+            *guards,
             *paths,
             *dirs,
         ],
@@ -265,6 +322,8 @@ async def observe_host(
         main_argv=parse_cmdline("".join(sections.get("cmdline", ["-"]))),
         data_foreign_owned=sections.get("dataowner") == ["foreign"],
         strays=parse_strays(sections.get("strays", [])),
+        guards={g: tuple(sections.get(f"guard {g}", [])) for g in guards},
+        binary_guard=tuple(sections.get("binguard", [])),
     )
 
 

@@ -23,7 +23,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from etcdforge import binaries, render, topology
+from etcdforge import binaries, hostpaths, render, topology
 from etcdforge.errors import PlanError
 from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import ClusterObserved, HostObserved
@@ -95,6 +95,35 @@ def _version_tuple(text: str | None) -> tuple[int, int, int] | None:
     return (major, minor, patch)
 
 
+def _check_host_paths(
+    spec: ClusterSpec, hosts: Mapping[str, HostObserved], names: Sequence[str], *, force: bool
+) -> None:
+    """Refuse, before any step, a guarded directory that is not what the spec's path says.
+
+    A symlink, a directory below a world-writable or non-root parent, or an etcd binary that others
+    could replace is refused outright; a populated data dir holding somebody else's files only with
+    ``force``. Every problem on every host is listed, so one run shows them all.
+    """
+    problems: list[str] = []
+    for n in names:
+        h = hosts[n]
+        for path, facts in h.guards.items():
+            problems += [f"{n}: {p}" for p in hostpaths.host_path_problems(path, facts)]
+            foreign = hostpaths.foreign_data(path, facts)
+            if foreign and not force:
+                problems.append(f"{n}: {foreign} (pass --force if that is really etcd's)")
+        if spec.etcd.source == "system" and h.binary_guard:
+            problems.append(
+                f"{n}: {layout.binary_path(spec)} is not run as root: "
+                + "; ".join(hostpaths.binary_problems(h.binary_guard))
+            )
+    if problems:
+        raise PlanError(
+            "; ".join(problems),
+            hint="nothing was changed on any host; fix the paths on the hosts or in cluster.yaml",
+        )
+
+
 def _check_binary(spec: ClusterSpec, hosts: Mapping[str, HostObserved], source: BinarySource) -> None:
     if source.kind == "system":
         missing = [m for m, h in hosts.items() if h.binary_version is None]
@@ -137,8 +166,9 @@ def plan_apply(
     plan to those members (a member being added). ``ca_key_sha256`` is the control CA key's digest: a
     stray file on a member with exactly that content is deleted (others are only warned about).
     """
-    _check_binary(spec, hosts, source)
     names = list(only) if only is not None else [m.name for m in spec.members]
+    _check_host_paths(spec, hosts, names, force=force)
+    _check_binary(spec, hosts, source)
     pending = pending_paths or {}
     steps: list[Step] = []
     warnings: list[str] = list(spec.warnings())
