@@ -352,3 +352,31 @@ def test_host_problems_give_one_line_and_change_no_host(hosts: TestHosts, tmp_pa
     finally:
         hosts.heal(h2)
     assert nothing_installed(hosts)
+
+
+def test_planted_paths_are_refused_before_any_host_is_touched(hosts: TestHosts, tmp_path: Path) -> None:
+    """Security item 1: what the spec's path cannot show is observed on the host. A symlink planted at
+    the data dir (h1), a world-writable parent (h2) and a directory full of somebody else's files (h3)
+    each refuse plan and apply with one line naming every host, and no host is changed."""
+    h1, h2, h3 = hosts.hosts
+    ws = init_workspace(hosts, tmp_path / "planted")
+    spec = ws / "cluster.yaml"
+    spec.write_text(spec.read_text().replace('data_dir: "/var/lib/etcd"', 'data_dir: "/srv/etcd"'))
+    assert "/srv/etcd" in spec.read_text()
+    hosts.run(h1, ["ln", "-s", "/etc", "/srv/etcd"])
+    hosts.run(h2, ["chmod", "1777", "/srv"])
+    planted = "mkdir /srv/etcd && echo x > /srv/etcd/notes.txt && chown -R nobody /srv/etcd"
+    hosts.run(h3, ["sh", "-c", planted])
+    try:
+        before = [hosts.run(h, ["stat", "-c", "%a %U", "/etc", "/srv"]).stdout for h in hosts.hosts]
+        for verb in (("plan",), ("apply", "--yes")):
+            failed = run_cli(verb[0], "--dir", str(ws), *verb[1:], check=False)
+            _one_line_failure(failed, "etcd1: /srv/etcd is a symlink (to /etc)", "etcd2:", "world-writable")
+            assert "etcd3: /srv/etcd is owned by nobody" in failed.stderr and "notes.txt" in failed.stderr
+        assert nothing_installed(hosts)
+        assert [hosts.run(h, ["stat", "-c", "%a %U", "/etc", "/srv"]).stdout for h in hosts.hosts] == before
+        assert hosts.run(h3, ["stat", "-c", "%U", "/srv/etcd/notes.txt"]).stdout.strip() == "nobody"
+    finally:
+        hosts.run(h1, ["rm", "-f", "/srv/etcd"], check=False)
+        hosts.run(h2, ["chmod", "755", "/srv"], check=False)
+        hosts.run(h3, ["rm", "-rf", "/srv/etcd"], check=False)
