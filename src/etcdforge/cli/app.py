@@ -73,6 +73,20 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character shown as an escape: a value from a spec or a host cannot
+    break an error line in two or send terminal escapes."""
+    return text.translate(_CONTROL)
+
+
+def printable_lines(text: str) -> str:
+    """Like :func:`one_line`, but line breaks stay (a log tail)."""
+    return "\n".join(one_line(line) for line in text.splitlines())
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -96,13 +110,13 @@ class _Group(click.Group):
             err = _console(stderr=True)
             from rich.markup import escape
 
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            err.print(f"[bold red]error:[/] {escape(one_line(str(exc)))}")
             cause: BaseException | None = exc
             while cause is not None and not isinstance(cause, MemberStartError):
                 cause = cause.__cause__
             if isinstance(cause, MemberStartError) and cause.log_tail:
                 err.print(f"[dim]--- last lines of {cause.member}'s log ---[/]")
-                err.print(escape(cause.log_tail), markup=False)
+                err.print(printable_lines(cause.log_tail), markup=False)
             sys.exit(exc.exit_code)
 
 
