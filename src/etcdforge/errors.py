@@ -102,12 +102,22 @@ class EtcdRequestError(EtcdError):
 
 
 class MemberStartError(EtcdforgeError):
-    """A member did not start or did not become healthy. ``log_tail`` holds its last log lines."""
+    """A member did not start or did not become healthy. ``log_tail`` holds its last log lines;
+    ``healthy`` the members that were healthy when the wait gave up (a degraded cluster still runs)."""
 
-    def __init__(self, message: str, *, member: str, log_tail: str = "", hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        member: str,
+        log_tail: str = "",
+        hint: str | None = None,
+        healthy: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message, hint=hint)
         self.member = member
         self.log_tail = log_tail
+        self.healthy = healthy
 
 
 class PlanError(EtcdforgeError):

@@ -73,11 +73,18 @@ class StopMember:
 
 @dataclass(frozen=True)
 class WaitHealthy:
+    """Wait until the members answer a linearizable read: all of them, or ``need`` of them (a quorum
+    gate: members known to be down do not hold up a change that does not need them)."""
+
     members: tuple[str, ...]
     timeout: float
+    need: int | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "wait-healthy", "members": list(self.members), "timeout": self.timeout}
+        out: dict[str, Any] = {"kind": "wait-healthy", "members": list(self.members), "timeout": self.timeout}
+        if self.need is not None:
+            out["need"] = self.need
+        return out
 
 
 @dataclass(frozen=True)

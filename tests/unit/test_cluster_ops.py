@@ -45,18 +45,18 @@ class Clock:
         self.now += seconds
 
 
-async def never_failed(pending: frozenset[str], polls: int) -> None:
-    pass
+async def never_failed(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
+    return {}
 
 
-async def timed_out(name: str, error: str) -> Exception:
+async def timed_out(name: str, error: str) -> MemberStartError:
     return MemberStartError(f"{name}: {error}", member=name)
 
 
 def test_waits_until_every_member_knows_a_leader_then_reads() -> None:
     client = FakeClient({"a": 0, "b": 3})
     clock = Clock()
-    took = asyncio.run(
+    waited = asyncio.run(
         cluster_ops.wait_healthy(
             client,  # type: ignore[arg-type]
             {"etcd1": "a", "etcd2": "b"},
@@ -68,7 +68,7 @@ def test_waits_until_every_member_knows_a_leader_then_reads() -> None:
             clock=clock,
         )
     )
-    assert took == pytest.approx(0.15)  # three polls of etcd2 before it knew a leader
+    assert waited.took == pytest.approx(0.15)  # three polls of etcd2 before it knew a leader
     assert client.linearizable_reads == 2  # only members that know a leader get the linearizable read
 
 
@@ -88,9 +88,8 @@ def test_times_out_with_the_modes_error_and_a_dead_member_stops_the_wait_early()
             )
         )
 
-    async def dies(pending: frozenset[str], polls: int) -> None:
-        if polls == 2:
-            raise MemberStartError("etcd2 exited", member="etcd2")
+    async def dies(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
+        return {"etcd2": MemberStartError("etcd2 exited", member="etcd2")} if polls == 2 else {}
 
     with pytest.raises(MemberStartError, match="etcd2 exited"):
         asyncio.run(
@@ -105,3 +104,65 @@ def test_times_out_with_the_modes_error_and_a_dead_member_stops_the_wait_early()
                 clock=Clock(),
             )
         )
+
+
+def wait(
+    ready_after: dict[str, int], *, need: int | None = None, dead: str = "", timeout: float = 60.0
+) -> object:
+    clock = Clock()
+
+    async def check_failed(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
+        return {dead: MemberStartError(f"{dead} exited", member=dead)} if dead and polls >= 1 else {}
+
+    return asyncio.run(
+        cluster_ops.wait_healthy(
+            FakeClient({f"u{n}": ready for n, ready in ready_after.items()}),  # type: ignore[arg-type]
+            {n: f"u{n}" for n in ready_after},
+            timeout,
+            need=need,
+            poll_interval=0.5,
+            check_failed=check_failed,
+            timed_out=timed_out,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    )
+
+
+def test_a_quorum_gate_does_not_wait_for_a_member_that_is_down() -> None:
+    waited = wait({"etcd1": 0, "etcd2": 0, "etcd3": 0, "etcd5": 10**6}, need=3)
+    assert isinstance(waited, cluster_ops.Waited)
+    assert (waited.healthy, waited.down) == (("etcd1", "etcd2", "etcd3"), ("etcd5",))
+    assert waited.took == 0.0
+    assert waited.note() == "3 of 4 healthy in 0.0s (etcd5 not healthy)"
+    with pytest.raises(MemberStartError, match="etcd2: no leader yet") as info:
+        wait({"etcd1": 0, "etcd2": 10**6, "etcd5": 10**6}, need=2, timeout=5.0)
+    assert info.value.healthy == ("etcd1",)
+
+
+def test_waiting_for_all_a_dead_member_fails_the_wait_but_only_once_the_rest_is_known() -> None:
+    """`up` must learn whether the others run with quorum before it decides to keep them running."""
+    with pytest.raises(MemberStartError, match="etcd2 exited") as info:
+        wait({"etcd1": 2, "etcd2": 10**6, "etcd3": 4}, dead="etcd2")
+    assert info.value.healthy == ("etcd1", "etcd3")
+    # two of three dead: no quorum can come up, so there is nothing to wait for
+    clock_polls: list[int] = []
+
+    async def two_dead(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
+        clock_polls.append(polls)
+        return {n: MemberStartError(f"{n} exited", member=n) for n in ("etcd2", "etcd3")} if polls else {}
+
+    with pytest.raises(MemberStartError, match="etcd2 exited") as info:
+        asyncio.run(
+            cluster_ops.wait_healthy(
+                FakeClient({"a": 10**6, "b": 10**6, "c": 10**6}),  # type: ignore[arg-type]
+                {"etcd1": "a", "etcd2": "b", "etcd3": "c"},
+                60.0,
+                poll_interval=0.5,
+                check_failed=two_dead,
+                timed_out=timed_out,
+                sleep=Clock().sleep,
+                clock=Clock(),
+            )
+        )
+    assert clock_polls == [0, 1] and info.value.healthy == ()

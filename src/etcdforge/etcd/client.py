@@ -45,7 +45,8 @@ class EtcdClient:
     """Async client for a set of member endpoints (``https://IP:PORT`` or ``http://IP:PORT``).
 
     Use as ``async with EtcdClient(...) as c:`` or call :meth:`close`. Methods accept ``endpoint=`` to
-    address one member (it must be one of ``endpoints``); otherwise the first working endpoint serves.
+    address one member — any member's URL, also one the cluster listed that ``endpoints`` lacks (a
+    learner an interrupted ``member add`` left, say); otherwise the first working endpoint serves.
     """
 
     def __init__(
@@ -96,14 +97,14 @@ class EtcdClient:
 
     def _order(self, endpoint: str | None) -> tuple[str, ...]:
         if endpoint is not None:
-            if endpoint not in self.endpoints:
-                raise ValueError(f"{endpoint} is not one of this client's endpoints {list(self.endpoints)}")
+            split_endpoint(endpoint)  # a malformed URL is a bug: ValueError
             return (endpoint,)
         n = self._preferred
         return self.endpoints[n:] + self.endpoints[:n]
 
     def _remember(self, endpoint: str) -> None:
-        self._preferred = self.endpoints.index(endpoint)
+        if endpoint in self.endpoints:
+            self._preferred = self.endpoints.index(endpoint)
 
     @staticmethod
     def _combine(errors: list[EtcdError]) -> EtcdError:

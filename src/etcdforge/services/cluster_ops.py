@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
-from etcdforge.errors import EtcdError, EtcdUnavailable, StepError
+from etcdforge import topology
+from etcdforge.errors import EtcdError, EtcdUnavailable, MemberStartError, StepError
 from etcdforge.etcd import EtcdClient, EtcdServerError, Health, Member, format_member_id, retry
 from etcdforge.plan import AddLearner, MoveLeader, PromoteLearner, RemoveMember
 
@@ -183,41 +185,85 @@ async def ready_health(client: EtcdClient, endpoint: str) -> Health:
     return await client.health(endpoint)
 
 
+@dataclass(frozen=True)
+class Waited:
+    """What a health wait saw: how long it took and who was not healthy when it ended."""
+
+    took: float
+    healthy: tuple[str, ...]
+    down: tuple[str, ...]
+
+    def note(self) -> str:
+        if not self.down:
+            return f"{len(self.healthy)} healthy in {self.took:.1f}s"
+        return (
+            f"{len(self.healthy)} of {len(self.healthy) + len(self.down)} healthy in {self.took:.1f}s "
+            f"({', '.join(self.down)} not healthy)"
+        )
+
+
 async def wait_healthy(
     client: EtcdClient,
     urls: Mapping[str, str],
     timeout: float,
     *,
+    need: int | None = None,
     poll_interval: float,
-    check_failed: Callable[[frozenset[str], int], Awaitable[None]],
-    timed_out: Callable[[str, str], Awaitable[Exception]],
+    check_failed: Callable[[frozenset[str], int], Awaitable[Mapping[str, MemberStartError]]],
+    timed_out: Callable[[str, str], Awaitable[MemberStartError]],
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
-) -> float:
-    """Poll until every member in ``urls`` (name -> client URL) is healthy; return the seconds it took.
+) -> Waited:
+    """Poll the members in ``urls`` (name -> client URL) until enough are healthy.
 
-    Before each poll ``check_failed(pending, polls)`` may raise for a member that died (the mode knows
-    how: a process that exited, a unit that failed). After ``timeout`` the error from
-    ``timed_out(member, last_error)`` is raised.
+    ``need`` None: every member must be healthy; a number: that many suffice (a quorum gate, so a member
+    that is down does not hold up an operation that does not need it). Before each poll
+    ``check_failed(pending, polls)`` names members that died (the mode knows how: a process that exited,
+    a unit that failed); the wait goes on for the others while ``need`` (or, waiting for all, a quorum)
+    can still be reached, so the caller learns whether the cluster runs without them. A failure that
+    leaves too few is raised at once; so is, at the end, a failure when every member was needed. After
+    ``timeout`` the error from ``timed_out(member, last_error)`` is raised. Raised errors carry the
+    members that were healthy (:attr:`MemberStartError.healthy`).
     """
     start = clock()
-    pending = set(urls)
+    names = tuple(urls)
+    enough = len(names) if need is None else need
+    # with every member needed, keep waiting after a failure only to learn if a quorum runs
+    floor = topology.quorum(len(names)) if need is None else need
+    pending = set(names)
+    healthy: list[str] = []
+    failed: dict[str, MemberStartError] = {}
     last: dict[str, str] = {}
     polls = 0
-    while pending:
-        await check_failed(frozenset(pending), polls)
-        names = sorted(pending)
-        results = await asyncio.gather(*(ready_health(client, urls[n]) for n in names))
-        for name, health in zip(names, results, strict=True):
+
+    def done(error: MemberStartError) -> MemberStartError:
+        error.healthy = tuple(n for n in names if n in healthy)
+        return error
+
+    while True:
+        for name, error in (await check_failed(frozenset(pending), polls)).items():
+            if name in pending:
+                pending.discard(name)
+                failed[name] = error
+        if len(names) - len(failed) < floor:
+            raise done(next(iter(failed.values())))
+        checking = sorted(pending)
+        results = await asyncio.gather(*(ready_health(client, urls[n]) for n in checking))
+        for name, health in zip(checking, results, strict=True):
             if health.healthy:
                 pending.discard(name)
+                healthy.append(name)
             else:
                 last[name] = health.error or "unhealthy"
-        if not pending:
+        if len(healthy) >= enough or not pending:
             break
         polls += 1
         if clock() - start > timeout:
             name = sorted(pending)[0]
-            raise await timed_out(name, last.get(name, "?"))
+            raise done(await timed_out(name, last.get(name, "?")))
         await sleep(poll_interval)
-    return clock() - start
+    if failed and need is None:
+        raise done(next(iter(failed.values())))
+    return Waited(
+        clock() - start, tuple(n for n in names if n in healthy), tuple(n for n in names if n not in healthy)
+    )

@@ -168,28 +168,27 @@ class LocalRuntime:
         )
         self.started.clear()
 
-    def _failed_member(self) -> MemberStartError | None:
+    def _failed_members(self, among: frozenset[str]) -> dict[str, MemberStartError]:
+        """Members this runtime started that have exited since (their start failed)."""
+        out: dict[str, MemberStartError] = {}
         for s in self.started:
-            code = s.exited()
+            code = s.exited() if s.name in among else None
             if code is not None:
-                tail = supervisor.log_tail(s.log_file)
-                return MemberStartError(
+                out[s.name] = MemberStartError(
                     f"member {s.name} exited with code {code} while starting",
                     member=s.name,
-                    log_tail=tail,
+                    log_tail=supervisor.log_tail(s.log_file),
                     hint=f"full log: {s.log_file}",
                 )
-        return None
+        return out
 
     async def wait_healthy(self, action: WaitHealthy) -> str:
         urls = {n: topology.client_url(self.spec, self.spec.member(n)) for n in action.members}
 
-        async def check_failed(pending: frozenset[str], polls: int) -> None:
-            failure = self._failed_member()
-            if failure is not None:
-                raise failure
+        async def check_failed(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
+            return self._failed_members(pending)
 
-        async def timed_out(name: str, error: str) -> Exception:
+        async def timed_out(name: str, error: str) -> MemberStartError:
             return MemberStartError(
                 f"member {name} not healthy after {action.timeout:.0f}s: {error}",
                 member=name,
@@ -198,17 +197,18 @@ class LocalRuntime:
             )
 
         async with admin_client(self.spec, self.ws, timeout=HEALTH_CALL_TIMEOUT) as client:
-            took = await cluster_ops.wait_healthy(
+            waited = await cluster_ops.wait_healthy(
                 client,
                 urls,
                 action.timeout,
+                need=action.need,
                 poll_interval=POLL_INTERVAL,
                 check_failed=check_failed,
                 timed_out=timed_out,
                 sleep=self.sleep,
                 clock=self.clock,
             )
-        return f"{len(action.members)} healthy in {took:.1f}s"
+        return waited.note()
 
     async def remove_tree(self, action: RemoveTree) -> str:
         path = Path(action.path)

@@ -84,7 +84,9 @@ class RemoteRuntime:
         if isinstance(action, StartUnits):
             return await self.start_units(action)
         if isinstance(action, WaitHealthy):
-            return await self.wait_healthy(action.members, action.timeout, started=action.members)
+            return await self.wait_healthy(
+                action.members, action.timeout, started=action.members, need=action.need
+            )
         if isinstance(action, RestartMember):
             return await self.restart(action)
         if isinstance(action, WipeData):
@@ -180,13 +182,17 @@ class RemoteRuntime:
         return admin_client(self.spec, self.ws, timeout=timeout)
 
     async def _journal(self, member: str) -> str:
+        if member not in self.hosts:
+            return ""  # a host this run did not connect to (a partial operation)
         result = await self.hosts[member].run(
             ["journalctl", "-u", layout.UNIT_NAME, "-n", str(JOURNAL_LINES), "--no-pager", "-o", "cat"],
             check=False,
         )
         return result.stdout.decode(errors="replace").strip()
 
-    async def _failed_unit(self, members: tuple[str, ...]) -> str | None:
+    async def _failed_units(self, members: Sequence[str]) -> tuple[str, ...]:
+        """Members whose unit failed or keeps restarting (only hosts this run is connected to)."""
+
         async def state(member: str) -> tuple[str, dict[str, str]]:
             result = await self.hosts[member].run(
                 [
@@ -204,35 +210,46 @@ class RemoteRuntime:
             )
             return member, parse_systemctl_show(result.stdout.decode(errors="replace"))
 
-        for member, unit in await asyncio.gather(*(state(m) for m in members)):
+        out = []
+        for member, unit in await asyncio.gather(*(state(m) for m in members if m in self.hosts)):
             # Restart=on-failure keeps a crashing etcd in "activating (auto-restart)", never "failed"
-            if unit.get("ActiveState") == "failed" or unit.get("SubState") == "auto-restart":
-                return member
-            if unit.get("NRestarts", "0").isdigit() and int(unit.get("NRestarts", "0")) > 0:
-                return member
-        return None
+            restarts = unit.get("NRestarts", "0")
+            if (
+                unit.get("ActiveState") == "failed"
+                or unit.get("SubState") == "auto-restart"
+                or (restarts.isdigit() and int(restarts) > 0)
+            ):
+                out.append(member)
+        return tuple(out)
 
     async def wait_healthy(
-        self, members: tuple[str, ...], timeout: float, *, started: tuple[str, ...] = ()
+        self,
+        members: tuple[str, ...],
+        timeout: float,
+        *,
+        started: tuple[str, ...] = (),
+        need: int | None = None,
     ) -> str:
-        """Poll until every member in ``members`` is healthy; a unit that failed stops the wait with its
-        journal tail."""
+        """Poll until the members (all, or ``need`` of them) are healthy; a unit that failed is reported
+        with its journal tail."""
         urls = {m: topology.client_url(self.spec, self.spec.member(m)) for m in members}
 
-        async def check_failed(pending: frozenset[str], polls: int) -> None:
+        async def check_failed(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
             # a unit check costs a session per host: every 5th poll is soon enough
             if not started or polls == 0 or polls % 5:
-                return
-            failed = await self._failed_unit(tuple(m for m in started if m in pending))
-            if failed is not None:
-                raise MemberStartError(
-                    f"etcd on {failed} failed to start (systemd unit failed)",
-                    member=failed,
-                    log_tail=await self._journal(failed),
-                    hint=f"journalctl -u {layout.UNIT_NAME} on {failed}",
+                return {}
+            failed = await self._failed_units([m for m in started if m in pending])
+            return {
+                m: MemberStartError(
+                    f"etcd on {m} failed to start (systemd unit failed)",
+                    member=m,
+                    log_tail=await self._journal(m),
+                    hint=f"journalctl -u {layout.UNIT_NAME} on {m}",
                 )
+                for m in failed
+            }
 
-        async def timed_out(name: str, error: str) -> Exception:
+        async def timed_out(name: str, error: str) -> MemberStartError:
             return MemberStartError(
                 f"{name} not healthy after {timeout:.0f}s: {error}",
                 member=name,
@@ -241,17 +258,18 @@ class RemoteRuntime:
             )
 
         async with self._client() as client:
-            took = await cluster_ops.wait_healthy(
+            waited = await cluster_ops.wait_healthy(
                 client,
                 urls,
                 timeout,
+                need=need,
                 poll_interval=POLL_INTERVAL,
                 check_failed=check_failed,
                 timed_out=timed_out,
                 sleep=self.sleep,
                 clock=self.clock,
             )
-        return f"{len(members)} healthy in {took:.1f}s"
+        return waited.note()
 
     async def restart(self, action: RestartMember) -> str:
         """Restart one member, then gate on the health of the whole cluster before the next step."""
@@ -291,7 +309,7 @@ class RemoteRuntime:
             )
 
     async def _alive(self, member: str) -> None:
-        if await self._failed_unit((member,)) is not None:
+        if await self._failed_units((member,)):
             raise MemberStartError(
                 f"etcd on {member} keeps failing",
                 member=member,
