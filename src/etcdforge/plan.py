@@ -88,6 +88,16 @@ class WaitHealthy:
 
 
 @dataclass(frozen=True)
+class RemoveFile:
+    """Delete a control-machine file (a record of a change in flight, once the change is done)."""
+
+    path: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "remove-file", "path": self.path}
+
+
+@dataclass(frozen=True)
 class RemoveTree:
     path: str
 
@@ -275,6 +285,7 @@ Action = (
     | StopMember
     | WaitHealthy
     | RemoveTree
+    | RemoveFile
     | PutFile
     | UploadFile
     | FetchRelease

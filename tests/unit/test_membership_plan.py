@@ -112,8 +112,32 @@ def test_remove_resumes_when_the_cluster_already_dropped_it() -> None:
     gone = ClusterView(tuple(m for m in view().members if m.name != "etcd3"))
     d = decide_remove(SPEC, gone, "etcd3")
     assert d.member_id is None and [m.name for m in d.new_spec.members] == ["etcd1", "etcd2"]
-    with pytest.raises(PlanError, match="no member named"):
-        decide_remove(SPEC, view(), "etcd9")
+    # neither in the spec nor in the cluster: nothing to remove (the verb then says "nothing to do")
+    nothing = decide_remove(SPEC, view(), "etcd9")
+    assert nothing.member_id is None and nothing.new_spec == SPEC
+
+
+def test_remove_gates_on_a_healthy_quorum_and_names_members_that_are_down() -> None:
+    """Five members, etcd5 down: removing etcd4 keeps 3 healthy of 4 (quorum 3), with a warning."""
+    five = SPEC.model_copy(
+        update={"members": (*SPEC.members, NEW, MemberSpec(name="etcd5", address="127.0.0.5"))}
+    )
+    members = (
+        *view().members,
+        MemberView(4, "etcd4", ("https://127.0.0.4:2380",), False, True, False),
+        MemberView(5, "etcd5", ("https://127.0.0.5:2380",), False, False, False),
+    )
+    d = decide_remove(five, ClusterView(members), "etcd4")
+    assert d.member_id == 4
+    assert d.warnings == (
+        "etcd5 is down; the removal goes on with 3 healthy of 4 remaining voters (quorum 3)",
+    )
+
+
+def test_an_unstarted_member_known_only_to_the_workspace_is_found_by_its_peer_url() -> None:
+    """An interrupted add's member that is not in the spec: the record knows it, etcd has no name."""
+    d = decide_remove(SPEC, view(learner(started=False)), "etcd4", known=NEW)
+    assert d.member_id == 4 and d.new_spec == SPEC
 
 
 def test_a_pending_learner_may_be_removed_but_blocks_other_removals() -> None:

@@ -8,7 +8,17 @@ from typing import Any
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _print_plan, _run, _StepPrinter, dir_option, main, output_option
+from etcdforge.cli.app import (
+    _console,
+    _dir,
+    _print_plan,
+    _run,
+    _StepPrinter,
+    dir_option,
+    main,
+    one_line,
+    output_option,
+)
 
 
 @main.group()
@@ -17,9 +27,11 @@ def member() -> None:
 
 
 def _print_member_result(result: Any, dry_run: bool, output: str, done: str) -> None:
+    from rich.markup import escape
+
     err = _console(stderr=True)
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {escape(one_line(warning))}")
     if dry_run:
         _print_plan(result.plan, output)
         if result.note:

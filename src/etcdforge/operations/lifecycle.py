@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etcdforge import binaries, certs
-from etcdforge.errors import BinaryError, WorkspaceError
+from etcdforge import binaries, certs, topology
+from etcdforge.errors import BinaryError, MemberStartError, StepError, WorkspaceError
 from etcdforge.execute import Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
 from etcdforge.operations.local import (
@@ -70,6 +70,17 @@ def workspace_lock(ws: Workspace) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked_workspace(directory: Path) -> Iterator[tuple[Workspace, ClusterSpec]]:
+    """The workspace and its spec, read under the workspace lock (a spec read before the lock could be
+    rewritten by a concurrent command in between)."""
+    ws = Workspace(directory)
+    if not ws.exists():
+        raise WorkspaceError(f"no cluster in {directory}", hint="run `etcdforge up` first, or pass --dir")
+    with workspace_lock(ws):
+        yield ws, load_spec(ws.spec_path)
 
 
 def observe_local(spec: ClusterSpec, ws: Workspace) -> LocalObserved:
@@ -163,6 +174,23 @@ async def up(
         runtime = LocalRuntime(spec, ws)
         try:
             await execute(plan, runtime, reporter)
+        except StepError as exc:
+            cause = exc.__cause__
+            quorum = topology.quorum(len(spec.members))
+            if isinstance(cause, MemberStartError) and len(cause.healthy) >= quorum:
+                # degraded is normal: a quorum runs, so the cluster serves; keep it and say what failed
+                failed = [m.name for m in spec.members if m.name not in cause.healthy]
+                raise MemberStartError(
+                    f"{', '.join(failed)} did not start ({cause.message}); the cluster runs on "
+                    f"{', '.join(cause.healthy)} ({len(cause.healthy)} of {len(spec.members)}, quorum "
+                    f"{quorum})",
+                    member=cause.member,
+                    log_tail=cause.log_tail,
+                    healthy=cause.healthy,
+                    hint=f"`etcdforge member replace {failed[0]}` rebuilds it from the others",
+                ) from exc
+            await runtime.stop_started()  # no quorum: leave nothing half-started
+            raise
         except BaseException:
             # Leave nothing half-started: stop exactly the members this run started.
             await runtime.stop_started()

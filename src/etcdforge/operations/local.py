@@ -186,6 +186,12 @@ def plan_up(
         if not obs.running:
             to_start.append(member)
 
+    # before the starts: a cluster that comes up degraded (a member that cannot start) is still used
+    env = render.etcdctl_env(topology.client_urls(spec), ws.client_paths())
+    if observed.env_file != env:
+        steps.append(
+            Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), "etcdctl environment")
+        )
     for member in to_start:
         argv = (str(etcd_binary), "--config-file", ws.member_paths(member.name).config)
         why = "not running" if observed.members[member.name].has_data else "new member"
@@ -200,11 +206,6 @@ def plan_up(
             )
         )
 
-    env = render.etcdctl_env(topology.client_urls(spec), ws.client_paths())
-    if observed.env_file != env:
-        steps.append(
-            Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), "etcdctl environment")
-        )
     return Plan(verb="up", steps=tuple(steps), warnings=spec.warnings())
 
 

@@ -16,20 +16,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from etcdforge import topology
 from etcdforge.errors import EtcdforgeError, PlanError
 from etcdforge.execute import Reporter, Runtime, execute
 from etcdforge.hosts.base import Host
 from etcdforge.operations import membership_steps as steps_mod
-from etcdforge.operations.lifecycle import port_is_free, workspace_lock
+from etcdforge.operations.lifecycle import locked_workspace, port_is_free
 from etcdforge.operations.membership_plan import (
     ClusterView,
     decide_add,
     decide_remove,
     next_local_address,
+    with_member,
 )
+from etcdforge.operations.membership_steps import ChangeRecord
 from etcdforge.plan import (
     AddLearner,
     MoveLeader,
@@ -38,10 +40,10 @@ from etcdforge.plan import (
     RemoveMember,
     Step,
     WaitHealthy,
-    WriteFile,
 )
-from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh, dump_spec
-from etcdforge.workspace import Workspace, admin_client, load_workspace
+from etcdforge.services.control import ControlFiles
+from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
+from etcdforge.workspace import Workspace, admin_client
 
 #: right after a member died (or the leader changed) the others hold an election, about one election
 #: timeout, before linearizable reads — our health check — succeed again; a decision that fails only
@@ -88,99 +90,130 @@ async def add(
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
 ) -> MemberResult:
-    ws, spec = load_workspace(directory)
-    with workspace_lock(ws):
-        view = await steps_mod.observe_view(spec, ws)
-        existing = next((m for m in spec.members if m.name == name), None)
-        if existing is not None:
-            member = existing
-        else:
-            if address is None:
-                if spec.mode != "local":
-                    raise PlanError("hosts mode needs --address for the new member")
-                address = steps_mod.pending_address(ws, name) or next_local_address(
-                    spec, [steps_mod.host_of(u) for m in view.members for u in m.peer_urls], port_is_free
-                )
-            member = MemberSpec(name=name, address=address, dns_names=dns_names, ssh=ssh, joined=True)
-        view, decision = await _settled(spec, ws, view, lambda v: decide_add(spec, v, member))
-        if decision.done:
-            steps = (
-                []
-                if existing is not None
-                else steps_mod.spec_steps(ws, decision.new_spec, f"{name} is already a member")
+    with locked_workspace(directory) as (ws, spec):
+        return await _add(
+            spec, ws, name, address=address, dns_names=dns_names, ssh=ssh, etcd_bin=etcd_bin, timeout=timeout,
+            dry_run=dry_run, accept_new_host_keys=accept_new_host_keys, reporter=reporter, record=True,
+        )  # fmt: skip
+
+
+async def _add(
+    spec: ClusterSpec,
+    ws: Workspace,
+    name: str,
+    *,
+    address: str | None,
+    dns_names: tuple[str, ...],
+    ssh: MemberSsh | None,
+    etcd_bin: str | None,
+    timeout: float,
+    dry_run: bool,
+    accept_new_host_keys: bool,
+    reporter: Reporter | None,
+    record: bool,
+) -> MemberResult:
+    """``member add`` under the caller's lock. ``record``: keep its own record of the change in flight
+    (``replace`` keeps its own instead, and only the clearing at the end is shared)."""
+    view = await steps_mod.observe_view(spec, ws)
+    existing = next((m for m in spec.members if m.name == name), None)
+    if existing is not None:
+        member = existing
+    else:
+        if address is None:
+            if spec.mode != "local":
+                raise PlanError("hosts mode needs --address for the new member")
+            address = steps_mod.pending_address(ws, name) or next_local_address(
+                spec, [steps_mod.host_of(u) for m in view.members for u in m.peer_urls], port_is_free
             )
-            plan = Plan(verb="member-add", steps=tuple(steps))
-            if not dry_run:
-                await execute(plan, _LocalFiles(), reporter)
-            return MemberResult(plan, decision.warnings, f"{name} is already a voting member")
-        new_spec, m = decision.new_spec, decision.member
-        peer = topology.peer_url(new_spec, m)
-        async with steps_mod.runtime_for(
-            new_spec, ws, [m.name], accept_new_host_keys=accept_new_host_keys
-        ) as (
-            runtime,
-            hosts,
-        ):
-            first: list[Step] = []
-            pki = steps_mod.pki_step(new_spec, ws)
-            if pki is not None:
-                first.append(pki)
-            if decision.register:
-                first.append(
-                    Step(
-                        "cluster/add-learner",
-                        "cluster",
-                        AddLearner(m.name, peer),
-                        "a learner: no quorum risk",
-                    )
+        member = MemberSpec(name=name, address=address, dns_names=dns_names, ssh=ssh, joined=True)
+    view, decision = await _settled(spec, ws, view, lambda v: decide_add(spec, v, member))
+    if decision.done:
+        steps = (
+            [] if existing is not None else steps_mod.spec_steps(ws, decision.new_spec, f"{name} is a member")
+        )
+        if steps_mod.read_record(ws) is not None:
+            steps.append(steps_mod.clear_record_step(ws))
+        plan = Plan(verb="member-add", steps=tuple(steps))
+        if not dry_run:
+            await execute(plan, ControlFiles(), reporter)
+        return MemberResult(plan, decision.warnings, f"{name} is already a voting member; nothing to do")
+    new_spec, m = decision.new_spec, decision.member
+    peer = topology.peer_url(new_spec, m)
+    async with steps_mod.runtime_for(new_spec, ws, [m.name], accept_new_host_keys=accept_new_host_keys) as (
+        runtime,
+        hosts,
+    ):
+        first: list[Step] = []
+        pki = steps_mod.pki_step(new_spec, ws)
+        if pki is not None:
+            first.append(pki)
+        if record:
+            first.append(
+                steps_mod.record_step(
+                    ws, ChangeRecord("member-add", m), "names the new member until etcd does (resumable)"
                 )
-            tail = [
-                Step(
-                    f"{m.name}/promote",
-                    "cluster",
-                    PromoteLearner(m.name, peer, timeout),
-                    "once it is in sync",
+            )
+        if decision.register:
+            first.append(
+                Step("cluster/add-learner", "cluster", AddLearner(m.name, peer), "a learner: no quorum risk")
+            )
+        tail = [
+            Step(f"{m.name}/promote", "cluster", PromoteLearner(m.name, peer, timeout), "once it is in sync"),
+            *steps_mod.spec_steps(ws, new_spec, f"{m.name} joined"),
+            steps_mod.clear_record_step(ws),
+            Step(
+                "cluster/wait-healthy",
+                "cluster",
+                WaitHealthy(
+                    tuple(x.name for x in new_spec.members),
+                    timeout,
+                    need=topology.quorum(len(new_spec.members)),
                 ),
-                Step(
-                    "cluster/wait-healthy",
-                    "cluster",
-                    WaitHealthy(tuple(x.name for x in new_spec.members), timeout),
-                    "every member healthy",
-                ),
-                *steps_mod.spec_steps(ws, new_spec, f"{m.name} joined"),
-            ]
-            if not decision.promote:
-                tail = tail[1:]  # already a voter: only health and the workspace remain
+                "a healthy quorum, the new member included",
+            ),
+        ]
+        if not decision.promote:
+            tail = tail[1:]  # already a voter: only the workspace and health remain
 
-            async def deploy() -> list[Step]:
-                if not decision.deploy:
-                    return []
-                return await steps_mod.deploy_steps(new_spec, ws, m, hosts, etcd_bin=etcd_bin)
+        async def deploy() -> list[Step]:
+            if not decision.deploy:
+                return []
+            return await steps_mod.deploy_steps(new_spec, ws, m, hosts, etcd_bin=etcd_bin)
 
-            if dry_run:
-                planned = (*first, *(await deploy()), *tail)
-                return MemberResult(Plan("member-add", planned, decision.warnings), decision.warnings)
-            # the deploy steps need the new certificates, so they are planned once these ran
-            steps_mod.set_pending(ws, m)
-            await execute(Plan("member-add", tuple(first)), runtime, reporter)
+        if dry_run:
+            planned = (*first, *(await deploy()), *tail)
+            return MemberResult(Plan("member-add", planned, decision.warnings), decision.warnings)
+        # the deploy steps need the new certificates, so they are planned once these ran
+        await execute(Plan("member-add", tuple(first)), runtime, reporter)
+        try:
+            rest = (*(await deploy()), *tail)
+            await execute(Plan("member-add", rest), runtime, reporter)
+        except EtcdforgeError as exc:
+            if await _joined(new_spec, ws, m):
+                raise  # it is a voter: nothing to roll back; a re-run finishes the rest
             try:
-                rest = (*(await deploy()), *tail)
-                await execute(Plan("member-add", rest), runtime, reporter)
-            except EtcdforgeError as exc:
-                try:
-                    await _roll_back(new_spec, ws, m, runtime, hosts, reporter)
-                    steps_mod.set_pending(ws, None)
-                except EtcdforgeError as again:
-                    raise PlanError(
-                        f"{m.name} did not join ({exc}), and rolling back failed too: {again}",
-                        hint=f"check `etcdforge members`; remove it with `etcdforge member remove {m.name}`",
-                    ) from exc
+                await _roll_back(new_spec, ws, m, runtime, hosts, reporter, clear_record=record)
+            except EtcdforgeError as again:
                 raise PlanError(
-                    f"{m.name} did not join: {exc}",
-                    hint="rolled back: removed from the cluster, stopped, its data wiped",
+                    f"{m.name} did not join ({exc}), and rolling back failed too: {again}",
+                    hint=f"check `etcdforge members`; remove it with `etcdforge member remove {m.name}`",
                 ) from exc
-            steps_mod.set_pending(ws, None)
-            return MemberResult(Plan("member-add", (*first, *rest), decision.warnings), decision.warnings)
+            raise PlanError(
+                f"{m.name} did not join: {exc}",
+                hint="rolled back: removed from the cluster, stopped, its data wiped",
+            ) from exc
+        return MemberResult(Plan("member-add", (*first, *rest), decision.warnings), decision.warnings)
+
+
+async def _joined(spec: ClusterSpec, ws: Workspace, member: MemberSpec) -> bool:
+    """True if the cluster lists ``member`` as a started voter (so a failure after that is no reason
+    to take it out again)."""
+    try:
+        view = await steps_mod.observe_view(spec, ws)
+    except EtcdforgeError:
+        return False
+    mine = view.by_peer_url(topology.peer_url(spec, member))
+    return mine is not None and mine.started and not mine.is_learner
 
 
 async def _roll_back(
@@ -190,8 +223,11 @@ async def _roll_back(
     runtime: Runtime,
     hosts: dict[str, Host],
     reporter: Reporter | None,
+    *,
+    clear_record: bool,
 ) -> None:
-    """Take a member that never joined out again: remove it from the cluster, stop it, wipe its data."""
+    """Take a member that never joined out again: remove it from the cluster, stop it, wipe its data.
+    A ``replace``'s record stays (``clear_record`` False), so re-running the replace adds it again."""
     from etcdforge.services.cluster_ops import find_by_peer_url
 
     steps: list[Step] = []
@@ -209,6 +245,8 @@ async def _roll_back(
     steps += steps_mod.stop_steps(
         spec, member.name, keep_data=False, reachable=member.name in hosts or spec.mode == "local"
     )
+    if clear_record:
+        steps.append(steps_mod.clear_record_step(ws))
     await execute(Plan(verb="member-remove", steps=tuple(steps)), runtime, reporter)
 
 
@@ -221,14 +259,13 @@ async def remove(
     dry_run: bool = False,
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
-    replacing: bool = False,
 ) -> MemberResult:
-    ws, spec = load_workspace(directory)
-    with workspace_lock(ws):
-        return await _remove(
+    with locked_workspace(directory) as (ws, spec):
+        result, _ = await _remove(
             spec, ws, name, keep_data=keep_data, timeout=timeout, dry_run=dry_run,
-            accept_new_host_keys=accept_new_host_keys, reporter=reporter, replacing=replacing,
+            accept_new_host_keys=accept_new_host_keys, reporter=reporter,
         )  # fmt: skip
+        return result
 
 
 async def _remove(
@@ -241,20 +278,46 @@ async def _remove(
     dry_run: bool,
     accept_new_host_keys: bool,
     reporter: Reporter | None,
-    replacing: bool,
-) -> MemberResult:
+    replace_with: MemberSpec | None = None,
+) -> tuple[MemberResult, ClusterSpec]:
+    """``member remove`` under the caller's lock; also the first half of ``replace`` (``replace_with``:
+    the member added back, recorded so an interrupted replace resumes). Returns the spec after it.
+
+    Order: record, hand over leadership, remove in etcd, write the spec (it follows etcd at once), stop
+    and wipe the member, clear the record, then gate on a healthy quorum of the rest. A re-run after a
+    kill at any point finds the member gone from etcd or the spec and finishes what is left.
+    """
+    record = steps_mod.read_record(ws)
+    in_spec = any(m.name == name for m in spec.members)
+    recorded = record.member if record is not None and record.member.name == name else None
+    known = spec.member(name) if in_spec else recorded
+    leftover = spec.mode == "local" and ws.member_dir(name).exists()
     _, decision = await _settled(
         spec,
         ws,
         await steps_mod.observe_view(spec, ws),
-        lambda v: decide_remove(spec, v, name, replacing=replacing),
+        lambda v: decide_remove(spec, v, name, replacing=replace_with is not None, known=known),
     )
-    in_spec = any(m.name == name for m in spec.members)
+    if decision.member_id is None and known is None and not leftover:
+        plan = Plan(verb="member-remove", steps=())
+        return MemberResult(plan, note=f"{name} is not a member; nothing to do"), spec
+    # the runtime reaches the member's host through the spec: a recorded member is added back for it
+    rt_spec = spec if in_spec or known is None else with_member(spec, known)
     async with steps_mod.runtime_for(
-        spec, ws, [name] if in_spec else [], accept_new_host_keys=accept_new_host_keys, required=False
+        rt_spec,
+        ws,
+        [name] if known is not None else [],
+        accept_new_host_keys=accept_new_host_keys,
+        required=False,
     ) as (runtime, hosts):
         reachable = spec.mode == "local" or name in hosts
         steps: list[Step] = []
+        if known is not None:
+            op: Literal["member-remove", "member-replace"] = (
+                "member-replace" if replace_with else "member-remove"
+            )
+            change = ChangeRecord(op, known, replace_with, decision.member_id or 0)
+            steps.append(steps_mod.record_step(ws, change, "an interrupted removal finishes from it"))
         if decision.move_leader_to is not None:
             steps.append(
                 Step(
@@ -268,18 +331,22 @@ async def _remove(
             steps.append(
                 Step(f"{name}/remove", "cluster", RemoveMember(name, decision.member_id), "quorum is kept")
             )
-        if in_spec:
-            steps += steps_mod.stop_steps(spec, name, keep_data=keep_data, reachable=reachable)
+        if decision.new_spec != spec:
+            steps += steps_mod.spec_steps(ws, decision.new_spec, f"{name} removed")
+        steps += steps_mod.stop_steps(rt_spec, name, keep_data=keep_data, reachable=reachable)
+        if replace_with is None and (known is not None or record is not None):
+            steps.append(steps_mod.clear_record_step(ws))
         remaining = tuple(m.name for m in decision.new_spec.members if m.name != name)
         if remaining:
             steps.append(
                 Step(
-                    "cluster/wait-healthy", "cluster", WaitHealthy(remaining, timeout), "the rest is healthy"
+                    "cluster/wait-healthy",
+                    "cluster",
+                    WaitHealthy(remaining, timeout, need=topology.quorum(len(remaining))),
+                    "a healthy quorum of the rest",
                 )
             )
-        if decision.new_spec != spec:
-            steps += steps_mod.spec_steps(ws, decision.new_spec, f"{name} removed")
-        warnings = (
+        warnings = decision.warnings + (
             ()
             if reachable
             else (f"{name}'s host is unreachable: stop and wipe it by hand before reusing it",)
@@ -287,7 +354,7 @@ async def _remove(
         plan = Plan(verb="member-remove", steps=tuple(steps), warnings=warnings)
         if not dry_run:
             await execute(plan, runtime, reporter)
-        return MemberResult(plan, warnings)
+        return MemberResult(plan, warnings), decision.new_spec
 
 
 async def replace(
@@ -300,47 +367,51 @@ async def replace(
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
 ) -> MemberResult:
-    """Remove a dead or corrupted member, wipe it, and add it back (as a learner, then promoted)."""
-    ws, spec = load_workspace(directory)
-    old = spec.member(name)
-    with workspace_lock(ws):
-        removed = await _remove(
-            spec, ws, name, keep_data=False, timeout=timeout, dry_run=dry_run,
-            accept_new_host_keys=accept_new_host_keys, reporter=reporter, replacing=True,
-        )  # fmt: skip
-    target = old.model_copy(update={"address": address or old.address, "joined": True})
-    new_spec = spec.model_copy(
-        update={"members": tuple(target if m.name == name else m for m in spec.members)}
-    )
-    if dry_run:
-        return MemberResult(
-            Plan(verb="member-replace", steps=removed.plan.steps, warnings=removed.warnings),
-            removed.warnings,
-            f"then {name} is added back on {target.address} as a learner and promoted",
+    """Remove a dead or corrupted member, wipe it, and add it back (as a learner, then promoted), under
+    one lock. Works on a member that cannot start (corrupt data, missing data, host gone): only a healthy
+    quorum of the others is needed. A re-run after an interruption resumes: the record names the member
+    and the ID it had, so a removal already done is not done again."""
+    with locked_workspace(directory) as (ws, spec):
+        record = steps_mod.read_record(ws)
+        resumed = (
+            record
+            if record is not None and record.op == "member-replace" and record.member.name == name
+            else None
         )
-    # the spec keeps the member (by name) while it is re-added: write it out of the spec first, so the
-    # add below is an ordinary, resumable add
-    others = new_spec.model_copy(update={"members": tuple(m for m in new_spec.members if m.name != name)})
-    from etcdforge.fsutil import atomic_write
-
-    atomic_write(ws.spec_path, dump_spec(others).encode(), 0o644)
-    added = await add(
-        directory, name, address=target.address, dns_names=target.dns_names, ssh=target.ssh, timeout=timeout,
-        accept_new_host_keys=accept_new_host_keys, reporter=reporter,
-    )  # fmt: skip
-    return MemberResult(
-        Plan(verb="member-replace", steps=(*removed.plan.steps, *added.plan.steps)),
-        removed.warnings + added.warnings,
-    )
-
-
-class _LocalFiles:
-    """A runtime for plans that only write control-machine files (the spec)."""
-
-    async def perform(self, action: object) -> str:
-        from etcdforge.fsutil import atomic_write
-
-        if isinstance(action, WriteFile):
-            atomic_write(Path(action.path), action.content, action.mode)
-            return "written"
-        raise TypeError(f"cannot perform {type(action).__name__} here")
+        if any(m.name == name for m in spec.members):
+            old = spec.member(name)
+        elif resumed is not None:
+            old = resumed.member
+        else:
+            raise PlanError(f"no member named {name!r}", hint="`etcdforge status` lists them")
+        target = (
+            resumed.target if resumed and resumed.target and address is None else None
+        ) or old.model_copy(update={"address": address or old.address, "joined": True})
+        removed: MemberResult | None = None
+        after = spec
+        view = await steps_mod.observe_view(spec, ws)
+        if (
+            resumed is None
+            or any(m.id == resumed.old_id for m in view.members)
+            or name in {m.name for m in spec.members}
+        ):
+            removed, after = await _remove(
+                spec, ws, name, keep_data=False, timeout=timeout, dry_run=dry_run,
+                accept_new_host_keys=accept_new_host_keys, reporter=reporter, replace_with=target,
+            )  # fmt: skip
+        if dry_run:
+            steps = removed.plan.steps if removed else ()
+            warnings = removed.warnings if removed else ()
+            return MemberResult(
+                Plan(verb="member-replace", steps=steps, warnings=warnings),
+                warnings,
+                f"then {name} is added back on {target.address} as a learner and promoted",
+            )
+        added = await _add(
+            after, ws, name, address=target.address, dns_names=target.dns_names, ssh=target.ssh,
+            etcd_bin=None, timeout=timeout, dry_run=False, accept_new_host_keys=accept_new_host_keys,
+            reporter=reporter, record=False,
+        )  # fmt: skip
+        steps = (*(removed.plan.steps if removed else ()), *added.plan.steps)
+        warnings = (removed.warnings if removed else ()) + added.warnings
+        return MemberResult(Plan(verb="member-replace", steps=steps), warnings)

@@ -9,7 +9,8 @@ Safety rules enforced here and tested as pure code:
 - ``add`` and ``replace`` refuse while any voter is unhealthy (counted from real health, not from
   the member list);
 - ``remove`` refuses the last member, a 2-member cluster, and any removal that leaves fewer healthy
-  voters than the new quorum; a leader hands leadership over first;
+  voters than the new quorum; other members that are down do not block it; a leader hands leadership
+  over first;
 - a re-run after an interruption resumes from what the cluster itself says (a learner with our peer
   URL is our own half-done add; a spec member the cluster no longer lists is our own half-done remove).
 """
@@ -144,28 +145,39 @@ def decide_add(spec: ClusterSpec, view: ClusterView, member: MemberSpec) -> AddD
 
 @dataclass(frozen=True)
 class RemoveDecision:
+    """``member_id`` None: the cluster does not list the member (a half-done remove, or nothing to
+    remove at all); ``new_spec`` is the spec without it (the spec follows etcd)."""
+
     new_spec: ClusterSpec
     member: str
-    member_id: int | None  # None: the cluster no longer lists it (a half-done remove)
+    member_id: int | None
     move_leader_to: str | None
+    warnings: tuple[str, ...] = ()
 
 
 def decide_remove(
-    spec: ClusterSpec, view: ClusterView, name: str, *, replacing: bool = False
+    spec: ClusterSpec,
+    view: ClusterView,
+    name: str,
+    *,
+    replacing: bool = False,
+    known: MemberSpec | None = None,
 ) -> RemoveDecision:
-    """Check that removing ``name`` keeps quorum (counting healthy voters) and say what to do."""
-    mine = view.by_name(name)
-    if mine is None:
-        # an unstarted member has no name yet: find it by the peer URL the spec gives it
-        spec_member = next((m for m in spec.members if m.name == name), None)
-        if spec_member is not None:
-            mine = view.by_peer_url(topology.peer_url(spec, spec_member))
+    """Check that removing ``name`` keeps a healthy quorum and say what to do.
+
+    The gate is what the change needs: after the removal, the healthy voters must still be a quorum of
+    the remaining voters. Other members that are down do not block it; they are named in a warning.
+    ``known`` is the member as the workspace last knew it (the spec, or the record of a change in
+    flight): an added but never started member has no name in etcd and is found by its peer URL.
+    """
     in_spec = any(m.name == name for m in spec.members)
-    if mine is None and not in_spec:
-        raise PlanError(f"no member named {name!r}", hint="`etcdforge members` lists them")
-    new_spec = without_member(spec, name) if in_spec and not replacing else spec
+    known = known or (spec.member(name) if in_spec else None)
+    mine = view.by_name(name)
+    if mine is None and known is not None:
+        mine = view.by_peer_url(topology.peer_url(spec, known))
+    new_spec = without_member(spec, name) if in_spec else spec
     if mine is None:
-        return RemoveDecision(new_spec, name, None, None)  # already out of the cluster: finish the rest
+        return RemoveDecision(new_spec, name, None, None)
     others_pending = [m for m in view.pending if m is not mine]
     if others_pending:
         raise PlanError(
@@ -173,6 +185,7 @@ def decide_remove(
             + ", ".join(m.name or f"(unstarted, {m.peer_urls[0]})" for m in others_pending),
             hint="finish it first",
         )
+    warnings: list[str] = []
     if not mine.is_learner:
         voters = view.voters
         if len(voters) == 1:
@@ -191,11 +204,17 @@ def decide_remove(
                 f"quorum needs {need}",
                 hint="bring the unhealthy members back first",
             )
+        down = [m.name or f"{m.id:x}" for m in remaining if not m.healthy]
+        if down:
+            warnings.append(
+                f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} down; the removal goes on with "
+                f"{len(healthy)} healthy of {len(remaining)} remaining voters (quorum {need})"
+            )
     move_to = None
     if mine.is_leader:
         target = next((m for m in view.voters if m is not mine and m.healthy and m.started), None)
         move_to = target.name if target else None
-    return RemoveDecision(new_spec, name, mine.id, move_to)
+    return RemoveDecision(new_spec, name, mine.id, move_to, tuple(warnings))
 
 
 def next_local_address(spec: ClusterSpec, taken: Sequence[str], is_free: Callable[[str, int], bool]) -> str:

@@ -5,10 +5,13 @@ steps that deploy, stop and record a member in either mode (see :mod:`etcdforge.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from etcdforge import certs, render, topology
 from etcdforge.errors import EtcdError, PlanError
@@ -23,6 +26,7 @@ from etcdforge.plan import (
     HostCommand,
     InstallMemberPki,
     IssueCerts,
+    RemoveFile,
     StartMember,
     Step,
     StopMember,
@@ -74,33 +78,70 @@ def host_of(url: str) -> str:
 PENDING_FILE = "pending-change.json"
 
 
-def pending_address(ws: Workspace, name: str) -> str | None:
-    """The address an interrupted ``member add NAME`` chose, so a re-run without --address resumes it.
+@dataclass(frozen=True)
+class ChangeRecord:
+    """A membership change in flight, kept in the workspace until the change is done.
 
-    The record is written before the learner is registered and removed when the add ends (joined or
-    rolled back). An added member has no name in etcd until it starts, so only this record ties an
-    unstarted learner to a name.
+    The cluster is the record of what etcd did; this record holds what etcd cannot: the name and host
+    of a member that was added but never started (etcd knows only its peer URL), and the member a
+    ``remove`` or ``replace`` takes out once the spec no longer lists it (to stop and wipe it after an
+    interruption). ``old_id`` is the member ID a ``replace`` removes (0: nothing to remove); ``target``
+    what it adds back.
     """
-    import json
 
+    op: Literal["member-add", "member-remove", "member-replace"]
+    member: MemberSpec
+    target: MemberSpec | None = None
+    old_id: int = 0
+
+    def to_bytes(self) -> bytes:
+        data: dict[str, object] = {
+            "op": self.op,
+            "name": self.member.name,
+            "address": self.member.address,
+            "member": self.member.model_dump(mode="json", exclude_defaults=True),
+        }
+        if self.target is not None:
+            data["target"] = self.target.model_dump(mode="json", exclude_defaults=True)
+        if self.old_id:
+            data["old_id"] = f"{self.old_id:x}"
+        return json.dumps(data, indent=1).encode()
+
+
+def read_record(ws: Workspace) -> ChangeRecord | None:
+    """The change in flight, if any (an unreadable record counts as none: the cluster still tells)."""
     try:
-        record = json.loads((ws.root / PENDING_FILE).read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads((ws.root / PENDING_FILE).read_text())
+        member = data.get("member") or {"name": data["name"], "address": data["address"]}
+        target = data.get("target")
+        return ChangeRecord(
+            op=data.get("op", "member-add"),
+            member=MemberSpec.model_validate(member),
+            target=MemberSpec.model_validate(target) if target else None,
+            old_id=int(data.get("old_id", "0"), 16),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return str(record["address"]) if record.get("name") == name and record.get("address") else None
 
 
-def set_pending(ws: Workspace, member: MemberSpec | None) -> None:
-    import json
+def pending_address(ws: Workspace, name: str) -> str | None:
+    """The address an interrupted ``member add NAME`` chose, so a re-run without --address resumes it."""
+    record = read_record(ws)
+    if record is None or record.member.name != name:
+        return None
+    return (record.target or record.member).address
 
-    from etcdforge.fsutil import atomic_write
 
-    path = ws.root / PENDING_FILE
-    if member is None:
-        path.unlink(missing_ok=True)
-    else:
-        record = {"op": "member-add", "name": member.name, "address": member.address}
-        atomic_write(path, json.dumps(record).encode(), 0o644)
+def record_step(ws: Workspace, record: ChangeRecord, why: str) -> Step:
+    return Step(
+        "workspace/record-change", "local", WriteFile(str(ws.root / PENDING_FILE), record.to_bytes()), why
+    )
+
+
+def clear_record_step(ws: Workspace) -> Step:
+    return Step(
+        "workspace/clear-change", "local", RemoveFile(str(ws.root / PENDING_FILE)), "the change is done"
+    )
 
 
 def spec_steps(ws: Workspace, spec: ClusterSpec, why: str) -> list[Step]:

@@ -23,6 +23,7 @@ from etcdforge.plan import (
     IssueCerts,
     MoveLeader,
     PromoteLearner,
+    RemoveFile,
     RemoveMember,
     RemoveTree,
     StartMember,
@@ -34,6 +35,7 @@ from etcdforge.plan import (
 )
 from etcdforge.services import cluster_ops
 from etcdforge.services import local as supervisor
+from etcdforge.services.control import perform_control_file
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
 
@@ -63,8 +65,8 @@ class LocalRuntime:
         self.started: list[supervisor.Started] = []
 
     async def perform(self, action: Action) -> str:
-        if isinstance(action, WriteFile):
-            return await self.write_file(action)
+        if isinstance(action, WriteFile | RemoveFile):
+            return await perform_control_file(action)
         if isinstance(action, IssueCerts):
             return await self.issue_certs(action)
         if isinstance(action, InstallMemberPki):
@@ -106,14 +108,6 @@ class LocalRuntime:
                 log_tail=supervisor.log_tail(self.ws.member_log(member)),
                 hint=f"full log: {self.ws.member_log(member)}",
             )
-
-    async def write_file(self, action: WriteFile) -> str:
-        path = Path(action.path)
-        if read_optional(path) == action.content:
-            return "unchanged"
-        ensure_dir(path.parent)
-        atomic_write(path, action.content, action.mode)
-        return "written"
 
     async def issue_certs(self, action: IssueCerts) -> str:
         from etcdforge.pki import apply_pki

@@ -16,7 +16,6 @@ from pathlib import Path
 from etcdforge import topology
 from etcdforge.errors import MemberStartError, StepError
 from etcdforge.etcd import EtcdClient
-from etcdforge.fsutil import atomic_write
 from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
 from etcdforge.hosts.errors import HostCommandError
 from etcdforge.operations import remote_layout as layout
@@ -30,6 +29,7 @@ from etcdforge.plan import (
     MoveLeader,
     PromoteLearner,
     PutFile,
+    RemoveFile,
     RemoveMember,
     RestartMember,
     StartUnits,
@@ -40,6 +40,7 @@ from etcdforge.plan import (
     WriteFile,
 )
 from etcdforge.services import cluster_ops, releases
+from etcdforge.services.control import perform_control_file
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
 
@@ -93,9 +94,8 @@ class RemoteRuntime:
             data = layout.data_dir(self.spec).rstrip("/")
             await self.hosts[action.member].run(["rm", "-rf", "--one-file-system", "--", f"{data}/member"])
             return f"removed {data}/member"
-        if isinstance(action, WriteFile):  # control-machine files (the spec after a membership change)
-            await asyncio.to_thread(atomic_write, Path(action.path), action.content, action.mode)
-            return "written"
+        if isinstance(action, WriteFile | RemoveFile):  # control-machine files (the spec, records)
+            return await perform_control_file(action)
         if isinstance(action, AddLearner | PromoteLearner | RemoveMember | MoveLeader):
             return await self.cluster_action(action)
         if isinstance(action, IssueCerts):
