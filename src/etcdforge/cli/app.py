@@ -140,6 +140,20 @@ def _dir(directory: Path | None) -> Path:
     return directory if directory is not None else _default_dir()
 
 
+#: fault injection for the kill-point tests (tests/killpoints): ``after:STEP_ID`` SIGKILLs this process
+#: right after that step finished, ``during:STEP_ID`` shortly after it started. For testing only: it
+#: proves that a re-run converges from an interruption at any step.
+FAILPOINT_ENV = "ETCDFORGE_FAILPOINT"
+DURING_DELAY = 0.05
+
+
+def _kill_self() -> None:
+    import signal
+
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class _StepPrinter:
     """Progress for plan execution: a spinner naming the running step(s), one line per finished step.
 
@@ -150,6 +164,8 @@ class _StepPrinter:
         self.console = console
         self._running: dict[str, str] = {}
         self._status: Any = None
+        when, _, step = os.environ.get(FAILPOINT_ENV, "").partition(":")
+        self._failpoint = (when, step) if when in ("after", "during") and step else None
 
     def _refresh(self) -> None:
         if not self._running:
@@ -157,7 +173,9 @@ class _StepPrinter:
                 self._status.stop()
                 self._status = None
             return
-        text = "; ".join(f"{sid}: {reason}" for sid, reason in self._running.items())
+        from rich.markup import escape
+
+        text = escape(one_line("; ".join(f"{sid}: {reason}" for sid, reason in self._running.items())))
         if self._status is None:
             self._status = self.console.status(text)
             self._status.start()
@@ -167,16 +185,26 @@ class _StepPrinter:
     def step_started(self, step: Any) -> None:
         self._running[step.id] = step.reason
         self._refresh()
+        if self._failpoint == ("during", step.id):
+            import threading
+
+            threading.Timer(DURING_DELAY, _kill_self).start()
 
     def step_done(self, step: Any, note: str) -> None:
         self._running.pop(step.id, None)
         self._refresh()
-        self.console.print(f"[green]✓[/] {step.id:<28} [dim]{note}[/]")
+        from rich.markup import escape
+
+        self.console.print(f"[green]✓[/] {escape(step.id):<28} [dim]{escape(one_line(note))}[/]")
+        if self._failpoint == ("after", step.id):
+            _kill_self()
 
     def step_failed(self, step: Any, error: Exception) -> None:
         self._running.pop(step.id, None)
         self._refresh()
-        self.console.print(f"[red]✗[/] {step.id}")
+        from rich.markup import escape
+
+        self.console.print(f"[red]✗[/] {escape(step.id)}")
 
 
 def _print_plan(plan: Plan, output: str) -> None:

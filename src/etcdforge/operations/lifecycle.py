@@ -94,7 +94,14 @@ def observe_local(spec: ClusterSpec, ws: Workspace) -> LocalObserved:
             pki={dst: read_optional(Path(dst)) for _, dst, _ in member_pki_files(ws, m.name)},
         )
     spec_text = ws.spec_path.read_text() if ws.spec_path.is_file() else None
-    return LocalObserved(spec_text=spec_text, members=members, env_file=read_optional(ws.env_path))
+    listed = {m.name for m in spec.members}
+    others = sorted(p.name for p in ws.members_dir.iterdir()) if ws.members_dir.is_dir() else []
+    strays = tuple(
+        n for n in others if n not in listed and supervisor.running_pid(ws.member_pid(n)) is not None
+    )
+    return LocalObserved(
+        spec_text=spec_text, members=members, env_file=read_optional(ws.env_path), strays=strays
+    )
 
 
 def resolve_binary(spec: ClusterSpec, etcd_bin: str | None) -> tuple[binaries.Binary, tuple[str, ...]]:

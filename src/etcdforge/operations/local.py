@@ -52,6 +52,9 @@ class LocalObserved:
     spec_text: str | None
     members: Mapping[str, MemberObserved]
     env_file: bytes | None
+    #: running etcd processes of this workspace that the spec does not list (the learner of an
+    #: interrupted `member add`, a member removed by hand from the spec)
+    strays: tuple[str, ...] = ()
 
 
 def new_local_spec(
@@ -218,6 +221,10 @@ def plan_down(spec: ClusterSpec, observed: LocalObserved) -> Plan:
         Step(f"{m.name}/stop", m.name, StopMember(m.name), "running")
         for m in spec.members
         if observed.members[m.name].running
+    ]
+    steps += [
+        Step(f"{name}/stop", name, StopMember(name), "running, but not in the spec (an interrupted change)")
+        for name in observed.strays
     ]
     return Plan(verb="down", steps=tuple(steps))
 

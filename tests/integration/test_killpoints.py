@@ -1,0 +1,103 @@
+"""Kill-point suite (local mode): every mutating verb, SIGKILLed after each of its steps and in the middle
+of each step that waits, converges when re-run (see killpoints.py). Both etcd versions run side by side,
+each in its own workspace on its own addresses, to keep the suite's wall time down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from etcd_binaries import candidates, require
+from killpoints import Outcome, cli, kill_and_rerun, learn_steps, matrix_line, points
+
+pytestmark = pytest.mark.integration
+
+#: commands run between a kill and the re-run (one per kill point, in turn)
+PROBES = (("status", "-o", "json"), ("member", "add", "etcd9", "--dry-run"), ("up", "--dry-run"),
+          ("member", "remove", "etcd2", "--dry-run"))  # fmt: skip
+#: each version's cluster on its own 127.0.0.x block, so both run at once without racing for addresses
+BLOCKS = {"etcd-3.4-debian": 110, "etcd-3.5-distro": 130}
+
+
+@pytest.fixture
+def clusters(tmp_path: Path) -> Iterator[list[tuple[str, Path, Path]]]:
+    """(version, etcd binary, workspace) for both versions, each a running 3-member cluster."""
+    from conftest import _stop_all_members
+    from support import run_cli
+
+    made = []
+    try:
+        for name, path in candidates():
+            binary = require(path, name)
+            ws = tmp_path / name
+            ws.mkdir()
+            base = BLOCKS[name]
+            members = "".join(f"  - {{name: etcd{i}, address: 127.0.0.{base + i}}}\n" for i in (1, 2, 3))
+            (ws / "cluster.yaml").write_text(
+                f"name: kp\ntoken: kp-{base}\netcd: {{binary: {binary}}}\nmembers:\n{members}"
+            )
+            made.append((name, binary, ws))
+            run_cli("up", "--dir", str(ws), "--etcd-bin", str(binary))
+        yield made
+    finally:
+        for _, _, ws in made:
+            _stop_all_members(ws)
+
+
+async def matrix(
+    directory: Path, argv: tuple[str, ...], restore: Callable[[], Awaitable[None]]
+) -> list[Outcome]:
+    steps = await learn_steps(directory, argv)
+    await restore()
+    outcomes = []
+    for i, point in enumerate(points(steps)):
+        probe = PROBES[i % len(PROBES)]
+        outcomes.append(await kill_and_rerun(directory, argv, point, probes=(probe,)))
+        await restore()
+    return outcomes
+
+
+async def ok(directory: Path, *argv: str) -> None:
+    code, out, err = await cli(directory, *argv)
+    assert code == 0, (argv, out, err)
+
+
+def run_both(
+    clusters: list[tuple[str, Path, Path]], verb: str, scenario: Callable[..., Awaitable[list[Outcome]]]
+) -> None:
+    async def both() -> list[list[Outcome]]:
+        return list(await asyncio.gather(*(scenario(name, binary, ws) for name, binary, ws in clusters)))
+
+    for (name, _, _), outcomes in zip(clusters, asyncio.run(both()), strict=True):
+        print(matrix_line(verb, name, outcomes))
+        assert all(o.rerun == 0 for o in outcomes)
+
+
+def test_member_add_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        add = (
+            "member",
+            "add",
+            "etcd4",
+            "--address",
+            f"127.0.0.{BLOCKS[name] + 4}",
+            "--etcd-bin",
+            str(binary),
+        )
+        return await matrix(ws, add, lambda: ok(ws, "member", "remove", "etcd4"))
+
+    run_both(clusters, "member add", scenario)
+
+
+def test_member_remove_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        address = f"127.0.0.{BLOCKS[name] + 3}"
+        return await matrix(
+            ws,
+            ("member", "remove", "etcd3"),
+            lambda: ok(ws, "member", "add", "etcd3", "--address", address, "--etcd-bin", str(binary)),
+        )
+
+    run_both(clusters, "member remove", scenario)
