@@ -28,6 +28,23 @@ def run_cli(
     return proc
 
 
+def require(problem: str | None, *, env: str) -> None:
+    """Skip for ``problem`` (a missing part, with the reason), or fail when the variable ``env`` is 1 (CI
+    sets the ``ETCDFORGE_REQUIRE_*`` variables: what must run may never be skipped silently)."""
+    import pytest
+
+    if problem is None:
+        return
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{problem} ({env}=1 forbids skipping)")
+    pytest.skip(problem)
+
+
+def need_root(what: str) -> None:
+    """Tests that need root (chown, a real sshd switching users): CI runs as root."""
+    require(None if os.geteuid() == 0 else f"{what} needs root", env="ETCDFORGE_REQUIRE_ROOT")
+
+
 def need_interop_binaries(*names: str) -> None:
     """Skip (or, with ETCDFORGE_REQUIRE_INTEROP=1, fail) when a real interop binary is missing."""
     import shutil

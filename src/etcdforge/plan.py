@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from etcdforge.pki import PkiPlan
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,14 @@ class WriteFile:
 
 @dataclass(frozen=True)
 class IssueCerts:
-    """Create/renew certificates in the control machine's PKI (the CA key never leaves it)."""
+    """Create/renew certificates in the control machine's PKI (the CA key never leaves it).
+
+    ``plan`` None is a deferred value: the PKI plan is made when the step runs, from the CA the workspace
+    holds then (a CA rotation's reissue, whose signing CA an earlier step of the same plan puts there).
+    """
 
     items: tuple[tuple[str, str], ...]  # (certificate name, reason)
-    plan: Any = field(repr=False, compare=False)
+    plan: PkiPlan | None = field(repr=False, compare=False)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "issue-certs", "certificates": [{"name": n, "reason": r} for n, r in self.items]}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from support import need_root, require
 
 from etcdforge.hosts import (
     HostAuthError,
@@ -40,10 +41,11 @@ from etcdforge.hosts.ssh import SshHost, SshTarget, connect, loopback_only
 SSHD = Path("/usr/sbin/sshd")
 T = TypeVar("T")
 
-pytestmark = [
-    pytest.mark.skipif(not SSHD.exists(), reason="openssh-server is not installed"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="a real sshd with user switching needs root"),
-]
+
+@pytest.fixture(autouse=True)
+def _needs_sshd_and_root() -> None:
+    require(None if SSHD.exists() else "openssh-server is not installed", env="ETCDFORGE_REQUIRE_HOST_TESTS")
+    need_root("a real sshd with user switching")
 
 
 def _free_port() -> int:
@@ -553,8 +555,7 @@ def test_route_check_refuses_before_any_connection(tmp_path: Path) -> None:
 
 
 def test_sudo_as_root_works(env: Env, tmp_path: Path) -> None:
-    if shutil.which("sudo") is None:
-        pytest.skip("sudo is not installed")
+    require(None if shutil.which("sudo") else "sudo is not installed", env="ETCDFORGE_REQUIRE_HOST_TESTS")
 
     async def body() -> None:
         host = await _accept(env, tmp_path / "known_hosts", sudo=True)
@@ -592,7 +593,7 @@ def unprivileged_user(env: Env) -> Iterator[str]:
     )
     if proc.returncode != 0:
         shutil.rmtree(home, ignore_errors=True)
-        pytest.skip(f"cannot create a test user: {proc.stderr.strip()}")
+        require(f"cannot create a test user: {proc.stderr.strip()}", env="ETCDFORGE_REQUIRE_ROOT")
     try:
         shutil.chown(home, name)
         keys = env.keys_dir / name

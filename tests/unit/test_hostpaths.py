@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import need_root
 
 from etcdforge import hostpaths
 from etcdforge.errors import PlanError, SpecError
@@ -128,8 +129,7 @@ def observe(root: Path, data_dir: str, *, binary: str = "/bin/true") -> HostObse
 def safe_root() -> Iterator[Path]:
     """A root-owned 0755 directory in a root-owned 0755 chain (/run: pytest's tmp dirs are below the
     world-writable /tmp, which the guard rightly reports)."""
-    if os.geteuid() != 0:
-        pytest.skip("the ownership checks judge root-owned trees; run as root (CI does)")
+    need_root("judging root-owned trees")
     root = Path(tempfile.mkdtemp(prefix="etcdforge-test-", dir="/run"))
     try:
         root.chmod(0o755)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import pwd
 import stat
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from support import need_root
 
 from etcdforge.hosts import Host, HostCommandError, HostCommandTimeout, HostError, LocalHost
 
@@ -83,8 +83,8 @@ def test_write_file_mode_owner_and_content(tmp_path: Path) -> None:
     run(body)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def test_write_file_owner_and_group(tmp_path: Path) -> None:
+    need_root("chown")
     path = tmp_path / "owned"
 
     async def body() -> None:

@@ -29,7 +29,7 @@ from etcdforge.operations.deploy import connected
 from etcdforge.operations.init import parse_members, render_spec
 from etcdforge.operations.pki_import import pki_settings, write_import
 from etcdforge.pki.import_cfssl import CfsslImport, analyze
-from etcdforge.spec import SPEC_FILE, ClusterSpec, expiry, load_spec_text
+from etcdforge.spec import SPEC_FILE, ClusterSpec, load_spec_text
 from etcdforge.workspace import Workspace
 
 
@@ -245,15 +245,10 @@ def issue_admin_certificate(spec: ClusterSpec, ws: Workspace) -> None:
     """Only the tool's own client certificate (the members' come with ``apply``): with it ``plan`` can ask
     the adopted cluster who leads, and ``status``/``health``/``env`` work at once."""
     from etcdforge import certs, topology
-    from etcdforge.pki import apply_pki, observe_pki, plan_pki
+    from etcdforge.operations.pki_planning import plan_workspace_pki
+    from etcdforge.pki import apply_pki
 
     admin = topology.client_cert_name(topology.ADMIN_CLIENT)
     requests = [r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name == admin]
-    plan = plan_pki(
-        certs.ca_settings(spec, base_dir=ws.root),
-        requests,
-        observe_pki(ws.pki_dir),
-        datetime.now(UTC),
-        renew_before=expiry(spec.pki.renew_before),
-    )
+    plan = plan_workspace_pki(spec, ws, requests=requests, use_external_ca=False)
     apply_pki(ws.pki_dir, plan, datetime.now(UTC))

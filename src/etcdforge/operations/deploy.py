@@ -12,8 +12,8 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etcdforge import binaries, certs
 from etcdforge.errors import EtcdError, PlanError, WorkspaceError
@@ -27,8 +27,11 @@ from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_ap
 from etcdforge.plan import IssueCerts, Plan, Step
 from etcdforge.services import releases
 from etcdforge.services.remote_runtime import RemoteRuntime
-from etcdforge.spec import ClusterSpec, expiry
+from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client, load_workspace
+
+if TYPE_CHECKING:
+    from etcdforge.pki import PkiPlan
 
 
 def _resolve(ws: Workspace, path: str) -> Path:
@@ -161,18 +164,10 @@ def ca_key_sha256(spec: ClusterSpec, ws: Workspace) -> str | None:
         return None
 
 
-def _pki_plan(spec: ClusterSpec, ws: Workspace) -> tuple[object, tuple[tuple[str, str], ...]]:
-    from etcdforge.pki import observe_pki, plan_pki
+def _pki_plan(spec: ClusterSpec, ws: Workspace) -> tuple[PkiPlan, tuple[tuple[str, str], ...]]:
+    from etcdforge.operations.pki_planning import plan_workspace_pki
 
-    external = certs.external_ca(spec, base_dir=ws.root)
-    plan = plan_pki(
-        certs.ca_settings(spec, base_dir=ws.root),
-        certs.cert_requests(spec, base_dir=ws.root),
-        observe_pki(ws.pki_dir, external),
-        datetime.now(UTC),
-        external_ca=external,
-        renew_before=expiry(spec.pki.renew_before),
-    )
+    plan = plan_workspace_pki(spec, ws)
     return plan, tuple((c.name, c.reason) for c in plan.changes)
 
 

@@ -14,10 +14,9 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from etcdforge import binaries, certs, topology
+from etcdforge import binaries, topology
 from etcdforge.errors import BinaryError, MemberStartError, StepError, WorkspaceError
 from etcdforge.execute import Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
@@ -33,7 +32,7 @@ from etcdforge.operations.local import (
 from etcdforge.plan import Plan
 from etcdforge.services import local as supervisor
 from etcdforge.services.local_runtime import LocalRuntime
-from etcdforge.spec import ClusterSpec, expiry, load_spec
+from etcdforge.spec import ClusterSpec, load_spec
 from etcdforge.workspace import Workspace, load_workspace
 
 
@@ -149,19 +148,9 @@ async def up(
         binary, warnings = resolve_binary(spec, etcd_bin)
         observed = observe_local(spec, ws)
 
-        from etcdforge.pki import observe_pki, plan_pki
+        from etcdforge.operations.pki_planning import plan_workspace_pki
 
-        now = datetime.now(UTC)
-        external = certs.external_ca(spec, base_dir=ws.root)
-        pki_observed = observe_pki(ws.pki_dir, external)
-        pki_plan = plan_pki(
-            certs.ca_settings(spec, base_dir=ws.root),
-            certs.cert_requests(spec, base_dir=ws.root),
-            pki_observed,
-            now,
-            external_ca=external,
-            renew_before=expiry(spec.pki.renew_before),
-        )
+        pki_plan = plan_workspace_pki(spec, ws)
         control = {
             src: read_optional(Path(src)) for m in spec.members for src, _, _ in member_pki_files(ws, m.name)
         }

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etcdforge import render, topology
 from etcdforge.errors import PlanError, WorkspaceError
@@ -33,6 +34,9 @@ from etcdforge.plan import (
 )
 from etcdforge.spec import ClusterSpec, EtcdSettings, MemberSpec, dump_spec
 from etcdforge.workspace import Workspace
+
+if TYPE_CHECKING:
+    from etcdforge.pki import PkiPlan
 
 MAX_LOCAL_MEMBERS = 9
 DEFAULT_CLIENT_PORT = 2379
@@ -114,7 +118,7 @@ def plan_up(
     *,
     etcd_binary: Path,
     pki_items: tuple[tuple[str, str], ...],
-    pki_plan: object,
+    pki_plan: PkiPlan | None,
     control_pki: Mapping[str, bytes | None],
     timeout: float = 60.0,
 ) -> Plan:

@@ -9,11 +9,10 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from etcdforge import certs, render, topology
+from etcdforge import render, topology
 from etcdforge.errors import EtcdError, PlanError
 from etcdforge.execute import Runtime
 from etcdforge.hosts.base import Host
@@ -34,7 +33,7 @@ from etcdforge.plan import (
     WipeData,
     WriteFile,
 )
-from etcdforge.spec import ClusterSpec, MemberSpec, dump_spec, expiry
+from etcdforge.spec import ClusterSpec, MemberSpec, dump_spec
 from etcdforge.workspace import Workspace, admin_client
 
 
@@ -176,17 +175,9 @@ def spec_steps(ws: Workspace, spec: ClusterSpec, why: str) -> list[Step]:
 
 def pki_step(spec: ClusterSpec, ws: Workspace) -> Step | None:
     """Issue what the new spec needs — only the new member's certificates; nobody else's change."""
-    from etcdforge.pki import observe_pki, plan_pki
+    from etcdforge.operations.pki_planning import plan_workspace_pki
 
-    external = certs.external_ca(spec, base_dir=ws.root)
-    plan = plan_pki(
-        certs.ca_settings(spec, base_dir=ws.root),
-        certs.cert_requests(spec, base_dir=ws.root),
-        observe_pki(ws.pki_dir, external),
-        datetime.now(UTC),
-        external_ca=external,
-        renew_before=expiry(spec.pki.renew_before),
-    )
+    plan = plan_workspace_pki(spec, ws)
     items = tuple((c.name, c.reason) for c in plan.changes)
     if not items:
         return None

@@ -20,13 +20,13 @@ from etcdforge.execute import Reporter, execute
 from etcdforge.fsutil import read_optional
 from etcdforge.hosts.base import Host
 from etcdforge.operations import renew_plan
-from etcdforge.operations.lifecycle import observe_local, workspace_lock
+from etcdforge.operations.lifecycle import locked_workspace, observe_local
 from etcdforge.operations.local import LocalObserved
 from etcdforge.operations.membership_steps import runtime_for
 from etcdforge.operations.remote_observe import HostObserved
 from etcdforge.plan import IssueCerts, Plan, Step, WriteFile
 from etcdforge.spec import ClusterSpec
-from etcdforge.workspace import Workspace, load_workspace
+from etcdforge.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -136,22 +136,20 @@ async def renew(
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
 ) -> RenewResult:
-    from etcdforge.pki import observe_pki, plan_pki
+    from etcdforge.operations.pki_planning import plan_workspace_pki
+    from etcdforge.pki import observe_pki
 
-    ws, spec = load_workspace(directory)
-    with workspace_lock(ws):
+    with locked_workspace(directory) as (ws, spec):
         selected = renew_plan.select_requests(
             spec, certs.cert_requests(spec, base_dir=ws.root), members, clients
         )
-        external = certs.external_ca(spec, base_dir=ws.root)
-        observed = observe_pki(ws.pki_dir, external)
         now = datetime.now(UTC)
-        pki_plan = plan_pki(
-            certs.ca_settings(spec, base_dir=ws.root),
-            selected,
-            observed,
-            now,
-            external_ca=external,
+        observed = observe_pki(ws.pki_dir, certs.external_ca(spec, base_dir=ws.root))
+        pki_plan = plan_workspace_pki(
+            spec,
+            ws,
+            requests=selected,
+            now=now,
             renew_before=within,
             force=frozenset(r.name for r in selected) if force else frozenset(),
             new_keys=new_keys,

@@ -291,15 +291,9 @@ async def _reissue(
     reporter: Reporter | None,
 ) -> list[Step]:
     """Issue every leaf from the (now signing) new CA, install the files hot, check the new serials."""
-    from etcdforge.pki import observe_pki, plan_pki
+    from etcdforge.operations.pki_planning import plan_workspace_pki
 
-    pki_plan = plan_pki(
-        certs.ca_settings(spec, base_dir=ws.root),
-        certs.cert_requests(spec, base_dir=ws.root),
-        observe_pki(ws.pki_dir, None),
-        datetime.now(UTC),
-        new_keys=new_keys,
-    )
+    pki_plan = plan_workspace_pki(spec, ws, new_keys=new_keys, use_external_ca=False)
     if any(s.action == "create-ca" for s in pki_plan.steps):
         raise PkiError(f"{ws.ca_cert} disappeared during the rotation", hint="restore it from pki/rotation/")
     items = tuple((s.name, s.reason) for s in pki_plan.changes)

@@ -5,10 +5,13 @@ actions here, so a re-run finds the same files whichever mode wrote them."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 
 from etcdforge.fsutil import atomic_write, ensure_dir, read_optional
-from etcdforge.plan import Action, RemoveFile, WriteFile
+from etcdforge.plan import Action, IssueCerts, RemoveFile, WriteFile
+from etcdforge.spec import ClusterSpec
+from etcdforge.workspace import Workspace
 
 
 async def perform_control_file(action: WriteFile | RemoveFile) -> str:
@@ -24,6 +27,17 @@ async def perform_control_file(action: WriteFile | RemoveFile) -> str:
     ensure_dir(path.parent)
     await asyncio.to_thread(atomic_write, path, action.content, action.mode)
     return "written"
+
+
+async def issue_certs(spec: ClusterSpec, ws: Workspace, action: IssueCerts, now: datetime) -> str:
+    """Issue into the workspace PKI; a deferred plan (None) is made now, from the CA on disk."""
+    from etcdforge.operations.pki_planning import plan_workspace_pki
+    from etcdforge.pki import apply_pki
+
+    plan = action.plan or plan_workspace_pki(spec, ws, now=now, use_external_ca=False)
+    ensure_dir(ws.pki_dir)
+    events = await asyncio.to_thread(apply_pki, ws.pki_dir, plan, now)
+    return f"{sum(1 for e in events if e.paths)} issued"
 
 
 class ControlFiles:

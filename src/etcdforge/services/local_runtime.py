@@ -35,7 +35,7 @@ from etcdforge.plan import (
 )
 from etcdforge.services import cluster_ops
 from etcdforge.services import local as supervisor
-from etcdforge.services.control import perform_control_file
+from etcdforge.services.control import issue_certs, perform_control_file
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
 
@@ -110,11 +110,7 @@ class LocalRuntime:
             )
 
     async def issue_certs(self, action: IssueCerts) -> str:
-        from etcdforge.pki import apply_pki
-
-        ensure_dir(self.ws.pki_dir)
-        events = apply_pki(self.ws.pki_dir, action.plan, self.now())
-        return f"{sum(1 for e in events if e.paths)} issued"
+        return await issue_certs(self.spec, self.ws, action, self.now())
 
     async def install_member_pki(self, action: InstallMemberPki) -> str:
         changed = 0

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from etcdforge import topology
-from etcdforge.errors import MemberStartError, StepError
+from etcdforge.errors import BinaryError, MemberStartError
 from etcdforge.etcd import EtcdClient
 from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
 from etcdforge.hosts.errors import HostCommandError
@@ -40,7 +40,7 @@ from etcdforge.plan import (
     WriteFile,
 )
 from etcdforge.services import cluster_ops, releases
-from etcdforge.services.control import perform_control_file
+from etcdforge.services.control import issue_certs, perform_control_file
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
 
@@ -99,10 +99,7 @@ class RemoteRuntime:
         if isinstance(action, AddLearner | PromoteLearner | RemoveMember | MoveLeader):
             return await self.cluster_action(action)
         if isinstance(action, IssueCerts):
-            from etcdforge.pki import apply_pki
-
-            events = apply_pki(self.ws.pki_dir, action.plan, self.now())
-            return f"{sum(1 for e in events if e.paths)} issued"
+            return await issue_certs(self.spec, self.ws, action, self.now())
         if isinstance(action, VerifyPresented):
             from etcdforge.services.cert_verify import verify_presented
 
@@ -154,13 +151,11 @@ class RemoteRuntime:
         if not source.is_file():
             if source.name in OPTIONAL_TOOLS:
                 return f"skipped ({source.name} is not part of this etcd release)"
-            raise StepError(f"{source} does not exist", step_id=f"{action.host}/upload")
+            raise BinaryError(f"{source} does not exist")
         data = await asyncio.to_thread(source.read_bytes)
         digest = hashlib.sha256(data).hexdigest()
         if action.sha256 is not None and digest != action.sha256:
-            raise StepError(
-                f"{source} changed since planning (sha256 {digest[:12]}…)", step_id=f"{action.host}/upload"
-            )
+            raise BinaryError(f"{source} changed since planning (sha256 {digest[:12]}…)")
         host = self.hosts[action.host]
         if (await host.sha256([action.path])).get(action.path) == digest:
             return "already there"
