@@ -26,6 +26,7 @@ _EXPORTS = {
     "MemberStartError": "etcdforge.errors",
     "PlanError": "etcdforge.errors",
     "StepError": "etcdforge.errors",
+    "HostError": "etcdforge.hosts.errors",
     # spec
     "ClusterSpec": "etcdforge.spec",
     "MemberSpec": "etcdforge.spec",
@@ -35,11 +36,25 @@ _EXPORTS = {
     # client
     "EtcdClient": "etcdforge.etcd",
     "TlsFiles": "etcdforge.etcd",
-    # workspace operations
+    # plans, the executor and the host port
+    "Plan": "etcdforge.plan",
+    "Step": "etcdforge.plan",
+    "execute": "etcdforge.executor",
+    "Host": "etcdforge.hosts.base",
+    "LocalHost": "etcdforge.hosts.local",
+    # the verbs (each takes a workspace directory; "module:attribute" where the names differ)
     "Workspace": "etcdforge.workspace",
     "up": "etcdforge.operations.lifecycle",
     "down": "etcdforge.operations.lifecycle",
     "destroy": "etcdforge.operations.lifecycle",
+    "make_plan": "etcdforge.operations.deploy",
+    "apply": "etcdforge.operations.deploy",
+    "member_add": "etcdforge.operations.membership:add",
+    "member_remove": "etcdforge.operations.membership:remove",
+    "member_replace": "etcdforge.operations.membership:replace",
+    "renew": "etcdforge.operations.renew",
+    "rotate_ca": "etcdforge.operations.rotate_ca",
+    "adopt": "etcdforge.operations.adopt",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -49,7 +64,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'etcdforge' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = module.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 

@@ -13,11 +13,20 @@ one line and exits non-zero. Anything else is a bug and shows a traceback (behin
      ├── BinaryError            no usable etcd/etcdctl binary (or a refused version)
      ├── EtcdError              talking to etcd failed
      │    ├── EtcdUnavailable   the endpoint cannot be reached (refused, timed out, no leader)
+     │    │    └── EtcdServerUnavailable  (etcdforge.etcd.failures) etcd says it cannot serve now
      │    ├── EtcdTLSError      the TLS handshake failed; the message says why (unknown CA, SAN, …)
      │    └── EtcdRequestError  etcd answered with an error (carries the gRPC code and etcd's text)
+     │         └── EtcdServerError  (etcdforge.etcd.failures) a typed etcd server error (reason)
      ├── MemberStartError       a member failed to start (carries its log or journal tail)
-     ├── HostError              (etcdforge.hosts.errors) a host cannot be reached or used: unreachable,
-     │                          host key unknown/changed, auth, sudo, a failed command
+     ├── HostError              (etcdforge.hosts.errors) a host cannot be reached or used
+     │    ├── HostUnreachable   no connection (refused, timed out, no route)
+     │    ├── HostRouteRefused  the address is outside loopback and the test hosts' network (tests)
+     │    ├── HostKeyUnknown    the host key is not in known_hosts (--accept-new-host-keys records it)
+     │    ├── HostKeyChanged    the host key differs from known_hosts: refused, always
+     │    ├── HostAuthError     the SSH user or key was refused
+     │    ├── SudoError         `sudo -n` does not work for the SSH user
+     │    └── HostCommandError  a command failed on the host (argv, exit code, stderr)
+     │         └── HostCommandTimeout
      ├── PlanError              a plan cannot be made safely (quorum, pending change, …)
      └── StepError              a plan step failed while executing (names the step and what to do)
 
@@ -125,8 +134,24 @@ class PlanError(EtcdforgeError):
 
 
 class StepError(EtcdforgeError):
-    """A plan step failed while executing."""
+    """A plan step failed while executing: ``step_id`` and ``host`` say where; the cause's message,
+    hint and exit code are kept (the cause itself is ``__cause__``)."""
 
-    def __init__(self, message: str, *, step_id: str, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_id: str,
+        hint: str | None = None,
+        host: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
         super().__init__(f"{step_id}: {message}", hint=hint)
         self.step_id = step_id
+        self.host = host
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @classmethod
+    def wrap(cls, cause: EtcdforgeError, *, step_id: str, host: str | None) -> StepError:
+        return cls(cause.message, step_id=step_id, hint=cause.hint, host=host, exit_code=cause.exit_code)

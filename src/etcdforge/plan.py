@@ -1,5 +1,5 @@
 """Plans are data: an ordered tuple of steps, each with a stable id, the host it touches, an action and a
-human reason. Planners build them purely; :mod:`etcdforge.execute` runs them; ``--dry-run`` prints them
+human reason. Planners build them purely; :mod:`etcdforge.executor` runs them; ``--dry-run`` prints them
 and ``-o json`` emits :meth:`Plan.to_json`.
 
 Actions are small frozen dataclasses (one per kind of change). File contents are carried as bytes but

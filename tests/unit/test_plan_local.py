@@ -13,7 +13,7 @@ import pytest
 
 from etcdforge import render
 from etcdforge.errors import MemberStartError, PlanError, StepError, WorkspaceError
-from etcdforge.execute import execute
+from etcdforge.executor import execute
 from etcdforge.operations.local import (
     LocalObserved,
     MemberObserved,

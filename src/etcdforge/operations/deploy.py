@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from etcdforge import binaries, certs
 from etcdforge.errors import EtcdError, PlanError, WorkspaceError
-from etcdforge.execute import Reporter, execute
+from etcdforge.executor import Reporter, execute
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.ssh import SshTarget, connect
 from etcdforge.operations import remote_layout as layout

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from etcdforge import binaries, topology
 from etcdforge.errors import BinaryError, MemberStartError, StepError, WorkspaceError
-from etcdforge.execute import Reporter, execute
+from etcdforge.executor import Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
 from etcdforge.operations.local import (
     LocalObserved,

@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 
 from etcdforge import topology
 from etcdforge.errors import EtcdforgeError, PlanError
-from etcdforge.execute import Reporter, Runtime, execute
+from etcdforge.executor import Reporter, Runtime, execute
 from etcdforge.hosts.base import Host
 from etcdforge.operations import membership_steps as steps_mod
 from etcdforge.operations.lifecycle import locked_workspace, port_is_free

@@ -14,7 +14,7 @@ from typing import Literal
 
 from etcdforge import render, topology
 from etcdforge.errors import EtcdError, PlanError
-from etcdforge.execute import Runtime
+from etcdforge.executor import Runtime
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.errors import HostError
 from etcdforge.operations import remote_layout as layout

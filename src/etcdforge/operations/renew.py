@@ -16,7 +16,7 @@ from pathlib import Path
 
 from etcdforge import certs, render, topology
 from etcdforge.errors import PkiError, PlanError
-from etcdforge.execute import Reporter, execute
+from etcdforge.executor import Reporter, execute
 from etcdforge.fsutil import read_optional
 from etcdforge.hosts.base import Host
 from etcdforge.operations import renew_plan

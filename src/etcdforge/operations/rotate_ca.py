@@ -18,7 +18,7 @@ from pathlib import Path
 
 from etcdforge import certs
 from etcdforge.errors import PkiError, PlanError
-from etcdforge.execute import Reporter, Runtime, execute
+from etcdforge.executor import Reporter, Runtime, execute
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.operations import renew_plan

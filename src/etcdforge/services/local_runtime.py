@@ -45,7 +45,7 @@ HEALTH_CALL_TIMEOUT = 0.5
 
 
 class LocalRuntime:
-    """Implements :class:`etcdforge.execute.Runtime` for a local workspace."""
+    """Implements :class:`etcdforge.executor.Runtime` for a local workspace."""
 
     def __init__(
         self,

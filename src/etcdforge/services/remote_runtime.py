@@ -52,7 +52,7 @@ OPTIONAL_TOOLS = ("etcdutl",)
 
 
 class RemoteRuntime:
-    """Implements :class:`etcdforge.execute.Runtime` for members on hosts reached through ``hosts``."""
+    """Implements :class:`etcdforge.executor.Runtime` for members on hosts reached through ``hosts``."""
 
     def __init__(
         self,

@@ -71,7 +71,7 @@ async def _one(runtime: Runtime, step: Step, rep: Reporter) -> None:
         raise
     except EtcdforgeError as exc:
         rep.step_failed(step, exc)
-        raise StepError(str(exc), step_id=step.id) from exc
+        raise StepError.wrap(exc, step_id=step.id, host=step.host) from exc
     rep.step_done(step, note)
 
 
@@ -85,7 +85,9 @@ async def _batch(runtime: BatchRuntime, batch: list[Step], rep: Reporter) -> Non
             rep.step_failed(step, exc)
         if isinstance(exc, StepError):
             raise
-        raise StepError(str(exc), step_id=f"{batch[0].group} ({len(batch)} steps)") from exc
+        raise StepError.wrap(
+            exc, step_id=f"{batch[0].group} ({len(batch)} steps)", host=getattr(exc, "host", None)
+        ) from exc
     for step, note in zip(batch, notes, strict=True):
         rep.step_done(step, note)
 
