@@ -191,7 +191,7 @@ def forge_once(hosts: TestHosts, ws: Path, host4: TestHost) -> tuple[float, floa
         raise RuntimeError(f"etcdforge member add failed ({rc}):\n{out}")
     match = re.search(r"promoted after ([0-9.]+)s", out)
     joined_db = member_db_size(ws, host4)
-    etcdforge("member", "remove", "etcd4", "--dir", str(ws))
+    etcdforge("member", "remove", "etcd4", "--dir", str(ws), "--yes")
     return took, float(match.group(1)) if match else None, joined_db
 
 

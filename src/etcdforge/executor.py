@@ -9,10 +9,10 @@ with a :class:`~etcdforge.errors.StepError` naming the step. The original error 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from etcdforge.errors import EtcdforgeError, StepError
+from etcdforge.errors import EtcdforgeError, PlanError, StepError
 from etcdforge.plan import Action, Plan, Step
 
 
@@ -92,12 +92,28 @@ async def _batch(runtime: BatchRuntime, batch: list[Step], rep: Reporter) -> Non
         rep.step_done(step, note)
 
 
-async def execute(plan: Plan, runtime: Runtime, reporter: Reporter | None = None) -> None:
+#: asked once before a plan with destructive steps runs; True lets it run
+Confirm = Callable[[Sequence[Step]], bool]
+
+
+async def execute(
+    plan: Plan, runtime: Runtime, reporter: Reporter | None = None, *, confirm: Confirm | None = None
+) -> None:
     """Run ``plan``: batches in order, the steps of a batch concurrently; stop at the first failure.
 
-    In a concurrent batch every step is allowed to finish (a half-written host is worse than a fully
-    prepared one) before the first failure is raised.
+    A plan with steps that destroy data runs only if ``confirm`` says yes to them (asked once, before
+    any step); without ``confirm`` it is refused with nothing changed. In a concurrent batch every step
+    is allowed to finish (a half-written host is worse than a fully prepared one) before the first
+    failure is raised.
     """
+    destructive = plan.destructive
+    if destructive and (confirm is None or not confirm(destructive)):
+        what = "; ".join(s.destroys for s in destructive)
+        keep = any(s.id.endswith("/wipe-data") for s in destructive)
+        raise PlanError(
+            f"this would destroy {what}; nothing was changed",
+            hint="pass --yes to confirm" + (", or --keep-data to keep it" if keep else ""),
+        )
     rep = reporter or SilentReporter()
     for batch in batches(plan):
         if len(batch) == 1:

@@ -318,9 +318,14 @@ class Step:
     action: Action
     reason: str
     group: str = ""
+    #: what this step destroys, for the user ("etcd4's data dir …"); non-empty makes the executor ask
+    destroys: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "host": self.host, "reason": self.reason, **self.action.describe()}
+        out = {"id": self.id, "host": self.host, "reason": self.reason, **self.action.describe()}
+        if self.destroys:
+            out["destroys"] = self.destroys
+        return out
 
 
 Verb = Literal[
@@ -354,6 +359,14 @@ class Plan:
             "steps": [s.to_json() for s in self.steps],
         }
 
+    @property
+    def destructive(self) -> tuple[Step, ...]:
+        """The steps that destroy data: the executor runs none of the plan unless they are confirmed."""
+        return tuple(s for s in self.steps if s.destroys)
+
     def lines(self) -> list[str]:
-        """One human line per step: ``id  reason``."""
-        return [f"{s.id:<28} {s.reason}" for s in self.steps]
+        """One human line per step: ``id  reason``, and what a destructive step destroys."""
+        return [
+            f"{s.id:<28} {s.reason}" + (f"  [destroys {s.destroys}]" if s.destroys else "")
+            for s in self.steps
+        ]

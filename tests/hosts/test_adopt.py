@@ -317,7 +317,7 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
     listed = json.loads(run_cli("members", "--dir", str(ws), "-o", "json").stdout)
     assert sorted(m["name"] for m in listed) == ["etcd1", "etcd2", "etcd3", "etcd4"]
     assert keys_in(ws) == written
-    run_cli("member", "remove", "etcd4", "--dir", str(ws))
+    run_cli("member", "remove", "etcd4", "--dir", str(ws), "--yes")
     listed = json.loads(run_cli("members", "--dir", str(ws), "-o", "json").stdout)
     assert sorted(m["name"] for m in listed) == ["etcd1", "etcd2", "etcd3"]
     run_cli("health", "--dir", str(ws))

@@ -75,7 +75,11 @@ def test_scale_3_to_5_to_3_and_replace_under_load(five: TestHosts, tmp_path: Pat
     for h in (h4, h5):
         assert five.run(h, ["systemctl", "is-enabled", "etcd"]).stdout.strip() == "enabled"
         assert five.run(h, ["test", "-e", "/etc/etcd/pki/ca-key.pem"], check=False).returncode != 0
-    under_load(ws, ("member", "remove", "etcd4", "--dir", d), ("member", "remove", "etcd5", "--dir", d))
+    under_load(
+        ws,
+        ("member", "remove", "etcd4", "--dir", d, "--yes"),
+        ("member", "remove", "etcd5", "--dir", d, "--yes"),
+    )
     assert names(ws) == spec_names(ws) == ["etcd1", "etcd2", "etcd3"]
     for h in (h4, h5):  # removed: unit stopped and disabled (no restart loop), data wiped
         assert five.run(h, ["systemctl", "is-active", "etcd"], check=False).stdout.strip() != "active"
@@ -85,7 +89,7 @@ def test_scale_3_to_5_to_3_and_replace_under_load(five: TestHosts, tmp_path: Pat
     # replace a dead member (kill -9 and stop its unit so it stays dead), under load
     five.kill_etcd(five.hosts[1])
     five.run(five.hosts[1], ["systemctl", "stop", "etcd"], check=False)
-    under_load(ws, ("member", "replace", "etcd2", "--dir", d))
+    under_load(ws, ("member", "replace", "etcd2", "--dir", d, "--yes"))
     assert names(ws) == ["etcd1", "etcd2", "etcd3"]
     run_cli("health", "--dir", d)
 
@@ -97,7 +101,7 @@ def test_remove_leader_and_a_member_that_cannot_start(five: TestHosts, tmp_path:
     run_cli("apply", "--dir", d, "--yes")
     status = json.loads(run_cli("status", "--dir", d, "-o", "json").stdout)
     leader = next(s["member"] for s in status if s["is_leader"])
-    under_load(ws, ("member", "remove", leader, "--dir", d))
+    under_load(ws, ("member", "remove", leader, "--dir", d, "--yes"))
     assert leader not in names(ws) and len(names(ws)) == 2
 
     # S14: the new host's peer port is taken -> the learner never starts -> rolled back

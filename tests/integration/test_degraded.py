@@ -88,7 +88,7 @@ def test_remove_with_another_member_down_gates_on_quorum(workspace: Path, etcd_b
     put_keys(workspace, 20)
     kill9(workspace, "etcd5")
     # before: the removal waited for the dead etcd5 (120 s) and failed with the spec unchanged
-    removed = run_cli("member", "remove", "etcd4", "--dir", d, "--timeout", "30")
+    removed = run_cli("member", "remove", "etcd4", "--dir", d, "--timeout", "30", "--yes")
     assert "etcd5 is down" in removed.stderr
     assert etcd_names(workspace) == ["etcd1", "etcd2", "etcd3", "etcd5"]
     assert spec_names(workspace) == ["etcd1", "etcd2", "etcd3", "etcd5"]
@@ -120,7 +120,7 @@ def test_up_keeps_a_quorum_when_a_member_cannot_start_and_replace_rebuilds_it(
     assert pid(workspace, "etcd1") is not None and pid(workspace, "etcd3") is not None  # kept running
     assert count_keys(workspace) == 20  # and serving
 
-    run_cli("member", "replace", "etcd2", "--dir", d, "--timeout", "60")
+    run_cli("member", "replace", "etcd2", "--dir", d, "--timeout", "60", "--yes")
     run_cli("health", "--dir", d)
     assert etcd_names(workspace) == spec_names(workspace) == ["etcd1", "etcd2", "etcd3"]
     assert count_keys(workspace) == 20
@@ -142,7 +142,7 @@ def test_an_add_killed_after_its_learner_started_breaks_nothing(workspace: Path,
     run_cli("status", "--dir", d)
 
     # removing the half-added member takes it out of etcd and stops its process
-    run_cli("member", "remove", "etcd4", "--dir", d)
+    run_cli("member", "remove", "etcd4", "--dir", d, "--yes")
     assert etcd_names(workspace) == spec_names(workspace) == ["etcd1", "etcd2", "etcd3"]
     assert pid(workspace, "etcd4") is None
 
@@ -159,14 +159,16 @@ def test_an_add_killed_after_its_learner_started_breaks_nothing(workspace: Path,
 def test_a_remove_already_done_says_so_and_a_killed_one_finishes(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--members", "5", "--etcd-bin", str(etcd_bin))
-    run_cli("member", "remove", "etcd5", "--dir", d)
-    again = run_cli("member", "remove", "etcd5", "--dir", d)  # before: exit 1, "no member named 'etcd5'"
+    run_cli("member", "remove", "etcd5", "--dir", d, "--yes")
+    again = run_cli(
+        "member", "remove", "etcd5", "--dir", d, "--yes"
+    )  # before: exit 1, "no member named 'etcd5'"
     assert "etcd5 is not a member; nothing to do" in again.stdout
 
     # killed once the spec no longer lists it: the re-run stops and wipes it all the same
-    killed_at(workspace, "after:workspace/write-spec", "member", "remove", "etcd4")
+    killed_at(workspace, "after:workspace/write-spec", "member", "remove", "etcd4", "--yes")
     assert "etcd4" not in spec_names(workspace)
-    run_cli("member", "remove", "etcd4", "--dir", d)
+    run_cli("member", "remove", "etcd4", "--dir", d, "--yes")
     ws, _ = load_workspace(workspace)
     assert pid(workspace, "etcd4") is None
     assert not Path(ws.member_paths("etcd4").data_dir).exists()

@@ -86,7 +86,7 @@ def test_member_add_converges_from_every_kill_point(clusters: list[tuple[str, Pa
             "--etcd-bin",
             str(binary),
         )
-        return await matrix(ws, add, lambda: ok(ws, "member", "remove", "etcd4"))
+        return await matrix(ws, add, lambda: ok(ws, "member", "remove", "etcd4", "--yes"))
 
     run_both(clusters, "member add", scenario)
 
@@ -96,7 +96,7 @@ def test_member_remove_converges_from_every_kill_point(clusters: list[tuple[str,
         address = f"127.0.0.{BLOCKS[name] + 3}"
         return await matrix(
             ws,
-            ("member", "remove", "etcd3"),
+            ("member", "remove", "etcd3", "--yes"),
             lambda: ok(ws, "member", "add", "etcd3", "--address", address, "--etcd-bin", str(binary)),
         )
 

@@ -97,8 +97,8 @@ def test_scale_3_to_5_to_3_under_load(workspace: Path, etcd_bin: Path) -> None:
         ):
             await cli(*args)()
         assert member_names(workspace) == ["etcd1", "etcd2", "etcd3", "etcd4", "etcd5"]
-        await cli("member", "remove", "etcd4", "--dir", d)()
-        await cli("member", "remove", "etcd5", "--dir", d)()
+        await cli("member", "remove", "etcd4", "--dir", d, "--yes")()
+        await cli("member", "remove", "etcd5", "--dir", d, "--yes")()
 
     asyncio.run(under_load(workspace, scale))
     assert member_names(workspace) == spec_names(workspace) == ["etcd1", "etcd2", "etcd3"]
@@ -118,7 +118,7 @@ def test_replace_a_dead_member_under_load(workspace: Path, etcd_bin: Path) -> No
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # etcd2 dies (its data is suspect now)
 
-    asyncio.run(under_load(workspace, cli("member", "replace", "etcd2", "--dir", d)))
+    asyncio.run(under_load(workspace, cli("member", "replace", "etcd2", "--dir", d, "--yes")))
     assert member_names(workspace) == ["etcd1", "etcd2", "etcd3"]
     run_cli("health", "--dir", d)
 
@@ -130,7 +130,7 @@ def test_remove_the_leader_under_load(workspace: Path, etcd_bin: Path) -> None:
     leader = next(s["member"] for s in status if s["is_leader"])
     plan = json.loads(run_cli("member", "remove", leader, "--dir", d, "--dry-run", "-o", "json").stdout)
     assert [s["id"] for s in plan["steps"]][:2] == [f"{leader}/move-leader", f"{leader}/remove"]
-    asyncio.run(under_load(workspace, cli("member", "remove", leader, "--dir", d)))
+    asyncio.run(under_load(workspace, cli("member", "remove", leader, "--dir", d, "--yes")))
     assert leader not in member_names(workspace)
     assert len(member_names(workspace)) == 2
     run_cli("health", "--dir", d)
@@ -221,7 +221,7 @@ def test_interrupted_add_and_remove_resume(workspace: Path, etcd_bin: Path) -> N
             await cluster_ops.remove(c, target.id)
 
     asyncio.run(drop())
-    run_cli("member", "remove", "etcd5", "--dir", d)
+    run_cli("member", "remove", "etcd5", "--dir", d, "--yes")
     assert member_names(workspace) == spec_names(workspace) == ["etcd1", "etcd2", "etcd3", "etcd4"]
     ws, _ = load_workspace(workspace)
     assert not Path(ws.member_paths("etcd5").data_dir).exists()

@@ -87,6 +87,30 @@ def printable_lines(text: str) -> str:
     return "\n".join(one_line(line) for line in text.splitlines())
 
 
+yes_option = click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask before steps that destroy data (needed without a terminal)."
+)
+
+
+def confirmer(yes: bool) -> Callable[[Any], bool]:
+    """The executor's question before steps that destroy data: yes with --yes, asked on a terminal,
+    no otherwise (the executor then refuses with one line, nothing changed)."""
+
+    def confirm(steps: Any) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        from rich.markup import escape
+
+        err = _console(stderr=True)
+        for step in steps:
+            err.print(f"[yellow]destroys:[/] {escape(one_line(step.destroys))}")
+        return click.confirm("Go on?", default=False)
+
+    return confirm
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 

@@ -118,7 +118,9 @@ def destroy(directory: Path | None, yes: bool, dry_run: bool) -> None:
         if not sys.stdin.isatty():
             _fail(f"destroy deletes {d} with all data; pass --yes to confirm")
         click.confirm(f"Delete {d} with all its data and certificates?", abort=True)
-    plan = _run(lifecycle.destroy(d, dry_run=dry_run, reporter=None if dry_run else _StepPrinter(_console())))
+    reporter = None if dry_run else _StepPrinter(_console())
+    # asked above (the question names the directory); the executor's own check is satisfied here
+    plan = _run(lifecycle.destroy(d, dry_run=dry_run, reporter=reporter, confirm=lambda steps: True))
     if dry_run:
         _print_plan(plan, "table")
     else:

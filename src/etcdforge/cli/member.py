@@ -14,10 +14,12 @@ from etcdforge.cli.app import (
     _print_plan,
     _run,
     _StepPrinter,
+    confirmer,
     dir_option,
     main,
     one_line,
     output_option,
+    yes_option,
 )
 
 
@@ -98,6 +100,7 @@ def member_add(
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 @click.option("--accept-new-host-keys", is_flag=True)
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@yes_option
 @output_option
 def member_remove(
     directory: Path | None,
@@ -106,6 +109,7 @@ def member_remove(
     timeout: float,
     accept_new_host_keys: bool,
     dry_run: bool,
+    yes: bool,
     output: str,
 ) -> None:
     """Remove NAME (never below quorum; the leader hands over first); stop it and wipe its data."""
@@ -115,7 +119,7 @@ def member_remove(
     result = _run(
         membership.remove(
             _dir(directory), name, keep_data=keep_data, timeout=timeout, dry_run=dry_run,
-            accept_new_host_keys=accept_new_host_keys, reporter=reporter,
+            accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirmer(yes),
         )
     )  # fmt: skip
     _print_member_result(result, dry_run, output, f"[bold green]{name} removed[/]")
@@ -128,10 +132,11 @@ def member_remove(
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 @click.option("--accept-new-host-keys", is_flag=True)
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@yes_option
 @output_option
 def member_replace(
     directory: Path | None, name: str, address: str | None, timeout: float, accept_new_host_keys: bool,
-    dry_run: bool, output: str,
+    dry_run: bool, yes: bool, output: str,
 ) -> None:  # fmt: skip
     """Replace a dead or corrupted member: remove, wipe, add back as a learner, promote."""
     from etcdforge.operations import membership
@@ -140,7 +145,7 @@ def member_replace(
     result = _run(
         membership.replace(
             _dir(directory), name, address=address, timeout=timeout, dry_run=dry_run,
-            accept_new_host_keys=accept_new_host_keys, reporter=reporter,
+            accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirmer(yes),
         )
     )  # fmt: skip
     _print_member_result(result, dry_run, output, f"[bold green]{name} replaced[/]")

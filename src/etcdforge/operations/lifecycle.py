@@ -18,7 +18,7 @@ from pathlib import Path
 
 from etcdforge import binaries, topology
 from etcdforge.errors import BinaryError, MemberStartError, StepError, WorkspaceError
-from etcdforge.executor import Reporter, execute
+from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
 from etcdforge.operations.local import (
     LocalObserved,
@@ -33,7 +33,7 @@ from etcdforge.plan import Plan
 from etcdforge.services import local as supervisor
 from etcdforge.services.local_runtime import LocalRuntime
 from etcdforge.spec import ClusterSpec, load_spec
-from etcdforge.workspace import Workspace, load_workspace
+from etcdforge.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -195,18 +195,23 @@ async def up(
 
 
 async def down(directory: Path, *, dry_run: bool = False, reporter: Reporter | None = None) -> Plan:
-    ws, spec = load_workspace(directory)
-    with workspace_lock(ws):
+    with locked_workspace(directory) as (ws, spec):
         plan = plan_down(spec, observe_local(spec, ws))
         if not dry_run:
             await execute(plan, LocalRuntime(spec, ws), reporter)
         return plan
 
 
-async def destroy(directory: Path, *, dry_run: bool = False, reporter: Reporter | None = None) -> Plan:
-    ws, spec = load_workspace(directory)
-    with workspace_lock(ws):
+async def destroy(
+    directory: Path,
+    *,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    confirm: Confirm | None = None,
+) -> Plan:
+    """Stop every etcd of the workspace and delete it; ``confirm`` must say yes to the deletion."""
+    with locked_workspace(directory) as (ws, spec):
         plan = plan_destroy(spec, ws, observe_local(spec, ws))
         if not dry_run:
-            await execute(plan, LocalRuntime(spec, ws), reporter)
+            await execute(plan, LocalRuntime(spec, ws), reporter, confirm=confirm)
         return plan

@@ -239,5 +239,13 @@ def plan_destroy(spec: ClusterSpec, ws: Workspace, observed: LocalObserved) -> P
             f"{ws.root} describes a cluster on real hosts; destroy removes local workspaces only"
         )
     steps = list(plan_down(spec, observed).steps)
-    steps.append(Step("workspace/remove", "local", RemoveTree(str(ws.root)), "destroy: data, PKI and spec"))
+    steps.append(
+        Step(
+            "workspace/remove",
+            "local",
+            RemoveTree(str(ws.root)),
+            "destroy: data, PKI and spec",
+            destroys=f"the workspace {ws.root} (every member's data, the PKI and the spec)",
+        )
+    )
     return Plan(verb="destroy", steps=tuple(steps))

@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 
 from etcdforge import topology
 from etcdforge.errors import EtcdforgeError, PlanError
-from etcdforge.executor import Reporter, Runtime, execute
+from etcdforge.executor import Confirm, Reporter, Runtime, execute
 from etcdforge.hosts.base import Host
 from etcdforge.operations import membership_steps as steps_mod
 from etcdforge.operations.lifecycle import locked_workspace, port_is_free
@@ -243,7 +243,7 @@ async def _roll_back(
             )
         )
     steps += steps_mod.stop_steps(
-        spec, member.name, keep_data=False, reachable=member.name in hosts or spec.mode == "local"
+        spec, member.name, keep_data=False, reachable=member.name in hosts or spec.mode == "local", ask=False
     )
     if clear_record:
         steps.append(steps_mod.clear_record_step(ws))
@@ -259,11 +259,13 @@ async def remove(
     dry_run: bool = False,
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
+    confirm: Confirm | None = None,
 ) -> MemberResult:
+    """Remove NAME. Wiping its data is destructive: ``confirm`` must say yes (or pass ``keep_data``)."""
     with locked_workspace(directory) as (ws, spec):
         result, _ = await _remove(
             spec, ws, name, keep_data=keep_data, timeout=timeout, dry_run=dry_run,
-            accept_new_host_keys=accept_new_host_keys, reporter=reporter,
+            accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirm,
         )  # fmt: skip
         return result
 
@@ -278,6 +280,7 @@ async def _remove(
     dry_run: bool,
     accept_new_host_keys: bool,
     reporter: Reporter | None,
+    confirm: Confirm | None,
     replace_with: MemberSpec | None = None,
 ) -> tuple[MemberResult, ClusterSpec]:
     """``member remove`` under the caller's lock; also the first half of ``replace`` (``replace_with``:
@@ -353,7 +356,7 @@ async def _remove(
         )
         plan = Plan(verb="member-remove", steps=tuple(steps), warnings=warnings)
         if not dry_run:
-            await execute(plan, runtime, reporter)
+            await execute(plan, runtime, reporter, confirm=confirm)
         return MemberResult(plan, warnings), decision.new_spec
 
 
@@ -366,6 +369,7 @@ async def replace(
     dry_run: bool = False,
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
+    confirm: Confirm | None = None,
 ) -> MemberResult:
     """Remove a dead or corrupted member, wipe it, and add it back (as a learner, then promoted), under
     one lock. Works on a member that cannot start (corrupt data, missing data, host gone): only a healthy
@@ -397,7 +401,8 @@ async def replace(
         ):
             removed, after = await _remove(
                 spec, ws, name, keep_data=False, timeout=timeout, dry_run=dry_run,
-                accept_new_host_keys=accept_new_host_keys, reporter=reporter, replace_with=target,
+                accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirm,
+                replace_with=target,
             )  # fmt: skip
         if dry_run:
             steps = removed.plan.steps if removed else ()

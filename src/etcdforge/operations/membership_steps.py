@@ -277,7 +277,11 @@ async def deploy_steps(
     return [s for s in plan.steps if not isinstance(s.action, WaitHealthy)]
 
 
-def stop_steps(spec: ClusterSpec, name: str, *, keep_data: bool, reachable: bool) -> list[Step]:
+def stop_steps(
+    spec: ClusterSpec, name: str, *, keep_data: bool, reachable: bool, ask: bool = True
+) -> list[Step]:
+    """Stop a member and (unless ``keep_data``) wipe its data. ``ask`` False: the data is a learner's
+    that never joined (a rollback), nothing anybody could want back."""
     steps: list[Step] = []
     if spec.mode == "local":
         steps.append(Step(f"{name}/stop", name, StopMember(name), "stop it"))
@@ -291,7 +295,14 @@ def stop_steps(spec: ClusterSpec, name: str, *, keep_data: bool, reachable: bool
             )
         )
     if not keep_data and (spec.mode == "local" or reachable):
+        where = f"{layout.data_dir(spec)}/member on its host" if spec.mode == "hosts" else "in the workspace"
         steps.append(
-            Step(f"{name}/wipe-data", name, WipeData(name), "a removed member's data must never rejoin")
+            Step(
+                f"{name}/wipe-data",
+                name,
+                WipeData(name),
+                "a removed member's data must never rejoin",
+                destroys=f"{name}'s data ({where})" if ask else "",
+            )
         )
     return steps
