@@ -41,6 +41,7 @@ from etcdforge.plan import (
     Step,
     WaitHealthy,
 )
+from etcdforge.services import local as supervisor
 from etcdforge.services.control import ControlFiles
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
 from etcdforge.workspace import Workspace, admin_client
@@ -294,7 +295,11 @@ async def _remove(
     in_spec = any(m.name == name for m in spec.members)
     recorded = record.member if record is not None and record.member.name == name else None
     known = spec.member(name) if in_spec else recorded
-    leftover = spec.mode == "local" and ws.member_dir(name).exists()
+    # a local member the spec and etcd no longer list, but whose process or data is still here
+    leftover = spec.mode == "local" and (
+        supervisor.running_pid(ws.member_pid(name)) is not None
+        or Path(ws.member_paths(name).data_dir).exists()
+    )
     _, decision = await _settled(
         spec,
         ws,

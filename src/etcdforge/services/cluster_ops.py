@@ -116,14 +116,24 @@ async def remove(
         members = await client.member_list()
         if not any(m.id == member_id for m in members):
             return "already removed"
-        # ask another member: the removed one shuts down while answering ("server stopped")
-        others = [url for m in members if m.id != member_id and not m.is_learner for url in m.client_urls[:1]]
-        try:
-            await client.member_remove(member_id, endpoint=others[0] if others else None)
-        except EtcdError:
-            if any(m.id == member_id for m in await client.member_list()):
-                raise
-        return f"removed {format_member_id(member_id)}"
+        # ask another member: the removed one shuts down while answering ("server stopped"); one that is
+        # down (degraded is normal) is passed over for the next
+        others: list[str | None] = [
+            url for m in members if m.id != member_id and not m.is_learner for url in m.client_urls[:1]
+        ]
+        last: EtcdError | None = None
+        for endpoint in others or [None]:
+            try:
+                await client.member_remove(member_id, endpoint=endpoint)
+                return f"removed {format_member_id(member_id)}"
+            except EtcdError as exc:
+                if not any(m.id == member_id for m in await client.member_list()):
+                    return f"removed {format_member_id(member_id)}"
+                if not isinstance(exc, EtcdUnavailable):
+                    raise
+                last = exc
+        assert last is not None
+        raise last
 
     return await retry(
         once, timeout=RECONFIG_RETRY_SECONDS, should_retry=_reconfig_transient, sleep=sleep, clock=clock
