@@ -129,7 +129,9 @@ def test_remove_the_leader_under_load(workspace: Path, etcd_bin: Path) -> None:
     status = json.loads(run_cli("status", "--dir", d, "-o", "json").stdout)
     leader = next(s["member"] for s in status if s["is_leader"])
     plan = json.loads(run_cli("member", "remove", leader, "--dir", d, "--dry-run", "-o", "json").stdout)
-    assert [s["id"] for s in plan["steps"]][:2] == [f"{leader}/move-leader", f"{leader}/remove"]
+    ids = [s["id"] for s in plan["steps"]]
+    assert ids[:3] == ["workspace/record-change", f"{leader}/move-leader", f"{leader}/remove"]
+    assert [s["id"] for s in plan["steps"] if s.get("destroys")] == [f"{leader}/wipe-data"]
     asyncio.run(under_load(workspace, cli("member", "remove", leader, "--dir", d, "--yes")))
     assert leader not in member_names(workspace)
     assert len(member_names(workspace)) == 2
