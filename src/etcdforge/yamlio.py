@@ -5,7 +5,10 @@ Invariants:
 - only YAML 1.2-style scalars are typed: ``true``/``false`` become booleans, never ``yes``/``no``/``on``/
   ``off``/``NO`` (the "Norway problem"); ``null``/``~`` are None; plain integers and floats are numbers;
   everything else, including ``NO`` and ``01:30``, is a string;
-- only plain data comes out: no tags, no Python objects.
+- only plain data comes out: every explicit tag (``!!binary``, ``!!set``, ``!!timestamp``, ``!foo``,
+  even ``!!str``) is refused, mapping keys must be scalars (``? [a]`` is an error, not a traceback);
+- a document is bounded: at most :data:`MAX_BYTES` and :data:`MAX_ALIASES` alias uses (no
+  "billion laughs" expansion).
 """
 
 from __future__ import annotations
@@ -23,8 +26,31 @@ _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9]*)?)(?:[eE][-+]?[0
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 
 
+MAX_BYTES = 1 << 20
+MAX_ALIASES = 64
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core scalars and duplicate-key detection."""
+    """SafeLoader with YAML 1.2 core scalars, duplicate-key detection, no tags, bounded aliases."""
+
+    def __init__(self, stream: str | bytes) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases (*name) in one document", mark
+                )
+        elif getattr(event, "tag", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, f"tags like {event.tag} are not allowed; write plain values", mark
+            )
+        return super().compose_node(parent, index)
 
 
 # Start from no implicit resolvers, then add the YAML 1.2 core schema only.
@@ -39,6 +65,13 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     loader.flatten_mapping(node)
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "a mapping key must be a plain value, not a list or a mapping",
+                key_node.start_mark,
+            )
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             mark = key_node.start_mark
@@ -62,6 +95,8 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 
 def load_yaml(text: str | bytes, *, source: str) -> Any:
     """Parse ``text`` strictly; errors become :class:`SpecError` naming ``source`` and the line."""
+    if len(text) > MAX_BYTES:
+        raise SpecError(f"{source}: larger than {MAX_BYTES // 1024} KiB; this is not a cluster spec")
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
