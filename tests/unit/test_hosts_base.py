@@ -124,3 +124,41 @@ def test_revoked_key_message() -> None:
         revoked=True,
     )
     assert "REVOKED" in str(err) and "/k:7" in str(err)
+
+
+def test_a_batch_cut_anywhere_runs_nothing_or_everything(tmp_path: object) -> None:
+    """Security item 8: `sh -s` runs lines as they arrive; a dropped connection must never run a cut line
+    (`-m 0600` read as `-m 06`). Every prefix of a real batch is fed to a real sh: the result is either
+    untouched or complete, never a file with another mode or partial content."""
+    import os
+    import stat
+    from pathlib import Path
+
+    from etcdforge.hosts.base import CommandOp, WriteOp, compile_batch
+    from etcdforge.hosts.scripts import WRITE_SCRIPT
+
+    root = Path(str(tmp_path))
+    secret = b"-----BEGIN PRIVATE KEY-----\n" + b"k" * 300
+    script = compile_batch(
+        [CommandOp(("install", "-d", "-m", "0700", str(root / "d"))),
+         WriteOp(str(root / "d" / "key.pem"), secret, 0o600, None, None)],
+        WRITE_SCRIPT,
+    )  # fmt: skip
+    outcomes = set()
+    for cut in [*range(0, len(script), 5), len(script) - 1, len(script)]:
+        for p in sorted(root.glob("d/*")) + sorted(root.glob("d/.*")):
+            p.unlink()
+        if (root / "d").exists():
+            os.rmdir(root / "d")
+        subprocess.run(["sh", "-s"], input=script[:cut], capture_output=True, check=False, cwd=root)
+        key = root / "d" / "key.pem"
+        if not (root / "d").exists():
+            outcomes.add("nothing")
+            continue
+        assert stat.S_IMODE((root / "d").stat().st_mode) == 0o700, cut
+        if key.exists():
+            assert key.read_bytes() == secret and stat.S_IMODE(key.stat().st_mode) == 0o600, cut
+            outcomes.add("everything")
+        else:
+            assert cut == len(script), f"a cut at byte {cut} of {len(script)} ran part of the batch"
+    assert outcomes == {"nothing", "everything"}

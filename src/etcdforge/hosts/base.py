@@ -109,12 +109,16 @@ def compile_batch(ops: Sequence[BatchOp], write_script: str) -> bytes:
     text any other way. A write pipes the base64 of its data through ``base64 -d`` into the fixed
     ``write_script`` (temp file with final mode/owner, then rename). After each op the script prints
     ``etcdforge-op N`` so a failure can name the op that failed.
+
+    The whole body is a function called on the last line: ``sh -s`` executes lines as they arrive, so
+    a connection dropped mid-script would otherwise run a cut last line (``-m 0600`` read as ``-m 06``).
+    A cut function definition is a syntax error and a cut call an unknown command: nothing runs.
     """
     import base64
     import secrets as _secrets
     from pathlib import PurePosixPath
 
-    lines = ["set -e", "umask 077"]
+    lines = ["etcdforge_batch() {", "set -e", "umask 077"]
     for index, op in enumerate(ops):
         if isinstance(op, CommandOp):
             lines.append(shell_join(op.argv))
@@ -143,6 +147,7 @@ def compile_batch(ops: Sequence[BatchOp], write_script: str) -> bytes:
                 )
             )
         lines.append(shell_join(["echo", f"etcdforge-op {index}"]))
+    lines += ["}", "etcdforge_batch"]
     return ("\n".join(lines) + "\n").encode()
 
 
