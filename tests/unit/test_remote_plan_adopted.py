@@ -59,7 +59,7 @@ def test_guide_cluster_rolls_onto_our_unit_leader_last_data_handed_over_while_st
         restart = next(s for s in plan.steps if s.id == f"{n}/restart")
         assert isinstance(restart.action, RestartMember)
         chown = ("find", layout.DEFAULT_DATA_DIR, "-xdev", "(", "!", "-user", "etcd", "-o", "!", "-group",
-                 "etcd", ")", "-exec", "chown", "-h", "etcd:etcd", "{}", "+")  # fmt: skip
+                 "etcd", ")", "-execdir", "chown", "-h", "etcd:etcd", "{}", "+")  # fmt: skip
         assert restart.action.before_start == (chown,)  # while stopped, not while root etcd still writes
         assert "not etcdforge's unit" in restart.reason and GUIDE_UNIT in restart.reason
         assert f"{n}/chown-data" not in steps

@@ -173,10 +173,12 @@ def plan_apply(
     steps: list[Step] = []
     warnings: list[str] = list(spec.warnings())
     restart_needed: dict[str, list[str]] = {}
-    # only what is not already etcd's, and never across a mount point (the observe uses -xdev as well)
+    # only what is not already etcd's, and never across a mount point (the observe uses -xdev as well);
+    # -execdir: chown runs in each file's own directory on its base name, so a directory swapped for a
+    # symlink between find's walk and the chown cannot lead it elsewhere
     chown_data = (
         "find", layout.data_dir(spec), "-xdev", "(", "!", "-user", layout.ETCD_USER, "-o", "!", "-group",
-        layout.ETCD_USER, ")", "-exec", "chown", "-h", f"{layout.ETCD_USER}:{layout.ETCD_USER}", "{}", "+",
+        layout.ETCD_USER, ")", "-execdir", "chown", "-h", f"{layout.ETCD_USER}:{layout.ETCD_USER}", "{}", "+",
     )  # fmt: skip
 
     # --- data safety first: nothing is changed on any host if a data dir is suspicious -----------
