@@ -143,3 +143,22 @@ def test_member_sans_are_per_member_plus_loopback() -> None:
 def test_urls_bracket_ipv6() -> None:
     spec = load_spec_text("name: v6\ntoken: t\nmembers:\n  - {name: a, address: '::1'}\n")
     assert topology.client_url(spec, spec.members[0]) == "https://[::1]:2379"
+
+
+@pytest.mark.parametrize(
+    ("arg", "quoted"),
+    [("/usr/bin/etcd", "/usr/bin/etcd"), ("/opt/my etcd/etcd", '"/opt/my etcd/etcd"'), ("a%hb", "a%%hb"),
+     ("x$HOME", "x$$HOME"), ('q"uote', '"q\\"uote"'), ("back\\slash", "back\\\\slash"), ("it's", '"it\'s"'),
+     (";", "\\;"), ("", '""')],
+)  # fmt: skip
+def test_systemd_quote_escapes_specifiers_variables_and_quotes(arg: str, quoted: str) -> None:
+    assert render.systemd_quote(arg) == quoted
+
+
+def test_a_newline_never_reaches_a_unit() -> None:
+    """Security item 2: a newline in the binary would add a directive after User=etcd (User=root)."""
+    spec = HOSTS
+    with pytest.raises(ValueError, match="control character"):
+        render.systemd_unit(spec, spec.members[0], etcd_binary="/usr/bin/etcd\nUser=root", config_path="/c")
+    unit = render.systemd_unit(spec, spec.members[0], etcd_binary="/opt/e%h/$X etcd", config_path="/c")
+    assert b'ExecStart="/opt/e%%h/$$X etcd" --config-file /c\n' in unit
