@@ -82,6 +82,15 @@ def one_line(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+def plain(text: object) -> str:
+    """Text that came from outside (a host, etcd, a file name, a spec value) made safe to embed in
+    rich markup: one line, control characters as escapes, ``[`` escaped (a ``[/]`` in a host's file
+    name must not end a style, or raise MarkupError in the middle of an apply)."""
+    from rich.markup import escape
+
+    return escape(one_line(str(text)))
+
+
 def printable_lines(text: str) -> str:
     """Like :func:`one_line`, but line breaks stay (a log tail)."""
     return "\n".join(one_line(line) for line in text.splitlines())
@@ -116,7 +125,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    _console(stderr=True).print(f"[bold red]error:[/] {plain(message)}", markup=True)
     sys.exit(code)
 
 

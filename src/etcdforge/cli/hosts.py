@@ -19,6 +19,7 @@ from etcdforge.cli.app import (
     hosts_options,
     main,
     output_option,
+    plain,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def plan_cmd(
 
     plan = _run(deploy.make_plan(_dir(directory), accept_new_host_keys=accept_new_host_keys, force=force))
     for warning in plan.warnings:
-        _console(stderr=True).print(f"[yellow]warning:[/] {warning}")
+        _console(stderr=True).print(f"[yellow]warning:[/] {plain(warning)}")
     if output == "json":
         click.echo(json.dumps(plan.to_json(), indent=2))
     else:

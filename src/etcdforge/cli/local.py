@@ -18,6 +18,7 @@ from etcdforge.cli.app import (
     dir_option,
     main,
     output_option,
+    plain,
 )
 
 
@@ -57,7 +58,7 @@ def up(
         )
     )
     for warning in result.warnings:
-        _console(stderr=True).print(f"[yellow]warning:[/] {warning}")
+        _console(stderr=True).print(f"[yellow]warning:[/] {plain(warning)}")
     if dry_run:
         _print_plan(result.plan, output)
         return

@@ -8,7 +8,17 @@ from typing import Any, cast
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _fail, _run, _StepPrinter, dir_option, main, output_option
+from etcdforge.cli.app import (
+    _console,
+    _dir,
+    _fail,
+    _run,
+    _StepPrinter,
+    dir_option,
+    main,
+    output_option,
+    plain,
+)
 
 #: ``pki check`` exit status when the check itself could not run (Nagios UNKNOWN)
 UNKNOWN_EXIT = 3
@@ -36,7 +46,7 @@ def pki_show(file: Path, output: str) -> None:
     table.add_column(style="bold")
     table.add_column()
     for k, v in describe(cert):
-        table.add_row(k, v)
+        table.add_row(plain(k), plain(v))
     _console().print(table)
 
 
@@ -107,7 +117,6 @@ def pki_check(
         doc = {"status": worst(findings), "exit_code": code, "findings": [f.to_json() for f in findings]}
         click.echo(json.dumps(doc, indent=2))
     else:
-        from rich.markup import escape
         from rich.table import Table
 
         style = {"ok": "green", "warning": "yellow", "broken": "bold red"}
@@ -115,7 +124,9 @@ def pki_check(
         for col in ("subject", "check", "status", "message"):
             table.add_column(col)
         for f in findings:
-            table.add_row(f.subject, f.check, f"[{style[f.severity]}]{f.severity}[/]", escape(f.message))
+            table.add_row(
+                plain(f.subject), f.check, f"[{style[f.severity]}]{f.severity}[/]", plain(f.message)
+            )
         console = _console()
         console.print(table)
         counts = {sev: sum(1 for f in findings if f.severity == sev) for sev in style}
@@ -191,7 +202,6 @@ def _print_renew(result: Any, output: str) -> None:
         }
         click.echo(json.dumps(doc, indent=2))
         return
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="pki renew" + ("" if result.executed else " (plan)"))
@@ -203,7 +213,7 @@ def _print_renew(result: Any, output: str) -> None:
             serial = f"{serial} → {c.new_serial:x}"
         until = f"{c.not_after:%Y-%m-%d}" if c.not_after else "-"
         action = "[green]renewed[/]" if c.renewed and result.executed else "renew" if c.renewed else "keep"
-        table.add_row(c.name, action, serial, until, escape(c.reason))
+        table.add_row(c.name, action, serial, until, plain(c.reason))
     console = _console()
     console.print(table)
     if not result.renewed and not result.plan.steps:
@@ -326,7 +336,7 @@ def pki_rotate_ca(
             op.rotate_ca(d, dry_run=True, stop_after=until, accept_new_host_keys=accept_new_host_keys)
         )
         if preview.note:
-            console.print(preview.note)
+            console.print(plain(preview.note))
         for run in preview.runs:
             console.print(f"[bold]phase {run.phase}[/]: {_PHASE_HELP[run.phase]}")
             for line in run.plan.lines():
@@ -352,7 +362,7 @@ def pki_rotate_ca(
         )
     )
     if result.note:
-        console.print(result.note)
+        console.print(plain(result.note))
     elif result.state is None:
         console.print("[bold green]CA rotated[/]: every member trusts and presents only the new CA")
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _run, dir_option, main, output_option
+from etcdforge.cli.app import _console, _dir, _run, dir_option, main, output_option, plain
 
 
 def _size(n: int) -> str:
@@ -85,19 +85,19 @@ def status(directory: Path | None, output: str) -> None:
         for r in rows:
             s = r.status
             if s is None:
-                table.add_row(r.member, r.endpoint, "", "", "", "", "", "", "", f"[red]{r.error}[/]")
+                table.add_row(r.member, r.endpoint, "", "", "", "", "", "", "", f"[red]{plain(r.error)}[/]")
                 continue
             table.add_row(
                 r.member,
                 r.endpoint,
                 f"{s.member_id:x}",
-                s.version,
+                plain(s.version),
                 "[bold]yes[/]" if s.leader == s.member_id else "no",
                 str(s.raft_term),
                 str(s.raft_index),
                 _size(s.db_size),
                 "yes" if s.is_learner else "no",
-                ", ".join(s.errors),
+                plain(", ".join(s.errors)),
             )
         _console().print(table)
     if any(r.error for r in rows):
@@ -141,7 +141,7 @@ def health(directory: Path | None, output: str) -> None:
                     f"took = {h.took * 1000:.1f}ms ({name})"
                 )
             else:
-                console.print(f"[red]{url} is unhealthy[/]: {h.error} ({name})", markup=True)
+                console.print(f"[red]{url} is unhealthy[/]: {plain(h.error)} ({name})", markup=True)
     if not all(h.healthy for _, h in results):
         sys.exit(1)
 
