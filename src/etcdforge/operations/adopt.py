@@ -183,6 +183,25 @@ async def adopt(
     accept_new_host_keys: bool = False,
     force: bool = False,
 ) -> AdoptResult:
+    """Read a hand-built cluster (read-only on the hosts) and write the workspace, under its lock."""
+    from etcdforge.operations.lifecycle import workspace_lock
+
+    with workspace_lock(Workspace(directory)):
+        return await _adopt(
+            directory, members=members, name=name, ssh=ssh, accept_new_host_keys=accept_new_host_keys,
+            force=force,
+        )  # fmt: skip
+
+
+async def _adopt(
+    directory: Path,
+    *,
+    members: Sequence[str],
+    name: str | None,
+    ssh: SshOptions,
+    accept_new_host_keys: bool,
+    force: bool,
+) -> AdoptResult:
     ws = Workspace(directory)
     spec_path = directory / SPEC_FILE
     if spec_path.exists() and not force:

@@ -21,7 +21,7 @@ from etcdforge.executor import Reporter, execute
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.ssh import SshTarget, connect
 from etcdforge.operations import remote_layout as layout
-from etcdforge.operations.lifecycle import workspace_lock
+from etcdforge.operations.lifecycle import locked_workspace
 from etcdforge.operations.remote_observe import ClusterObserved, HostObserved, observe_host
 from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_apply
 from etcdforge.plan import IssueCerts, Plan, Step
@@ -236,8 +236,7 @@ async def apply(
     reporter: Reporter | None = None,
 ) -> Plan:
     """Converge the hosts to the spec; returns the plan that was executed."""
-    ws, spec = load_workspace(directory)
-    with workspace_lock(ws):
+    with locked_workspace(directory) as (ws, spec):
         source = binary_source(spec)
         async with connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
             runtime = RemoteRuntime(spec, ws, hosts)

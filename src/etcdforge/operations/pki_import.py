@@ -86,14 +86,17 @@ def updated_spec(spec: ClusterSpec, imp: CfsslImport) -> ClusterSpec:
 
 def import_cfssl(directory: Path, source: Path) -> ImportResult:
     """Import ``source`` into the workspace at ``directory`` (created if needed)."""
-    imp = analyze(read_source_dir(source), datetime.now(UTC))
+    from etcdforge.operations.lifecycle import workspace_lock
+
     ws = Workspace(directory)
-    new_spec: ClusterSpec | None = None
-    if ws.exists():
-        new_spec = updated_spec(load_spec(ws.spec_path), imp)
-    written = write_import(directory, imp)
-    if new_spec is not None:
-        text = dump_spec(new_spec)
-        load_spec_text(text, source=str(ws.spec_path))
-        atomic_write(ws.spec_path, text.encode(), 0o644)
+    with workspace_lock(ws):  # the spec is read and written under the lock
+        imp = analyze(read_source_dir(source), datetime.now(UTC))
+        new_spec: ClusterSpec | None = None
+        if ws.exists():
+            new_spec = updated_spec(load_spec(ws.spec_path), imp)
+        written = write_import(directory, imp)
+        if new_spec is not None:
+            text = dump_spec(new_spec)
+            load_spec_text(text, source=str(ws.spec_path))
+            atomic_write(ws.spec_path, text.encode(), 0o644)
     return ImportResult(imp, tuple(written), new_spec is not None)

@@ -23,7 +23,7 @@ from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.operations import renew_plan
 from etcdforge.operations import rotate_ca_plan as rplan
-from etcdforge.operations.lifecycle import resolve_binary, workspace_lock
+from etcdforge.operations.lifecycle import locked_workspace, resolve_binary
 from etcdforge.operations.membership_steps import observe_view, runtime_for
 from etcdforge.operations.renew import install_steps, observe_members, require_our_layout
 from etcdforge.pki.rotation import (
@@ -41,7 +41,7 @@ from etcdforge.pki.rotation import (
 )
 from etcdforge.plan import IssueCerts, Plan, Step
 from etcdforge.spec import ClusterSpec
-from etcdforge.workspace import Workspace, load_workspace
+from etcdforge.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -141,13 +141,12 @@ async def rotate_ca(
     reporter: Reporter | None = None,
     on_phase: Callable[[Phase], None] | None = None,
 ) -> RotateResult:
-    ws, spec = load_workspace(directory)
-    if spec.pki.ca is not None:
-        raise PkiError(
-            "rotate-ca replaces the workspace's own CA; this spec signs with an external CA (pki.ca)",
-            hint="rotate that CA where it lives, or remove pki.ca so etcdforge manages the CA",
-        )
-    with workspace_lock(ws):
+    with locked_workspace(directory) as (ws, spec):
+        if spec.pki.ca is not None:
+            raise PkiError(
+                "rotate-ca replaces the workspace's own CA; this spec signs with an external CA (pki.ca)",
+                hint="rotate that CA where it lives, or remove pki.ca so etcdforge manages the CA",
+            )
         leftover = ws.pki_dir / FINISHED_DIR
         if leftover.exists():
             # the last run was interrupted while cleaning up after its rotation had finished
