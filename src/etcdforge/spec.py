@@ -50,6 +50,64 @@ DEFAULT_DOWNLOAD_URL = (
 )
 
 
+#: AEAD ECDHE suites only, by the Go names etcd takes (identical in 3.4, 3.5 and 3.6). They also rule out
+#: TLS < 1.2 on versions without tls-min-version (these suites exist only in TLS 1.2); TLS 1.3 suites are
+#: all AEAD and need no setting.
+DEFAULT_CIPHER_SUITES = (
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+)
+_AEAD_SUITE = re.compile(
+    r"TLS_ECDHE_(ECDSA|RSA)_WITH_(AES_(128|256)_GCM_SHA(256|384)|CHACHA20_POLY1305(_SHA256)?)"
+)
+#: the first releases with --tls-min-version (etcd-facts.md, "Cipher suites and TLS versions")
+TLS_MIN_VERSION_SINCE = ((3, 4, 25), (3, 5, 8), (3, 6, 0))
+
+
+class TlsSettings(_Model):
+    """The TLS policy of every listener (client and peer)."""
+
+    cipher_suites: tuple[str, ...] = Field(
+        default=DEFAULT_CIPHER_SUITES,
+        description="Go cipher-suite names etcd accepts (AEAD ECDHE only); [] leaves Go's defaults",
+    )
+    min_version: Literal["TLS1.2", "TLS1.3"] | None = Field(
+        default=None, description="tls-min-version (etcd 3.4.25+, 3.5.8+, 3.6+); unset: not rendered"
+    )
+
+    @field_validator("cipher_suites")
+    @classmethod
+    def _suites(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _AEAD_SUITE.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not an AEAD ECDHE suite (CBC and RSA key exchange are refused); "
+                    f"e.g. {DEFAULT_CIPHER_SUITES[0]}"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _tls13(self) -> TlsSettings:
+        if self.min_version == "TLS1.3" and self.cipher_suites:
+            raise ValueError(
+                "with min_version TLS1.3 set cipher_suites: [] (etcd refuses suites for TLS 1.3)"
+            )
+        return self
+
+
+def is_aead_suite(name: str) -> bool:
+    return _AEAD_SUITE.fullmatch(name) is not None
+
+
+def supports_tls_min_version(version: tuple[int, int, int]) -> bool:
+    """True for etcd releases that have --tls-min-version (3.4.25+, 3.5.8+, 3.6+)."""
+    if version >= (3, 6, 0):
+        return True
+    return any(version[:2] == since[:2] and version >= since for since in TLS_MIN_VERSION_SINCE)
+
+
 class EtcdSettings(_Model):
     """How etcd runs on every member (the same values on all members, as etcd's tuning guide asks)."""
 
@@ -78,6 +136,7 @@ class EtcdSettings(_Model):
     max_request_bytes: int | None = Field(default=None, ge=1)
     auto_compaction_mode: Literal["periodic", "revision"] = "periodic"
     auto_compaction_retention: str = Field(default="0", description="0 disables auto compaction.")
+    tls: TlsSettings = TlsSettings()
 
     @field_validator("version")
     @classmethod
@@ -118,6 +177,13 @@ class EtcdSettings(_Model):
                 f"install_dir {self.install_dir} and data_dir {data} overlap; "
                 "keep binaries out of the data dir"
             )
+        if self.tls.min_version is not None and self.version is not None:
+            have = tuple(int(p) for p in self.version.split("."))
+            if not supports_tls_min_version((have[0], have[1], have[2])):
+                raise ValueError(
+                    "tls.min_version needs etcd 3.4.25+, 3.5.8+ or 3.6+; the spec's version is "
+                    f"{self.version} (the AEAD cipher suites already rule out TLS < 1.2)"
+                )
         if self.client_port == self.peer_port:
             raise ValueError(f"client_port and peer_port are both {self.client_port}; use two ports")
         if self.election_timeout_ms < 5 * self.heartbeat_interval_ms:
@@ -350,6 +416,8 @@ class ClusterSpec(_Model):
             out.append(f"{n} members: an even size tolerates no more failures than {n - 1}; use an odd size")
         if n > 7:
             out.append(f"{n} members: etcd recommends at most 7")
+        if not self.etcd.tls.cipher_suites and self.etcd.tls.min_version != "TLS1.3":
+            out.append("etcd.tls.cipher_suites is empty: Go's defaults also accept CBC-SHA1 suites")
         if self.etcd.quota_backend_bytes > SUGGESTED_MAX_QUOTA:
             out.append("etcd.quota_backend_bytes above 8 GiB: etcd warns and does not recommend it")
         return tuple(out)

@@ -208,3 +208,20 @@ def test_a_ca_key_imported_before_is_used_when_no_member_has_one(tmp_path: Path)
     assert _with_workspace_ca_key({"etcd-ca.pem": b"OTHER"}, "etcd-ca.pem", ws) == {"etcd-ca.pem": b"OTHER"}
     on_hosts = {"etcd-ca.pem": b"CA", "etcd-ca-key.pem": b"HOST"}
     assert _with_workspace_ca_key(on_hosts, "etcd-ca.pem", ws) == on_hosts
+
+
+def test_tls_hardening_is_carried_over_and_weak_suites_are_named() -> None:
+    """Security item 3: adopt keeps a cluster's --cipher-suites / --tls-min-version (AEAD suites only)."""
+    suites = "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"
+    hardened = check_members([facts(i, suites, "--tls-min-version=TLS1.2") for i in (1, 2, 3)])
+    assert hardened.tls == {
+        "cipher_suites": ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+        "min_version": "TLS1.2",
+    }
+    assert hardened.tls_notes == (
+        "--cipher-suites: TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA not kept (only AEAD ECDHE suites are)",
+    )
+    assert hardened.ignored_flags == ()
+    with pytest.raises(PlanError, match="differ in --cipher-suites"):
+        check_members([facts(1, suites), facts(2)])
+    assert check_members([facts(1), facts(2)]).tls == {}

@@ -142,3 +142,24 @@ def test_data_dir_is_refused_unless_canonical() -> None:
     with pytest.raises(SpecError, match="write it as '/srv/etcd/data'"):
         parse_spec({"name": "t", "token": "tok", "mode": "hosts", "etcd": {"data_dir": "/srv/etcd/data/"},
                     "members": [{"name": "etcd1", "address": "10.0.0.1"}]})  # fmt: skip
+
+
+def test_tls_policy_defaults_to_aead_suites_and_refuses_weak_ones() -> None:
+    def spec(**tls: object) -> object:
+        return parse_spec({"name": "t", "token": "tok", "etcd": {"tls": tls, **tls.pop("etcd", {})},  # type: ignore[dict-item]
+                           "members": [{"name": "etcd1", "address": "127.0.0.1"}]})  # fmt: skip
+
+    default = parse_spec(
+        {"name": "t", "token": "tok", "members": [{"name": "etcd1", "address": "127.0.0.1"}]}
+    )
+    assert all("GCM" in s for s in default.etcd.tls.cipher_suites) and default.etcd.tls.min_version is None
+    with pytest.raises(SpecError, match="not an AEAD ECDHE suite"):
+        spec(cipher_suites=["TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"])
+    with pytest.raises(SpecError, match="not an AEAD ECDHE suite"):
+        spec(cipher_suites=["TLS_RSA_WITH_AES_128_GCM_SHA256"])  # RSA key exchange: no forward secrecy
+    with pytest.raises(SpecError, match="cipher_suites: \\[\\]"):
+        spec(min_version="TLS1.3")
+    with pytest.raises(SpecError, match=r"needs etcd 3\.4\.25"):
+        spec(min_version="TLS1.2", etcd={"version": "3.4.23"})
+    assert spec(min_version="TLS1.2", etcd={"version": "3.5.8"})
+    assert "CBC-SHA1" in " ".join(spec(cipher_suites=[]).warnings())  # type: ignore[attr-defined]

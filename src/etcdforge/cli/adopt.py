@@ -85,6 +85,10 @@ def adopt(
     )
     for line in result.imported.report():
         console.print(f"[yellow]{escape(line)}[/]" if line.startswith("warning:") else escape(line))
+    if s.tls:
+        console.print(f"TLS hardening carried into etcd.tls: {escape(str(dict(s.tls)))}")
+    for note in s.tls_notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     if s.ignored_flags:
         flags = ", ".join(f"--{f}" for f in s.ignored_flags)
         console.print(

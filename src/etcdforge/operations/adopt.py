@@ -245,7 +245,8 @@ async def _adopt(
         client_port=settings.client_port,
         peer_port=settings.peer_port,
         data_dir=settings.data_dir,
-        etcd_tuning=_tuning_lines(settings.tuning),
+        etcd_tuning=_tuning_lines(settings.tuning)
+        + ([f"tls: {json.dumps(dict(settings.tls))}"] if settings.tls else []),
         pki_lines=_pki_lines(imp),
         header=(
             "# etcdforge cluster spec, written by `etcdforge adopt` from what runs on the hosts.",

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import base64
 import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from etcdforge.errors import PlanError
@@ -73,6 +73,8 @@ TUNING_FLAGS = {
     "auto-compaction-mode": "auto_compaction_mode",
     "auto-compaction-retention": "auto_compaction_retention",
 }
+#: hardening flags carried into the spec's etcd.tls
+TLS_FLAGS = frozenset({"cipher-suites", "tls-min-version"})
 #: flags etcdforge's layout and config decide itself (read, checked, replaced)
 LAYOUT_FLAGS = frozenset({
     "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls",
@@ -121,6 +123,10 @@ class AdoptedSettings:
     ca_dir: str
     tuning: Mapping[str, str]
     ignored_flags: tuple[str, ...]
+    #: the cluster's TLS hardening, carried into the spec's etcd.tls (cipher_suites, min_version)
+    tls: Mapping[str, object] = field(default_factory=dict)
+    #: what of it could not be kept (suites etcdforge's policy refuses), said to the user
+    tls_notes: tuple[str, ...] = ()
 
 
 def _b64(lines: Sequence[str]) -> bytes | None:
@@ -262,6 +268,29 @@ def check_host(facts: HostFacts) -> tuple[int, int]:
     return client_port, peer_port
 
 
+def _tls_flags(
+    hosts: Sequence[HostFacts], same: Callable[[str, Mapping[str, object]], None]
+) -> tuple[dict[str, object], tuple[str, ...]]:
+    """The cluster's --cipher-suites and --tls-min-version as the spec's etcd.tls. Suites the policy
+    refuses (CBC, RSA key exchange) are dropped with a note; none left means the default AEAD list."""
+    from etcdforge.spec import DEFAULT_CIPHER_SUITES, is_aead_suite
+
+    out: dict[str, object] = {}
+    notes: list[str] = []
+    if any("cipher-suites" in h.flags for h in hosts):
+        same("--cipher-suites", {h.member: h.flags.get("cipher-suites") for h in hosts})
+        given = [s.strip() for s in hosts[0].flags.get("cipher-suites", "").split(",") if s.strip()]
+        kept = [s for s in given if is_aead_suite(s)]
+        dropped = [s for s in given if s not in kept]
+        if dropped:
+            notes.append(f"--cipher-suites: {', '.join(dropped)} not kept (only AEAD ECDHE suites are)")
+        out["cipher_suites"] = kept or list(DEFAULT_CIPHER_SUITES)
+    if any("tls-min-version" in h.flags for h in hosts):
+        same("--tls-min-version", {h.member: h.flags.get("tls-min-version") for h in hosts})
+        out["min_version"] = hosts[0].flags.get("tls-min-version", "TLS1.2")
+    return out, tuple(notes)
+
+
 def check_members(hosts: Sequence[HostFacts]) -> AdoptedSettings:
     """Every host's checks, then that all members agree on what must be cluster-wide."""
     ports = {h.member: check_host(h) for h in hosts}
@@ -286,7 +315,15 @@ def check_members(hosts: Sequence[HostFacts]) -> AdoptedSettings:
         if values:
             same(f"--{flag}", {h.member: h.flags.get(flag) for h in hosts})
             tuning[key] = next(iter(values.values()))
-    ignored = sorted({f for h in hosts for f in h.flags if f not in LAYOUT_FLAGS and f not in TUNING_FLAGS})
+    tls, tls_notes = _tls_flags(hosts, same)
+    ignored = sorted(
+        {
+            f
+            for h in hosts
+            for f in h.flags
+            if f not in LAYOUT_FLAGS and f not in TUNING_FLAGS and f not in TLS_FLAGS
+        }
+    )
     first = hosts[0]
     client_port, peer_port = ports[first.member]
     return AdoptedSettings(
@@ -298,6 +335,8 @@ def check_members(hosts: Sequence[HostFacts]) -> AdoptedSettings:
         ca_dir=first.flags["trusted-ca-file"].rsplit("/", 1)[0],
         tuning=tuning,
         ignored_flags=tuple(ignored),
+        tls=tls,
+        tls_notes=tls_notes,
     )
 
 
