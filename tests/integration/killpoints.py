@@ -21,7 +21,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,31 +100,46 @@ async def others_never_crash(directory: Path, probes: Sequence[Sequence[str]]) -
             assert lines and lines[0].startswith("error:"), (argv, err)
 
 
+async def _kill_probe_rerun(
+    directory: Path, argv: Sequence[str], point: str, probes: Sequence[Sequence[str]], outcome: Outcome
+) -> None:
+    code, killed_out, err = await cli(directory, *argv, failpoint=point)
+    outcome.finished = finished_steps(killed_out)
+    assert "Traceback" not in err, (point, err)
+    if code != 0:  # (0: the point was never reached, a step this run did not need)
+        assert code == -9, (point, code, killed_out, err)  # SIGKILL, not a failure of the verb
+    await others_never_crash(directory, probes)
+    outcome.rerun, out, err = await cli(directory, *argv)
+    assert outcome.rerun == 0, (point, "re-run", out, err)
+
+
 async def kill_and_rerun(
-    directory: Path, argv: Sequence[str], point: str, *, probes: Sequence[Sequence[str]]
+    directory: Path,
+    argv: Sequence[str],
+    point: str,
+    *,
+    probes: Sequence[Sequence[str]],
+    under_load: bool = True,
+    check: Callable[[Path], Awaitable[None]] = check_converged,
 ) -> Outcome:
-    """Kill ``argv`` at ``point`` under a writer, probe, re-run, check the invariants and the history."""
-    ws, spec = load_workspace(directory)
+    """Kill ``argv`` at ``point`` (under a writer when a cluster runs before it), probe, re-run, check
+    the invariants and the writer's history."""
     outcome = Outcome(point)
+    if not under_load:  # `up` from nothing: no cluster to write to yet
+        await _kill_probe_rerun(directory, argv, point, probes, outcome)
+        await check(directory)
+        return outcome
+    ws, spec = load_workspace(directory)
     async with admin_client(spec, ws, timeout=2.0) as client:
         writer = Writer(client, prefix=f"/kp/{point.replace(':', '-')}")
         stop = asyncio.Event()
         task = asyncio.create_task(writer.run(stop, pause=0.01))
         try:
-            code, killed_out, err = await cli(directory, *argv, failpoint=point)
-            outcome.finished = finished_steps(killed_out)
-            assert "Traceback" not in err, (point, err)
-            if code == 0:  # the point was never reached (a step this run did not need)
-                pass
-            else:
-                assert code == -9, (point, code, killed_out, err)  # SIGKILL, not a failure of the verb
-            await others_never_crash(directory, probes)
-            outcome.rerun, out, err = await cli(directory, *argv)
-            assert outcome.rerun == 0, (point, "re-run", out, err)
+            await _kill_probe_rerun(directory, argv, point, probes, outcome)
         finally:
             stop.set()
             await task
-    await check_converged(directory)
+    await check(directory)
     ws, spec = load_workspace(directory)
     async with admin_client(spec, ws, timeout=3.0) as client:
         result = await check_history(client, writer.history)

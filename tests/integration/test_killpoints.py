@@ -5,8 +5,11 @@ each in its own workspace on its own addresses, to keep the suite's wall time do
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from etcd_binaries import candidates, require
@@ -21,6 +24,16 @@ PROBES = (("status", "-o", "json"), ("member", "add", "etcd9", "--dry-run"), ("u
 BLOCKS = {"etcd-3.4-debian": 110, "etcd-3.5-distro": 130}
 
 
+def write_spec(ws: Path, name: str, binary: Path) -> None:
+    """A spec on the version's own block (``up`` then creates everything else)."""
+    ws.mkdir(exist_ok=True)
+    base = BLOCKS[name]
+    members = "".join(f"  - {{name: etcd{i}, address: 127.0.0.{base + i}}}\n" for i in (1, 2, 3))
+    (ws / "cluster.yaml").write_text(
+        f"name: kp\ntoken: kp-{base}\netcd: {{binary: {binary}}}\nmembers:\n{members}"
+    )
+
+
 @pytest.fixture
 def clusters(tmp_path: Path) -> Iterator[list[tuple[str, Path, Path]]]:
     """(version, etcd binary, workspace) for both versions, each a running 3-member cluster."""
@@ -32,29 +45,43 @@ def clusters(tmp_path: Path) -> Iterator[list[tuple[str, Path, Path]]]:
         for name, path in candidates():
             binary = require(path, name)
             ws = tmp_path / name
-            ws.mkdir()
-            base = BLOCKS[name]
-            members = "".join(f"  - {{name: etcd{i}, address: 127.0.0.{base + i}}}\n" for i in (1, 2, 3))
-            (ws / "cluster.yaml").write_text(
-                f"name: kp\ntoken: kp-{base}\netcd: {{binary: {binary}}}\nmembers:\n{members}"
-            )
+            write_spec(ws, name, binary)
             made.append((name, binary, ws))
             run_cli("up", "--dir", str(ws), "--etcd-bin", str(binary))
         yield made
     finally:
         for _, _, ws in made:
             _stop_all_members(ws)
+            for proc in workspace_processes(ws):  # a killed destroy may have removed the pid files
+                os.kill(proc, signal.SIGKILL)
+
+
+def workspace_processes(ws: Path) -> list[int]:
+    """etcd processes started from this workspace's configs (found by their command lines)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(ws).encode() + b"/" in cmdline and b"etcd" in cmdline:
+                out.append(int(entry.name))
+    return out
 
 
 async def matrix(
-    directory: Path, argv: tuple[str, ...], restore: Callable[[], Awaitable[None]]
+    directory: Path,
+    argv: tuple[str, ...],
+    restore: Callable[[], Awaitable[None]],
+    **kill_options: Any,
 ) -> list[Outcome]:
     steps = await learn_steps(directory, argv)
     await restore()
     outcomes = []
     for i, point in enumerate(points(steps)):
         probe = PROBES[i % len(PROBES)]
-        outcomes.append(await kill_and_rerun(directory, argv, point, probes=(probe,)))
+        outcomes.append(await kill_and_rerun(directory, argv, point, probes=(probe,), **kill_options))
         await restore()
     return outcomes
 
@@ -101,3 +128,40 @@ def test_member_remove_converges_from_every_kill_point(clusters: list[tuple[str,
         )
 
     run_both(clusters, "member remove", scenario)
+
+
+def test_member_replace_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    async def nothing() -> None:
+        pass
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        return await matrix(ws, ("member", "replace", "etcd2", "--yes"), nothing)
+
+    run_both(clusters, "member replace", scenario)
+
+
+def test_up_from_nothing_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        async def from_nothing() -> None:
+            await ok(ws, "destroy", "--yes")
+            write_spec(ws, name, binary)
+
+        await from_nothing()
+        return await matrix(ws, ("up", "--etcd-bin", str(binary)), from_nothing, under_load=False)
+
+    run_both(clusters, "up", scenario)
+
+
+def test_destroy_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    async def gone(ws: Path) -> None:
+        assert not ws.exists(), "the workspace is still there"
+        assert workspace_processes(ws) == [], "an etcd of the destroyed workspace still runs"
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        async def again() -> None:
+            write_spec(ws, name, binary)
+            await ok(ws, "up", "--etcd-bin", str(binary))
+
+        return await matrix(ws, ("destroy", "--yes"), again, check=gone, under_load=False)
+
+    run_both(clusters, "destroy", scenario)

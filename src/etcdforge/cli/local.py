@@ -124,5 +124,7 @@ def destroy(directory: Path | None, yes: bool, dry_run: bool) -> None:
     plan = _run(lifecycle.destroy(d, dry_run=dry_run, reporter=reporter, confirm=lambda steps: True))
     if dry_run:
         _print_plan(plan, "table")
+    elif plan.empty:
+        _console().print(f"no workspace at {plain(d)}; nothing to destroy")
     else:
-        _console().print(f"destroyed {d}")
+        _console().print(f"destroyed {plain(d)}")

@@ -210,7 +210,21 @@ async def destroy(
     reporter: Reporter | None = None,
     confirm: Confirm | None = None,
 ) -> Plan:
-    """Stop every etcd of the workspace and delete it; ``confirm`` must say yes to the deletion."""
+    """Stop every etcd of the workspace and delete it; ``confirm`` must say yes to the deletion.
+
+    A workspace already gone is nothing to do (a re-run after the deletion finished); the spec is deleted
+    last, so an interrupted deletion is still a workspace that a re-run finishes.
+    """
+    if not Workspace(directory).exists():
+        leftovers = [p for p in directory.iterdir() if p.name != ".lock"] if directory.is_dir() else []
+        if leftovers:
+            raise WorkspaceError(
+                f"{directory} is not an etcdforge workspace (no cluster.yaml); not removing it"
+            )
+        if directory.is_dir() and not dry_run:
+            (directory / ".lock").unlink(missing_ok=True)
+            directory.rmdir()
+        return Plan(verb="destroy", steps=())
     with locked_workspace(directory) as (ws, spec):
         plan = plan_destroy(spec, ws, observe_local(spec, ws))
         if not dry_run:

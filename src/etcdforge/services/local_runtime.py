@@ -202,7 +202,17 @@ class LocalRuntime:
 
     async def remove_tree(self, action: RemoveTree) -> str:
         path = Path(action.path)
-        if not (path / "cluster.yaml").is_file():
+        marker = path / "cluster.yaml"
+        if not marker.is_file():
             raise WorkspaceError(f"{path} does not look like an etcdforge workspace; not removing it")
-        shutil.rmtree(path)
+        # everything but the spec first: an interrupted removal leaves a workspace a re-run finishes
+        for entry in sorted(path.iterdir()):
+            if entry == marker:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                await asyncio.to_thread(shutil.rmtree, entry)
+            else:
+                entry.unlink(missing_ok=True)
+        marker.unlink()
+        path.rmdir()
         return "removed"
