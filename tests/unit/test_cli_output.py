@@ -9,15 +9,15 @@ from typing import Any
 
 from rich.console import Console
 
-from etcdforge.cli.app import _StepPrinter, one_line, plain
+from etcdforge.cli.app import StepPrinter, one_line, plain
 from etcdforge.plan import Step, WriteFile
 
 HOSTILE = "/etc/etcd/[/]bad [bold]x[/bold] \x1b[31mred\x1b[0m\nnext line"
 
 
-def printer() -> tuple[_StepPrinter, io.StringIO]:
+def printer() -> tuple[StepPrinter, io.StringIO]:
     out = io.StringIO()
-    return _StepPrinter(Console(file=out, width=300, highlight=False)), out
+    return StepPrinter(Console(file=out, width=300, highlight=False)), out
 
 
 def test_the_step_printer_prints_host_text_literally() -> None:

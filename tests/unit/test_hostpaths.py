@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 from support import need_root
 
-from etcdforge import hostpaths
+from etcdforge import hostpaths, layout
 from etcdforge.errors import PlanError, SpecError
 from etcdforge.hosts import LocalHost
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import ClusterObserved, HostObserved, observe_host
 from etcdforge.operations.remote_plan import BinarySource, plan_apply
 from etcdforge.spec import parse_spec

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from etcdforge import layout
 from etcdforge.errors import PlanError
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import (
     ClusterObserved,
     FileState,

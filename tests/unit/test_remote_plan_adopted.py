@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from test_remote_plan import NAMES, SPEC, SYSTEM, cluster, desired, host, ids
 
-from etcdforge.operations import remote_layout as layout
+from etcdforge import layout
 from etcdforge.operations.remote_observe import (
     ClusterObserved,
     HostObserved,

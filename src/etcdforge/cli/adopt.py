@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _run, dir_option, hosts_options, main
+from etcdforge.cli.app import dir_option, hosts_options, main, make_console, run_async, workspace_dir
 from etcdforge.cli.pki import pki
 
 
@@ -23,9 +23,9 @@ def pki_import_cfssl(source: Path, directory: Path | None) -> None:
 
     from etcdforge.operations.pki_import import import_cfssl
 
-    d = _dir(directory)
+    d = workspace_dir(directory)
     result = import_cfssl(d, source)
-    console = _console()
+    console = make_console()
     for line in result.imported.report():
         style = "yellow" if line.startswith("warning:") else ""
         console.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
@@ -65,14 +65,14 @@ def adopt(
     from etcdforge.operations.adopt import SshOptions
     from etcdforge.operations.adopt import adopt as adopt_op
 
-    d = _dir(directory)
+    d = workspace_dir(directory)
     ssh = SshOptions(user=ssh_user, port=ssh_port, key=ssh_key, known_hosts=known_hosts, sudo=sudo)
-    result = _run(
+    result = run_async(
         adopt_op(
             d, members=members, name=name, ssh=ssh, accept_new_host_keys=accept_new_host_keys, force=force
         )
     )
-    console = _console()
+    console = make_console()
     s = result.settings
     for h in result.hosts:
         source = "running process" if h.from_process else "unit ExecStart"
@@ -97,7 +97,7 @@ def adopt(
     if result.ca_key_on:
         from fnmatch import fnmatch
 
-        from etcdforge.operations.remote_layout import STRAY_PATTERNS
+        from etcdforge.layout import STRAY_PATTERNS
 
         console.print(
             "[yellow]the CA private key is on the members[/] ("

@@ -63,7 +63,7 @@ def hosts_options(command: F) -> F:
     return command
 
 
-def _console(stderr: bool = False) -> Console:
+def make_console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
@@ -112,7 +112,7 @@ def confirmer(yes: bool) -> Callable[[Any], bool]:
             return False
         from rich.markup import escape
 
-        err = _console(stderr=True)
+        err = make_console(stderr=True)
         for step in steps:
             err.print(f"[yellow]destroys:[/] {escape(one_line(step.destroys))}")
         return click.confirm("Go on?", default=False)
@@ -120,12 +120,12 @@ def confirmer(yes: bool) -> Callable[[Any], bool]:
     return confirm
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    _console(stderr=True).print(f"[bold red]error:[/] {plain(message)}", markup=True)
+def fail(message: str, code: int = 1) -> NoReturn:
+    make_console(stderr=True).print(f"[bold red]error:[/] {plain(message)}", markup=True)
     sys.exit(code)
 
 
@@ -140,7 +140,7 @@ class _Group(click.Group):
         except EtcdforgeError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err = _console(stderr=True)
+            err = make_console(stderr=True)
             from rich.markup import escape
 
             err.print(f"[bold red]error:[/] {escape(one_line(str(exc)))}")
@@ -169,7 +169,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def _dir(directory: Path | None) -> Path:
+def workspace_dir(directory: Path | None) -> Path:
     return directory if directory is not None else _default_dir()
 
 
@@ -187,7 +187,7 @@ def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-class _StepPrinter:
+class StepPrinter:
     """Progress for plan execution: a spinner naming the running step(s), one line per finished step.
 
     Steps of a batch run concurrently, so the spinner shows every running step id.
@@ -240,11 +240,11 @@ class _StepPrinter:
         self.console.print(f"[red]✗[/] {escape(step.id)}")
 
 
-def _print_plan(plan: Plan, output: str) -> None:
+def print_plan(plan: Plan, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(plan.to_json(), indent=2))
         return
-    console = _console()
+    console = make_console()
     if plan.empty:
         console.print("nothing to do")
     for line in plan.lines():

@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from etcdforge.cli.app import (
-    _console,
-    _dir,
-    _fail,
-    _run,
-    _StepPrinter,
+    StepPrinter,
     dir_option,
+    fail,
     hosts_options,
     main,
+    make_console,
     output_option,
     plain,
+    run_async,
+    workspace_dir,
 )
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _print_host_plan(plan: Plan) -> None:
 
     from etcdforge.plan import PutFile
 
-    console = _console()
+    console = make_console()
     if plan.empty:
         console.print("[green]no changes[/]: the cluster matches the spec")
         return
@@ -63,9 +63,11 @@ def plan_cmd(
     """Show what `apply` would change on the hosts; changes nothing."""
     from etcdforge.operations import deploy
 
-    plan = _run(deploy.make_plan(_dir(directory), accept_new_host_keys=accept_new_host_keys, force=force))
+    plan = run_async(
+        deploy.make_plan(workspace_dir(directory), accept_new_host_keys=accept_new_host_keys, force=force)
+    )
     for warning in plan.warnings:
-        _console(stderr=True).print(f"[yellow]warning:[/] {plain(warning)}")
+        make_console(stderr=True).print(f"[yellow]warning:[/] {plain(warning)}")
     if output == "json":
         click.echo(json.dumps(plan.to_json(), indent=2))
     else:
@@ -84,24 +86,24 @@ def apply(directory: Path | None, yes: bool, accept_new_host_keys: bool, force: 
     """Converge the hosts to the spec: prepare, install, start or roll-restart, health-gated."""
     from etcdforge.operations import deploy
 
-    d = _dir(directory)
+    d = workspace_dir(directory)
     if not yes:
-        preview = _run(deploy.make_plan(d, accept_new_host_keys=accept_new_host_keys, force=force))
+        preview = run_async(deploy.make_plan(d, accept_new_host_keys=accept_new_host_keys, force=force))
         _print_host_plan(preview)
         if preview.empty:
             return
         if not sys.stdin.isatty():
-            _fail("apply changes hosts; pass --yes to confirm")
+            fail("apply changes hosts; pass --yes to confirm")
         click.confirm("Apply these changes?", abort=True)
         accept_new_host_keys = False  # recorded by the preview already
-    console = _console()
-    plan = _run(
+    console = make_console()
+    plan = run_async(
         deploy.apply(
             d,
             accept_new_host_keys=accept_new_host_keys,
             force=force,
             timeout=timeout,
-            reporter=_StepPrinter(console),
+            reporter=StepPrinter(console),
         )
     )
     if plan.empty:
@@ -137,7 +139,7 @@ def init(
     """Write a commented cluster.yaml for your own hosts: --member etcd1=192.168.10.80 …"""
     from etcdforge.operations import init as init_op
 
-    d = _dir(directory)
+    d = workspace_dir(directory)
     path = init_op.write_spec(
         d,
         members=members,
@@ -151,4 +153,4 @@ def init(
         etcd_sha256=etcd_sha256,
         force=force,
     )
-    _console().print(f"wrote {path}; next: etcdforge plan --dir {d}, then etcdforge apply --dir {d}")
+    make_console().print(f"wrote {path}; next: etcdforge plan --dir {d}, then etcdforge apply --dir {d}")

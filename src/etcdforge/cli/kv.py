@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from etcdforge.cli.app import _dir, _run, dir_option, main, output_option
+from etcdforge.cli.app import dir_option, main, output_option, run_async, workspace_dir
 
 T = TypeVar("T")
 
@@ -23,13 +23,13 @@ def kv() -> None:
 def _kv_call(directory: Path | None, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     from etcdforge.workspace import admin_client, load_workspace
 
-    ws, spec = load_workspace(_dir(directory))
+    ws, spec = load_workspace(workspace_dir(directory))
 
     async def go() -> T:
         async with admin_client(spec, ws) as client:
             return await fn(client)
 
-    return _run(go())
+    return run_async(go())
 
 
 @kv.command("put")

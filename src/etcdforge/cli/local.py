@@ -9,16 +9,16 @@ from pathlib import Path
 import click
 
 from etcdforge.cli.app import (
-    _console,
-    _dir,
-    _fail,
-    _print_plan,
-    _run,
-    _StepPrinter,
+    StepPrinter,
     dir_option,
+    fail,
     main,
+    make_console,
     output_option,
     plain,
+    print_plan,
+    run_async,
+    workspace_dir,
 )
 
 
@@ -43,10 +43,10 @@ def up(
     from etcdforge import topology
     from etcdforge.operations import lifecycle
 
-    d = _dir(directory)
-    console = _console()
-    reporter = None if (dry_run or output == "json") else _StepPrinter(console)
-    result = _run(
+    d = workspace_dir(directory)
+    console = make_console()
+    reporter = None if (dry_run or output == "json") else StepPrinter(console)
+    result = run_async(
         lifecycle.up(
             d,
             members=members,
@@ -58,9 +58,9 @@ def up(
         )
     )
     for warning in result.warnings:
-        _console(stderr=True).print(f"[yellow]warning:[/] {plain(warning)}")
+        make_console(stderr=True).print(f"[yellow]warning:[/] {plain(warning)}")
     if dry_run:
-        _print_plan(result.plan, output)
+        print_plan(result.plan, output)
         return
     spec = result.spec
     if output == "json":
@@ -94,12 +94,14 @@ def down(directory: Path | None, dry_run: bool) -> None:
     """Stop the local members, keeping all data."""
     from etcdforge.operations import lifecycle
 
-    console = _console()
-    plan = _run(
-        lifecycle.down(_dir(directory), dry_run=dry_run, reporter=None if dry_run else _StepPrinter(console))
+    console = make_console()
+    plan = run_async(
+        lifecycle.down(
+            workspace_dir(directory), dry_run=dry_run, reporter=None if dry_run else StepPrinter(console)
+        )
     )
     if dry_run:
-        _print_plan(plan, "table")
+        print_plan(plan, "table")
     elif plan.empty:
         console.print("no member was running")
     else:
@@ -114,17 +116,17 @@ def destroy(directory: Path | None, yes: bool, dry_run: bool) -> None:
     """Stop the local members and delete the workspace (data, PKI, spec)."""
     from etcdforge.operations import lifecycle
 
-    d = _dir(directory)
+    d = workspace_dir(directory)
     if not dry_run and not yes:
         if not sys.stdin.isatty():
-            _fail(f"destroy deletes {d} with all data; pass --yes to confirm")
+            fail(f"destroy deletes {d} with all data; pass --yes to confirm")
         click.confirm(f"Delete {d} with all its data and certificates?", abort=True)
-    reporter = None if dry_run else _StepPrinter(_console())
+    reporter = None if dry_run else StepPrinter(make_console())
     # asked above (the question names the directory); the executor's own check is satisfied here
-    plan = _run(lifecycle.destroy(d, dry_run=dry_run, reporter=reporter, confirm=lambda steps: True))
+    plan = run_async(lifecycle.destroy(d, dry_run=dry_run, reporter=reporter, confirm=lambda steps: True))
     if dry_run:
-        _print_plan(plan, "table")
+        print_plan(plan, "table")
     elif plan.empty:
-        _console().print(f"no workspace at {plain(d)}; nothing to destroy")
+        make_console().print(f"no workspace at {plain(d)}; nothing to destroy")
     else:
-        _console().print(f"destroyed {plain(d)}")
+        make_console().print(f"destroyed {plain(d)}")

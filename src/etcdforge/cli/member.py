@@ -9,16 +9,16 @@ from typing import Any
 import click
 
 from etcdforge.cli.app import (
-    _console,
-    _dir,
-    _print_plan,
-    _run,
-    _StepPrinter,
+    StepPrinter,
     confirmer,
     dir_option,
     main,
+    make_console,
     one_line,
     output_option,
+    print_plan,
+    run_async,
+    workspace_dir,
     yes_option,
 )
 
@@ -31,18 +31,18 @@ def member() -> None:
 def _print_member_result(result: Any, dry_run: bool, output: str, done: str) -> None:
     from rich.markup import escape
 
-    err = _console(stderr=True)
+    err = make_console(stderr=True)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(one_line(warning))}")
     if dry_run:
-        _print_plan(result.plan, output)
+        print_plan(result.plan, output)
         if result.note:
-            _console().print(result.note)
+            make_console().print(result.note)
         return
     if output == "json":
         click.echo(json.dumps(result.plan.to_json(), indent=2))
         return
-    _console().print(result.note or done)
+    make_console().print(result.note or done)
 
 
 @member.command("add")
@@ -83,10 +83,10 @@ def member_add(
     ssh = None
     if any(v is not None for v in (ssh_host, ssh_port, ssh_user, ssh_key, sudo)):
         ssh = MemberSsh(host=ssh_host, port=ssh_port, user=ssh_user, identity_file=ssh_key, sudo=sudo)
-    reporter = None if (dry_run or output == "json") else _StepPrinter(_console())
-    result = _run(
+    reporter = None if (dry_run or output == "json") else StepPrinter(make_console())
+    result = run_async(
         membership.add(
-            _dir(directory), name, address=address, dns_names=dns_names, ssh=ssh, etcd_bin=etcd_bin,
+            workspace_dir(directory), name, address=address, dns_names=dns_names, ssh=ssh, etcd_bin=etcd_bin,
             timeout=timeout, dry_run=dry_run, accept_new_host_keys=accept_new_host_keys, reporter=reporter,
         )
     )  # fmt: skip
@@ -115,10 +115,10 @@ def member_remove(
     """Remove NAME (never below quorum; the leader hands over first); stop it and wipe its data."""
     from etcdforge.operations import membership
 
-    reporter = None if (dry_run or output == "json") else _StepPrinter(_console())
-    result = _run(
+    reporter = None if (dry_run or output == "json") else StepPrinter(make_console())
+    result = run_async(
         membership.remove(
-            _dir(directory), name, keep_data=keep_data, timeout=timeout, dry_run=dry_run,
+            workspace_dir(directory), name, keep_data=keep_data, timeout=timeout, dry_run=dry_run,
             accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirmer(yes),
         )
     )  # fmt: skip
@@ -141,10 +141,10 @@ def member_replace(
     """Replace a dead or corrupted member: remove, wipe, add back as a learner, promote."""
     from etcdforge.operations import membership
 
-    reporter = None if (dry_run or output == "json") else _StepPrinter(_console())
-    result = _run(
+    reporter = None if (dry_run or output == "json") else StepPrinter(make_console())
+    result = run_async(
         membership.replace(
-            _dir(directory), name, address=address, timeout=timeout, dry_run=dry_run,
+            workspace_dir(directory), name, address=address, timeout=timeout, dry_run=dry_run,
             accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirmer(yes),
         )
     )  # fmt: skip

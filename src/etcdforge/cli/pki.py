@@ -9,15 +9,15 @@ from typing import Any, cast
 import click
 
 from etcdforge.cli.app import (
-    _console,
-    _dir,
-    _fail,
-    _run,
-    _StepPrinter,
+    StepPrinter,
     dir_option,
+    fail,
     main,
+    make_console,
     output_option,
     plain,
+    run_async,
+    workspace_dir,
 )
 
 #: ``pki check`` exit status when the check itself could not run (Nagios UNKNOWN)
@@ -47,7 +47,7 @@ def pki_show(file: Path, output: str) -> None:
     table.add_column()
     for k, v in describe(cert):
         table.add_row(plain(k), plain(v))
-    _console().print(table)
+    make_console().print(table)
 
 
 @pki.command("check")
@@ -95,21 +95,21 @@ def pki_check(
     from etcdforge.workspace import load_workspace
 
     try:
-        ws, spec = load_workspace(_dir(directory))
+        ws, spec = load_workspace(workspace_dir(directory))
         if on_hosts:
             if spec.mode != "hosts":
                 raise WorkspaceError(
                     f"--hosts needs a hosts-mode workspace; {ws.root} is in {spec.mode} mode",
                     hint="drop --hosts: local members are always checked",
                 )
-            facts = _run(gather_hosts(spec, ws))
+            facts = run_async(gather_hosts(spec, ws))
         else:
             facts = gather_local(spec, ws)
     except EtcdforgeError as exc:
         if ctx.obj and ctx.obj.get("debug"):
             raise
         # 1 and 2 mean "warning" and "broken" to a monitor; a check that could not run is UNKNOWN.
-        _fail(str(exc), UNKNOWN_EXIT)
+        fail(str(exc), UNKNOWN_EXIT)
     thresholds = Thresholds(warn_days=warn_days, warn_group_readable=not group_readable_ok)
     findings = check_pki(facts, datetime.now(UTC), thresholds)
     code = exit_code(findings)
@@ -127,7 +127,7 @@ def pki_check(
             table.add_row(
                 plain(f.subject), f.check, f"[{style[f.severity]}]{f.severity}[/]", plain(f.message)
             )
-        console = _console()
+        console = make_console()
         console.print(table)
         counts = {sev: sum(1 for f in findings if f.severity == sev) for sev in style}
         console.print(
@@ -156,7 +156,7 @@ def pki_export_cfssl(directory: Path | None, out_dir: Path | None) -> None:
     from etcdforge.pki.export import cfssl_files, write_cfssl_files
     from etcdforge.workspace import load_workspace
 
-    ws, spec = load_workspace(_dir(directory))
+    ws, spec = load_workspace(workspace_dir(directory))
     files = cfssl_files(
         certs.ca_settings(spec, base_dir=ws.root), certs.cert_requests(spec, base_dir=ws.root)
     )
@@ -214,7 +214,7 @@ def _print_renew(result: Any, output: str) -> None:
         until = f"{c.not_after:%Y-%m-%d}" if c.not_after else "-"
         action = "[green]renewed[/]" if c.renewed and result.executed else "renew" if c.renewed else "keep"
         table.add_row(c.name, action, serial, until, plain(c.reason))
-    console = _console()
+    console = make_console()
     console.print(table)
     if not result.renewed and not result.plan.steps:
         console.print("nothing to renew")
@@ -260,25 +260,29 @@ def pki_renew(
     from etcdforge.spec import expiry
     from etcdforge.workspace import load_workspace
 
-    d = _dir(directory)
+    d = workspace_dir(directory)
     _, spec = load_workspace(d)
     window = _window(within) if within is not None else expiry(spec.pki.renew_before)
     kwargs: dict[str, Any] = dict(
         members=members, clients=clients, within=window, force=force, new_keys=new_keys
     )
     if output == "json" and not (yes or dry_run):
-        _fail("-o json prints one document: pass --dry-run (the plan) or --yes (the result)")
+        fail("-o json prints one document: pass --dry-run (the plan) or --yes (the result)")
     if dry_run or not yes:
-        preview = _run(renew_op.renew(d, dry_run=True, accept_new_host_keys=accept_new_host_keys, **kwargs))
+        preview = run_async(
+            renew_op.renew(d, dry_run=True, accept_new_host_keys=accept_new_host_keys, **kwargs)
+        )
         _print_renew(preview, output)
         if dry_run or not preview.plan.steps:
             return
         if not sys.stdin.isatty():
-            _fail("pki renew changes certificates on the members; pass --yes to confirm")
+            fail("pki renew changes certificates on the members; pass --yes to confirm")
         click.confirm("Renew these certificates?", abort=True)
     # with -o json, progress goes to stderr so stdout holds exactly the one JSON document
-    progress = _StepPrinter(_console(stderr=output == "json"))
-    result = _run(renew_op.renew(d, accept_new_host_keys=accept_new_host_keys, reporter=progress, **kwargs))
+    progress = StepPrinter(make_console(stderr=output == "json"))
+    result = run_async(
+        renew_op.renew(d, accept_new_host_keys=accept_new_host_keys, reporter=progress, **kwargs)
+    )
     _print_renew(result, output)
 
 
@@ -328,11 +332,11 @@ def pki_rotate_ca(
     from etcdforge.operations import rotate_ca as op
     from etcdforge.pki.rotation import Phase
 
-    d = _dir(directory)
-    console = _console()
+    d = workspace_dir(directory)
+    console = make_console()
     until = cast("Phase | None", stop_after)
     if dry_run or not yes:
-        preview = _run(
+        preview = run_async(
             op.rotate_ca(d, dry_run=True, stop_after=until, accept_new_host_keys=accept_new_host_keys)
         )
         if preview.note:
@@ -344,20 +348,20 @@ def pki_rotate_ca(
         if dry_run or not preview.runs:
             return
         if not sys.stdin.isatty():
-            _fail("rotate-ca restarts members one at a time; pass --yes to confirm")
+            fail("rotate-ca restarts members one at a time; pass --yes to confirm")
         click.confirm("Rotate the CA?", abort=True)
 
     def announce(phase: str) -> None:
         console.print(f"[bold]phase {phase}[/]: {_PHASE_HELP[phase]}")
 
-    result = _run(
+    result = run_async(
         op.rotate_ca(
             d,
             stop_after=until,
             new_keys=new_keys,
             timeout=timeout,
             accept_new_host_keys=accept_new_host_keys,
-            reporter=_StepPrinter(console),
+            reporter=StepPrinter(console),
             on_phase=announce,
         )
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from etcdforge.cli.app import _console, _dir, _run, dir_option, main, output_option, plain
+from etcdforge.cli.app import dir_option, main, make_console, output_option, plain, run_async, workspace_dir
 
 
 def _size(n: int) -> str:
@@ -33,8 +33,8 @@ def status(directory: Path | None, output: str) -> None:
     from etcdforge.operations import query
     from etcdforge.workspace import load_workspace
 
-    ws, spec = load_workspace(_dir(directory))
-    rows = _run(query.status(spec, ws))
+    ws, spec = load_workspace(workspace_dir(directory))
+    rows = run_async(query.status(spec, ws))
     if output == "json":
         data = []
         for r in rows:
@@ -99,7 +99,7 @@ def status(directory: Path | None, output: str) -> None:
                 "yes" if s.is_learner else "no",
                 plain(", ".join(s.errors)),
             )
-        _console().print(table)
+        make_console().print(table)
     if any(r.error for r in rows):
         sys.exit(1)
 
@@ -113,8 +113,8 @@ def health(directory: Path | None, output: str) -> None:
     from etcdforge.operations import query
     from etcdforge.workspace import load_workspace
 
-    ws, spec = load_workspace(_dir(directory))
-    results = _run(query.health(spec, ws))
+    ws, spec = load_workspace(workspace_dir(directory))
+    results = run_async(query.health(spec, ws))
     if output == "json":
         click.echo(
             json.dumps(
@@ -132,7 +132,7 @@ def health(directory: Path | None, output: str) -> None:
             )
         )
     else:
-        console = _console()
+        console = make_console()
         for name, h in results:
             url = topology.client_url(spec, spec.member(name))
             if h.healthy:
@@ -154,8 +154,8 @@ def members(directory: Path | None, output: str) -> None:
     from etcdforge.operations import query
     from etcdforge.workspace import load_workspace
 
-    ws, spec = load_workspace(_dir(directory))
-    listed = _run(query.members(spec, ws))
+    ws, spec = load_workspace(workspace_dir(directory))
+    listed = run_async(query.members(spec, ws))
     if output == "json":
         click.echo(
             json.dumps(
@@ -187,7 +187,7 @@ def members(directory: Path | None, output: str) -> None:
             ",".join(m.client_urls),
             "yes" if m.is_learner else "no",
         )
-    _console().print(table)
+    make_console().print(table)
 
 
 @main.command()
@@ -197,7 +197,7 @@ def env(directory: Path | None) -> None:
     from etcdforge import render, topology
     from etcdforge.workspace import load_workspace
 
-    ws, spec = load_workspace(_dir(directory))
+    ws, spec = load_workspace(workspace_dir(directory))
     sys.stdout.write(render.etcdctl_env(topology.client_urls(spec), ws.client_paths()).decode())
 
 
@@ -205,7 +205,7 @@ def _etcdctl_argv(directory: Path | None) -> list[str]:
     from etcdforge import binaries, render, topology
     from etcdforge.workspace import load_workspace
 
-    ws, spec = load_workspace(_dir(directory))
+    ws, spec = load_workspace(workspace_dir(directory))
     explicit = spec.etcd.binary
     ctl = binaries.sibling_tool(Path(explicit), "etcdctl") if explicit else binaries.find_tool("etcdctl")
     return [str(ctl), *render.etcdctl_tls_args(topology.client_urls(spec), ws.client_paths())]

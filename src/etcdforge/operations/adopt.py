@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from etcdforge import layout
 from etcdforge.errors import EtcdError, PlanError, WorkspaceError
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.operations import adopt_observe as ao
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.deploy import connected
 from etcdforge.operations.init import parse_members, render_spec
 from etcdforge.operations.pki_import import pki_settings, write_import
@@ -265,8 +265,8 @@ def issue_admin_certificate(spec: ClusterSpec, ws: Workspace) -> None:
     """Only the tool's own client certificate (the members' come with ``apply``): with it ``plan`` can ask
     the adopted cluster who leads, and ``status``/``health``/``env`` work at once."""
     from etcdforge import certs, topology
-    from etcdforge.operations.pki_planning import plan_workspace_pki
     from etcdforge.pki import apply_pki
+    from etcdforge.workspace_pki import plan_workspace_pki
 
     admin = topology.client_cert_name(topology.ADMIN_CLIENT)
     requests = [r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name == admin]

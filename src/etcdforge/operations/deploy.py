@@ -15,12 +15,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etcdforge import binaries, certs
+from etcdforge import binaries, certs, layout
 from etcdforge.errors import EtcdError, PlanError, WorkspaceError
 from etcdforge.executor import Reporter, execute
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.ssh import SshTarget, connect
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.lifecycle import locked_workspace
 from etcdforge.operations.remote_observe import ClusterObserved, HostObserved, observe_host
 from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_apply
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from etcdforge.pki import PkiPlan
 
 
-def _resolve(ws: Workspace, path: str) -> Path:
+def resolve_path(ws: Workspace, path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else ws.root / p
 
@@ -48,7 +47,7 @@ def ssh_target(spec: ClusterSpec, ws: Workspace, name: str) -> SshTarget:
         host=(over.host if over and over.host else None) or member.address,
         port=(over.port if over and over.port else None) or d.port,
         user=(over.user if over and over.user else None) or d.user,
-        identity_file=_resolve(ws, identity) if identity else None,
+        identity_file=resolve_path(ws, identity) if identity else None,
         sudo=over.sudo if over and over.sudo is not None else d.sudo,
     )
 
@@ -60,7 +59,7 @@ async def connected(
     """Connections to every member's host, made concurrently; all or nothing."""
     if spec.mode != "hosts":
         raise WorkspaceError(f"{ws.root} is a local workspace; use `etcdforge up` there")
-    known_hosts = _resolve(ws, spec.ssh.known_hosts)
+    known_hosts = resolve_path(ws, spec.ssh.known_hosts)
     names = [m.name for m in spec.members]
     results = await asyncio.gather(
         *(
@@ -165,13 +164,13 @@ def ca_key_sha256(spec: ClusterSpec, ws: Workspace) -> str | None:
 
 
 def _pki_plan(spec: ClusterSpec, ws: Workspace) -> tuple[PkiPlan, tuple[tuple[str, str], ...]]:
-    from etcdforge.operations.pki_planning import plan_workspace_pki
+    from etcdforge.workspace_pki import plan_workspace_pki
 
     plan = plan_workspace_pki(spec, ws)
     return plan, tuple((c.name, c.reason) for c in plan.changes)
 
 
-def _desired(
+def desired_host_files(
     spec: ClusterSpec, ws: Workspace, pending: set[str]
 ) -> tuple[dict[str, tuple[layout.DesiredFile, ...]], dict[str, frozenset[str]]]:
     """Desired files per member from the control PKI; files of pending certificates are marked."""
@@ -202,7 +201,7 @@ async def make_plan(
     pki_plan, pki_items = _pki_plan(spec, ws)
     async with connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
         observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
-    desired, pending = _desired(spec, ws, {n for n, _ in pki_items})
+    desired, pending = desired_host_files(spec, ws, {n for n, _ in pki_items})
     host_plan = plan_apply(
         spec,
         desired,
@@ -252,7 +251,7 @@ async def apply(
                 await execute(Plan(verb="apply", steps=(step,)), runtime, reporter)
                 executed.append(step)
             observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
-            desired, pending = _desired(spec, ws, set())
+            desired, pending = desired_host_files(spec, ws, set())
             if any(pending.values()):
                 raise PlanError("certificates are missing from the workspace PKI after issuing them")
             plan = plan_apply(

@@ -149,7 +149,7 @@ async def up(
         binary, warnings = resolve_binary(spec, etcd_bin)
         observed = observe_local(spec, ws)
 
-        from etcdforge.operations.pki_planning import plan_workspace_pki
+        from etcdforge.workspace_pki import plan_workspace_pki
 
         pki_plan = plan_workspace_pki(spec, ws)
         control = {

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from etcdforge import render, topology
+from etcdforge import layout, render, topology
 from etcdforge.errors import EtcdError, PlanError
 from etcdforge.executor import Runtime
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.errors import HostError
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.lifecycle import resolve_binary
 from etcdforge.operations.local import member_pki_files
 from etcdforge.operations.membership_plan import ClusterView, MemberView
@@ -175,7 +174,7 @@ def spec_steps(ws: Workspace, spec: ClusterSpec, why: str) -> list[Step]:
 
 def pki_step(spec: ClusterSpec, ws: Workspace) -> Step | None:
     """Issue what the new spec needs — only the new member's certificates; nobody else's change."""
-    from etcdforge.operations.pki_planning import plan_workspace_pki
+    from etcdforge.workspace_pki import plan_workspace_pki
 
     plan = plan_workspace_pki(spec, ws)
     items = tuple((c.name, c.reason) for c in plan.changes)
@@ -203,10 +202,10 @@ async def runtime_for(
         yield LocalRuntime(spec, ws), {}
         return
     from etcdforge.hosts.ssh import connect
-    from etcdforge.operations.deploy import _resolve, ssh_target
+    from etcdforge.operations.deploy import resolve_path, ssh_target
     from etcdforge.services.remote_runtime import RemoteRuntime
 
-    known = _resolve(ws, spec.ssh.known_hosts)
+    known = resolve_path(ws, spec.ssh.known_hosts)
     results = await asyncio.gather(
         *(
             connect(n, ssh_target(spec, ws, n), known_hosts=known, accept_new_host_keys=accept_new_host_keys)
@@ -253,13 +252,13 @@ async def deploy_steps(
                 "joins as a learner",
             ),
         ]
-    from etcdforge.operations.deploy import _desired, binary_source, ca_key_sha256, observe_hosts
+    from etcdforge.operations.deploy import binary_source, ca_key_sha256, desired_host_files, observe_hosts
     from etcdforge.operations.remote_observe import ClusterObserved
     from etcdforge.operations.remote_plan import plan_apply
 
     sub = spec.model_copy(update={"members": (member,)})
     observed = await observe_hosts(sub, {member.name: hosts[member.name]})
-    desired, pending = _desired(spec, ws, set())
+    desired, pending = desired_host_files(spec, ws, set())
     cluster = ClusterObserved(
         reachable=True, members=((0, member.name, (topology.peer_url(spec, member),), True),)
     )

@@ -22,17 +22,16 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from etcdforge import certs, topology
+from etcdforge import certs, layout, topology
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.errors import HostError
-from etcdforge.operations import remote_layout
 from etcdforge.operations.remote_observe import parse_observation
 from etcdforge.pki.check import CertItem, FileFacts, MemberFiles, PkiFacts, sha256_hex
 from etcdforge.render import MemberPaths
 from etcdforge.spec import ClusterSpec, MemberSpec
 from etcdforge.workspace import Workspace
 
-#: owner of a member's key files on a real host (see remote_layout.desired_files)
+#: owner of a member's key files on a real host (see layout.desired_files)
 HOST_KEY_OWNER = "etcd"
 #: files bigger than this cannot be a PEM private key (an RSA-8192 key is ~6.5 KB), so the CA key scan
 #: of a member directory skips them instead of reading logs
@@ -177,7 +176,7 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     from etcdforge.operations.deploy import connected  # lazily: it pulls in asyncssh
 
     ca, ca_key, items = gather_workspace(spec, ws)
-    paths = remote_layout.member_paths(spec)
+    paths = layout.member_paths(spec)
     async with connected(spec, ws) as hosts:
         results = await asyncio.gather(*(gather_host(hosts[m.name], m, paths) for m in spec.members))
     members: list[MemberFiles] = []
@@ -277,7 +276,7 @@ async def gather_host(
     key, in ONE command (one SSH session). ``ETC_DIR/pki/ca-key.pem`` is always looked at, even if ``find``
     fails on the host.
     """
-    etc = etc_dir if etc_dir is not None else remote_layout.ETC_DIR
+    etc = etc_dir if etc_dir is not None else layout.ETC_DIR
     wanted = _paths(paths)
     argv = ["sh", "-c", CHECK_SCRIPT, "sh", etc, str(MAX_KEY_FILE_SIZE // 1024), *wanted]
     result = await host.run(argv, timeout=60)

@@ -10,8 +10,9 @@ import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from etcdforge import layout
 from etcdforge.hosts.base import Host
-from etcdforge.operations import remote_layout as layout
+from etcdforge.hosts.systemd import parse_systemctl_show
 
 #: non-secret managed files whose content is read so the plan can show a diff
 TEXT_FILES = (layout.CONFIG, layout.UNIT)
@@ -56,16 +57,6 @@ class HostObserved:
     @property
     def running(self) -> bool:
         return self.active_state in ("active", "activating", "reloading")
-
-
-def parse_systemctl_show(output: str) -> dict[str, str]:
-    """``systemctl show -p A -p B`` output (KEY=VALUE lines) -> dict."""
-    out: dict[str, str] = {}
-    for line in output.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
 
 
 def parse_listeners(output: str) -> tuple[tuple[str, int, str], ...]:
@@ -264,7 +255,7 @@ async def observe_host(
     """Everything ``plan`` needs to know about one host, in ONE command (one SSH session).
 
     ``stray_patterns`` are shell globs of files that must not be on a member (see
-    :data:`remote_layout.STRAY_PATTERNS`); the ones found are reported with their sha256. ``guards`` are
+    :data:`etcdforge.layout.STRAY_PATTERNS`); the ones found are reported with their sha256. ``guards`` are
     directories checked for symlinks, unsafe parents and (the data dir) somebody else's files.
     """
     result = await host.run(

@@ -9,7 +9,7 @@ Safety rules enforced here and tested as pure code:
   whole cluster, followers first, and the leader last after leadership was handed to a restarted follower;
 - a renewed leaf certificate is written in place without a restart (etcd reloads it per handshake);
   config, unit, binary and CA changes need a restart;
-- the CA key is not among any host's files (``remote_layout.desired_files`` cannot produce it), and a
+- the CA key is not among any host's files (``layout.desired_files`` cannot produce it), and a
   copy of it found on a member (a hand-built cluster's) is deleted once the control PKI holds the same key;
 - a member running etcd with another argv than our unit's (a hand-written unit) is restarted under ours,
   one at a time like any other change; a data dir that such a member wrote as root is handed to the etcd
@@ -23,9 +23,8 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from etcdforge import binaries, hostpaths, render, topology
+from etcdforge import binaries, hostpaths, layout, render, topology
 from etcdforge.errors import PlanError
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.remote_observe import ClusterObserved, HostObserved
 from etcdforge.plan import (
     FetchRelease,

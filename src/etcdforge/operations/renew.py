@@ -96,7 +96,7 @@ def require_our_layout(spec: ClusterSpec, ws: Workspace, now: MembersNow, member
         return
     from etcdforge.operations import deploy
 
-    desired, _ = deploy._desired(spec, ws, set())
+    desired, _ = deploy.desired_host_files(spec, ws, set())
     problems = renew_plan.layout_problems(spec, desired, now.hosts, members)
     if problems:
         raise PlanError(
@@ -120,7 +120,7 @@ def install_steps(
     from etcdforge.operations import deploy
 
     assert now.hosts is not None
-    desired, pending = deploy._desired(spec, ws, set(reissued))
+    desired, pending = deploy.desired_host_files(spec, ws, set(reissued))
     return renew_plan.host_install_steps(spec, members, desired, now.hosts, pending)
 
 
@@ -136,8 +136,8 @@ async def renew(
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
 ) -> RenewResult:
-    from etcdforge.operations.pki_planning import plan_workspace_pki
     from etcdforge.pki import observe_pki
+    from etcdforge.workspace_pki import plan_workspace_pki
 
     with locked_workspace(directory) as (ws, spec):
         selected = renew_plan.select_requests(

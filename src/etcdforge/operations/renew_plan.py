@@ -19,9 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from etcdforge import render, topology
+from etcdforge import layout, render, topology
 from etcdforge.errors import PlanError
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.local import member_pki_files
 from etcdforge.operations.remote_observe import HostObserved
 from etcdforge.pki.model import CertRequest

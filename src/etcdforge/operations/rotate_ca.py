@@ -290,7 +290,7 @@ async def _reissue(
     reporter: Reporter | None,
 ) -> list[Step]:
     """Issue every leaf from the (now signing) new CA, install the files hot, check the new serials."""
-    from etcdforge.operations.pki_planning import plan_workspace_pki
+    from etcdforge.workspace_pki import plan_workspace_pki
 
     pki_plan = plan_workspace_pki(spec, ws, new_keys=new_keys, use_external_ca=False)
     if any(s.action == "create-ca" for s in pki_plan.steps):

@@ -18,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from etcdforge import render, topology
+from etcdforge import layout, render, topology
 from etcdforge.errors import PlanError
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations.membership_plan import ClusterView
 from etcdforge.pki.rotation import STATE_FILE, RotationState
 from etcdforge.plan import (

@@ -31,8 +31,8 @@ async def perform_control_file(action: WriteFile | RemoveFile) -> str:
 
 async def issue_certs(spec: ClusterSpec, ws: Workspace, action: IssueCerts, now: datetime) -> str:
     """Issue into the workspace PKI; a deferred plan (None) is made now, from the CA on disk."""
-    from etcdforge.operations.pki_planning import plan_workspace_pki
     from etcdforge.pki import apply_pki
+    from etcdforge.workspace_pki import plan_workspace_pki
 
     plan = action.plan or plan_workspace_pki(spec, ws, now=now, use_external_ca=False)
     ensure_dir(ws.pki_dir)

@@ -13,13 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etcdforge import topology
+from etcdforge import layout, topology
 from etcdforge.errors import BinaryError, MemberStartError
 from etcdforge.etcd import EtcdClient
 from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
 from etcdforge.hosts.errors import HostCommandError
-from etcdforge.operations import remote_layout as layout
-from etcdforge.operations.remote_observe import parse_systemctl_show
+from etcdforge.hosts.systemd import parse_systemctl_show
 from etcdforge.plan import (
     Action,
     AddLearner,
