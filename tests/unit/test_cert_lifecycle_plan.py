@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from etcdforge import certs
+from etcdforge import certs, layout
 from etcdforge.errors import PkiError, PlanError
-from etcdforge.operations import remote_layout as layout
 from etcdforge.operations import renew_plan
 from etcdforge.operations import rotate_ca_plan as rplan
 from etcdforge.operations.membership_plan import ClusterView, MemberView
