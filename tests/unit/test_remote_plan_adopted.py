@@ -5,10 +5,13 @@ Pure: observations are constructed, nothing runs. See test_remote_plan.py for th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
+from support import need_interop_binaries
 from test_remote_plan import NAMES, SPEC, SYSTEM, cluster, desired, host, ids
 
 from etcdforge import layout
@@ -49,7 +52,9 @@ def guide_host(member: str, **changes: object) -> HostObserved:
 
 def test_guide_cluster_rolls_onto_our_unit_leader_last_data_handed_over_while_stopped() -> None:
     hosts = {n: guide_host(n) for n in NAMES}
-    plan = plan_apply(SPEC, desired(), hosts, cluster(leader="etcd1"), SYSTEM, ca_key_sha256=CA_KEY_SHA)
+    plan = plan_apply(
+        SPEC, desired(), hosts, cluster(leader="etcd1"), SYSTEM, ca_key_ids=frozenset({CA_KEY_SHA})
+    )
     steps = ids(plan)
     # no member is started as a new cluster: each running one is restarted, one at a time, leader last
     assert "cluster/start" not in steps
@@ -77,7 +82,7 @@ def test_guide_cluster_rolls_onto_our_unit_leader_last_data_handed_over_while_st
 def test_a_ca_key_that_is_not_ours_is_only_warned_about() -> None:
     hosts = {n: guide_host(n) for n in NAMES}
     hosts["etcd2"] = guide_host("etcd2", strays={f"{layout.PKI_DIR}/other-ca-key.pem": "f" * 64})
-    plan = plan_apply(SPEC, desired(), hosts, cluster(), SYSTEM, ca_key_sha256=CA_KEY_SHA)
+    plan = plan_apply(SPEC, desired(), hosts, cluster(), SYSTEM, ca_key_ids=frozenset({CA_KEY_SHA}))
     assert not any(s.id.startswith("etcd2/remove:") for s in plan.steps)
     assert any("other-ca-key.pem" in w and "not this cluster's CA key" in w for w in plan.warnings)
     # without the control CA key's digest nothing is deleted anywhere
@@ -94,7 +99,7 @@ def test_stopped_member_with_root_owned_data_is_handed_over_before_start() -> No
 
 def test_our_own_running_unit_is_not_restarted() -> None:
     hosts = {n: host(n, unit_path=layout.UNIT, main_argv=layout.unit_argv(SPEC)) for n in NAMES}
-    assert plan_apply(SPEC, desired(), hosts, cluster(), SYSTEM, ca_key_sha256=CA_KEY_SHA).empty
+    assert plan_apply(SPEC, desired(), hosts, cluster(), SYSTEM, ca_key_ids=frozenset({CA_KEY_SHA})).empty
 
 
 def test_unreachable_guide_cluster_with_data_everywhere_is_not_refused() -> None:
@@ -108,7 +113,10 @@ def test_parsers_of_the_new_sections() -> None:
     encoded = base64.b64encode(b"\0".join(a.encode() for a in GUIDE_ARGV) + b"\0").decode()
     assert parse_cmdline(encoded) == GUIDE_ARGV
     assert parse_cmdline("-") is None and parse_cmdline("") is None
-    assert parse_strays([f"{CA_KEY_SHA} {GUIDE_KEY_PATH}", "garbage"]) == {GUIDE_KEY_PATH: CA_KEY_SHA}
+    assert parse_strays([f"{CA_KEY_SHA} - {GUIDE_KEY_PATH}", "garbage"]) == {GUIDE_KEY_PATH: CA_KEY_SHA}
+    assert parse_strays([f"{CA_KEY_SHA} pub:ab {GUIDE_KEY_PATH} x"]) == {
+        f"{GUIDE_KEY_PATH} x": f"{CA_KEY_SHA} pub:ab"
+    }
     sections = parse_observation(f"@cmdline\n{encoded}\n@dataowner\nforeign\n@strays\n@end\n")
     assert sections["dataowner"] == ["foreign"] and sections["strays"] == []
 
@@ -122,3 +130,42 @@ def test_a_rerun_after_daemon_reload_still_restarts_the_member_running_the_old_f
     assert ids(plan) == ["etcd2/restart"]
     restart = plan.steps[0].action
     assert isinstance(restart, RestartMember) and restart.before_start
+
+
+def test_the_ca_key_in_another_encoding_is_recognised_and_removed(tmp_path: Path) -> None:
+    """Security item 11: the guide's cfssl CA key is PKCS#1 or SEC 1; the workspace may hold PKCS#8. The
+    real observe script (with openssl) and the control side agree on the key, not the bytes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from etcdforge.hosts import LocalHost
+    from etcdforge.operations.deploy import ca_key_ids
+    from etcdforge.operations.remote_observe import observe_host
+    from etcdforge.workspace import Workspace
+
+    need_interop_binaries("openssl")
+    pem, none = serialization.Encoding.PEM, serialization.NoEncryption()
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ws = Workspace(tmp_path / "ws")
+    ws.pki_dir.mkdir(parents=True)
+    (ws.pki_dir / "ca-key.pem").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, none))
+    member = tmp_path / "member"
+    member.mkdir()
+    guide = key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, none)
+    (member / "etcd-ca-key.pem").write_bytes(guide)
+    (member / "other-ca-key.pem").write_bytes(
+        other.private_bytes(pem, serialization.PrivateFormat.PKCS8, none)
+    )
+    observation = observe_host(
+        LocalHost(), "etcd1", (), dirs=(), data_dir="/var/lib/etcd-none", binary="/bin/false",
+        hash_binary=False, stray_patterns=(f"{member}/*ca-key*.pem",),
+    )  # fmt: skip
+    seen = asyncio.run(observation)
+    known = ca_key_ids(SPEC, ws)
+    assert set(seen.strays[f"{member}/etcd-ca-key.pem"].split()) & known  # the same key, another encoding
+    assert not set(seen.strays[f"{member}/other-ca-key.pem"].split()) & known
+    hosts = {n: host(n) for n in NAMES}
+    hosts["etcd1"] = replace(hosts["etcd1"], strays=dict(seen.strays))
+    plan = plan_apply(SPEC, desired(), hosts, cluster(), SYSTEM, ca_key_ids=known)
+    assert f"etcd1/remove:{member}/etcd-ca-key.pem" in ids(plan)
+    assert f"etcd1/remove:{member}/other-ca-key.pem" not in ids(plan)

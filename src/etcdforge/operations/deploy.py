@@ -153,14 +153,29 @@ async def observe_cluster(spec: ClusterSpec, ws: Workspace) -> ClusterObserved:
     )
 
 
-def ca_key_sha256(spec: ClusterSpec, ws: Workspace) -> str | None:
-    """Digest of the control machine's CA key: a byte-identical copy on a member is deleted."""
+def ca_key_ids(spec: ClusterSpec, ws: Workspace) -> frozenset[str]:
+    """How a copy of the control machine's CA key is recognised on a member: the file's sha256, and
+    ``pub:`` + the sha256 of its public key (SubjectPublicKeyInfo DER), which is the same for the key in
+    any encoding (PKCS#1 or PKCS#8, PEM or DER). Empty when there is no CA key here."""
+    from cryptography.hazmat.primitives import serialization
+
+    from etcdforge.errors import PkiError
+    from etcdforge.pki.keys import parse_key
+
     external = certs.external_ca(spec, base_dir=ws.root)
     path = external.key_path if external is not None else ws.pki_dir / "ca-key.pem"
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
     except OSError:
-        return None
+        return frozenset()
+    ids = {hashlib.sha256(data).hexdigest()}
+    try:
+        public = parse_key(data, origin=str(path)).public_key()
+    except PkiError:
+        return frozenset(ids)  # an unreadable key is still recognised by its bytes
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ids.add("pub:" + hashlib.sha256(der).hexdigest())
+    return frozenset(ids)
 
 
 def _pki_plan(spec: ClusterSpec, ws: Workspace) -> tuple[PkiPlan, tuple[tuple[str, str], ...]]:
@@ -211,7 +226,7 @@ async def make_plan(
         pending_paths=pending,
         force=force,
         timeout=timeout,
-        ca_key_sha256=ca_key_sha256(spec, ws),
+        ca_key_ids=ca_key_ids(spec, ws),
     )
     steps: list[Step] = []
     if pki_items:
@@ -262,7 +277,7 @@ async def apply(
                 source,
                 force=force,
                 timeout=timeout,
-                ca_key_sha256=ca_key_sha256(spec, ws),
+                ca_key_ids=ca_key_ids(spec, ws),
             )
             await execute(plan, runtime, reporter)
             return Plan(verb="apply", steps=(*executed, *plan.steps), warnings=plan.warnings)

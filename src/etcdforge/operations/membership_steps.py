@@ -252,7 +252,7 @@ async def deploy_steps(
                 "joins as a learner",
             ),
         ]
-    from etcdforge.operations.deploy import binary_source, ca_key_sha256, desired_host_files, observe_hosts
+    from etcdforge.operations.deploy import binary_source, ca_key_ids, desired_host_files, observe_hosts
     from etcdforge.operations.remote_observe import ClusterObserved
     from etcdforge.operations.remote_plan import plan_apply
 
@@ -270,7 +270,7 @@ async def deploy_steps(
         binary_source(spec),
         pending_paths={member.name: pending[member.name]},
         only=[member.name],
-        ca_key_sha256=ca_key_sha256(spec, ws),
+        ca_key_ids=ca_key_ids(spec, ws),
     )
     # a learner does not serve linearizable reads: health is checked once it is promoted
     return [s for s in plan.steps if not isinstance(s.action, WaitHealthy)]

@@ -88,12 +88,14 @@ def parse_cmdline(encoded: str) -> tuple[str, ...] | None:
 
 
 def parse_strays(lines: Sequence[str]) -> dict[str, str]:
-    """``@strays`` lines (``SHA256 PATH``) -> {path: sha256}."""
+    """``@strays`` lines (``SHA256 PUB PATH``, PUB ``pub:SHA256`` of the public key or ``-``) ->
+    {path: its ids, space-separated} (see ``deploy.ca_key_ids``)."""
     out: dict[str, str] = {}
     for line in lines:
-        digest, sep, path = line.partition(" ")
-        if sep and path:
-            out[path] = digest
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[2]:
+            digest, pub, path = parts
+            out[path] = digest if pub == "-" else f"{digest} {pub}"
     return out
 
 
@@ -190,7 +192,14 @@ echo @strays
 i=0
 while [ "$i" -lt "$nglob" ]; do
   for f in $1; do
-    if [ -f "$f" ]; then h=$(sha256sum < "$f"); printf '%s %s\\n' "${h%% *}" "$f"; fi
+    if [ -f "$f" ]; then
+      h=$(sha256sum < "$f"); p=-
+      if command -v openssl >/dev/null 2>&1 &&
+        openssl pkey -in "$f" -pubout -outform DER -out /dev/null 2>/dev/null; then
+        p=$(openssl pkey -in "$f" -pubout -outform DER 2>/dev/null | sha256sum); p="pub:${p%% *}"
+      fi
+      printf '%s %s %s\\n' "${h%% *}" "$p" "$f"
+    fi
   done
   shift
   i=$((i + 1))

@@ -156,14 +156,15 @@ def plan_apply(
     force: bool = False,
     timeout: float = 120.0,
     only: Sequence[str] | None = None,
-    ca_key_sha256: str | None = None,
+    ca_key_ids: frozenset[str] = frozenset(),
 ) -> Plan:
     """Every step ``apply`` takes, in order; an up-to-date cluster gives an empty plan.
 
     ``pending_paths`` marks, per member, files whose certificate the control PKI is about to (re)issue:
     they are planned as changed even though their new content is not known yet. ``only`` restricts the
-    plan to those members (a member being added). ``ca_key_sha256`` is the control CA key's digest: a
-    stray file on a member with exactly that content is deleted (others are only warned about).
+    plan to those members (a member being added). ``ca_key_ids`` recognise the control CA key (by file or
+    public-key digest): a stray file on a member holding that key, in any encoding, is deleted (others are
+    only warned about).
     """
     names = list(only) if only is not None else [m.name for m in spec.members]
     _check_host_paths(spec, hosts, names, force=force)
@@ -357,8 +358,8 @@ def plan_apply(
             shown = " ".join(h.main_argv[:2]) + (" …" if len(h.main_argv) > 2 else "")
             started_by = f" from {h.unit_path}" if h.unit_path and h.unit_path != layout.UNIT else ""
             restart_needed.setdefault(n, []).append(f"runs `{shown}`{started_by}, not etcdforge's unit")
-        for path, digest in sorted(h.strays.items()):
-            if ca_key_sha256 is not None and digest == ca_key_sha256:
+        for path, ids in sorted(h.strays.items()):
+            if set(ids.split()) & ca_key_ids:  # the same key, in whatever encoding
                 steps.append(
                     Step(
                         f"{n}/remove:{path}",
