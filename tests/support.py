@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_cli(
@@ -26,6 +27,23 @@ def run_cli(
             f"etcdforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def stop_all_members(directory: Path) -> None:
+    """Stop every member process recorded in the workspace (ours, by PID), whatever the test did: all at
+    once, SIGKILL after 3 s (one by one, the last members wait for a quorum that is already gone)."""
+    import asyncio
+
+    from etcdforge.services import local as supervisor
+
+    members = directory / "members"
+    if not members.is_dir():
+        return
+
+    async def all_members() -> None:
+        await asyncio.gather(*(supervisor.stop(m / "etcd.pid", timeout=3) for m in members.iterdir()))
+
+    asyncio.run(all_members())
 
 
 def require(problem: str | None, *, env: str) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from etcd_binaries import candidates, require
+from support import stop_all_members
 
 
 @pytest.fixture(params=[name for name, _ in candidates()])
@@ -17,21 +17,10 @@ def etcd_bin(request: pytest.FixtureRequest) -> Path:
     return require(path, request.param)
 
 
-def _stop_all_members(directory: Path) -> None:
-    """Stop every member process recorded in the workspace (ours, by PID), whatever the test did."""
-    from etcdforge.services import local as supervisor
-
-    members = directory / "members"
-    if not members.is_dir():
-        return
-    for member in members.iterdir():
-        asyncio.run(supervisor.stop(member / "etcd.pid", timeout=10))
-
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Path]:
     directory = tmp_path / "ws"
     try:
         yield directory
     finally:
-        _stop_all_members(directory)
+        stop_all_members(directory)
