@@ -91,10 +91,12 @@ def test_new_workspace_plans_everything_in_order() -> None:
         "etcd3/install-pki",
         "etcd3/write-config",
         "workspace/write-env",  # before the starts: a degraded start still leaves a usable environment
+        "workspace/record-bootstrap",
         "etcd1/start",
         "etcd2/start",
         "etcd3/start",
         "cluster/wait-healthy",
+        "workspace/clear-bootstrap",
     ]
     # the CA key is never among a member's files
     for step in plan.steps:
@@ -160,6 +162,31 @@ def test_a_wiped_member_is_refused_not_bootstrapped_afresh() -> None:
             pki_plan=None,
             control_pki=control_pki(spec),
         )
+
+
+def test_an_interrupted_first_start_resumes_as_a_bootstrap() -> None:
+    """Killed after etcd1 started (it has data now): while the bootstrap record exists, the members without
+    data are the rest of the new cluster, started as such; the record goes once it is healthy."""
+    spec = spec3()
+    obs = observed(spec)
+    members = dict(obs.members)
+    for name in ("etcd2", "etcd3"):
+        members[name] = MemberObserved(running=False, has_data=False, config=members[name].config,
+                                       pki=members[name].pki)  # fmt: skip
+    members["etcd1"] = MemberObserved(running=True, has_data=True, config=members["etcd1"].config,
+                                      pki=members["etcd1"].pki)  # fmt: skip
+    resumed = LocalObserved(obs.spec_text, members, obs.env_file, bootstrapping=True)
+    plan = plan_up(
+        spec, WS, resumed, etcd_binary=BIN, pki_items=(), pki_plan=None, control_pki=control_pki(spec)
+    )
+    assert ids(plan) == ["etcd2/start", "etcd3/start", "cluster/wait-healthy", "workspace/clear-bootstrap"]
+    # killed while waiting, every member started: the re-run still waits for health before it clears
+    members = {
+        n: MemberObserved(running=True, has_data=True, config=m.config, pki=m.pki) for n, m in members.items()
+    }
+    plan = plan_up(spec, WS, LocalObserved(obs.spec_text, members, obs.env_file, bootstrapping=True),
+                   etcd_binary=BIN, pki_items=(), pki_plan=None, control_pki=control_pki(spec))  # fmt: skip
+    assert ids(plan) == ["cluster/wait-healthy", "workspace/clear-bootstrap"]
 
 
 def test_running_member_with_changed_config_is_refused() -> None:

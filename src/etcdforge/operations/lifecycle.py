@@ -21,6 +21,7 @@ from etcdforge.errors import BinaryError, MemberStartError, StepError, Workspace
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
 from etcdforge.operations.local import (
+    BOOTSTRAP_FILE,
     LocalObserved,
     MemberObserved,
     member_pki_files,
@@ -99,7 +100,11 @@ def observe_local(spec: ClusterSpec, ws: Workspace) -> LocalObserved:
         n for n in others if n not in listed and supervisor.running_pid(ws.member_pid(n)) is not None
     )
     return LocalObserved(
-        spec_text=spec_text, members=members, env_file=read_optional(ws.env_path), strays=strays
+        spec_text=spec_text,
+        members=members,
+        env_file=read_optional(ws.env_path),
+        strays=strays,
+        bootstrapping=(ws.root / BOOTSTRAP_FILE).is_file(),
     )
 
 

@@ -25,6 +25,7 @@ from etcdforge.plan import (
     InstallMemberPki,
     IssueCerts,
     Plan,
+    RemoveFile,
     RemoveTree,
     StartMember,
     Step,
@@ -59,6 +60,14 @@ class LocalObserved:
     #: running etcd processes of this workspace that the spec does not list (the learner of an
     #: interrupted `member add`, a member removed by hand from the spec)
     strays: tuple[str, ...] = ()
+    #: a first `up` started the new cluster and has not seen it healthy yet (BOOTSTRAP_FILE exists)
+    bootstrapping: bool = False
+
+
+#: written before a new cluster's members start, removed once it is healthy: while it exists, members
+#: without data are part of the first bootstrap (etcd derives the cluster ID from the initial cluster and
+#: the token, so a member started later with state "new" joins the same cluster) — not wiped members
+BOOTSTRAP_FILE = "bootstrap.json"
 
 
 def new_local_spec(
@@ -152,7 +161,8 @@ def plan_up(
 
     with_data = [m.name for m in spec.members if observed.members[m.name].has_data]
     without_data = [m.name for m in spec.members if not observed.members[m.name].has_data]
-    if with_data and without_data:
+    bootstrap = not with_data or observed.bootstrapping
+    if with_data and without_data and not observed.bootstrapping:
         raise PlanError(
             f"member(s) {', '.join(without_data)} have no data while {', '.join(with_data)} do: "
             "starting them "
@@ -199,11 +209,21 @@ def plan_up(
         steps.append(
             Step("workspace/write-env", "local", WriteFile(str(ws.env_path), env), "etcdctl environment")
         )
+    record = str(ws.root / BOOTSTRAP_FILE)
+    if to_start and bootstrap and not observed.bootstrapping:
+        steps.append(
+            Step(
+                "workspace/record-bootstrap",
+                "local",
+                WriteFile(record, b'{"op": "bootstrap"}\n'),
+                "a new cluster: an interrupted first start resumes as a bootstrap",
+            )
+        )
     for member in to_start:
         argv = (str(etcd_binary), "--config-file", ws.member_paths(member.name).config)
         why = "not running" if observed.members[member.name].has_data else "new member"
         steps.append(Step(f"{member.name}/start", member.name, StartMember(member.name, argv), why))
-    if to_start:
+    if to_start or observed.bootstrapping:  # (a resumed bootstrap was never seen healthy)
         steps.append(
             Step(
                 "cluster/wait-healthy",
@@ -211,6 +231,10 @@ def plan_up(
                 WaitHealthy(tuple(m.name for m in spec.members), timeout),
                 "every member must answer a linearizable read",
             )
+        )
+    if bootstrap and (to_start or observed.bootstrapping):
+        steps.append(
+            Step("workspace/clear-bootstrap", "local", RemoveFile(record), "the new cluster is healthy")
         )
 
     return Plan(verb="up", steps=tuple(steps), warnings=spec.warnings())

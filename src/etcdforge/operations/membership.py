@@ -283,6 +283,7 @@ async def _remove(
     reporter: Reporter | None,
     confirm: Confirm | None,
     replace_with: MemberSpec | None = None,
+    old_id: int | None = None,
 ) -> tuple[MemberResult, ClusterSpec]:
     """``member remove`` under the caller's lock; also the first half of ``replace`` (``replace_with``:
     the member added back, recorded so an interrupted replace resumes). Returns the spec after it.
@@ -304,7 +305,9 @@ async def _remove(
         spec,
         ws,
         await steps_mod.observe_view(spec, ws),
-        lambda v: decide_remove(spec, v, name, replacing=replace_with is not None, known=known),
+        lambda v: decide_remove(
+            spec, v, name, replacing=replace_with is not None, known=known, only_id=old_id
+        ),
     )
     if decision.member_id is None and known is None and not leftover:
         plan = Plan(verb="member-remove", steps=())
@@ -324,7 +327,7 @@ async def _remove(
             op: Literal["member-remove", "member-replace"] = (
                 "member-replace" if replace_with else "member-remove"
             )
-            change = ChangeRecord(op, known, replace_with, decision.member_id or 0)
+            change = ChangeRecord(op, known, replace_with, decision.member_id or old_id or 0)
             steps.append(steps_mod.record_step(ws, change, "an interrupted removal finishes from it"))
         if decision.move_leader_to is not None:
             steps.append(
@@ -399,15 +402,17 @@ async def replace(
         removed: MemberResult | None = None
         after = spec
         view = await steps_mod.observe_view(spec, ws)
-        if (
-            resumed is None
-            or any(m.id == resumed.old_id for m in view.members)
-            or name in {m.name for m in spec.members}
-        ):
+        # an interrupted replace: the old member is known by its ID (the new one has the same name);
+        # once the cluster lists the new member's peer URL without the old ID, the add has begun and
+        # the removal (stop, wipe) is done — it must never touch the new member's data
+        old_id = resumed.old_id if resumed is not None else None
+        old_gone = old_id is not None and not any(m.id == old_id for m in view.members)
+        adding = old_gone and view.by_peer_url(topology.peer_url(spec, target)) is not None
+        if not adding:
             removed, after = await _remove(
                 spec, ws, name, keep_data=False, timeout=timeout, dry_run=dry_run,
                 accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirm,
-                replace_with=target,
+                replace_with=target, old_id=old_id,
             )  # fmt: skip
         if dry_run:
             steps = removed.plan.steps if removed else ()

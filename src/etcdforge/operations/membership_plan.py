@@ -162,6 +162,7 @@ def decide_remove(
     *,
     replacing: bool = False,
     known: MemberSpec | None = None,
+    only_id: int | None = None,
 ) -> RemoveDecision:
     """Check that removing ``name`` keeps a healthy quorum and say what to do.
 
@@ -169,12 +170,17 @@ def decide_remove(
     the remaining voters. Other members that are down do not block it; they are named in a warning.
     ``known`` is the member as the workspace last knew it (the spec, or the record of a change in
     flight): an added but never started member has no name in etcd and is found by its peer URL.
+    ``only_id`` (an interrupted replace): the member to remove is the one with that ID, or none — never
+    another member by the same name.
     """
     in_spec = any(m.name == name for m in spec.members)
     known = known or (spec.member(name) if in_spec else None)
-    mine = view.by_name(name)
-    if mine is None and known is not None:
-        mine = view.by_peer_url(topology.peer_url(spec, known))
+    if only_id is not None:
+        mine = next((m for m in view.members if m.id == only_id), None)
+    else:
+        mine = view.by_name(name)
+        if mine is None and known is not None:
+            mine = view.by_peer_url(topology.peer_url(spec, known))
     new_spec = without_member(spec, name) if in_spec else spec
     if mine is None:
         return RemoveDecision(new_spec, name, None, None)
