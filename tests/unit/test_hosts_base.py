@@ -131,34 +131,47 @@ def test_a_batch_cut_anywhere_runs_nothing_or_everything(tmp_path: object) -> No
     (`-m 0600` read as `-m 06`). Every prefix of a real batch is fed to a real sh: the result is either
     untouched or complete, never a file with another mode or partial content."""
     import os
+    import shutil
     import stat
+    import tempfile
     from pathlib import Path
 
     from etcdforge.hosts.base import CommandOp, WriteOp, compile_batch
     from etcdforge.hosts.scripts import WRITE_SCRIPT
 
-    root = Path(str(tmp_path))
-    secret = b"-----BEGIN PRIVATE KEY-----\n" + b"k" * 300
-    script = compile_batch(
-        [CommandOp(("install", "-d", "-m", "0700", str(root / "d"))),
-         WriteOp(str(root / "d" / "key.pem"), secret, 0o600, None, None)],
-        WRITE_SCRIPT,
-    )  # fmt: skip
-    outcomes = set()
-    for cut in [*range(0, len(script), 5), len(script) - 1, len(script)]:
-        for p in sorted(root.glob("d/*")) + sorted(root.glob("d/.*")):
-            p.unlink()
-        if (root / "d").exists():
-            os.rmdir(root / "d")
-        subprocess.run(["sh", "-s"], input=script[:cut], capture_output=True, check=False, cwd=root)
-        key = root / "d" / "key.pem"
-        if not (root / "d").exists():
-            outcomes.add("nothing")
-            continue
-        assert stat.S_IMODE((root / "d").stat().st_mode) == 0o700, cut
-        if key.exists():
-            assert key.read_bytes() == secret and stat.S_IMODE(key.stat().st_mode) == 0o600, cut
-            outcomes.add("everything")
-        else:
-            assert cut == len(script), f"a cut at byte {cut} of {len(script)} ran part of the batch"
-    assert outcomes == {"nothing", "everything"}
+    # A cut command line can name a prefix of a path (`install -d -m 0700 /tmp`): as root, every prefix
+    # runs as nobody in a directory of its own below /run (root's, 0755), so whatever the code under
+    # test does, nothing outside that directory can change.
+    as_root = os.geteuid() == 0
+    root = Path(tempfile.mkdtemp(prefix="etcdforge-cut-", dir="/run" if as_root else str(tmp_path)))
+    as_nobody: list[str] = []
+    if as_root:
+        os.chown(root, 65534, 65534)
+        os.chmod(root, 0o755)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    try:
+        secret = b"-----BEGIN PRIVATE KEY-----\n" + b"k" * 300
+        script = compile_batch(
+            [CommandOp(("install", "-d", "-m", "0700", str(root / "d"))),
+             WriteOp(str(root / "d" / "key.pem"), secret, 0o600, None, None)],
+            WRITE_SCRIPT,
+        )  # fmt: skip
+        outcomes = set()
+        for cut in [*range(0, len(script), 5), len(script) - 1, len(script)]:
+            if (root / "d").exists():
+                shutil.rmtree(root / "d")
+            subprocess.run([*as_nobody, "sh", "-s"], input=script[:cut], capture_output=True, check=False,
+                           cwd=root)  # fmt: skip
+            key = root / "d" / "key.pem"
+            if not (root / "d").exists():
+                outcomes.add("nothing")
+                continue
+            assert stat.S_IMODE((root / "d").stat().st_mode) == 0o700, cut
+            if key.exists():
+                assert key.read_bytes() == secret and stat.S_IMODE(key.stat().st_mode) == 0o600, cut
+                outcomes.add("everything")
+            else:
+                assert cut == len(script), f"a cut at byte {cut} of {len(script)} ran part of the batch"
+        assert outcomes == {"nothing", "everything"}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -110,15 +110,17 @@ def compile_batch(ops: Sequence[BatchOp], write_script: str) -> bytes:
     ``write_script`` (temp file with final mode/owner, then rename). After each op the script prints
     ``etcdforge-op N`` so a failure can name the op that failed.
 
-    The whole body is a function called on the last line: ``sh -s`` executes lines as they arrive, so
-    a connection dropped mid-script would otherwise run a cut last line (``-m 0600`` read as ``-m 06``).
-    A cut function definition is a syntax error and a cut call an unknown command: nothing runs.
+    The whole body is one brace group, closed on the last line: ``sh -s`` executes commands as they
+    arrive, so a connection dropped mid-script would otherwise run a cut last line (``-m 0600`` read as
+    ``-m 06``). The shell parses a compound command completely before running any of it, and a group
+    cut anywhere is a syntax error: nothing runs. (Not a function called on the last line: a cut call
+    is a prefix of its name, and ``etcd`` is a prefix of ``etcdforge_…``.)
     """
     import base64
     import secrets as _secrets
     from pathlib import PurePosixPath
 
-    lines = ["etcdforge_batch() {", "set -e", "umask 077"]
+    lines = ["{", "set -e", "umask 077"]
     for index, op in enumerate(ops):
         if isinstance(op, CommandOp):
             lines.append(shell_join(op.argv))
@@ -147,7 +149,7 @@ def compile_batch(ops: Sequence[BatchOp], write_script: str) -> bytes:
                 )
             )
         lines.append(shell_join(["echo", f"etcdforge-op {index}"]))
-    lines += ["}", "etcdforge_batch"]
+    lines += ["}"]
     return ("\n".join(lines) + "\n").encode()
 
 
