@@ -107,12 +107,20 @@ def test_times_out_with_the_modes_error_and_a_dead_member_stops_the_wait_early()
 
 
 def wait(
-    ready_after: dict[str, int], *, need: int | None = None, dead: str = "", timeout: float = 60.0
+    ready_after: dict[str, int],
+    *,
+    need: int | None = None,
+    dead: tuple[str, ...] = (),
+    timeout: float = 60.0,
+    polls_seen: list[int] | None = None,
 ) -> object:
+    """One wait on a fake cluster: members ready after N polls; ``dead`` ones exit from the 2nd poll on."""
     clock = Clock()
 
     async def check_failed(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
-        return {dead: MemberStartError(f"{dead} exited", member=dead)} if dead and polls >= 1 else {}
+        if polls_seen is not None:
+            polls_seen.append(polls)
+        return {n: MemberStartError(f"{n} exited", member=n) for n in dead} if polls >= 1 else {}
 
     return asyncio.run(
         cluster_ops.wait_healthy(
@@ -143,26 +151,10 @@ def test_a_quorum_gate_does_not_wait_for_a_member_that_is_down() -> None:
 def test_waiting_for_all_a_dead_member_fails_the_wait_but_only_once_the_rest_is_known() -> None:
     """`up` must learn whether the others run with quorum before it decides to keep them running."""
     with pytest.raises(MemberStartError, match="etcd2 exited") as info:
-        wait({"etcd1": 2, "etcd2": 10**6, "etcd3": 4}, dead="etcd2")
+        wait({"etcd1": 2, "etcd2": 10**6, "etcd3": 4}, dead=("etcd2",))
     assert info.value.healthy == ("etcd1", "etcd3")
     # two of three dead: no quorum can come up, so there is nothing to wait for
-    clock_polls: list[int] = []
-
-    async def two_dead(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
-        clock_polls.append(polls)
-        return {n: MemberStartError(f"{n} exited", member=n) for n in ("etcd2", "etcd3")} if polls else {}
-
+    polls: list[int] = []
     with pytest.raises(MemberStartError, match="etcd2 exited") as info:
-        asyncio.run(
-            cluster_ops.wait_healthy(
-                FakeClient({"a": 10**6, "b": 10**6, "c": 10**6}),  # type: ignore[arg-type]
-                {"etcd1": "a", "etcd2": "b", "etcd3": "c"},
-                60.0,
-                poll_interval=0.5,
-                check_failed=two_dead,
-                timed_out=timed_out,
-                sleep=Clock().sleep,
-                clock=Clock(),
-            )
-        )
-    assert clock_polls == [0, 1] and info.value.healthy == ()
+        wait({"etcd1": 10**6, "etcd2": 10**6, "etcd3": 10**6}, dead=("etcd2", "etcd3"), polls_seen=polls)
+    assert polls == [0, 1] and info.value.healthy == ()

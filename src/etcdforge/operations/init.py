@@ -155,43 +155,23 @@ def write_spec(
     from etcdforge.workspace import Workspace
 
     with workspace_lock(Workspace(directory)):  # --force must not overwrite a spec another command uses
-        return _write_spec(
-            directory, members=members, name=name, ssh_user=ssh_user, ssh_port=ssh_port, ssh_key=ssh_key,
-            known_hosts=known_hosts, sudo=sudo, etcd_binary=etcd_binary, etcd_sha256=etcd_sha256, force=force,
-        )  # fmt: skip
-
-
-def _write_spec(
-    directory: Path,
-    *,
-    members: Sequence[str],
-    name: str | None,
-    ssh_user: str,
-    ssh_port: int,
-    ssh_key: Path | None,
-    known_hosts: Path | None,
-    sudo: bool,
-    etcd_binary: str,
-    etcd_sha256: str | None,
-    force: bool,
-) -> Path:
-    path = directory / SPEC_FILE
-    if path.exists() and not force:
-        raise WorkspaceError(f"{path} already exists", hint="edit it, or pass --force to overwrite it")
-    cluster = name or re.sub(r"[^a-z0-9-]+", "-", directory.resolve().name.lower()).strip("-") or "etcd"
-    text = render_spec(
-        name=cluster,
-        members=parse_members(members),
-        ssh_user=ssh_user,
-        ssh_port=ssh_port,
-        ssh_key=ssh_key,
-        known_hosts=known_hosts,
-        sudo=sudo,
-        etcd_binary=etcd_binary,
-        etcd_sha256=etcd_sha256,
-        token=f"{cluster}-{secrets.token_hex(6)}",
-    )
-    load_spec_text(text, source=str(path))  # never write a spec that would not load
-    ensure_dir(directory)
-    atomic_write(path, text.encode(), 0o644)
-    return path
+        path = directory / SPEC_FILE
+        if path.exists() and not force:
+            raise WorkspaceError(f"{path} already exists", hint="edit it, or pass --force to overwrite it")
+        cluster = name or re.sub(r"[^a-z0-9-]+", "-", directory.resolve().name.lower()).strip("-") or "etcd"
+        text = render_spec(
+            name=cluster,
+            members=parse_members(members),
+            ssh_user=ssh_user,
+            ssh_port=ssh_port,
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
+            sudo=sudo,
+            etcd_binary=etcd_binary,
+            etcd_sha256=etcd_sha256,
+            token=f"{cluster}-{secrets.token_hex(6)}",
+        )
+        load_spec_text(text, source=str(path))  # never write a spec that would not load
+        ensure_dir(directory)
+        atomic_write(path, text.encode(), 0o644)
+        return path
