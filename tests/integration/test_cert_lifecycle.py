@@ -36,21 +36,27 @@ pytestmark = pytest.mark.integration
 
 class QuorumMonitor:
     """Asks every member's Status over fresh connections (a long-lived channel would report a member
-    still "down" while it sits in gRPC's reconnect backoff); remembers the fewest that answered at once."""
+    still "down" while it sits in gRPC's reconnect backoff); remembers the fewest that answered.
+
+    A member counts as down only when two polls in a row miss it: a restart takes seconds, while on a
+    busy 2-core machine one Status can miss its deadline now and then (seen once in four full-suite
+    runs: one poll with 1 of 3, both neighbours with 3)."""
 
     def __init__(self, endpoints: list[str], tls: TlsFiles) -> None:
         self.endpoints = endpoints
         self.tls = tls
         self.fewest = len(endpoints)
         self.polls = 0
+        self._last: set[str] = set(endpoints)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             # generous: a member that is merely slow on a busy machine is not a member that is down
             async with EtcdClient(self.endpoints, self.tls, timeout=5.0) as client:
                 statuses = await client.status_all()
-            answered = sum(1 for s in statuses if not isinstance(s, EtcdError))
-            self.fewest = min(self.fewest, answered)
+            now = {ep for ep, s in zip(self.endpoints, statuses, strict=True) if not isinstance(s, EtcdError)}
+            self.fewest = min(self.fewest, len(now | self._last))
+            self._last = now
             self.polls += 1
             await asyncio.sleep(0.1)
 
