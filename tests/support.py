@@ -34,7 +34,7 @@ def stop_all_members(directory: Path) -> None:
     once, SIGKILL after 3 s (one by one, the last members wait for a quorum that is already gone)."""
     import asyncio
 
-    from etcdforge.services import local as supervisor
+    from etcdforge.runtime import supervisor
 
     members = directory / "members"
     if not members.is_dir():

@@ -62,16 +62,21 @@ class InstallMemberPki:
 
 
 @dataclass(frozen=True)
-class StartMember:
-    member: str
-    argv: tuple[str, ...]
+class StartMembers:
+    """Start these members' etcd (local: a supervised process with the binary the runtime was given;
+    hosts: enable and start the unit without blocking — a new cluster's members become ready together).
+    A member already running is left alone."""
+
+    members: tuple[str, ...]
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "start-member", "member": self.member, "argv": list(self.argv)}
+        return {"kind": "start-members", "members": list(self.members)}
 
 
 @dataclass(frozen=True)
 class StopMember:
+    """Stop a member and keep it stopped (local: its process; hosts: ``systemctl disable --now``)."""
+
     member: str
 
     def describe(self) -> dict[str, Any]:
@@ -126,8 +131,8 @@ class PutFile:
     path: str
     content: bytes = field(repr=False)
     mode: int
-    owner: str
-    group: str
+    owner: str | None  # None: the runtime's user (local mode)
+    group: str | None
     secret: bool = False
     diff: str = field(default="", repr=False, compare=False)
 
@@ -136,7 +141,7 @@ class PutFile:
             "kind": "put-file",
             "path": self.path,
             "mode": f"{self.mode:04o}",
-            "owner": f"{self.owner}:{self.group}",
+            "owner": f"{self.owner or '-'}:{self.group or '-'}",
             "size": len(self.content),
             "sha256": "(secret)" if self.secret else hashlib.sha256(self.content).hexdigest(),
         }
@@ -183,19 +188,9 @@ class HostCommand:
 
 
 @dataclass(frozen=True)
-class StartUnits:
-    """Enable and start the etcd unit on these members without blocking (a new cluster's members can
-    only become ready together)."""
-
-    members: tuple[str, ...]
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "start-units", "members": list(self.members)}
-
-
-@dataclass(frozen=True)
 class RestartMember:
-    """Restart one member's unit, then wait until the whole cluster is healthy again.
+    """Restart one member (local: its process, with the binary it runs now; hosts: its unit), then wait
+    until the whole cluster is healthy again.
 
     ``before_start`` commands run while the member is stopped (stop, commands, start), e.g. handing the
     data dir of a member that ran as root to the etcd user: done while it still runs, the old process
@@ -288,7 +283,7 @@ Action = (
     WriteFile
     | IssueCerts
     | InstallMemberPki
-    | StartMember
+    | StartMembers
     | StopMember
     | WaitHealthy
     | RemoveTree
@@ -297,7 +292,6 @@ Action = (
     | UploadFile
     | FetchRelease
     | HostCommand
-    | StartUnits
     | RestartMember
     | MoveLeader
     | AddLearner

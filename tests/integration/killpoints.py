@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from etcdforge.services import local as supervisor
+from etcdforge.runtime import supervisor
 from etcdforge.testing.workload import Writer, check_history
 from etcdforge.workspace import admin_client, load_workspace
 

@@ -26,7 +26,7 @@ from etcdforge.etcd import EtcdClient, TlsFiles
 from etcdforge.etcd.presented import presented_certificate
 from etcdforge.pki import load_cert
 from etcdforge.pki.plan import signed_by
-from etcdforge.services import local as supervisor
+from etcdforge.runtime import supervisor
 from etcdforge.testing.checkers import check_all
 from etcdforge.testing.workload import Workload
 from etcdforge.workspace import Workspace, admin_client, load_workspace

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from etcdforge.services import local as supervisor
+from etcdforge.runtime import supervisor
 from etcdforge.workspace import admin_client, load_workspace
 
 pytestmark = pytest.mark.integration

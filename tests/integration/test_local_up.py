@@ -14,7 +14,7 @@ from support import run_cli
 
 from etcdforge.errors import EtcdTLSError
 from etcdforge.etcd import EtcdClient, TlsFiles
-from etcdforge.services import local as supervisor
+from etcdforge.runtime import supervisor
 
 pytestmark = pytest.mark.integration
 

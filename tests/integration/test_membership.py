@@ -20,8 +20,7 @@ from support import run_cli
 from etcdforge.etcd import EtcdClient
 from etcdforge.operations.lifecycle import port_is_free
 from etcdforge.operations.membership_plan import next_local_address
-from etcdforge.services import cluster_ops
-from etcdforge.services import local as supervisor
+from etcdforge.runtime import cluster_ops, supervisor
 from etcdforge.testing.workload import Writer, check_history
 from etcdforge.workspace import admin_client, load_workspace
 

@@ -11,7 +11,7 @@ import pytest
 from support import run_cli
 
 from etcdforge.etcd import EtcdClient, TlsFiles
-from etcdforge.services import local as supervisor
+from etcdforge.runtime import supervisor
 from etcdforge.testing.workload import Writer, check_history
 from etcdforge.workspace import load_workspace
 

@@ -24,7 +24,6 @@ from etcdforge.plan import (
     MoveLeader,
     PutFile,
     RestartMember,
-    StartMember,
     VerifyPresented,
     WaitHealthy,
     WriteFile,
@@ -243,7 +242,6 @@ def test_a_resumed_trust_phase_brings_back_the_one_member_an_interrupted_run_lef
         state,
         trusted_pem=b"B",
         leader="etcd3",
-        etcd_argv=None,
         timeout=60,
         down=frozenset({"etcd3"}),
     )
@@ -256,9 +254,7 @@ def test_a_resumed_trust_phase_brings_back_the_one_member_an_interrupted_run_lef
 
 def test_trust_phase_on_hosts_restarts_one_at_a_time_leader_last_and_records_each() -> None:
     state = RotationState("trust-both", "a", "b", "t")
-    steps = rplan.trust_phase_steps(
-        SPEC, WS, state, trusted_pem=b"BUNDLE", leader="etcd1", etcd_argv=None, timeout=60
-    )
+    steps = rplan.trust_phase_steps(SPEC, WS, state, trusted_pem=b"BUNDLE", leader="etcd1", timeout=60)
     kinds = [(s.id, type(s.action).__name__) for s in steps]
     assert kinds[0] == ("cluster/healthy", "WaitHealthy")
     restarts = [s.action.member for s in steps if isinstance(s.action, RestartMember)]
@@ -285,58 +281,27 @@ def test_trust_phase_on_hosts_restarts_one_at_a_time_leader_last_and_records_eac
 
 def test_trust_phase_resumes_after_the_members_already_done() -> None:
     state = RotationState("trust-new", "a", "b", "t", restarted=("etcd2", "etcd3"))
-    steps = rplan.trust_phase_steps(
-        SPEC, WS, state, trusted_pem=b"NEW", leader="etcd1", etcd_argv=None, timeout=60
-    )
+    steps = rplan.trust_phase_steps(SPEC, WS, state, trusted_pem=b"NEW", leader="etcd1", timeout=60)
     assert [s.action.member for s in steps if isinstance(s.action, RestartMember)] == ["etcd1"]
     assert [s.action.to for s in steps if isinstance(s.action, MoveLeader)] == ["etcd2"]
     done = RotationState("trust-new", "a", "b", "t", restarted=("etcd1", "etcd2", "etcd3"))
-    rest = rplan.trust_phase_steps(
-        SPEC, WS, done, trusted_pem=b"NEW", leader="etcd1", etcd_argv=None, timeout=60
-    )
+    rest = rplan.trust_phase_steps(SPEC, WS, done, trusted_pem=b"NEW", leader="etcd1", timeout=60)
     assert [s.id for s in rest] == ["cluster/healthy", "workspace/trust"]
 
 
-def test_trust_phase_in_local_mode_stops_starts_and_gates_each_member() -> None:
-    argv = {
-        m.name: ("/usr/bin/etcd", "--config-file", f"/ws/members/{m.name}/etcd.conf.yml")
-        for m in SPEC.members
-    }
+def test_trust_phase_is_the_same_plan_in_both_modes_but_for_where_the_file_lives() -> None:
+    local = SPEC.model_copy(update={"mode": "local"})
     state = RotationState("trust-both", "a", "b", "t")
-    steps = rplan.trust_phase_steps(
-        SPEC, WS, state, trusted_pem=b"B", leader="etcd3", etcd_argv=argv, timeout=60
-    )
-    assert [s.id for s in steps] == [
-        "cluster/healthy",
-        "workspace/trust",
-        *[
-            step
-            for name in ("etcd1", "etcd2")
-            for step in (
-                f"rotation/record:trust-both:{name}:restarting",
-                f"{name}/install-ca",
-                f"{name}/stop",
-                f"{name}/start",
-                f"{name}/wait-healthy",
-                f"rotation/record:trust-both:{name}",
-            )
-        ],
-        "rotation/record:trust-both:etcd3:restarting",
-        "etcd3/install-ca",
-        "etcd3/move-leader",
-        "etcd3/stop",
-        "etcd3/start",
-        "etcd3/wait-healthy",
-        "rotation/record:trust-both:etcd3",
+    on_hosts = rplan.trust_phase_steps(SPEC, WS, state, trusted_pem=b"B", leader="etcd3", timeout=60)
+    here = rplan.trust_phase_steps(local, WS, state, trusted_pem=b"B", leader="etcd3", timeout=60)
+    kinds = [(type(s.action).__name__, s.host) for s in here]
+    assert kinds == [(type(s.action).__name__, s.host) for s in on_hosts]
+    assert [s.id.split("/")[1] for s in here if isinstance(s.action, RestartMember)] == ["restart"] * 3
+    puts = [s.action for s in here if isinstance(s.action, PutFile)]
+    # local members read their CA from their own directory in the workspace, as this user
+    assert [(p.host, p.path, p.owner, p.content) for p in puts] == [
+        (n, WS.member_paths(n).ca_cert, None, b"B") for n in ("etcd1", "etcd2", "etcd3")
     ]
-    installs = [s.action for s in steps if isinstance(s.action, InstallMemberPki)]
-    assert all(
-        a.files == ((str(WS.trust_bundle), WS.member_paths(a.member).ca_cert, 0o644),) for a in installs
-    )
-    starts = [s.action for s in steps if isinstance(s.action, StartMember)]
-    assert [a.argv for a in starts] == [argv["etcd1"], argv["etcd2"], argv["etcd3"]]
-    gates = [s.action for s in steps if isinstance(s.action, WaitHealthy)]
-    assert all(g.members == ("etcd1", "etcd2", "etcd3") for g in gates)
 
 
 def test_swap_ca_writes_the_key_first_and_nothing_when_already_swapped() -> None:
@@ -365,7 +330,7 @@ def test_leaves_signed_by_the_old_ca_are_reissued_once_the_new_ca_signs(tmp_path
 def test_leadership_goes_only_to_a_restarted_member_that_is_healthy_now() -> None:
     state = RotationState("trust-new", "a", "b", "t", restarted=("etcd2", "etcd3"))
     steps = rplan.trust_phase_steps(
-        SPEC, WS, state, trusted_pem=b"N", leader="etcd1", etcd_argv=None, timeout=60,
+        SPEC, WS, state, trusted_pem=b"N", leader="etcd1", timeout=60,
         healthy=frozenset({"etcd1", "etcd3"}),
     )  # fmt: skip
     assert [s.action.to for s in steps if isinstance(s.action, MoveLeader)] == ["etcd3"]

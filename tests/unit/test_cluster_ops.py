@@ -9,7 +9,7 @@ import pytest
 
 from etcdforge.errors import MemberStartError
 from etcdforge.etcd import Health
-from etcdforge.services import cluster_ops
+from etcdforge.runtime import cluster_ops
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The import layers (issue "one plan per verb", item 3): a module may import its own group and groups
 of lower layers only, and never another module's ``_private`` names. Lower layers are the pure core;
-only ``hosts``, ``etcd`` and ``services`` do I/O; verbs (``operations``) sit on the runtime; the CLI on
+only ``hosts``, ``etcd`` and ``runtime`` do I/O; verbs (``operations``) sit on the runtime; the CLI on
 top. A new module must be placed in a layer here, which is the point: its place is a decision."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"render", "certs"}),
     frozenset({"workspace", "layout"}),
     frozenset({"workspace_pki"}),
-    frozenset({"executor", "services"}),
+    frozenset({"executor", "runtime"}),
     frozenset({"operations"}),
     frozenset({"cli", "testing"}),
     frozenset({"__main__", "__init__"}),

@@ -28,13 +28,13 @@ from etcdforge.plan import (
     IssueCerts,
     Plan,
     RemoveTree,
-    StartMember,
+    StartMembers,
     Step,
     StopMember,
     WaitHealthy,
     WriteFile,
 )
-from etcdforge.services import local as supervisor
+from etcdforge.runtime import supervisor
 from etcdforge.spec import dump_spec
 from etcdforge.workspace import Workspace
 
@@ -125,8 +125,8 @@ def test_stopped_cluster_plans_only_starts_and_health() -> None:
     )
     assert ids(plan) == ["etcd1/start", "etcd2/start", "etcd3/start", "cluster/wait-healthy"]
     start = plan.steps[0].action
-    assert isinstance(start, StartMember)
-    assert start.argv == (str(BIN), "--config-file", WS.member_paths("etcd1").config)
+    assert isinstance(start, StartMembers) and start.members == ("etcd1",)
+    assert str(BIN) in plan.steps[0].reason  # the binary it will run is in the plan
 
 
 def test_reissued_member_cert_is_reinstalled_for_that_member_only() -> None:
@@ -245,7 +245,7 @@ class FakeRuntime:
             WriteFile: "write",
             IssueCerts: "issue",
             InstallMemberPki: "install",
-            StartMember: "start",
+            StartMembers: "start",
             StopMember: "stop",
             WaitHealthy: "wait",
             RemoveTree: "remove",
@@ -258,7 +258,7 @@ def test_executor_runs_in_order_and_stops_at_the_first_failure() -> None:
         verb="up",
         steps=(
             Step("a/write", "local", WriteFile("/x", b""), "r"),
-            Step("etcd2/start", "etcd2", StartMember("etcd2", ("etcd",)), "r"),
+            Step("etcd2/start", "etcd2", StartMembers(("etcd2",)), "r"),
             Step("cluster/wait-healthy", "local", WaitHealthy(("etcd2",), 1.0), "r"),
             Step("b/remove", "local", RemoveTree("/y"), "r"),
         ),

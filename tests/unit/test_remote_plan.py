@@ -20,7 +20,7 @@ from etcdforge.operations.remote_observe import (
     parse_systemctl_show,
 )
 from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_apply
-from etcdforge.plan import HostCommand, MoveLeader, Plan, PutFile, RestartMember, StartUnits, UploadFile
+from etcdforge.plan import HostCommand, MoveLeader, Plan, PutFile, RestartMember, StartMembers, UploadFile
 from etcdforge.spec import load_spec_text
 
 SPEC = load_spec_text(
@@ -101,7 +101,7 @@ def test_fresh_hosts_get_everything_then_start_together() -> None:
     steps = ids(plan)
     assert steps[-2:] == ["cluster/start", "cluster/wait-healthy"]
     start = plan.steps[-2].action
-    assert isinstance(start, StartUnits) and start.members == NAMES
+    assert isinstance(start, StartMembers) and start.members == NAMES
     for n in NAMES:
         for d in managed_dirs(SPEC):
             assert f"{n}/dir:{d}" in steps

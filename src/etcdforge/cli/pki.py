@@ -97,7 +97,9 @@ def pki_check(
     try:
         ws, spec = load_workspace(workspace_dir(directory))
         if on_hosts:
-            if spec.mode != "hosts":
+            from etcdforge.runtime.factory import is_local
+
+            if is_local(spec):
                 raise WorkspaceError(
                     f"--hosts needs a hosts-mode workspace; {ws.root} is in {spec.mode} mode",
                     hint="drop --hosts: local members are always checked",

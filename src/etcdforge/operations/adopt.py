@@ -25,10 +25,10 @@ from etcdforge.errors import EtcdError, PlanError, WorkspaceError
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.operations import adopt_observe as ao
-from etcdforge.operations.deploy import connected
 from etcdforge.operations.init import parse_members, render_spec
 from etcdforge.operations.pki_import import pki_settings, write_import
 from etcdforge.pki.import_cfssl import CfsslImport, analyze
+from etcdforge.runtime.factory import connected
 from etcdforge.spec import SPEC_FILE, ClusterSpec, load_spec_text
 from etcdforge.workspace import Workspace
 

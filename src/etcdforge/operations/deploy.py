@@ -10,79 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etcdforge import binaries, certs, layout
-from etcdforge.errors import EtcdError, PlanError, WorkspaceError
+from etcdforge.errors import EtcdError, PlanError
 from etcdforge.executor import Reporter, execute
 from etcdforge.hosts.base import Host
-from etcdforge.hosts.ssh import SshTarget, connect
 from etcdforge.operations.lifecycle import locked_workspace
 from etcdforge.operations.remote_observe import ClusterObserved, HostObserved, observe_host
 from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_apply
 from etcdforge.plan import IssueCerts, Plan, Step
-from etcdforge.services import releases
-from etcdforge.services.remote_runtime import RemoteRuntime
+from etcdforge.runtime import releases
+from etcdforge.runtime.factory import connected, make_runtime
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client, load_workspace
 
 if TYPE_CHECKING:
     from etcdforge.pki import PkiPlan
-
-
-def resolve_path(ws: Workspace, path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else ws.root / p
-
-
-def ssh_target(spec: ClusterSpec, ws: Workspace, name: str) -> SshTarget:
-    member = spec.member(name)
-    over = member.ssh
-    d = spec.ssh
-    identity = (over.identity_file if over and over.identity_file else None) or d.identity_file
-    return SshTarget(
-        host=(over.host if over and over.host else None) or member.address,
-        port=(over.port if over and over.port else None) or d.port,
-        user=(over.user if over and over.user else None) or d.user,
-        identity_file=resolve_path(ws, identity) if identity else None,
-        sudo=over.sudo if over and over.sudo is not None else d.sudo,
-    )
-
-
-@asynccontextmanager
-async def connected(
-    spec: ClusterSpec, ws: Workspace, *, accept_new_host_keys: bool = False
-) -> AsyncIterator[dict[str, Host]]:
-    """Connections to every member's host, made concurrently; all or nothing."""
-    if spec.mode != "hosts":
-        raise WorkspaceError(f"{ws.root} is a local workspace; use `etcdforge up` there")
-    known_hosts = resolve_path(ws, spec.ssh.known_hosts)
-    names = [m.name for m in spec.members]
-    results = await asyncio.gather(
-        *(
-            connect(
-                n, ssh_target(spec, ws, n), known_hosts=known_hosts, accept_new_host_keys=accept_new_host_keys
-            )
-            for n in names
-        ),
-        return_exceptions=True,
-    )
-    hosts: dict[str, Host] = {}
-    failure: BaseException | None = None
-    for name, result in zip(names, results, strict=True):
-        if isinstance(result, BaseException):
-            failure = failure or result
-        else:
-            hosts[name] = result
-    try:
-        if failure is not None:
-            raise failure  # (connect() already checked `sudo -n` where the target uses sudo)
-        yield hosts
-    finally:
-        await asyncio.gather(*(h.close() for h in hosts.values()), return_exceptions=True)
 
 
 def binary_source(spec: ClusterSpec) -> BinarySource:
@@ -253,7 +199,7 @@ async def apply(
     with locked_workspace(directory) as (ws, spec):
         source = binary_source(spec)
         async with connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
-            runtime = RemoteRuntime(spec, ws, hosts)
+            runtime = make_runtime(spec, ws, hosts)
             pki_plan, pki_items = _pki_plan(spec, ws)
             executed: list[Step] = []
             if pki_items:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcdforge import binaries, topology
-from etcdforge.errors import BinaryError, MemberStartError, StepError, WorkspaceError
+from etcdforge.errors import MemberStartError, StepError, WorkspaceError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
 from etcdforge.operations.local import (
@@ -31,8 +31,10 @@ from etcdforge.operations.local import (
     plan_up,
 )
 from etcdforge.plan import Plan
-from etcdforge.services import local as supervisor
-from etcdforge.services.local_runtime import LocalRuntime
+from etcdforge.runtime import supervisor
+from etcdforge.runtime.core import Runtime
+from etcdforge.runtime.factory import is_local, open_runtime
+from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec, load_spec
 from etcdforge.workspace import Workspace
 
@@ -108,19 +110,6 @@ def observe_local(spec: ClusterSpec, ws: Workspace) -> LocalObserved:
     )
 
 
-def resolve_binary(spec: ClusterSpec, etcd_bin: str | None) -> tuple[binaries.Binary, tuple[str, ...]]:
-    binary = binaries.probe(binaries.find_tool("etcd", etcd_bin, spec.etcd.binary))
-    if spec.etcd.version and binary.version_str != spec.etcd.version:
-        raise BinaryError(
-            f"{binary.path} is etcd {binary.version_str}, but the spec asks for {spec.etcd.version}",
-            hint="pass --etcd-bin with the right binary or change etcd.version",
-        )
-    problem = binaries.version_problem(binary.version, production=False)
-    if problem and binary.version[:2] < (3, 4):
-        raise BinaryError(problem)
-    return binary, ((problem,) if problem else ())
-
-
 async def up(
     directory: Path,
     *,
@@ -141,7 +130,7 @@ async def up(
                     "does not resize it",
                     hint="use another --dir for a new cluster",
                 )
-            if spec.mode != "local":
+            if not is_local(spec):
                 raise WorkspaceError(f"{directory} describes real hosts; use `etcdforge apply` there")
         else:
             spec = new_local_spec(
@@ -173,38 +162,45 @@ async def up(
         result = UpResult(plan=plan, spec=spec, binary=binary, warnings=warnings + plan.warnings)
         if dry_run:
             return result
-        runtime = LocalRuntime(spec, ws)
-        try:
-            await execute(plan, runtime, reporter)
-        except StepError as exc:
-            cause = exc.__cause__
-            quorum = topology.quorum(len(spec.members))
-            if isinstance(cause, MemberStartError) and len(cause.healthy) >= quorum:
-                # degraded is normal: a quorum runs, so the cluster serves; keep it and say what failed
-                failed = [m.name for m in spec.members if m.name not in cause.healthy]
-                raise MemberStartError(
-                    f"{', '.join(failed)} did not start ({cause.message}); the cluster runs on "
-                    f"{', '.join(cause.healthy)} ({len(cause.healthy)} of {len(spec.members)}, quorum "
-                    f"{quorum})",
-                    member=cause.member,
-                    log_tail=cause.log_tail,
-                    healthy=cause.healthy,
-                    hint=f"`etcdforge member replace {failed[0]}` rebuilds it from the others",
-                ) from exc
-            await runtime.stop_started()  # no quorum: leave nothing half-started
-            raise
-        except BaseException:
-            # Leave nothing half-started: stop exactly the members this run started.
-            await runtime.stop_started()
-            raise
+        async with open_runtime(spec, ws, etcd_binary=binary.path) as runtime:
+            await _execute_up(spec, plan, runtime, reporter)
         return result
+
+
+async def _execute_up(spec: ClusterSpec, plan: Plan, runtime: Runtime, reporter: Reporter | None) -> None:
+    """Run ``up``'s plan; a start that fails keeps a running quorum, and stops what it started
+    only when no quorum came up."""
+    try:
+        await execute(plan, runtime, reporter)
+    except StepError as exc:
+        cause = exc.__cause__
+        quorum = topology.quorum(len(spec.members))
+        if isinstance(cause, MemberStartError) and len(cause.healthy) >= quorum:
+            # degraded is normal: a quorum runs, so the cluster serves; keep it and say what failed
+            failed = [m.name for m in spec.members if m.name not in cause.healthy]
+            raise MemberStartError(
+                f"{', '.join(failed)} did not start ({cause.message}); the cluster runs on "
+                f"{', '.join(cause.healthy)} ({len(cause.healthy)} of {len(spec.members)}, quorum "
+                f"{quorum})",
+                member=cause.member,
+                log_tail=cause.log_tail,
+                healthy=cause.healthy,
+                hint=f"`etcdforge member replace {failed[0]}` rebuilds it from the others",
+            ) from exc
+        await runtime.services.stop_started()  # no quorum: leave nothing half-started
+        raise
+    except BaseException:
+        # Leave nothing half-started: stop exactly the members this run started.
+        await runtime.services.stop_started()
+        raise
 
 
 async def down(directory: Path, *, dry_run: bool = False, reporter: Reporter | None = None) -> Plan:
     with locked_workspace(directory) as (ws, spec):
         plan = plan_down(spec, observe_local(spec, ws))
         if not dry_run:
-            await execute(plan, LocalRuntime(spec, ws), reporter)
+            async with open_runtime(spec, ws) as runtime:
+                await execute(plan, runtime, reporter)
         return plan
 
 
@@ -233,5 +229,6 @@ async def destroy(
     with locked_workspace(directory) as (ws, spec):
         plan = plan_destroy(spec, ws, observe_local(spec, ws))
         if not dry_run:
-            await execute(plan, LocalRuntime(spec, ws), reporter, confirm=confirm)
+            async with open_runtime(spec, ws) as runtime:
+                await execute(plan, runtime, reporter, confirm=confirm)
         return plan

@@ -27,12 +27,13 @@ from etcdforge.plan import (
     Plan,
     RemoveFile,
     RemoveTree,
-    StartMember,
+    StartMembers,
     Step,
     StopMember,
     WaitHealthy,
     WriteFile,
 )
+from etcdforge.runtime.factory import is_local
 from etcdforge.spec import ClusterSpec, EtcdSettings, MemberSpec, dump_spec
 from etcdforge.workspace import Workspace
 
@@ -220,9 +221,9 @@ def plan_up(
             )
         )
     for member in to_start:
-        argv = (str(etcd_binary), "--config-file", ws.member_paths(member.name).config)
         why = "not running" if observed.members[member.name].has_data else "new member"
-        steps.append(Step(f"{member.name}/start", member.name, StartMember(member.name, argv), why))
+        why += f" (etcd {etcd_binary})"
+        steps.append(Step(f"{member.name}/start", member.name, StartMembers((member.name,)), why))
     if to_start or observed.bootstrapping:  # (a resumed bootstrap was never seen healthy)
         steps.append(
             Step(
@@ -258,7 +259,7 @@ def plan_down(spec: ClusterSpec, observed: LocalObserved) -> Plan:
 
 
 def plan_destroy(spec: ClusterSpec, ws: Workspace, observed: LocalObserved) -> Plan:
-    if spec.mode != "local":
+    if not is_local(spec):
         raise WorkspaceError(
             f"{ws.root} describes a cluster on real hosts; destroy removes local workspaces only"
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -41,8 +41,9 @@ from etcdforge.plan import (
     Step,
     WaitHealthy,
 )
-from etcdforge.services import local as supervisor
-from etcdforge.services.control import ControlFiles
+from etcdforge.runtime import supervisor
+from etcdforge.runtime.control import ControlFiles
+from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
 from etcdforge.workspace import Workspace, admin_client
 
@@ -121,7 +122,7 @@ async def _add(
         member = existing
     else:
         if address is None:
-            if spec.mode != "local":
+            if not is_local(spec):
                 raise PlanError("hosts mode needs --address for the new member")
             address = steps_mod.pending_address(ws, name) or next_local_address(
                 spec, [steps_mod.host_of(u) for m in view.members for u in m.peer_urls], port_is_free
@@ -140,10 +141,10 @@ async def _add(
         return MemberResult(plan, decision.warnings, f"{name} is already a voting member; nothing to do")
     new_spec, m = decision.new_spec, decision.member
     peer = topology.peer_url(new_spec, m)
-    async with steps_mod.runtime_for(new_spec, ws, [m.name], accept_new_host_keys=accept_new_host_keys) as (
-        runtime,
-        hosts,
-    ):
+    async with open_runtime(
+        new_spec, ws, [m.name], accept_new_host_keys=accept_new_host_keys, etcd_bin=etcd_bin
+    ) as runtime:
+        hosts = runtime.hosts
         first: list[Step] = []
         pki = steps_mod.pki_step(new_spec, ws)
         if pki is not None:
@@ -222,14 +223,14 @@ async def _roll_back(
     ws: Workspace,
     member: MemberSpec,
     runtime: Runtime,
-    hosts: dict[str, Host],
+    hosts: Mapping[str, Host],
     reporter: Reporter | None,
     *,
     clear_record: bool,
 ) -> None:
     """Take a member that never joined out again: remove it from the cluster, stop it, wipe its data.
     A ``replace``'s record stays (``clear_record`` False), so re-running the replace adds it again."""
-    from etcdforge.services.cluster_ops import find_by_peer_url
+    from etcdforge.runtime.cluster_ops import find_by_peer_url
 
     steps: list[Step] = []
     async with admin_client(spec, ws, timeout=5.0) as client:
@@ -244,7 +245,7 @@ async def _roll_back(
             )
         )
     steps += steps_mod.stop_steps(
-        spec, member.name, keep_data=False, reachable=member.name in hosts or spec.mode == "local", ask=False
+        spec, ws, member.name, keep_data=False, reachable=member.name in hosts, ask=False
     )
     if clear_record:
         steps.append(steps_mod.clear_record_step(ws))
@@ -297,7 +298,7 @@ async def _remove(
     recorded = record.member if record is not None and record.member.name == name else None
     known = spec.member(name) if in_spec else recorded
     # a local member the spec and etcd no longer list, but whose process or data is still here
-    leftover = spec.mode == "local" and (
+    leftover = is_local(spec) and (
         supervisor.running_pid(ws.member_pid(name)) is not None
         or Path(ws.member_paths(name).data_dir).exists()
     )
@@ -314,14 +315,15 @@ async def _remove(
         return MemberResult(plan, note=f"{name} is not a member; nothing to do"), spec
     # the runtime reaches the member's host through the spec: a recorded member is added back for it
     rt_spec = spec if in_spec or known is None else with_member(spec, known)
-    async with steps_mod.runtime_for(
+    async with open_runtime(
         rt_spec,
         ws,
-        [name] if known is not None else [],
+        [name] if known is not None or leftover else [],
         accept_new_host_keys=accept_new_host_keys,
         required=False,
-    ) as (runtime, hosts):
-        reachable = spec.mode == "local" or name in hosts
+    ) as runtime:
+        hosts = runtime.hosts
+        reachable = name in hosts
         steps: list[Step] = []
         if known is not None:
             op: Literal["member-remove", "member-replace"] = (
@@ -344,7 +346,7 @@ async def _remove(
             )
         if decision.new_spec != spec:
             steps += steps_mod.spec_steps(ws, decision.new_spec, f"{name} removed")
-        steps += steps_mod.stop_steps(rt_spec, name, keep_data=keep_data, reachable=reachable)
+        steps += steps_mod.stop_steps(rt_spec, ws, name, keep_data=keep_data, reachable=reachable)
         if replace_with is None and (known is not None or record is not None):
             steps.append(steps_mod.clear_record_step(ws))
         remaining = tuple(m.name for m in decision.new_spec.members if m.name != name)

@@ -6,32 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from etcdforge import layout, render, topology
 from etcdforge.errors import EtcdError, PlanError
-from etcdforge.executor import Runtime
 from etcdforge.hosts.base import Host
-from etcdforge.hosts.errors import HostError
-from etcdforge.operations.lifecycle import resolve_binary
 from etcdforge.operations.local import member_pki_files
 from etcdforge.operations.membership_plan import ClusterView, MemberView
 from etcdforge.plan import (
-    HostCommand,
     InstallMemberPki,
     IssueCerts,
     RemoveFile,
-    StartMember,
+    StartMembers,
     Step,
     StopMember,
     WaitHealthy,
     WipeData,
     WriteFile,
 )
+from etcdforge.runtime.factory import is_local
+from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec, MemberSpec, dump_spec
 from etcdforge.workspace import Workspace, admin_client
 
@@ -155,7 +152,7 @@ def spec_steps(ws: Workspace, spec: ClusterSpec, why: str) -> list[Step]:
             "endpoints changed",
         ),
     ]
-    if spec.mode == "local":
+    if is_local(spec):
         for m in spec.members:
             paths = ws.member_paths(m.name)
             content = render.etcd_config(spec, m, paths)
@@ -183,53 +180,11 @@ def pki_step(spec: ClusterSpec, ws: Workspace) -> Step | None:
     return Step("pki/issue", "local", IssueCerts(items, plan), "; ".join(f"{n}: {r}" for n, r in items))
 
 
-@asynccontextmanager
-async def runtime_for(
-    spec: ClusterSpec,
-    ws: Workspace,
-    members: Sequence[str],
-    *,
-    accept_new_host_keys: bool,
-    required: bool = True,
-) -> AsyncIterator[tuple[Runtime, dict[str, Host]]]:
-    """The runtime for ``spec``'s mode; in hosts mode with connections to ``members``' hosts.
-
-    With ``required=False`` an unreachable host is left out (removing a dead member must still work).
-    """
-    if spec.mode == "local":
-        from etcdforge.services.local_runtime import LocalRuntime
-
-        yield LocalRuntime(spec, ws), {}
-        return
-    from etcdforge.hosts.ssh import connect
-    from etcdforge.operations.deploy import resolve_path, ssh_target
-    from etcdforge.services.remote_runtime import RemoteRuntime
-
-    known = resolve_path(ws, spec.ssh.known_hosts)
-    results = await asyncio.gather(
-        *(
-            connect(n, ssh_target(spec, ws, n), known_hosts=known, accept_new_host_keys=accept_new_host_keys)
-            for n in members
-        ),
-        return_exceptions=True,
-    )
-    hosts: dict[str, Host] = {
-        n: r for n, r in zip(members, results, strict=True) if not isinstance(r, BaseException)
-    }
-    try:
-        for result in results:
-            if isinstance(result, BaseException) and (required or not isinstance(result, HostError)):
-                raise result
-        yield RemoteRuntime(spec, ws, hosts), hosts
-    finally:
-        await asyncio.gather(*(h.close() for h in hosts.values()), return_exceptions=True)
-
-
 async def deploy_steps(
-    spec: ClusterSpec, ws: Workspace, member: MemberSpec, hosts: dict[str, Host], *, etcd_bin: str | None
+    spec: ClusterSpec, ws: Workspace, member: MemberSpec, hosts: Mapping[str, Host], *, etcd_bin: str | None
 ) -> list[Step]:
     """Files and start for one (joining) member: local process, or its host under systemd."""
-    if spec.mode == "local":
+    if is_local(spec):
         binary, _ = resolve_binary(spec, etcd_bin)
         paths = ws.member_paths(member.name)
         return [
@@ -248,8 +203,8 @@ async def deploy_steps(
             Step(
                 f"{member.name}/start",
                 member.name,
-                StartMember(member.name, (str(binary.path), "--config-file", paths.config)),
-                "joins as a learner",
+                StartMembers((member.name,)),
+                f"joins as a learner (etcd {binary.path})",
             ),
         ]
     from etcdforge.operations.deploy import binary_source, ca_key_ids, desired_host_files, observe_hosts
@@ -276,32 +231,36 @@ async def deploy_steps(
     return [s for s in plan.steps if not isinstance(s.action, WaitHealthy)]
 
 
+def data_location(spec: ClusterSpec, ws: Workspace, name: str) -> str:
+    """Where a member's etcd data lives, for the user."""
+    if is_local(spec):
+        return f"{ws.member_paths(name).data_dir} in the workspace"
+    return f"{layout.data_dir(spec).rstrip('/')}/member on its host"
+
+
 def stop_steps(
-    spec: ClusterSpec, name: str, *, keep_data: bool, reachable: bool, ask: bool = True
+    spec: ClusterSpec, ws: Workspace, name: str, *, keep_data: bool, reachable: bool, ask: bool = True
 ) -> list[Step]:
     """Stop a member and (unless ``keep_data``) wipe its data. ``ask`` False: the data is a learner's
     that never joined (a rollback), nothing anybody could want back."""
-    steps: list[Step] = []
-    if spec.mode == "local":
-        steps.append(Step(f"{name}/stop", name, StopMember(name), "stop it"))
-    elif reachable:
-        steps.append(
-            Step(
-                f"{name}/disable",
-                name,
-                HostCommand(name, ("systemctl", "disable", "--now", "--quiet", layout.UNIT_NAME)),
-                "stop and disable its unit so it does not restart in a loop",
-            )
+    if not reachable:
+        return []  # a host that is gone: nothing of it to stop or wipe (etcd has forgotten it)
+    steps = [
+        Step(
+            f"{name}/stop",
+            name,
+            StopMember(name),
+            "stop it (and keep it stopped: it must not restart in a loop, nor come back at boot)",
         )
-    if not keep_data and (spec.mode == "local" or reachable):
-        where = f"{layout.data_dir(spec)}/member on its host" if spec.mode == "hosts" else "in the workspace"
+    ]
+    if not keep_data:
         steps.append(
             Step(
                 f"{name}/wipe-data",
                 name,
                 WipeData(name),
                 "a removed member's data must never rejoin",
-                destroys=f"{name}'s data ({where})" if ask else "",
+                destroys=f"{name}'s data ({data_location(spec, ws, name)})" if ask else "",
             )
         )
     return steps

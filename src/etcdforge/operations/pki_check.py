@@ -28,6 +28,7 @@ from etcdforge.hosts.errors import HostError
 from etcdforge.operations.remote_observe import parse_observation
 from etcdforge.pki.check import CertItem, FileFacts, MemberFiles, PkiFacts, sha256_hex
 from etcdforge.render import MemberPaths
+from etcdforge.runtime.factory import is_local
 from etcdforge.spec import ClusterSpec, MemberSpec
 from etcdforge.workspace import Workspace
 
@@ -134,7 +135,7 @@ def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     """The workspace PKI, plus (local mode) every member's installed copies and directory scan."""
     ca, ca_key, items = gather_workspace(spec, ws)
     members: list[MemberFiles] = []
-    if spec.mode == "local":
+    if is_local(spec):
         user = getpass.getuser()
         for member in spec.members:
             if not ws.member_pki_dir(member.name).is_dir():
@@ -173,7 +174,7 @@ def _scan_local(name: str, directory: Path, data_dir: Path) -> MemberFiles:
 
 async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     """The workspace PKI plus every member's files over SSH (hosts mode), read concurrently."""
-    from etcdforge.operations.deploy import connected  # lazily: it pulls in asyncssh
+    from etcdforge.runtime.factory import connected
 
     ca, ca_key, items = gather_workspace(spec, ws)
     paths = layout.member_paths(spec)

@@ -33,7 +33,7 @@ from etcdforge.plan import (
     Plan,
     PutFile,
     RestartMember,
-    StartUnits,
+    StartMembers,
     Step,
     UploadFile,
     WaitHealthy,
@@ -412,7 +412,7 @@ def plan_apply(
     stopped = [n for n in names if not hosts[n].running]
     if stopped:
         why = "new cluster: all members start together" if not with_data else "not running"
-        steps.append(Step("cluster/start", "cluster", StartUnits(tuple(stopped)), why))
+        steps.append(Step("cluster/start", "cluster", StartMembers(tuple(stopped)), why))
         steps.append(
             Step(
                 "cluster/wait-healthy",

@@ -22,9 +22,9 @@ from etcdforge.hosts.base import Host
 from etcdforge.operations import renew_plan
 from etcdforge.operations.lifecycle import locked_workspace, observe_local
 from etcdforge.operations.local import LocalObserved
-from etcdforge.operations.membership_steps import runtime_for
 from etcdforge.operations.remote_observe import HostObserved
 from etcdforge.plan import IssueCerts, Plan, Step, WriteFile
+from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
 
@@ -80,7 +80,7 @@ class MembersNow:
 
 
 async def observe_members(spec: ClusterSpec, ws: Workspace, hosts: Mapping[str, Host]) -> MembersNow:
-    if spec.mode == "local":
+    if is_local(spec):
         local = observe_local(spec, ws)
         return MembersNow({n: m.running for n, m in local.members.items()}, local=local)
     from etcdforge.operations import deploy
@@ -193,14 +193,13 @@ async def renew(
             )
         touched = renew_plan.members_touched(spec, {r.name for r in selected})
         # only the hosts whose files change: renewing a client certificate needs no host at all
-        connect = runtime_for(spec, ws, touched, accept_new_host_keys=accept_new_host_keys)
-        async with connect as (runtime, hosts):
-            seen = await observe_members(spec, ws, hosts)
+        async with open_runtime(spec, ws, touched, accept_new_host_keys=accept_new_host_keys) as runtime:
+            seen = await observe_members(spec, ws, runtime.hosts)
             require_our_layout(spec, ws, seen, touched)
             installs = install_steps(spec, ws, seen, touched, reissued)
             changed = _changed_members(installs, touched, reissued)
             verify = renew_plan.verify_steps(
-                spec, touched, {m: seen.running[m] for m in changed}, peer_required=spec.mode == "local"
+                spec, touched, {m: seen.running[m] for m in changed}, peer_required=is_local(spec)
             )
             plan = Plan("pki-renew", (*issue, *installs, *verify, *_env_step(spec, ws)))
             if not dry_run:

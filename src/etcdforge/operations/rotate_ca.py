@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +23,8 @@ from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.operations import renew_plan
 from etcdforge.operations import rotate_ca_plan as rplan
-from etcdforge.operations.lifecycle import locked_workspace, resolve_binary
-from etcdforge.operations.membership_steps import observe_view, runtime_for
+from etcdforge.operations.lifecycle import locked_workspace
+from etcdforge.operations.membership_steps import observe_view
 from etcdforge.operations.renew import install_steps, observe_members, require_our_layout
 from etcdforge.pki.rotation import (
     FINISHED_DIR,
@@ -40,6 +40,7 @@ from etcdforge.pki.rotation import (
     fingerprint,
 )
 from etcdforge.plan import IssueCerts, Plan, Step
+from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
 
@@ -164,13 +165,11 @@ async def rotate_ca(
             )
         names = [m.name for m in spec.members]
         runs: list[PhaseRun] = []
-        async with runtime_for(spec, ws, names, accept_new_host_keys=accept_new_host_keys) as (
-            runtime,
-            hosts,
-        ):
+        async with open_runtime(spec, ws, names, accept_new_host_keys=accept_new_host_keys) as runtime:
+            hosts = runtime.hosts
             if state is None:
                 rplan.check_ready(spec, await observe_view(spec, ws))
-                if spec.mode == "hosts":
+                if not is_local(spec):
                     require_our_layout(spec, ws, await observe_members(spec, ws, hosts), names)
                 state, cas = _prepare(spec, ws, write=not dry_run)
             else:
@@ -197,7 +196,7 @@ async def _phase(
     state: RotationState,
     cas: _Cas,
     runtime: Runtime,
-    hosts: dict[str, Host],
+    hosts: Mapping[str, Host],
     new_keys: bool,
     timeout: float,
     dry_run: bool,
@@ -214,7 +213,7 @@ async def _phase(
     trust_phase = state.phase in ("trust-both", "trust-new")
     resumable = frozenset({state.restarting}) if trust_phase and state.restarting else frozenset()
     down = rplan.check_ready(spec, view, resumable=resumable) if check else frozenset()
-    if check and spec.mode == "hosts":
+    if check and not is_local(spec):
         require_our_layout(spec, ws, await observe_members(spec, ws, hosts), _names(spec))
     leader = next((m.name for m in view.members if m.is_leader), None)
     nxt = state.next_phase()
@@ -224,10 +223,9 @@ async def _phase(
             if state.phase == "trust-both"
             else _bundle_of(cas.new_cert)
         )
-        argv = _local_argv(spec, ws) if spec.mode == "local" else None
         healthy = frozenset(m.name for m in view.members if m.healthy)
         steps = rplan.trust_phase_steps(
-            spec, ws, state, trusted_pem=trusted, leader=leader, etcd_argv=argv, timeout=timeout, down=down,
+            spec, ws, state, trusted_pem=trusted, leader=leader, timeout=timeout, down=down,
             healthy=healthy,
         )  # fmt: skip
         steps += [
@@ -254,29 +252,6 @@ async def _phase(
     return Plan("rotate-ca", (*steps, last)), nxt
 
 
-def _local_argv(spec: ClusterSpec, ws: Workspace) -> dict[str, tuple[str, ...]]:
-    """How each local member starts again: with the binary it runs now (a restart must never switch
-    etcd versions), else the one `up` would pick."""
-    from etcdforge.services import local as supervisor
-
-    fallback: str | None = None
-    out: dict[str, tuple[str, ...]] = {}
-    for n in _names(spec):
-        pid = supervisor.running_pid(ws.member_pid(n))
-        exe = None
-        if pid is not None:
-            try:
-                exe = os.readlink(f"/proc/{pid}/exe")
-            except OSError:
-                exe = None
-        if exe is None:
-            if fallback is None:
-                fallback = str(resolve_binary(spec, None)[0].path)
-            exe = fallback
-        out[n] = (exe, "--config-file", ws.member_paths(n).config)
-    return out
-
-
 def _names(spec: ClusterSpec) -> tuple[str, ...]:
     return tuple(m.name for m in spec.members)
 
@@ -285,7 +260,7 @@ async def _reissue(
     spec: ClusterSpec,
     ws: Workspace,
     runtime: Runtime,
-    hosts: dict[str, Host],
+    hosts: Mapping[str, Host],
     new_keys: bool,
     reporter: Reporter | None,
 ) -> list[Step]:
@@ -306,7 +281,7 @@ async def _reissue(
     seen = await observe_members(spec, ws, hosts)
     installs = install_steps(spec, ws, seen, names, frozenset())
     running = dict(seen.running)
-    peer_required = spec.mode == "local"
+    peer_required = is_local(spec)
     if not all(running.values()):
         stopped = ", ".join(m for m, r in running.items() if not r)
         raise PlanError(

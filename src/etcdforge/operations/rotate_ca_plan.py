@@ -15,7 +15,7 @@ Safety rules, tested as pure code:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from etcdforge import layout, render, topology
@@ -23,16 +23,14 @@ from etcdforge.errors import PlanError
 from etcdforge.operations.membership_plan import ClusterView
 from etcdforge.pki.rotation import STATE_FILE, RotationState
 from etcdforge.plan import (
-    InstallMemberPki,
     MoveLeader,
     PutFile,
     RestartMember,
-    StartMember,
     Step,
-    StopMember,
     WaitHealthy,
     WriteFile,
 )
+from etcdforge.runtime.factory import is_local
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
 
@@ -104,6 +102,13 @@ def state_step(ws: Workspace, state: RotationState, why: str) -> Step:
     )
 
 
+def trust_file(spec: ClusterSpec, ws: Workspace, name: str) -> tuple[str, str | None]:
+    """Where member ``name`` reads its trusted CA file, and the file's owner (None: this user's)."""
+    if is_local(spec):
+        return ws.member_paths(name).ca_cert, None
+    return layout.member_paths(spec).ca_cert, "root"
+
+
 def trust_phase_steps(
     spec: ClusterSpec,
     ws: Workspace,
@@ -111,15 +116,14 @@ def trust_phase_steps(
     *,
     trusted_pem: bytes,
     leader: str | None,
-    etcd_argv: Mapping[str, tuple[str, ...]] | None,
     timeout: float,
     down: frozenset[str] = frozenset(),
     healthy: frozenset[str] | None = None,
 ) -> list[Step]:
     """Install ``trusted_pem`` as every member's trusted CA and restart the members not yet done.
 
-    ``etcd_argv`` (local mode) is how each member is started again; in hosts mode (None) systemd
-    restarts the unit. ``down`` (see :func:`check_ready`) are started first; the opening health gate
+    Each member restarts through its service manager (local: the binary it runs now; hosts: its
+    unit). ``down`` (see :func:`check_ready`) are started first; the opening health gate
     waits for the others only. Leadership is only ever handed to a member already restarted in this
     phase and, when ``healthy`` is given, healthy now.
     """
@@ -146,26 +150,15 @@ def trust_phase_steps(
     for name in restart_order(spec, state.restarted, leader, down):
         current = current.with_restarting(name)
         steps.append(state_step(ws, current, f"{name} is about to be restarted (phase {state.phase})"))
-        if etcd_argv is not None:
-            ca_dst = ws.member_paths(name).ca_cert
-            steps.append(
-                Step(
-                    f"{name}/install-ca",
-                    name,
-                    InstallMemberPki(name, ((str(ws.trust_bundle), ca_dst, 0o644),)),
-                    f"trust {what}",
-                )
+        ca_dst, owner = trust_file(spec, ws, name)
+        steps.append(
+            Step(
+                f"{name}/file:{ca_dst}",
+                name,
+                PutFile(name, ca_dst, trusted_pem, 0o644, owner, owner, False),
+                f"trust {what}",
             )
-        else:
-            ca_dst = layout.member_paths(spec).ca_cert
-            steps.append(
-                Step(
-                    f"{name}/file:{ca_dst}",
-                    name,
-                    PutFile(name, ca_dst, trusted_pem, 0o644, "root", "root", False),
-                    f"trust {what}",
-                )
-            )
+        )
         if name == leader and restarted and name not in down:
             steps.append(
                 Step(
@@ -176,19 +169,7 @@ def trust_phase_steps(
                 )
             )
         why = f"etcd reads its trusted CA only at start (phase {state.phase}, one member at a time)"
-        if etcd_argv is not None:
-            steps += [
-                Step(f"{name}/stop", name, StopMember(name), why),
-                Step(f"{name}/start", name, StartMember(name, etcd_argv[name]), why),
-                Step(
-                    f"{name}/wait-healthy",
-                    "cluster",
-                    WaitHealthy(names, timeout),
-                    "the whole cluster must be healthy before the next restart",
-                ),
-            ]
-        else:
-            steps.append(Step(f"{name}/restart", name, RestartMember(name, timeout), why + ", health-gated"))
+        steps.append(Step(f"{name}/restart", name, RestartMember(name, timeout), why + ", health-gated"))
         restarted.append(name)
         current = current.with_restarted(name)
         steps.append(state_step(ws, current, f"{name} restarted in phase {state.phase}"))

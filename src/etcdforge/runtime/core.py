@@ -1,0 +1,250 @@
+"""The one runtime: carries out every plan action, in both modes, through the host and service ports.
+
+Every action re-checks its guard before acting (a file already identical is not rewritten, an upload
+whose sha256 matches is skipped, a running member is not started twice), so executing a stale plan is
+harmless and a re-run after an interruption converges. Control-machine actions (the spec, records,
+the PKI) and cluster actions (membership calls through the admin client) are the same in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etcdforge import topology
+from etcdforge.errors import BinaryError, MemberStartError, WorkspaceError
+from etcdforge.fsutil import read_optional
+from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
+from etcdforge.hosts.errors import HostError
+from etcdforge.plan import (
+    Action,
+    AddLearner,
+    FetchRelease,
+    HostCommand,
+    InstallMemberPki,
+    IssueCerts,
+    MoveLeader,
+    PromoteLearner,
+    PutFile,
+    RemoveFile,
+    RemoveMember,
+    RemoveTree,
+    RestartMember,
+    StartMembers,
+    StopMember,
+    UploadFile,
+    VerifyPresented,
+    WaitHealthy,
+    WipeData,
+    WriteFile,
+)
+from etcdforge.runtime import cluster_ops, releases
+from etcdforge.runtime.control import issue_certs, perform_control_file
+from etcdforge.runtime.services import ServiceManager
+from etcdforge.spec import ClusterSpec
+from etcdforge.workspace import Workspace, admin_client
+
+#: etcdutl exists only from 3.5 on; a 3.4 source simply has none
+OPTIONAL_TOOLS = ("etcdutl",)
+
+
+class Runtime:
+    """Implements :class:`etcdforge.executor.BatchRuntime` for a workspace, whatever its mode.
+
+    ``hosts`` maps member names to their host (local mode: this machine for every member);
+    ``services`` starts, stops and watches their etcd.
+    """
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        ws: Workspace,
+        hosts: Mapping[str, Host],
+        services: ServiceManager,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.spec = spec
+        self.ws = ws
+        self.hosts = hosts
+        self.services = services
+        self.now = now
+        self.clock = clock
+        self.sleep = sleep
+
+    def host(self, member: str) -> Host:
+        try:
+            return self.hosts[member]
+        except KeyError:
+            # a planner bug or a partial connection: one clear line, never a KeyError
+            raise HostError(f"not connected to {member}'s host in this run", host=member) from None
+
+    async def perform(self, action: Action) -> str:
+        if isinstance(action, WriteFile | RemoveFile):  # control-machine files (the spec, records)
+            return await perform_control_file(action)
+        if isinstance(action, IssueCerts):
+            return await issue_certs(self.spec, self.ws, action, self.now())
+        if isinstance(action, PutFile):
+            await self.host(action.host).write_file(
+                action.path, action.content, mode=action.mode, owner=action.owner, group=action.group
+            )
+            return "written"
+        if isinstance(action, InstallMemberPki):
+            return await self.install_member_pki(action)
+        if isinstance(action, UploadFile):
+            return await self.upload(action)
+        if isinstance(action, HostCommand):
+            await self.host(action.host).run(list(action.argv), timeout=120)
+            return "done"
+        if isinstance(action, FetchRelease):
+            path = await asyncio.to_thread(releases.fetch, action.url, action.sha256, Path(action.cache_dir))
+            return f"verified and unpacked in {path}"
+        if isinstance(action, StartMembers):
+            return await self.services.start(action.members)
+        if isinstance(action, StopMember):
+            return await self.services.stop(action.member)
+        if isinstance(action, RestartMember):
+            return await self.restart(action)
+        if isinstance(action, WipeData):
+            return await self.services.wipe_data(action.member)
+        if isinstance(action, WaitHealthy):
+            return await self.wait_healthy(action.members, action.timeout, need=action.need)
+        if isinstance(action, AddLearner | PromoteLearner | RemoveMember | MoveLeader):
+            async with admin_client(self.spec, self.ws, timeout=10.0) as client:
+                return await cluster_ops.perform(
+                    client, action, alive=self.services.alive, sleep=self.sleep, clock=self.clock
+                )
+        if isinstance(action, VerifyPresented):
+            from etcdforge.runtime.cert_verify import verify_presented
+
+            return await verify_presented(self.ws, action, sleep=self.sleep, clock=self.clock)
+        if isinstance(action, RemoveTree):
+            return await remove_workspace(Path(action.path))
+        raise TypeError(f"no runtime action for {type(action).__name__}")
+
+    async def perform_batch(self, actions: Sequence[Action]) -> list[str]:
+        """A group of steps: file writes and commands go to each host as ONE batch (one SSH session per
+        host — a session costs a login on the host), other actions run concurrently."""
+        per_host: dict[str, list[BatchOp]] = {}
+        others: list[Action] = []
+        for action in actions:
+            if isinstance(action, PutFile):
+                op: BatchOp = WriteOp(action.path, action.content, action.mode, action.owner, action.group)
+                per_host.setdefault(action.host, []).append(op)
+            elif isinstance(action, HostCommand):
+                per_host.setdefault(action.host, []).append(CommandOp(action.argv))
+            else:
+                others.append(action)
+        results = await asyncio.gather(
+            *(self.host(h).apply_batch(ops) for h, ops in per_host.items()),
+            *(self.perform(a) for a in others),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        other_notes = iter(results[len(per_host) :])
+        return [
+            "written"
+            if isinstance(a, PutFile)
+            else "done"
+            if isinstance(a, HostCommand)
+            else str(next(other_notes))
+            for a in actions
+        ]
+
+    async def install_member_pki(self, action: InstallMemberPki) -> str:
+        """Copy workspace PKI files to the member (read when the step runs: an earlier step of the same
+        plan may have issued them); a destination already identical is left alone."""
+        host = self.host(action.member)
+        changed = 0
+        for src, dst, mode in action.files:
+            data = read_optional(Path(src))
+            if data is None:
+                raise WorkspaceError(f"{src} is missing from the workspace PKI", hint="run the command again")
+            if await host.read_file(dst) != data:
+                await host.write_file(dst, data, mode=mode)
+                changed += 1
+        return f"{changed} file(s) installed"
+
+    async def upload(self, action: UploadFile) -> str:
+        source = Path(action.source)
+        if not source.is_file():
+            if source.name in OPTIONAL_TOOLS:
+                return f"skipped ({source.name} is not part of this etcd release)"
+            raise BinaryError(f"{source} does not exist")
+        data = await asyncio.to_thread(source.read_bytes)
+        digest = hashlib.sha256(data).hexdigest()
+        if action.sha256 is not None and digest != action.sha256:
+            raise BinaryError(f"{source} changed since planning (sha256 {digest[:12]}…)")
+        host = self.host(action.host)
+        if (await host.sha256([action.path])).get(action.path) == digest:
+            return "already there"
+        await host.write_file(action.path, data, mode=action.mode, owner="root", group="root")
+        return f"{len(data) // 1024} KiB uploaded"
+
+    async def restart(self, action: RestartMember) -> str:
+        """Restart one member, then gate on the health of the whole cluster before the next step."""
+        await self.services.restart(action.member, before_start=action.before_start, timeout=action.timeout)
+        members = tuple(m.name for m in self.spec.members)
+        note = await self.wait_healthy(members, action.timeout, watch=(action.member,))
+        return f"restarted; {note}"
+
+    async def wait_healthy(
+        self,
+        members: tuple[str, ...],
+        timeout: float,
+        *,
+        need: int | None = None,
+        watch: Sequence[str] | None = None,
+    ) -> str:
+        """Poll until the members (all, or ``need`` of them) are healthy; a member whose etcd failed
+        (among ``watch``, default all) is reported with its log tail."""
+        urls = {m: topology.client_url(self.spec, self.spec.member(m)) for m in members}
+        watched = frozenset(members if watch is None else watch)
+
+        async def check_failed(pending: frozenset[str], polls: int) -> dict[str, MemberStartError]:
+            return await self.services.failed(sorted(pending & watched), polls)
+
+        async def timed_out(name: str, error: str) -> MemberStartError:
+            message = f"member {name} not healthy after {timeout:.0f}s: {error}"
+            return await self.services.failure(name, message)
+
+        async with admin_client(self.spec, self.ws, timeout=self.services.health_call_timeout) as client:
+            waited = await cluster_ops.wait_healthy(
+                client,
+                urls,
+                timeout,
+                need=need,
+                poll_interval=self.services.poll_interval,
+                check_failed=check_failed,
+                timed_out=timed_out,
+                sleep=self.sleep,
+                clock=self.clock,
+            )
+        return waited.note()
+
+
+async def remove_workspace(path: Path) -> str:
+    """Remove a local workspace: everything but the spec first, so an interrupted removal leaves a
+    workspace a re-run finishes."""
+    marker = path / "cluster.yaml"
+    if not marker.is_file():
+        raise WorkspaceError(f"{path} does not look like an etcdforge workspace; not removing it")
+    for entry in sorted(path.iterdir()):
+        if entry == marker:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            await asyncio.to_thread(shutil.rmtree, entry)
+        else:
+            entry.unlink(missing_ok=True)
+    marker.unlink()
+    path.rmdir()
+    return "removed"
