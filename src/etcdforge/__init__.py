@@ -42,6 +42,9 @@ _EXPORTS = {
     "execute": "etcdforge.executor",
     "Host": "etcdforge.hosts.base",
     "LocalHost": "etcdforge.hosts.local",
+    "Runtime": "etcdforge.runtime.core",
+    "ServiceManager": "etcdforge.runtime.services",
+    "open_runtime": "etcdforge.runtime.factory",
     # the verbs (each takes a workspace directory; "module:attribute" where the names differ)
     "Workspace": "etcdforge.workspace",
     "up": "etcdforge.operations.lifecycle",

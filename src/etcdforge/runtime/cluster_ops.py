@@ -1,4 +1,4 @@
-"""Membership calls shared by the local and the hosts runtimes (they differ only in how members run).
+"""Membership and health calls, the same in every mode, against the :class:`ClusterPort`.
 
 Each function is idempotent where etcd allows it: adding a learner whose peer URL is already registered
 returns the existing one; removing a member that is already gone is not an error.
@@ -8,13 +8,37 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from etcdforge import topology
 from etcdforge.errors import EtcdError, EtcdUnavailable, MemberStartError, StepError
-from etcdforge.etcd import EtcdClient, EtcdServerError, Health, Member, format_member_id, retry
+from etcdforge.etcd import EtcdServerError, Health, Member, MemberStatus, format_member_id, retry
 from etcdforge.plan import AddLearner, MoveLeader, PromoteLearner, RemoveMember
+
+
+class ClusterPort(Protocol):
+    """What the runtime asks of etcd (the admin client in practice; a fake cluster in unit tests)."""
+
+    async def member_list(
+        self, linearizable: bool = True, *, endpoint: str | None = None
+    ) -> tuple[Member, ...]: ...
+
+    async def member_add(
+        self, peer_urls: Sequence[str], *, learner: bool, endpoint: str | None = None
+    ) -> tuple[Member, tuple[Member, ...]]: ...
+
+    async def member_remove(self, member_id: int, *, endpoint: str | None = None) -> tuple[Member, ...]: ...
+
+    async def member_promote(self, member_id: int, *, endpoint: str | None = None) -> tuple[Member, ...]: ...
+
+    async def move_leader(self, target_id: int) -> None: ...
+
+    async def status(self, endpoint: str) -> MemberStatus: ...
+
+    async def health(self, endpoint: str) -> Health: ...
+
 
 #: polled while waiting for a learner to catch up: etcd answers at once whether it is in sync, so a
 #: short constant interval promotes as soon as it may (a backoff only adds idle waiting here)
@@ -23,7 +47,7 @@ PROMOTE_INTERVAL = 0.25
 ALIVE_EVERY = 4
 
 
-async def find_by_peer_url(client: EtcdClient, peer_url: str) -> Member | None:
+async def find_by_peer_url(client: ClusterPort, peer_url: str) -> Member | None:
     return next((m for m in await client.member_list() if peer_url in m.peer_urls), None)
 
 
@@ -39,7 +63,7 @@ def _reconfig_transient(exc: BaseException) -> bool:
 
 
 async def add_learner(
-    client: EtcdClient,
+    client: ClusterPort,
     peer_url: str,
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -63,7 +87,7 @@ async def add_learner(
 
 
 async def promote_when_synced(
-    client: EtcdClient,
+    client: ClusterPort,
     name: str,
     peer_url: str,
     timeout: float,
@@ -106,7 +130,7 @@ async def promote_when_synced(
 
 
 async def remove(
-    client: EtcdClient,
+    client: ClusterPort,
     member_id: int,
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -140,7 +164,7 @@ async def remove(
     )
 
 
-async def move_leader(client: EtcdClient, to: str) -> str:
+async def move_leader(client: ClusterPort, to: str) -> str:
     target = next((m for m in await client.member_list() if m.name == to), None)
     if target is None:
         raise EtcdError(f"{to} is not a member of the cluster")
@@ -152,7 +176,7 @@ ClusterAction = AddLearner | PromoteLearner | RemoveMember | MoveLeader
 
 
 async def perform(
-    client: EtcdClient,
+    client: ClusterPort,
     action: ClusterAction,
     *,
     alive: Callable[[str], Awaitable[None]],
@@ -178,7 +202,7 @@ async def perform(
     return await move_leader(client, action.to)
 
 
-async def ready_health(client: EtcdClient, endpoint: str) -> Health:
+async def ready_health(client: ClusterPort, endpoint: str) -> Health:
     """Health for a poller: first a Status (serializable, answers at once) to see that the member knows
     a leader, and only then the linearizable read of :meth:`EtcdClient.health`.
 
@@ -213,7 +237,7 @@ class Waited:
 
 
 async def wait_healthy(
-    client: EtcdClient,
+    client: ClusterPort,
     urls: Mapping[str, str],
     timeout: float,
     *,

@@ -13,6 +13,7 @@ import hashlib
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from etcdforge.plan import (
     WriteFile,
 )
 from etcdforge.runtime import cluster_ops, releases
+from etcdforge.runtime.cluster_ops import ClusterPort
 from etcdforge.runtime.control import issue_certs, perform_control_file
 from etcdforge.runtime.services import ServiceManager
 from etcdforge.spec import ClusterSpec
@@ -57,7 +59,8 @@ class Runtime:
     """Implements :class:`etcdforge.executor.BatchRuntime` for a workspace, whatever its mode.
 
     ``hosts`` maps member names to their host (local mode: this machine for every member);
-    ``services`` starts, stops and watches their etcd.
+    ``services`` starts, stops and watches their etcd; ``cluster`` connects to etcd (default: the
+    workspace's admin client). Clock, sleep and time are injected (unit tests run with fakes of all).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class Runtime:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cluster: Callable[[float], AbstractAsyncContextManager[ClusterPort]] | None = None,
     ) -> None:
         self.spec = spec
         self.ws = ws
@@ -78,6 +82,8 @@ class Runtime:
         self.now = now
         self.clock = clock
         self.sleep = sleep
+        #: a connection to etcd with the admin certificate, given a per-call timeout
+        self.cluster = cluster or (lambda timeout: admin_client(spec, ws, timeout=timeout))
 
     def host(self, member: str) -> Host:
         try:
@@ -117,7 +123,7 @@ class Runtime:
         if isinstance(action, WaitHealthy):
             return await self.wait_healthy(action.members, action.timeout, need=action.need)
         if isinstance(action, AddLearner | PromoteLearner | RemoveMember | MoveLeader):
-            async with admin_client(self.spec, self.ws, timeout=10.0) as client:
+            async with self.cluster(10.0) as client:
                 return await cluster_ops.perform(
                     client, action, alive=self.services.alive, sleep=self.sleep, clock=self.clock
                 )
@@ -217,7 +223,7 @@ class Runtime:
             message = f"member {name} not healthy after {timeout:.0f}s: {error}"
             return await self.services.failure(name, message)
 
-        async with admin_client(self.spec, self.ws, timeout=self.services.health_call_timeout) as client:
+        async with self.cluster(self.services.health_call_timeout) as client:
             waited = await cluster_ops.wait_healthy(
                 client,
                 urls,
