@@ -45,6 +45,8 @@ class IssueCerts:
 
     items: tuple[tuple[str, str], ...]  # (certificate name, reason)
     plan: PkiPlan | None = field(repr=False, compare=False)
+    #: a deferred plan issues with new key pairs (not only new certificates for the old keys)
+    new_keys: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "issue-certs", "certificates": [{"name": n, "reason": r} for n, r in self.items]}
@@ -125,6 +127,8 @@ class PutFile:
     """Write a file on a host atomically with mode/owner (skipped at run time if already identical).
 
     ``diff`` is a unified diff of the old and new text for non-secret files, computed by the planner.
+    ``source`` makes the content a deferred value: the workspace file read when the step runs (a
+    certificate an earlier step of the same plan issues); ``content`` is then empty.
     """
 
     host: str
@@ -135,6 +139,7 @@ class PutFile:
     group: str | None
     secret: bool = False
     diff: str = field(default="", repr=False, compare=False)
+    source: str | None = None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -142,9 +147,12 @@ class PutFile:
             "path": self.path,
             "mode": f"{self.mode:04o}",
             "owner": f"{self.owner or '-'}:{self.group or '-'}",
-            "size": len(self.content),
-            "sha256": "(secret)" if self.secret else hashlib.sha256(self.content).hexdigest(),
         }
+        if self.source is not None:
+            out["from"] = self.source  # issued by an earlier step: its bytes do not exist yet
+        else:
+            out["size"] = len(self.content)
+            out["sha256"] = "(secret)" if self.secret else hashlib.sha256(self.content).hexdigest()
         if self.diff and not self.secret:
             out["diff"] = self.diff
         return out

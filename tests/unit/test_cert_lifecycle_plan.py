@@ -106,9 +106,13 @@ def test_host_install_is_empty_when_hosts_match_and_repairs_a_mode() -> None:
         "etcd2/file:/etc/etcd/pki/server-key.pem",
         "etcd2/file:/etc/etcd/pki/peer-key.pem",
     ]
-    pending = {"etcd3": frozenset({"/etc/etcd/pki/peer.pem"})}
+    pending = {"etcd3": {"/etc/etcd/pki/peer.pem": "/ws/pki/etcd3-peer.pem"}}
     steps = renew_plan.host_install_steps(SPEC, ["etcd3"], _desired("1"), hosts, pending)
     assert [s.reason for s in steps] == ["renewed certificate (in place, no restart)"]
+    # its bytes are a deferred value: the workspace file, read when the step runs
+    put = steps[0].action
+    assert isinstance(put, PutFile) and put.source == "/ws/pki/etcd3-peer.pem" and put.content == b""
+    assert put.describe()["from"] == "/ws/pki/etcd3-peer.pem" and "sha256" not in put.describe()
 
 
 def test_local_install_copies_leaf_files_only_and_repairs_stale_copies(tmp_path: Path) -> None:

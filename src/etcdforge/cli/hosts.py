@@ -87,8 +87,11 @@ def apply(directory: Path | None, yes: bool, accept_new_host_keys: bool, force: 
     from etcdforge.operations import deploy
 
     d = workspace_dir(directory)
+    preview = None
     if not yes:
-        preview = run_async(deploy.make_plan(d, accept_new_host_keys=accept_new_host_keys, force=force))
+        preview = run_async(
+            deploy.make_plan(d, accept_new_host_keys=accept_new_host_keys, force=force, timeout=timeout)
+        )
         _print_host_plan(preview)
         if preview.empty:
             return
@@ -104,6 +107,7 @@ def apply(directory: Path | None, yes: bool, accept_new_host_keys: bool, force: 
             force=force,
             timeout=timeout,
             reporter=StepPrinter(console),
+            confirmed=preview,
         )
     )
     if plan.empty:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,35 +134,36 @@ def _pki_plan(spec: ClusterSpec, ws: Workspace) -> tuple[PkiPlan, tuple[tuple[st
 
 def desired_host_files(
     spec: ClusterSpec, ws: Workspace, pending: set[str]
-) -> tuple[dict[str, tuple[layout.DesiredFile, ...]], dict[str, frozenset[str]]]:
-    """Desired files per member from the control PKI; files of pending certificates are marked."""
+) -> tuple[dict[str, tuple[layout.DesiredFile, ...]], dict[str, dict[str, str]]]:
+    """Desired files per member from the control PKI, and per member the files whose certificate is
+    ``pending`` (issued by an earlier step of the plan, or not there yet): destination -> the workspace
+    file its bytes come from when the step runs."""
     desired: dict[str, tuple[layout.DesiredFile, ...]] = {}
-    pending_paths: dict[str, frozenset[str]] = {}
+    pending_paths: dict[str, dict[str, str]] = {}
     for member in spec.members:
         pki: dict[str, bytes] = {}
-        marked: set[str] = set()
+        sources: dict[str, str] = {}
         for name in layout.pki_names(member.name):
             stem = name.removesuffix(".pem").removesuffix("-key")
             # the CA file members trust is the rotation's bundle while a CA rotation runs
             path = ws.trusted_ca if name == "ca.pem" else ws.pki_dir / name
             pki[name] = path.read_bytes() if path.is_file() else b""
             if stem in pending or not path.is_file():
-                marked.add(name)
+                sources[name] = str(path)
         desired[member.name] = layout.desired_files(spec, member, pki)
         destinations = layout.pki_destinations(spec, member.name)
-        pending_paths[member.name] = frozenset(destinations[n] for n in marked)
+        pending_paths[member.name] = {destinations[n]: src for n, src in sources.items()}
     return desired, pending_paths
 
 
-async def make_plan(
-    directory: Path, *, accept_new_host_keys: bool = False, force: bool = False, timeout: float = 120.0
+async def _plan(
+    spec: ClusterSpec, ws: Workspace, hosts: Mapping[str, Host], *, force: bool, timeout: float
 ) -> Plan:
-    """What ``apply`` would do now (changes nothing on any host, nor in the workspace)."""
-    ws, spec = load_workspace(directory)
+    """The one plan of ``apply``: the control PKI's certificates first, then every host step. Files of
+    certificates the first step issues are deferred values (read from the workspace when they run)."""
     source = binary_source(spec)
     pki_plan, pki_items = _pki_plan(spec, ws)
-    async with connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
-        observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
+    observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
     desired, pending = desired_host_files(spec, ws, {n for n, _ in pki_items})
     host_plan = plan_apply(
         spec,
@@ -176,15 +178,22 @@ async def make_plan(
     )
     steps: list[Step] = []
     if pki_items:
-        steps.append(
-            Step(
-                "pki/issue",
-                "local",
-                IssueCerts(pki_items, pki_plan),
-                "; ".join(f"{n}: {r}" for n, r in pki_items),
-            )
-        )
+        why = "; ".join(f"{n}: {r}" for n, r in pki_items)
+        steps.append(Step("pki/issue", "local", IssueCerts(pki_items, pki_plan), why))
     return Plan(verb="apply", steps=(*steps, *host_plan.steps), warnings=host_plan.warnings)
+
+
+async def make_plan(
+    directory: Path, *, accept_new_host_keys: bool = False, force: bool = False, timeout: float = 120.0
+) -> Plan:
+    """What ``apply`` would do now (changes nothing on any host, nor in the workspace)."""
+    ws, spec = load_workspace(directory)
+    async with connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
+        return await _plan(spec, ws, hosts, force=force, timeout=timeout)
+
+
+def _same_plan(a: Plan, b: Plan) -> bool:
+    return json.dumps(a.to_json(), sort_keys=True) == json.dumps(b.to_json(), sort_keys=True)
 
 
 async def apply(
@@ -194,36 +203,21 @@ async def apply(
     force: bool = False,
     timeout: float = 120.0,
     reporter: Reporter | None = None,
+    confirmed: Plan | None = None,
 ) -> Plan:
-    """Converge the hosts to the spec; returns the plan that was executed."""
+    """Converge the hosts to the spec; returns the plan that was executed.
+
+    The plan is made again under the workspace lock; with ``confirmed`` (the plan the user said yes
+    to) a plan that differs from it is refused with nothing changed: the hosts or the workspace changed
+    in between, and what runs must be what was shown.
+    """
     with locked_workspace(directory) as (ws, spec):
-        source = binary_source(spec)
         async with connected(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
-            runtime = make_runtime(spec, ws, hosts)
-            pki_plan, pki_items = _pki_plan(spec, ws)
-            executed: list[Step] = []
-            if pki_items:
-                step = Step(
-                    "pki/issue",
-                    "local",
-                    IssueCerts(pki_items, pki_plan),
-                    "; ".join(f"{n}: {r}" for n, r in pki_items),
+            plan = await _plan(spec, ws, hosts, force=force, timeout=timeout)
+            if confirmed is not None and not _same_plan(plan, confirmed):
+                raise PlanError(
+                    "the hosts or the workspace changed since the plan was shown; nothing was changed",
+                    hint="run `etcdforge apply` again to see the new plan",
                 )
-                await execute(Plan(verb="apply", steps=(step,)), runtime, reporter)
-                executed.append(step)
-            observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
-            desired, pending = desired_host_files(spec, ws, set())
-            if any(pending.values()):
-                raise PlanError("certificates are missing from the workspace PKI after issuing them")
-            plan = plan_apply(
-                spec,
-                desired,
-                observed,
-                cluster,
-                source,
-                force=force,
-                timeout=timeout,
-                ca_key_ids=ca_key_ids(spec, ws),
-            )
-            await execute(plan, runtime, reporter)
-            return Plan(verb="apply", steps=(*executed, *plan.steps), warnings=plan.warnings)
+            await execute(plan, make_runtime(spec, ws, hosts), reporter)
+            return plan

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from etcdforge import topology
-from etcdforge.errors import EtcdforgeError, PlanError
+from etcdforge.errors import EtcdforgeError, PlanError, StepError
 from etcdforge.executor import Confirm, Reporter, Runtime, execute
 from etcdforge.hosts.base import Host
 from etcdforge.operations import membership_steps as steps_mod
@@ -34,6 +34,7 @@ from etcdforge.operations.membership_plan import (
 from etcdforge.operations.membership_steps import ChangeRecord
 from etcdforge.plan import (
     AddLearner,
+    IssueCerts,
     MoveLeader,
     Plan,
     PromoteLearner,
@@ -177,20 +178,24 @@ async def _add(
         if not decision.promote:
             tail = tail[1:]  # already a voter: only the workspace and health remain
 
-        async def deploy() -> list[Step]:
-            if not decision.deploy:
-                return []
-            return await steps_mod.deploy_steps(new_spec, ws, m, hosts, etcd_bin=etcd_bin)
-
+        issued: frozenset[str] = frozenset()
+        if pki is not None and isinstance(pki.action, IssueCerts):
+            issued = frozenset(n for n, _ in pki.action.items)
+        deploy = (
+            await steps_mod.deploy_steps(new_spec, ws, m, hosts, etcd_bin=etcd_bin, issued=issued)
+            if decision.deploy
+            else []
+        )
+        # one plan: the new member's certificates are issued by its first step and installed by later
+        # ones as deferred values, so what --dry-run prints is what runs
+        plan = Plan("member-add", (*first, *deploy, *tail), decision.warnings)
         if dry_run:
-            planned = (*first, *(await deploy()), *tail)
-            return MemberResult(Plan("member-add", planned, decision.warnings), decision.warnings)
-        # the deploy steps need the new certificates, so they are planned once these ran
-        await execute(Plan("member-add", tuple(first)), runtime, reporter)
+            return MemberResult(plan, decision.warnings)
         try:
-            rest = (*(await deploy()), *tail)
-            await execute(Plan("member-add", rest), runtime, reporter)
+            await execute(plan, runtime, reporter)
         except EtcdforgeError as exc:
+            if isinstance(exc, StepError) and exc.step_id in {s.id for s in first}:
+                raise  # nothing of the new member runs yet: a re-run goes on from here
             if await _joined(new_spec, ws, m):
                 raise  # it is a voter: nothing to roll back; a re-run finishes the rest
             try:
@@ -204,7 +209,7 @@ async def _add(
                 f"{m.name} did not join: {exc}",
                 hint="rolled back: removed from the cluster, stopped, its data wiped",
             ) from exc
-        return MemberResult(Plan("member-add", (*first, *rest), decision.warnings), decision.warnings)
+        return MemberResult(plan, decision.warnings)
 
 
 async def _joined(spec: ClusterSpec, ws: Workspace, member: MemberSpec) -> bool:

@@ -181,9 +181,18 @@ def pki_step(spec: ClusterSpec, ws: Workspace) -> Step | None:
 
 
 async def deploy_steps(
-    spec: ClusterSpec, ws: Workspace, member: MemberSpec, hosts: Mapping[str, Host], *, etcd_bin: str | None
+    spec: ClusterSpec,
+    ws: Workspace,
+    member: MemberSpec,
+    hosts: Mapping[str, Host],
+    *,
+    etcd_bin: str | None,
+    issued: frozenset[str] = frozenset(),
 ) -> list[Step]:
-    """Files and start for one (joining) member: local process, or its host under systemd."""
+    """Files and start for one (joining) member: local process, or its host under systemd.
+
+    Certificates ``issued`` by an earlier step of the same plan (and any not in the workspace yet) are
+    installed as deferred values: their bytes are read when the step runs."""
     if is_local(spec):
         binary, _ = resolve_binary(spec, etcd_bin)
         paths = ws.member_paths(member.name)
@@ -213,7 +222,7 @@ async def deploy_steps(
 
     sub = spec.model_copy(update={"members": (member,)})
     observed = await observe_hosts(sub, {member.name: hosts[member.name]})
-    desired, pending = desired_host_files(spec, ws, set())
+    desired, pending = desired_host_files(spec, ws, set(issued))
     cluster = ClusterObserved(
         reachable=True, members=((0, member.name, (topology.peer_url(spec, member),), True),)
     )

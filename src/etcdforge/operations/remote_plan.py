@@ -152,7 +152,7 @@ def plan_apply(
     cluster: ClusterObserved,
     source: BinarySource,
     *,
-    pending_paths: Mapping[str, frozenset[str]] | None = None,
+    pending_paths: Mapping[str, Mapping[str, str]] | None = None,
     force: bool = False,
     timeout: float = 120.0,
     only: Sequence[str] | None = None,
@@ -160,8 +160,9 @@ def plan_apply(
 ) -> Plan:
     """Every step ``apply`` takes, in order; an up-to-date cluster gives an empty plan.
 
-    ``pending_paths`` marks, per member, files whose certificate the control PKI is about to (re)issue:
-    they are planned as changed even though their new content is not known yet. ``only`` restricts the
+    ``pending_paths`` marks, per member, files whose certificate the control PKI is about to (re)issue
+    (destination -> workspace source): they are planned as changed, their content a deferred value read
+    from the workspace when the step runs. ``only`` restricts the
     plan to those members (a member being added). ``ca_key_ids`` recognise the control CA key (by file or
     public-key digest): a stray file on a member holding that key, in any encoding, is deleted (others are
     only warned about).
@@ -300,7 +301,8 @@ def plan_apply(
     for n in names:
         for f in desired[n]:
             state = hosts[n].files.get(f.path)
-            is_pending = f.path in pending.get(n, frozenset())
+            deferred = pending.get(n, {}).get(f.path)
+            is_pending = deferred is not None
             if is_pending:
                 why = "certificate will be (re)issued"
             elif state is None:
@@ -324,12 +326,15 @@ def plan_apply(
                     PutFile(
                         n,
                         f.path,
-                        f.content,
+                        b"" if deferred else f.content,
                         f.mode,
                         f.owner,
                         f.group,
                         f.secret,
-                        diff="" if f.secret else _diff(hosts[n].texts.get(f.path), f.content, f.path),
+                        diff=""
+                        if f.secret or deferred
+                        else _diff(hosts[n].texts.get(f.path), f.content, f.path),
+                        source=deferred,
                     ),
                     note,
                     group="prepare",

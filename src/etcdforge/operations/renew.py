@@ -201,14 +201,10 @@ async def renew(
             verify = renew_plan.verify_steps(
                 spec, touched, {m: seen.running[m] for m in changed}, peer_required=is_local(spec)
             )
+            # one plan: the renewed files' bytes are deferred values, read when their steps run
             plan = Plan("pki-renew", (*issue, *installs, *verify, *_env_step(spec, ws)))
             if not dry_run:
-                # the hosts' new bytes exist only once issued: plan their writes again with them
-                await execute(Plan("pki-renew", tuple(issue)), runtime, reporter)
-                installs = install_steps(spec, ws, seen, touched, frozenset())
-                rest = Plan("pki-renew", (*installs, *verify, *_env_step(spec, ws)))
-                await execute(rest, runtime, reporter)
-                plan = Plan("pki-renew", (*issue, *rest.steps))
+                await execute(plan, runtime, reporter)
         if not dry_run:
             rows = [_after(ws, r) for r in rows]
         return RenewResult(plan, tuple(rows), executed=not dry_run)

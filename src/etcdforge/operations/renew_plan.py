@@ -103,7 +103,7 @@ def host_install_steps(
     members: Sequence[str],
     desired: Mapping[str, Sequence[layout.DesiredFile]],
     hosts: Mapping[str, HostObserved],
-    pending: Mapping[str, frozenset[str]],
+    pending: Mapping[str, Mapping[str, str]],
 ) -> list[Step]:
     """Write renewed (or out-of-date) leaf files on hosts, in place; only files needing no restart."""
     steps: list[Step] = []
@@ -112,7 +112,8 @@ def host_install_steps(
             if f.effect != "none":
                 continue  # the CA file, config and unit are `apply`'s business (they restart)
             state = hosts[member].files.get(f.path)
-            if f.path in pending.get(member, frozenset()):
+            deferred = pending.get(member, {}).get(f.path)
+            if deferred is not None:
                 why = "renewed certificate"
             elif state is None or state.sha256 != _sha(f.content):
                 why = "differs from the control PKI"
@@ -125,7 +126,16 @@ def host_install_steps(
                 Step(
                     f"{member}/file:{f.path}",
                     member,
-                    PutFile(member, f.path, f.content, f.mode, f.owner, f.group, f.secret),
+                    PutFile(
+                        member,
+                        f.path,
+                        b"" if deferred else f.content,
+                        f.mode,
+                        f.owner,
+                        f.group,
+                        f.secret,
+                        source=deferred,
+                    ),
                     why + " (in place, no restart)",
                     group="install",
                 )

@@ -236,61 +236,36 @@ async def _phase(
         if not dry_run:
             await execute(plan, runtime, reporter)
         return plan, nxt
-    # reissue: the new CA signs; every leaf is reissued and installed hot; trust does not change
+    # reissue: the new CA signs; every leaf is reissued and installed hot; trust does not change.
+    # One plan: the PKI plan and the installed files' bytes are deferred values (made when they run,
+    # from the CA the swap put there).
     swap = rplan.swap_ca_steps(ws, cas.new_cert, cas.new_key, ws.ca_cert.read_bytes())
-    if dry_run:
-        items = tuple((r.name, "signed by the old CA") for r in certs.cert_requests(spec, base_dir=ws.root))
-        issue = Step(
-            "pki/issue", "local", IssueCerts(items, None), "reissue every certificate from the new CA"
+    requests = certs.cert_requests(spec, base_dir=ws.root)
+    items = tuple((r.name, "signed by the old CA") for r in requests)
+    issue = Step(
+        "pki/issue",
+        "local",
+        IssueCerts(items, None, new_keys=new_keys),
+        "reissue every certificate from the new CA (those it has not signed yet)",
+    )
+    names = _names(spec)
+    seen = await observe_members(spec, ws, hosts)
+    if not all(seen.running.values()):
+        stopped = ", ".join(m for m, r in seen.running.items() if not r)
+        raise PlanError(
+            f"{stopped} stopped during the CA rotation", hint="start it, then run rotate-ca again"
         )
-        plan = Plan("rotate-ca", (*swap, issue, rplan.state_step(ws, nxt, "phase reissue done")))
-        return plan, nxt
-    await execute(Plan("rotate-ca", tuple(swap)), runtime, reporter)
-    steps = [*swap, *await _reissue(spec, ws, runtime, hosts, new_keys, reporter)]
+    installs = install_steps(spec, ws, seen, names, frozenset(r.name for r in requests))
+    verify = renew_plan.verify_steps(spec, names, dict(seen.running), peer_required=is_local(spec))
     last = rplan.state_step(ws, nxt, "phase reissue done")
-    await execute(Plan("rotate-ca", (last,)), runtime, reporter)
-    return Plan("rotate-ca", (*steps, last)), nxt
+    plan = Plan("rotate-ca", (*swap, issue, *installs, *verify, last))
+    if not dry_run:
+        await execute(plan, runtime, reporter)
+    return plan, nxt
 
 
 def _names(spec: ClusterSpec) -> tuple[str, ...]:
     return tuple(m.name for m in spec.members)
-
-
-async def _reissue(
-    spec: ClusterSpec,
-    ws: Workspace,
-    runtime: Runtime,
-    hosts: Mapping[str, Host],
-    new_keys: bool,
-    reporter: Reporter | None,
-) -> list[Step]:
-    """Issue every leaf from the (now signing) new CA, install the files hot, check the new serials."""
-    from etcdforge.workspace_pki import plan_workspace_pki
-
-    pki_plan = plan_workspace_pki(spec, ws, new_keys=new_keys, use_external_ca=False)
-    if any(s.action == "create-ca" for s in pki_plan.steps):
-        raise PkiError(f"{ws.ca_cert} disappeared during the rotation", hint="restore it from pki/rotation/")
-    items = tuple((s.name, s.reason) for s in pki_plan.changes)
-    names = _names(spec)
-    issue = [
-        Step(
-            "pki/issue", "local", IssueCerts(items, pki_plan), f"{len(items)} certificate(s) from the new CA"
-        )
-    ]
-    await execute(Plan("rotate-ca", tuple(issue) if items else ()), runtime, reporter)
-    seen = await observe_members(spec, ws, hosts)
-    installs = install_steps(spec, ws, seen, names, frozenset())
-    running = dict(seen.running)
-    peer_required = is_local(spec)
-    if not all(running.values()):
-        stopped = ", ".join(m for m, r in running.items() if not r)
-        raise PlanError(
-            f"{stopped} stopped during the CA rotation", hint="start it, then run rotate-ca again"
-        )
-    verify = renew_plan.verify_steps(spec, names, running, peer_required=peer_required)
-    rest = Plan("rotate-ca", (*installs, *verify))
-    await execute(rest, runtime, reporter)
-    return [*(issue if items else []), *rest.steps]
 
 
 def _finish(ws: Workspace, cas: _Cas) -> None:

@@ -8,6 +8,7 @@ import asyncio
 from datetime import datetime
 from pathlib import Path
 
+from etcdforge.errors import PkiError
 from etcdforge.fsutil import atomic_write, ensure_dir, read_optional
 from etcdforge.plan import Action, IssueCerts, RemoveFile, WriteFile
 from etcdforge.spec import ClusterSpec
@@ -34,7 +35,12 @@ async def issue_certs(spec: ClusterSpec, ws: Workspace, action: IssueCerts, now:
     from etcdforge.pki import apply_pki
     from etcdforge.workspace_pki import plan_workspace_pki
 
-    plan = action.plan or plan_workspace_pki(spec, ws, now=now, use_external_ca=False)
+    plan = action.plan
+    if plan is None:
+        plan = plan_workspace_pki(spec, ws, now=now, new_keys=action.new_keys, use_external_ca=False)
+        if any(s.action == "create-ca" for s in plan.steps):
+            # a deferred plan signs with the CA an earlier step put there: never a new one
+            raise PkiError(f"{ws.ca_cert} is missing; not creating a new CA here", hint="restore it")
     ensure_dir(ws.pki_dir)
     events = await asyncio.to_thread(apply_pki, ws.pki_dir, plan, now)
     return f"{sum(1 for e in events if e.paths)} issued"

@@ -99,7 +99,7 @@ class Runtime:
             return await issue_certs(self.spec, self.ws, action, self.now())
         if isinstance(action, PutFile):
             await self.host(action.host).write_file(
-                action.path, action.content, mode=action.mode, owner=action.owner, group=action.group
+                action.path, self.content(action), mode=action.mode, owner=action.owner, group=action.group
             )
             return "written"
         if isinstance(action, InstallMemberPki):
@@ -142,7 +142,9 @@ class Runtime:
         others: list[Action] = []
         for action in actions:
             if isinstance(action, PutFile):
-                op: BatchOp = WriteOp(action.path, action.content, action.mode, action.owner, action.group)
+                op: BatchOp = WriteOp(
+                    action.path, self.content(action), action.mode, action.owner, action.group
+                )
                 per_host.setdefault(action.host, []).append(op)
             elif isinstance(action, HostCommand):
                 per_host.setdefault(action.host, []).append(CommandOp(action.argv))
@@ -165,6 +167,17 @@ class Runtime:
             else str(next(other_notes))
             for a in actions
         ]
+
+    def content(self, action: PutFile) -> bytes:
+        """A file's bytes: planned, or (deferred) the workspace file as it is now."""
+        if action.source is None:
+            return action.content
+        data = read_optional(Path(action.source))
+        if data is None:
+            raise WorkspaceError(
+                f"{action.source} is missing from the workspace", hint="run the command again"
+            )
+        return data
 
     async def install_member_pki(self, action: InstallMemberPki) -> str:
         """Copy workspace PKI files to the member (read when the step runs: an earlier step of the same
