@@ -47,17 +47,17 @@ _EXPORTS = {
     "open_runtime": "etcdforge.runtime.factory",
     # the verbs (each takes a workspace directory; "module:attribute" where the names differ)
     "Workspace": "etcdforge.workspace",
-    "up": "etcdforge.operations.lifecycle",
-    "down": "etcdforge.operations.lifecycle",
-    "destroy": "etcdforge.operations.lifecycle",
-    "make_plan": "etcdforge.operations.deploy",
-    "apply": "etcdforge.operations.deploy",
-    "member_add": "etcdforge.operations.membership:add",
-    "member_remove": "etcdforge.operations.membership:remove",
-    "member_replace": "etcdforge.operations.membership:replace",
-    "renew": "etcdforge.operations.renew",
-    "rotate_ca": "etcdforge.operations.rotate_ca",
-    "adopt": "etcdforge.operations.adopt",
+    "up": "etcdforge.verbs.up.run",
+    "down": "etcdforge.verbs.up.run",
+    "destroy": "etcdforge.verbs.up.run",
+    "make_plan": "etcdforge.verbs.apply.run",
+    "apply": "etcdforge.verbs.apply.run",
+    "member_add": "etcdforge.verbs.member.run:add",
+    "member_remove": "etcdforge.verbs.member.run:remove",
+    "member_replace": "etcdforge.verbs.member.run:replace",
+    "renew": "etcdforge.verbs.renew.run",
+    "rotate_ca": "etcdforge.verbs.rotate_ca.run",
+    "adopt": "etcdforge.verbs.adopt.run",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -58,7 +58,7 @@ def timing(ws: Path, runs: int = 5) -> None:
     import asyncio
     import statistics
 
-    from etcdforge.operations.pki_check import gather_hosts
+    from etcdforge.verbs.pki_check import gather_hosts
     from etcdforge.workspace import load_workspace
 
     cli = sorted(check(ws)[2] for _ in range(runs))

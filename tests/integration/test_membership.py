@@ -18,10 +18,10 @@ import pytest
 from support import run_cli
 
 from etcdforge.etcd import EtcdClient
-from etcdforge.operations.lifecycle import port_is_free
-from etcdforge.operations.membership_plan import next_local_address
 from etcdforge.runtime import cluster_ops, supervisor
 from etcdforge.testing.workload import Writer, check_history
+from etcdforge.verbs.member.plan import next_local_address
+from etcdforge.verbs.up.run import port_is_free
 from etcdforge.workspace import admin_client, load_workspace
 
 pytestmark = pytest.mark.integration

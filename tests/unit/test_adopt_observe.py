@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from etcdforge.errors import PlanError
-from etcdforge.operations.adopt import merge_pki
-from etcdforge.operations.adopt_observe import (
+from etcdforge.observe.adopted import (
     HostFacts,
     check_cluster,
     check_members,
@@ -19,6 +18,7 @@ from etcdforge.operations.adopt_observe import (
     parse_flags,
     parse_unit_output,
 )
+from etcdforge.verbs.adopt.run import merge_pki
 
 IPS = ("192.168.10.80", "192.168.10.81", "192.168.10.82")
 UNIT_PATH = "/usr/lib/systemd/system/etcd.service"
@@ -194,7 +194,7 @@ def test_pki_files_of_all_members_merge_and_one_ca_is_required() -> None:
 
 
 def test_a_ca_key_imported_before_is_used_when_no_member_has_one(tmp_path: Path) -> None:
-    from etcdforge.operations.adopt import _with_workspace_ca_key
+    from etcdforge.verbs.adopt.run import _with_workspace_ca_key
     from etcdforge.workspace import Workspace
 
     ws = Workspace(tmp_path)

@@ -12,10 +12,7 @@ import pytest
 
 from etcdforge import certs, layout
 from etcdforge.errors import PkiError, PlanError
-from etcdforge.operations import renew_plan
-from etcdforge.operations import rotate_ca_plan as rplan
-from etcdforge.operations.membership_plan import ClusterView, MemberView
-from etcdforge.operations.remote_observe import FileState, HostObserved
+from etcdforge.observe.hosts import FileState, HostObserved
 from etcdforge.pki import create_ca, issue, observe_pki, plan_pki
 from etcdforge.pki.apply import apply_pki
 from etcdforge.pki.rotation import PHASES, RotationState, bundle
@@ -29,6 +26,9 @@ from etcdforge.plan import (
     WriteFile,
 )
 from etcdforge.spec import load_spec_text
+from etcdforge.verbs.member.plan import ClusterView, MemberView
+from etcdforge.verbs.renew import plan as renew_plan
+from etcdforge.verbs.rotate_ca import plan as rplan
 from etcdforge.workspace import Workspace
 
 SPEC = load_spec_text(
@@ -116,7 +116,7 @@ def test_host_install_is_empty_when_hosts_match_and_repairs_a_mode() -> None:
 
 
 def test_local_install_copies_leaf_files_only_and_repairs_stale_copies(tmp_path: Path) -> None:
-    from etcdforge.operations.local import member_pki_files
+    from etcdforge.verbs.up.plan import member_pki_files
 
     ws = Workspace(tmp_path)
     control = {src: b"v1" for m in SPEC.members for src, _, _ in member_pki_files(ws, m.name)}
@@ -357,7 +357,7 @@ def test_stop_after_a_phase_already_done_does_nothing(tmp_path: Path) -> None:
     """Re-running `rotate-ca --stop-after trust-both` later must not run the phases after it."""
     import asyncio
 
-    from etcdforge.operations.rotate_ca import rotate_ca
+    from etcdforge.verbs.rotate_ca.run import rotate_ca
 
     ws = _workspace_with_record(tmp_path, RotationState("trust-new", "a", "b", "t"))
     before = (ws.rotation_dir / "state.json").read_bytes()
@@ -370,8 +370,8 @@ def test_stop_after_a_phase_already_done_does_nothing(tmp_path: Path) -> None:
 def test_a_run_killed_while_cleaning_up_a_finished_rotation_only_cleans_up(tmp_path: Path) -> None:
     import asyncio
 
-    from etcdforge.operations.rotate_ca import rotate_ca
     from etcdforge.pki.rotation import FINISHED_DIR
+    from etcdforge.verbs.rotate_ca.run import rotate_ca
 
     ws = _workspace_with_record(tmp_path, RotationState("finish", "a", "b", "t"))
     ws.rotation_dir.rename(ws.pki_dir / FINISHED_DIR)  # the rename that ends a rotation happened

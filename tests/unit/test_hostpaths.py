@@ -18,9 +18,9 @@ from support import need_root
 from etcdforge import hostpaths, layout
 from etcdforge.errors import PlanError, SpecError
 from etcdforge.hosts import LocalHost
-from etcdforge.operations.remote_observe import ClusterObserved, HostObserved, observe_host
-from etcdforge.operations.remote_plan import BinarySource, plan_apply
+from etcdforge.observe.hosts import ClusterObserved, HostObserved, observe_host
 from etcdforge.spec import parse_spec
+from etcdforge.verbs.apply.plan import BinarySource, plan_apply
 
 MEMBERS = [{"name": "etcd1", "address": "10.213.77.1"}]
 

@@ -1,7 +1,8 @@
 """The import layers (issue "one plan per verb", item 3): a module may import its own group and groups
 of lower layers only, and never another module's ``_private`` names. Lower layers are the pure core;
-only ``hosts``, ``etcd`` and ``runtime`` do I/O; verbs (``operations``) sit on the runtime; the CLI on
-top. A new module must be placed in a layer here, which is the point: its place is a decision."""
+only ``hosts``, ``etcd``, ``observe`` and ``runtime`` do I/O; the verbs (a package each) sit on the
+runtime; the CLI on top. A new module must be placed in a layer here, which is the point: its place
+is a decision."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"topology", "plan"}),
     frozenset({"render", "certs"}),
     frozenset({"workspace", "layout"}),
-    frozenset({"workspace_pki"}),
+    frozenset({"workspace_pki", "observe"}),
     frozenset({"executor", "runtime"}),
-    frozenset({"operations"}),
+    frozenset({"verbs"}),
     frozenset({"cli", "testing"}),
     frozenset({"__main__", "__init__"}),
 )

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from etcdforge.cli import main
-from etcdforge.operations.lifecycle import workspace_lock
+from etcdforge.verbs.up.run import workspace_lock
 from etcdforge.workspace import Workspace
 
 SPEC = """name: t

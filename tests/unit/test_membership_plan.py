@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from etcdforge.errors import PlanError
-from etcdforge.operations.membership_plan import (
+from etcdforge.spec import MemberSpec, load_spec_text
+from etcdforge.verbs.member.plan import (
     ClusterView,
     MemberView,
     decide_add,
     decide_remove,
     next_local_address,
 )
-from etcdforge.spec import MemberSpec, load_spec_text
 
 SPEC = load_spec_text(
     """\
@@ -162,8 +162,8 @@ def test_a_decision_refused_only_because_voters_look_unhealthy_is_asked_again(
     import asyncio
     from pathlib import Path
 
-    from etcdforge.operations import membership
-    from etcdforge.operations import membership_steps as steps_mod
+    from etcdforge.verbs.member import run as membership
+    from etcdforge.verbs.member import steps as steps_mod
     from etcdforge.workspace import Workspace
 
     electing = view(healthy=(False, False, False), leader=0)  # etcd2 died; no leader yet

@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives import serialization
 
 from etcdforge import certs
 from etcdforge.fsutil import atomic_write
-from etcdforge.operations.pki_check import gather_local
 from etcdforge.pki import CaSettings, CertRequest, KeyPair, create_ca, issue, key_pem
 from etcdforge.pki.check import (
     FileFacts,
@@ -24,6 +23,7 @@ from etcdforge.pki.check import (
     exit_code,
 )
 from etcdforge.spec import dump_spec, parse_spec
+from etcdforge.verbs.pki_check import gather_local
 from etcdforge.workspace import Workspace
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -303,8 +303,8 @@ def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> N
     import asyncio
 
     from etcdforge.hosts.local import LocalHost
-    from etcdforge.operations.pki_check import gather_host
     from etcdforge.render import MemberPaths
+    from etcdforge.verbs.pki_check import gather_host
 
     p = Pki(tmp_path / "ws")
     etc = tmp_path / "etc-etcd"
@@ -384,7 +384,7 @@ def test_gather_host_is_one_command_and_judges_a_symlinked_key_by_its_target(tmp
     import asyncio
     import getpass
 
-    from etcdforge.operations.pki_check import gather_host
+    from etcdforge.verbs.pki_check import gather_host
 
     p = Pki(tmp_path / "ws")
     etc, paths = _host_layout(tmp_path)
@@ -420,7 +420,7 @@ def test_gather_host_is_one_command_and_judges_a_symlinked_key_by_its_target(tmp
 
 def test_parse_check_output_recorded() -> None:
     """Recorded output of the check script: each kind of per-file report, the scan, a failed find."""
-    from etcdforge.operations.pki_check import parse_check_output
+    from etcdforge.verbs.pki_check import parse_check_output
 
     wanted = ("/e/pki/ca.pem", "/e/pki/server.pem", "/e/pki/server-key.pem", "/e/pki/peer.pem")
     output = (

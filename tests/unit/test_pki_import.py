@@ -12,11 +12,11 @@ from support import GUIDE_CA_CONFIG, GUIDE_CA_CSR, run_cli
 
 from etcdforge import certs
 from etcdforge.errors import PkiError
-from etcdforge.operations.pki_import import write_import
 from etcdforge.pki import CaSettings, CertRequest, KeyPair, KeySpec, Profile, SubjectNames, create_ca, issue
 from etcdforge.pki.import_cfssl import analyze
 from etcdforge.pki.keys import parse_cert, parse_key
 from etcdforge.spec import load_spec
+from etcdforge.verbs.pki_import import write_import
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 RSA = KeySpec("rsa", 2048)

@@ -14,15 +14,6 @@ import pytest
 from etcdforge import render
 from etcdforge.errors import MemberStartError, PlanError, StepError, WorkspaceError
 from etcdforge.executor import execute
-from etcdforge.operations.local import (
-    LocalObserved,
-    MemberObserved,
-    member_pki_files,
-    new_local_spec,
-    plan_destroy,
-    plan_down,
-    plan_up,
-)
 from etcdforge.plan import (
     InstallMemberPki,
     IssueCerts,
@@ -36,6 +27,15 @@ from etcdforge.plan import (
 )
 from etcdforge.runtime import supervisor
 from etcdforge.spec import dump_spec
+from etcdforge.verbs.up.plan import (
+    LocalObserved,
+    MemberObserved,
+    member_pki_files,
+    new_local_spec,
+    plan_destroy,
+    plan_down,
+    plan_up,
+)
 from etcdforge.workspace import Workspace
 
 WS = Workspace(Path("/ws"))

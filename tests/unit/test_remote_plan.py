@@ -9,7 +9,7 @@ import pytest
 
 from etcdforge import layout
 from etcdforge.errors import PlanError
-from etcdforge.operations.remote_observe import (
+from etcdforge.observe.hosts import (
     ClusterObserved,
     FileState,
     HostObserved,
@@ -19,9 +19,9 @@ from etcdforge.operations.remote_observe import (
     parse_observation,
     parse_systemctl_show,
 )
-from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_apply
 from etcdforge.plan import HostCommand, MoveLeader, Plan, PutFile, RestartMember, StartMembers, UploadFile
 from etcdforge.spec import load_spec_text
+from etcdforge.verbs.apply.plan import BinarySource, managed_dirs, plan_apply
 
 SPEC = load_spec_text(
     """\

@@ -15,15 +15,15 @@ from support import need_interop_binaries
 from test_remote_plan import NAMES, SPEC, SYSTEM, cluster, desired, host, ids
 
 from etcdforge import layout
-from etcdforge.operations.remote_observe import (
+from etcdforge.observe.hosts import (
     ClusterObserved,
     HostObserved,
     parse_cmdline,
     parse_observation,
     parse_strays,
 )
-from etcdforge.operations.remote_plan import plan_apply
 from etcdforge.plan import HostCommand, RestartMember
+from etcdforge.verbs.apply.plan import plan_apply
 
 GUIDE_UNIT = "/usr/lib/systemd/system/etcd.service"
 GUIDE_ARGV = ("/usr/bin/etcd", "--name=etcd1", "--client-cert-auth=true", "--data-dir=/var/lib/etcd")
@@ -139,8 +139,8 @@ def test_the_ca_key_in_another_encoding_is_recognised_and_removed(tmp_path: Path
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from etcdforge.hosts import LocalHost
-    from etcdforge.operations.deploy import ca_key_ids
-    from etcdforge.operations.remote_observe import observe_host
+    from etcdforge.observe.hosts import observe_host
+    from etcdforge.verbs.apply.run import ca_key_ids
     from etcdforge.workspace import Workspace
 
     need_interop_binaries("openssl")

@@ -13,7 +13,6 @@ from etcdforge.errors import MemberStartError, StepError, WorkspaceError
 from etcdforge.executor import execute
 from etcdforge.hosts.base import CommandOp, RunResult, WriteOp
 from etcdforge.hosts.errors import HostCommandError, HostError
-from etcdforge.operations import rotate_ca_plan as rplan
 from etcdforge.pki.rotation import RotationState
 from etcdforge.plan import (
     AddLearner,
@@ -33,6 +32,7 @@ from etcdforge.plan import (
 )
 from etcdforge.spec import load_spec_text
 from etcdforge.testing.fakes import FakeCluster, FakeHost, FakeServices, fake_runtime
+from etcdforge.verbs.rotate_ca import plan as rplan
 from etcdforge.workspace import Workspace
 
 SPEC = load_spec_text(

@@ -21,7 +21,7 @@ def pki_import_cfssl(source: Path, directory: Path | None) -> None:
     """
     from rich.markup import escape
 
-    from etcdforge.operations.pki_import import import_cfssl
+    from etcdforge.verbs.pki_import import import_cfssl
 
     d = workspace_dir(directory)
     result = import_cfssl(d, source)
@@ -62,8 +62,8 @@ def adopt(
     """
     from rich.markup import escape
 
-    from etcdforge.operations.adopt import SshOptions
-    from etcdforge.operations.adopt import adopt as adopt_op
+    from etcdforge.verbs.adopt.run import SshOptions
+    from etcdforge.verbs.adopt.run import adopt as adopt_op
 
     d = workspace_dir(directory)
     ssh = SshOptions(user=ssh_user, port=ssh_port, key=ssh_key, known_hosts=known_hosts, sudo=sudo)

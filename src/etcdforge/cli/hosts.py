@@ -61,7 +61,7 @@ def plan_cmd(
     directory: Path | None, accept_new_host_keys: bool, force: bool, detailed_exitcode: bool, output: str
 ) -> None:
     """Show what `apply` would change on the hosts; changes nothing."""
-    from etcdforge.operations import deploy
+    from etcdforge.verbs.apply import run as deploy
 
     plan = run_async(
         deploy.make_plan(workspace_dir(directory), accept_new_host_keys=accept_new_host_keys, force=force)
@@ -84,7 +84,7 @@ def plan_cmd(
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per health gate.")
 def apply(directory: Path | None, yes: bool, accept_new_host_keys: bool, force: bool, timeout: float) -> None:
     """Converge the hosts to the spec: prepare, install, start or roll-restart, health-gated."""
-    from etcdforge.operations import deploy
+    from etcdforge.verbs.apply import run as deploy
 
     d = workspace_dir(directory)
     preview = None
@@ -141,7 +141,7 @@ def init(
     force: bool,
 ) -> None:
     """Write a commented cluster.yaml for your own hosts: --member etcd1=192.168.10.80 …"""
-    from etcdforge.operations import init as init_op
+    from etcdforge.verbs import init as init_op
 
     d = workspace_dir(directory)
     path = init_op.write_spec(

@@ -41,7 +41,7 @@ def up(
 ) -> None:
     """Create (or start) a local mutual-TLS cluster; never wipes data."""
     from etcdforge import topology
-    from etcdforge.operations import lifecycle
+    from etcdforge.verbs.up import run as lifecycle
 
     d = workspace_dir(directory)
     console = make_console()
@@ -92,7 +92,7 @@ def up(
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 def down(directory: Path | None, dry_run: bool) -> None:
     """Stop the local members, keeping all data."""
-    from etcdforge.operations import lifecycle
+    from etcdforge.verbs.up import run as lifecycle
 
     console = make_console()
     plan = run_async(
@@ -114,7 +114,7 @@ def down(directory: Path | None, dry_run: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 def destroy(directory: Path | None, yes: bool, dry_run: bool) -> None:
     """Stop the local members and delete the workspace (data, PKI, spec)."""
-    from etcdforge.operations import lifecycle
+    from etcdforge.verbs.up import run as lifecycle
 
     d = workspace_dir(directory)
     if not dry_run and not yes:

@@ -77,8 +77,8 @@ def member_add(
     output: str,
 ) -> None:
     """Add NAME as a learner, start it, promote it once in sync; roll back if it never joins."""
-    from etcdforge.operations import membership
     from etcdforge.spec import MemberSsh
+    from etcdforge.verbs.member import run as membership
 
     ssh = None
     if any(v is not None for v in (ssh_host, ssh_port, ssh_user, ssh_key, sudo)):
@@ -113,7 +113,7 @@ def member_remove(
     output: str,
 ) -> None:
     """Remove NAME (never below quorum; the leader hands over first); stop it and wipe its data."""
-    from etcdforge.operations import membership
+    from etcdforge.verbs.member import run as membership
 
     reporter = None if (dry_run or output == "json") else StepPrinter(make_console())
     result = run_async(
@@ -139,7 +139,7 @@ def member_replace(
     dry_run: bool, yes: bool, output: str,
 ) -> None:  # fmt: skip
     """Replace a dead or corrupted member: remove, wipe, add back as a learner, promote."""
-    from etcdforge.operations import membership
+    from etcdforge.verbs.member import run as membership
 
     reporter = None if (dry_run or output == "json") else StepPrinter(make_console())
     result = run_async(

@@ -90,8 +90,8 @@ def pki_check(
     from datetime import UTC, datetime
 
     from etcdforge.errors import EtcdforgeError, WorkspaceError
-    from etcdforge.operations.pki_check import gather_hosts, gather_local
     from etcdforge.pki.check import Thresholds, check_pki, exit_code, worst
+    from etcdforge.verbs.pki_check import gather_hosts, gather_local
     from etcdforge.workspace import load_workspace
 
     try:
@@ -258,8 +258,8 @@ def pki_renew(
     """
     import sys
 
-    from etcdforge.operations import renew as renew_op
     from etcdforge.spec import expiry
+    from etcdforge.verbs.renew import run as renew_op
     from etcdforge.workspace import load_workspace
 
     d = workspace_dir(directory)
@@ -331,8 +331,8 @@ def pki_rotate_ca(
     """
     import sys
 
-    from etcdforge.operations import rotate_ca as op
     from etcdforge.pki.rotation import Phase
+    from etcdforge.verbs.rotate_ca import run as op
 
     d = workspace_dir(directory)
     console = make_console()

@@ -30,7 +30,7 @@ def _size(n: int) -> str:
 @output_option
 def status(directory: Path | None, output: str) -> None:
     """Per member: version, leader, raft term/index, DB size, learner, errors."""
-    from etcdforge.operations import query
+    from etcdforge.verbs import query as query
     from etcdforge.workspace import load_workspace
 
     ws, spec = load_workspace(workspace_dir(directory))
@@ -110,7 +110,7 @@ def status(directory: Path | None, output: str) -> None:
 def health(directory: Path | None, output: str) -> None:
     """Like `etcdctl endpoint health`; exits non-zero if any member is unhealthy."""
     from etcdforge import topology
-    from etcdforge.operations import query
+    from etcdforge.verbs import query as query
     from etcdforge.workspace import load_workspace
 
     ws, spec = load_workspace(workspace_dir(directory))
@@ -151,7 +151,7 @@ def health(directory: Path | None, output: str) -> None:
 @output_option
 def members(directory: Path | None, output: str) -> None:
     """The cluster's member list (as etcd itself reports it)."""
-    from etcdforge.operations import query
+    from etcdforge.verbs import query as query
     from etcdforge.workspace import load_workspace
 
     ws, spec = load_workspace(workspace_dir(directory))

@@ -1,6 +1,6 @@
 """``pki check``: a pure health check of certificates and keys, for people and for monitoring.
 
-The caller gathers (:mod:`etcdforge.operations.pki_check`); this module only judges: :func:`check_pki`
+The caller gathers (:mod:`etcdforge.verbs.pki_check`); this module only judges: :func:`check_pki`
 takes file contents, modes and owners as plain data plus ``now`` and returns :class:`Finding` values. It
 never reads a file, a clock or the network, so every verdict is unit-testable.
 

@@ -1,4 +1,4 @@
-"""The record of a CA rotation in progress (pure data; :mod:`etcdforge.operations.rotate_ca` runs it).
+"""The record of a CA rotation in progress (pure data; :mod:`etcdforge.verbs.rotate_ca.run` runs it).
 
 A rotation goes through these phases, in order; the record names the current one and, for the two
 rolling-restart phases, the members already restarted in it, so an interrupted run resumes exactly there:

@@ -4,7 +4,7 @@ connect → observe (read only: unit, argv, flags, the CA directory's certificat
 check every member against ``--member`` → ask etcd itself (member list, health) with a short-lived
 client certificate signed by the cluster's own CA → write the workspace: the CA and cfssl JSON into
 ``pki/`` (as ``pki import-cfssl`` does), then ``cluster.yaml`` last. From then on ``plan``/``apply``
-converge the hosts to etcdforge's layout with rolling restarts (:mod:`etcdforge.operations.remote_plan`).
+converge the hosts to etcdforge's layout with rolling restarts (:mod:`etcdforge.verbs.apply.plan`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from etcdforge import layout
 from etcdforge.errors import EtcdError, PlanError, WorkspaceError
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
-from etcdforge.operations import adopt_observe as ao
-from etcdforge.operations.init import parse_members, render_spec
-from etcdforge.operations.pki_import import pki_settings, write_import
+from etcdforge.observe import adopted as ao
 from etcdforge.pki.import_cfssl import CfsslImport, analyze
 from etcdforge.runtime.factory import connected
 from etcdforge.spec import SPEC_FILE, ClusterSpec, load_spec_text
+from etcdforge.verbs.init import parse_members, render_spec
+from etcdforge.verbs.pki_import import pki_settings, write_import
 from etcdforge.workspace import Workspace
 
 
@@ -184,7 +184,7 @@ async def adopt(
     force: bool = False,
 ) -> AdoptResult:
     """Read a hand-built cluster (read-only on the hosts) and write the workspace, under its lock."""
-    from etcdforge.operations.lifecycle import workspace_lock
+    from etcdforge.verbs.up.run import workspace_lock
 
     with workspace_lock(Workspace(directory)):
         return await _adopt(

@@ -86,7 +86,7 @@ def updated_spec(spec: ClusterSpec, imp: CfsslImport) -> ClusterSpec:
 
 def import_cfssl(directory: Path, source: Path) -> ImportResult:
     """Import ``source`` into the workspace at ``directory`` (created if needed)."""
-    from etcdforge.operations.lifecycle import workspace_lock
+    from etcdforge.verbs.up.run import workspace_lock
 
     ws = Workspace(directory)
     with workspace_lock(ws):  # the spec is read and written under the lock

@@ -1,6 +1,6 @@
 """``pki rotate-ca``: replace the workspace's CA without downtime, in recorded, resumable phases.
 
-Phases and their safety rules: :mod:`etcdforge.pki.rotation` and :mod:`etcdforge.operations.rotate_ca_plan`.
+Phases and their safety rules: :mod:`etcdforge.pki.rotation` and :mod:`etcdforge.verbs.rotate_ca.plan`.
 Each phase is observed (the cluster's health and leader, the record) → planned (pure) → executed by the
 one executor with the mode's runtime. The record (``pki/rotation/state.json``) is written after every
 member's restart and at every phase boundary, so a re-run — after Ctrl-C, SIGKILL or a failed health gate
@@ -21,11 +21,6 @@ from etcdforge.errors import PkiError, PlanError
 from etcdforge.executor import Reporter, Runtime, execute
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
-from etcdforge.operations import renew_plan
-from etcdforge.operations import rotate_ca_plan as rplan
-from etcdforge.operations.lifecycle import locked_workspace
-from etcdforge.operations.membership_steps import observe_view
-from etcdforge.operations.renew import install_steps, observe_members, require_our_layout
 from etcdforge.pki.rotation import (
     FINISHED_DIR,
     NEW_CA,
@@ -42,6 +37,11 @@ from etcdforge.pki.rotation import (
 from etcdforge.plan import IssueCerts, Plan, Step
 from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec
+from etcdforge.verbs.member.steps import observe_view
+from etcdforge.verbs.renew import plan as renew_plan
+from etcdforge.verbs.renew.run import install_steps, observe_members, require_our_layout
+from etcdforge.verbs.rotate_ca import plan as rplan
+from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace
 
 

@@ -1,7 +1,7 @@
 """``pki renew``: reissue leaf certificates from the same CA and install them hot, in both modes.
 
 observe (the control PKI; the members' installed copies; who runs) → plan
-(:mod:`~etcdforge.operations.renew_plan`, pure) → execute (one executor, the mode's runtime). In hosts mode
+(:mod:`~etcdforge.verbs.renew.plan`, pure) → execute (one executor, the mode's runtime). In hosts mode
 the new files' bytes exist only after issuing, so the hosts part is planned again with them right after
 the ``pki/issue`` step (from the same observation: issuing changes no host). :func:`observe_members` and
 :func:`install_steps` also serve the CA rotation's reissue phase.
@@ -19,13 +19,13 @@ from etcdforge.errors import PkiError, PlanError
 from etcdforge.executor import Reporter, execute
 from etcdforge.fsutil import read_optional
 from etcdforge.hosts.base import Host
-from etcdforge.operations import renew_plan
-from etcdforge.operations.lifecycle import locked_workspace, observe_local
-from etcdforge.operations.local import LocalObserved
-from etcdforge.operations.remote_observe import HostObserved
+from etcdforge.observe.hosts import HostObserved
 from etcdforge.plan import IssueCerts, Plan, Step, WriteFile
 from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec
+from etcdforge.verbs.renew import plan as renew_plan
+from etcdforge.verbs.up.plan import LocalObserved
+from etcdforge.verbs.up.run import locked_workspace, observe_local
 from etcdforge.workspace import Workspace
 
 
@@ -83,7 +83,7 @@ async def observe_members(spec: ClusterSpec, ws: Workspace, hosts: Mapping[str, 
     if is_local(spec):
         local = observe_local(spec, ws)
         return MembersNow({n: m.running for n, m in local.members.items()}, local=local)
-    from etcdforge.operations import deploy
+    from etcdforge.verbs.apply import run as deploy
 
     observed = await deploy.observe_hosts(spec, hosts)
     return MembersNow({n: h.running for n, h in observed.items()}, hosts=observed)
@@ -94,7 +94,7 @@ def require_our_layout(spec: ClusterSpec, ws: Workspace, now: MembersNow, member
     :func:`renew_plan.layout_problems`) — e.g. an adopted cluster before its first `apply`."""
     if now.hosts is None:
         return
-    from etcdforge.operations import deploy
+    from etcdforge.verbs.apply import run as deploy
 
     desired, _ = deploy.desired_host_files(spec, ws, set())
     problems = renew_plan.layout_problems(spec, desired, now.hosts, members)
@@ -112,12 +112,12 @@ def install_steps(
     """Leaf files to install on ``members`` from the control PKI as it is now; ``reissued`` names the
     certificates about to be issued (planned as changed although their bytes do not exist yet)."""
     if now.local is not None:
-        from etcdforge.operations.local import member_pki_files
+        from etcdforge.verbs.up.plan import member_pki_files
 
         control = {src: read_optional(Path(src)) for m in members for src, _, _ in member_pki_files(ws, m)}
         installed = {m: now.local.members[m].pki for m in members}
         return renew_plan.local_install_steps(ws, members, reissued, installed, control)
-    from etcdforge.operations import deploy
+    from etcdforge.verbs.apply import run as deploy
 
     assert now.hosts is not None
     desired, pending = deploy.desired_host_files(spec, ws, set(reissued))

@@ -151,7 +151,7 @@ def write_spec(
     etcd_sha256: str | None,
     force: bool = False,
 ) -> Path:
-    from etcdforge.operations.lifecycle import workspace_lock
+    from etcdforge.verbs.up.run import workspace_lock
     from etcdforge.workspace import Workspace
 
     with workspace_lock(Workspace(directory)):  # --force must not overwrite a spec another command uses

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from etcdforge import binaries, hostpaths, layout, render, topology
 from etcdforge.errors import PlanError
-from etcdforge.operations.remote_observe import ClusterObserved, HostObserved
+from etcdforge.observe.hosts import ClusterObserved, HostObserved
 from etcdforge.plan import (
     FetchRelease,
     HostCommand,

@@ -1,5 +1,5 @@
 """Building blocks of the membership verbs: observing the cluster's real membership and health, and the
-steps that deploy, stop and record a member in either mode (see :mod:`etcdforge.operations.membership`).
+steps that deploy, stop and record a member in either mode (see :mod:`etcdforge.verbs.member.run`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from typing import Literal
 from etcdforge import layout, render, topology
 from etcdforge.errors import EtcdError, PlanError
 from etcdforge.hosts.base import Host
-from etcdforge.operations.local import member_pki_files
-from etcdforge.operations.membership_plan import ClusterView, MemberView
 from etcdforge.plan import (
     InstallMemberPki,
     IssueCerts,
@@ -30,6 +28,8 @@ from etcdforge.plan import (
 from etcdforge.runtime.factory import is_local
 from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec, MemberSpec, dump_spec
+from etcdforge.verbs.member.plan import ClusterView, MemberView
+from etcdforge.verbs.up.plan import member_pki_files
 from etcdforge.workspace import Workspace, admin_client
 
 
@@ -216,9 +216,9 @@ async def deploy_steps(
                 f"joins as a learner (etcd {binary.path})",
             ),
         ]
-    from etcdforge.operations.deploy import binary_source, ca_key_ids, desired_host_files, observe_hosts
-    from etcdforge.operations.remote_observe import ClusterObserved
-    from etcdforge.operations.remote_plan import plan_apply
+    from etcdforge.observe.hosts import ClusterObserved
+    from etcdforge.verbs.apply.plan import plan_apply
+    from etcdforge.verbs.apply.run import binary_source, ca_key_ids, desired_host_files, observe_hosts
 
     sub = spec.model_copy(update={"members": (member,)})
     observed = await observe_hosts(sub, {member.name: hosts[member.name]})

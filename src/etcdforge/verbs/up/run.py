@@ -20,7 +20,13 @@ from etcdforge import binaries, topology
 from etcdforge.errors import MemberStartError, StepError, WorkspaceError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
-from etcdforge.operations.local import (
+from etcdforge.plan import Plan
+from etcdforge.runtime import supervisor
+from etcdforge.runtime.core import Runtime
+from etcdforge.runtime.factory import is_local, open_runtime
+from etcdforge.runtime.processes import resolve_binary
+from etcdforge.spec import ClusterSpec, load_spec
+from etcdforge.verbs.up.plan import (
     BOOTSTRAP_FILE,
     LocalObserved,
     MemberObserved,
@@ -30,12 +36,6 @@ from etcdforge.operations.local import (
     plan_down,
     plan_up,
 )
-from etcdforge.plan import Plan
-from etcdforge.runtime import supervisor
-from etcdforge.runtime.core import Runtime
-from etcdforge.runtime.factory import is_local, open_runtime
-from etcdforge.runtime.processes import resolve_binary
-from etcdforge.spec import ClusterSpec, load_spec
 from etcdforge.workspace import Workspace
 
 

@@ -22,16 +22,6 @@ from etcdforge import topology
 from etcdforge.errors import EtcdforgeError, PlanError, StepError
 from etcdforge.executor import Confirm, Reporter, Runtime, execute
 from etcdforge.hosts.base import Host
-from etcdforge.operations import membership_steps as steps_mod
-from etcdforge.operations.lifecycle import locked_workspace, port_is_free
-from etcdforge.operations.membership_plan import (
-    ClusterView,
-    decide_add,
-    decide_remove,
-    next_local_address,
-    with_member,
-)
-from etcdforge.operations.membership_steps import ChangeRecord
 from etcdforge.plan import (
     AddLearner,
     IssueCerts,
@@ -46,6 +36,16 @@ from etcdforge.runtime import supervisor
 from etcdforge.runtime.control import ControlFiles
 from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
+from etcdforge.verbs.member import steps as steps_mod
+from etcdforge.verbs.member.plan import (
+    ClusterView,
+    decide_add,
+    decide_remove,
+    next_local_address,
+    with_member,
+)
+from etcdforge.verbs.member.steps import ChangeRecord
+from etcdforge.verbs.up.run import locked_workspace, port_is_free
 from etcdforge.workspace import Workspace, admin_client
 
 #: right after a member died (or the leader changed) the others hold an election, about one election

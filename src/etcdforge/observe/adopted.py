@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from etcdforge.errors import PlanError
-from etcdforge.operations.remote_observe import parse_observation
+from etcdforge.observe.hosts import parse_observation
 
 UNIT_SCRIPT = """\
 unit=$1

@@ -8,7 +8,7 @@ Three sources, all read only:
 * in hosts mode (:func:`gather_hosts`), the same files on every member over SSH, plus every small file
   under ``/etc/etcd`` scanned for the CA key: one command, so one SSH session, per host.
 
-It lives in :mod:`etcdforge.operations`, not in :mod:`etcdforge.pki`, because it does I/O (files, SSH)
+It lives in :mod:`etcdforge.verbs`, not in :mod:`etcdforge.pki`, because it does I/O (files, SSH)
 and imports the spec/workspace layer; :mod:`etcdforge.pki.check` stays pure. The CLI imports it lazily.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from etcdforge import certs, layout, topology
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.errors import HostError
-from etcdforge.operations.remote_observe import parse_observation
+from etcdforge.observe.hosts import parse_observation
 from etcdforge.pki.check import CertItem, FileFacts, MemberFiles, PkiFacts, sha256_hex
 from etcdforge.render import MemberPaths
 from etcdforge.runtime.factory import is_local

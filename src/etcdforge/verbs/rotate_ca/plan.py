@@ -20,7 +20,6 @@ from dataclasses import replace
 
 from etcdforge import layout, render, topology
 from etcdforge.errors import PlanError
-from etcdforge.operations.membership_plan import ClusterView
 from etcdforge.pki.rotation import STATE_FILE, RotationState
 from etcdforge.plan import (
     MoveLeader,
@@ -32,6 +31,7 @@ from etcdforge.plan import (
 )
 from etcdforge.runtime.factory import is_local
 from etcdforge.spec import ClusterSpec
+from etcdforge.verbs.member.plan import ClusterView
 from etcdforge.workspace import Workspace
 
 

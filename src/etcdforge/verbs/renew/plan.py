@@ -21,11 +21,11 @@ from pathlib import Path
 
 from etcdforge import layout, render, topology
 from etcdforge.errors import PlanError
-from etcdforge.operations.local import member_pki_files
-from etcdforge.operations.remote_observe import HostObserved
+from etcdforge.observe.hosts import HostObserved
 from etcdforge.pki.model import CertRequest
 from etcdforge.plan import InstallMemberPki, PutFile, Step, VerifyPresented
 from etcdforge.spec import ClusterSpec
+from etcdforge.verbs.up.plan import member_pki_files
 from etcdforge.workspace import Workspace
 
 

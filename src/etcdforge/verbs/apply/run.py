@@ -19,13 +19,13 @@ from etcdforge import binaries, certs, layout
 from etcdforge.errors import EtcdError, PlanError
 from etcdforge.executor import Reporter, execute
 from etcdforge.hosts.base import Host
-from etcdforge.operations.lifecycle import locked_workspace
-from etcdforge.operations.remote_observe import ClusterObserved, HostObserved, observe_host
-from etcdforge.operations.remote_plan import BinarySource, managed_dirs, plan_apply
+from etcdforge.observe.hosts import ClusterObserved, HostObserved, observe_host
 from etcdforge.plan import IssueCerts, Plan, Step
 from etcdforge.runtime import releases
 from etcdforge.runtime.factory import connected, make_runtime
 from etcdforge.spec import ClusterSpec
+from etcdforge.verbs.apply.plan import BinarySource, managed_dirs, plan_apply
+from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace, admin_client, load_workspace
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""``plan`` and ``apply`` on real hosts: ``plan`` (pure) and ``run``."""

@@ -1,0 +1,1 @@
+"""``member add``, ``remove`` and ``replace``: decisions (``plan``), steps (``steps``) and ``run``."""

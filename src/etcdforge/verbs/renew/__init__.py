@@ -1,0 +1,1 @@
+"""``pki renew``: hot renewal of leaf certificates — ``plan`` (pure) and ``run``."""

@@ -1,0 +1,1 @@
+"""``pki rotate-ca``: the phased, no-downtime CA rotation — ``plan`` (pure) and ``run``."""

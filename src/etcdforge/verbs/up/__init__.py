@@ -1,0 +1,1 @@
+"""``up``, ``down`` and ``destroy`` of a local workspace: ``plan`` (pure) and ``run``."""
