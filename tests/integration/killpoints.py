@@ -30,7 +30,7 @@ from etcdforge.testing.workload import Writer, check_history
 from etcdforge.workspace import admin_client, load_workspace
 
 #: steps that wait (on etcd's health or a learner's catching up) get a kill in their middle as well
-WAITING = ("/wait-healthy", "/promote")
+WAITING = ("/wait-healthy", "/promote", "/restart", "/healthy")
 
 
 @dataclass
@@ -64,11 +64,17 @@ async def learn_steps(directory: Path, argv: Sequence[str]) -> list[str]:
     assert code == 0, (argv, out, err)
     steps = finished_steps(out)
     assert steps, out
-    return list(dict.fromkeys(steps))
+    # a verb of several plans repeats step ids: the N-th occurrence is its own point, STEP#N
+    seen: dict[str, int] = {}
+    numbered = []
+    for step in steps:
+        seen[step] = seen.get(step, 0) + 1
+        numbered.append(step if seen[step] == 1 else f"{step}#{seen[step]}")
+    return numbered
 
 
 def points(steps: Sequence[str]) -> list[str]:
-    return [f"after:{s}" for s in steps] + [f"during:{s}" for s in steps if s.endswith(WAITING)]
+    return [f"after:{s}" for s in steps] + [f"during:{s}" for s in steps if s.split("#")[0].endswith(WAITING)]
 
 
 async def check_converged(directory: Path) -> None:
@@ -89,6 +95,29 @@ async def check_converged(directory: Path) -> None:
     assert not strays, f"etcd processes the spec does not know: {strays}"
     assert not (ws.root / "pending-change.json").exists(), "a change record was left behind"
     assert not (ws.root / "bootstrap.json").exists(), "the bootstrap record was left behind"
+
+
+async def presented_matches_workspace(directory: Path) -> None:
+    """Every member's client and peer endpoints present, on a new handshake, the certificate the
+    workspace holds for them, and each is signed by the workspace's CA (no half-renewed member)."""
+    from cryptography import x509
+
+    from etcdforge import topology
+    from etcdforge.etcd.presented import presented_certificate
+    from etcdforge.pki.keys import load_cert
+    from etcdforge.runtime.cert_verify import admin_tls
+
+    ws, spec = load_workspace(directory)
+    ca = x509.load_pem_x509_certificate(ws.ca_cert.read_bytes())
+    for m in spec.members:
+        for url, name in (
+            (topology.client_url(spec, m), topology.server_cert_name(m.name)),
+            (topology.peer_url(spec, m), topology.peer_cert_name(m.name)),
+        ):
+            want = load_cert(ws.cert_path(name))
+            got = await presented_certificate(url, admin_tls(ws))
+            assert got.serial == want.serial_number, f"{url} presents {got.serial:x}, not {name}'s"
+            assert want.issuer == ca.subject, f"{name} is not signed by the workspace's CA"
 
 
 async def others_never_crash(directory: Path, probes: Sequence[Sequence[str]]) -> None:

@@ -196,3 +196,41 @@ def test_destroy_converges_from_every_kill_point(clusters: list[tuple[str, Path,
         return await matrix(ws, ("destroy", "--yes"), again, check=gone, under_load=False)
 
     run_both(clusters, "destroy", scenario)
+
+
+def test_pki_renew_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    async def nothing() -> None:
+        pass
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        renew = ("pki", "renew", "--member", "etcd2", "--client", "admin", "--force", "--yes")
+        return await matrix(ws, renew, nothing, check=renewed)
+
+    run_both(clusters, "pki renew", scenario)
+
+
+async def renewed(ws: Path) -> None:
+    """Converged, and every member presents the certificate the workspace holds (no half-renewal)."""
+    from killpoints import check_converged, presented_matches_workspace
+
+    await check_converged(ws)
+    await presented_matches_workspace(ws)
+
+
+def test_pki_rotate_ca_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    async def nothing() -> None:
+        pass
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        return await matrix(ws, ("pki", "rotate-ca", "--yes"), nothing, check=rotated)
+
+    run_both(clusters, "pki rotate-ca", scenario)
+
+
+async def rotated(ws: Path) -> None:
+    """Converged, the rotation finished (no record left), members trust only the new CA."""
+    from killpoints import check_converged, presented_matches_workspace
+
+    await check_converged(ws)
+    assert not (ws / "pki" / "rotation").exists(), "the rotation record was left behind"
+    await presented_matches_workspace(ws)

@@ -197,8 +197,17 @@ class StepPrinter:
         self.console = console
         self._running: dict[str, str] = {}
         self._status: Any = None
+        # "after:STEP" or "during:STEP"; STEP#N is the N-th time a step with that id runs (a verb of
+        # several plans, such as rotate-ca's phases, repeats ids)
         when, _, step = os.environ.get(FAILPOINT_ENV, "").partition(":")
         self._failpoint = (when, step) if when in ("after", "during") and step else None
+        self._seen: dict[tuple[str, str], int] = {}
+
+    def _point(self, when: str, step_id: str) -> bool:
+        if self._failpoint is None:
+            return False
+        n = self._seen[(when, step_id)] = self._seen.get((when, step_id), 0) + 1
+        return self._failpoint == (when, step_id if n == 1 else f"{step_id}#{n}")
 
     def _refresh(self) -> None:
         if not self._running:
@@ -218,7 +227,7 @@ class StepPrinter:
     def step_started(self, step: Any) -> None:
         self._running[step.id] = step.reason
         self._refresh()
-        if self._failpoint == ("during", step.id):
+        if self._point("during", step.id):
             import threading
 
             threading.Timer(DURING_DELAY, _kill_self).start()
@@ -229,7 +238,7 @@ class StepPrinter:
         from rich.markup import escape
 
         self.console.print(f"[green]✓[/] {escape(step.id):<28} [dim]{escape(one_line(note))}[/]")
-        if self._failpoint == ("after", step.id):
+        if self._point("after", step.id):
             _kill_self()
 
     def step_failed(self, step: Any, error: Exception) -> None:
