@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from etcdforge import render, topology
+from etcdforge.plan import PutFile
 from etcdforge.render import ClusterState, MemberPaths
 from etcdforge.spec import DEFAULT_DATA_DIR, ClusterSpec, MemberSpec
 
@@ -90,6 +91,12 @@ class DesiredFile:
     secret: bool
     #: what a change of this file needs from a running member
     effect: str  # "restart" (read at start) | "reload" (systemd unit) | "none" (hot-reloaded certificate)
+
+    def put(self, host: str, *, source: str | None = None, diff: str = "") -> PutFile:
+        """The action writing this file on ``host``; with ``source`` its bytes are a deferred value
+        (that workspace file, read when the step runs)."""
+        content = b"" if source else self.content
+        return PutFile(host, self.path, content, self.mode, self.owner, self.group, self.secret, diff, source)
 
 
 def desired_files(

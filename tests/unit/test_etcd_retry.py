@@ -8,19 +8,16 @@ import pytest
 
 from etcdforge.errors import EtcdRequestError, EtcdUnavailable
 from etcdforge.etcd.retry import Backoff, retry
+from etcdforge.testing.fakes import FakeClock
 
 
-class FakeTime:
+class FakeTime(FakeClock):
     def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
+        super().__init__(100.0)
+        self.sleeps = self.slept
 
     def clock(self) -> float:
         return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_backoff_schedule_is_capped_and_jittered() -> None:

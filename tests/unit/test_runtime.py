@@ -30,7 +30,7 @@ from etcdforge.plan import (
     WaitHealthy,
     WipeData,
 )
-from etcdforge.spec import load_spec_text
+from etcdforge.spec import MemberSpec, load_spec_text
 from etcdforge.testing.fakes import FakeCluster, FakeHost, FakeServices, fake_runtime
 from etcdforge.verbs.rotate_ca import plan as rplan
 from etcdforge.workspace import Workspace
@@ -178,18 +178,8 @@ def test_restart_goes_through_the_service_manager_then_gates_on_the_whole_cluste
 
 
 def test_learner_added_started_promoted_then_removed_through_the_cluster_port() -> None:
-    grown = load_spec_text(
-        """\
-name: prod
-token: prod-token
-mode: hosts
-members:
-  - {name: etcd1, address: 10.213.77.1}
-  - {name: etcd2, address: 10.213.77.2}
-  - {name: etcd3, address: 10.213.77.3}
-  - {name: etcd4, address: 10.213.77.4, joined: true}
-"""
-    )
+    etcd4 = MemberSpec(name="etcd4", address="10.213.77.4", joined=True)
+    grown = SPEC.model_copy(update={"members": (*SPEC.members, etcd4)})
     services = FakeServices(running=NAMES)
     cluster = FakeCluster.of(SPEC, services)
     runtime, *_ = fake_runtime(grown, WS, services=services, cluster=cluster)

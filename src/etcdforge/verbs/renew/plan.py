@@ -23,7 +23,7 @@ from etcdforge import layout, render, topology
 from etcdforge.errors import PlanError
 from etcdforge.observe.hosts import HostObserved
 from etcdforge.pki.model import CertRequest
-from etcdforge.plan import InstallMemberPki, PutFile, Step, VerifyPresented
+from etcdforge.plan import InstallMemberPki, Step, VerifyPresented
 from etcdforge.spec import ClusterSpec
 from etcdforge.verbs.up.plan import member_pki_files
 from etcdforge.workspace import Workspace
@@ -126,16 +126,7 @@ def host_install_steps(
                 Step(
                     f"{member}/file:{f.path}",
                     member,
-                    PutFile(
-                        member,
-                        f.path,
-                        b"" if deferred else f.content,
-                        f.mode,
-                        f.owner,
-                        f.group,
-                        f.secret,
-                        source=deferred,
-                    ),
+                    f.put(member, source=deferred),
                     why + " (in place, no restart)",
                     group="install",
                 )
