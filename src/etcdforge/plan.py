@@ -113,10 +113,25 @@ class RemoveFile:
 
 @dataclass(frozen=True)
 class RemoveTree:
+    """Delete a control-machine directory that holds ``marker`` (refused otherwise): everything but the
+    marker first, the marker last, so an interrupted removal is still recognised and finished."""
+
     path: str
+    marker: str = "cluster.yaml"
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "remove-tree", "path": self.path}
+
+
+@dataclass(frozen=True)
+class MovePath:
+    """Rename a control-machine file or directory (atomic; done already when only ``dst`` exists)."""
+
+    src: str
+    dst: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "move", "from": self.src, "to": self.dst}
 
 
 # --- hosts mode -------------------------------------------------------------------------------------
@@ -295,6 +310,7 @@ Action = (
     | StopMember
     | WaitHealthy
     | RemoveTree
+    | MovePath
     | RemoveFile
     | PutFile
     | UploadFile

@@ -5,12 +5,14 @@ actions here, so a re-run finds the same files whichever mode wrote them."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 
-from etcdforge.errors import PkiError
+from etcdforge.errors import PkiError, WorkspaceError
 from etcdforge.fsutil import atomic_write, ensure_dir, read_optional
-from etcdforge.plan import Action, IssueCerts, RemoveFile, WriteFile
+from etcdforge.plan import Action, IssueCerts, MovePath, RemoveFile, RemoveTree, WriteFile
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
 
@@ -52,4 +54,35 @@ class ControlFiles:
     async def perform(self, action: Action) -> str:
         if isinstance(action, WriteFile | RemoveFile):
             return await perform_control_file(action)
+        if isinstance(action, RemoveTree):
+            return await remove_tree(Path(action.path), action.marker)
+        if isinstance(action, MovePath):
+            return await move_path(Path(action.src), Path(action.dst))
         raise TypeError(f"cannot perform {type(action).__name__} here")
+
+
+async def remove_tree(path: Path, marker: str) -> str:
+    """Remove a control-machine directory holding ``marker``: everything but the marker first, so an
+    interrupted removal leaves a directory a re-run recognises and finishes."""
+    if not path.exists():
+        return "already gone"
+    keep = path / marker
+    if not keep.is_file():
+        raise WorkspaceError(f"{path} has no {marker}; not removing it")
+    for entry in sorted(path.iterdir()):
+        if entry == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            await asyncio.to_thread(shutil.rmtree, entry)
+        else:
+            entry.unlink(missing_ok=True)
+    keep.unlink()
+    path.rmdir()
+    return "removed"
+
+
+async def move_path(src: Path, dst: Path) -> str:
+    if not src.exists() and dst.exists():
+        return "already moved"
+    os.rename(src, dst)
+    return "moved"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -30,6 +29,7 @@ from etcdforge.plan import (
     InstallMemberPki,
     IssueCerts,
     MoveLeader,
+    MovePath,
     PromoteLearner,
     PutFile,
     RemoveFile,
@@ -46,7 +46,7 @@ from etcdforge.plan import (
 )
 from etcdforge.runtime import cluster_ops, releases
 from etcdforge.runtime.cluster_ops import ClusterPort
-from etcdforge.runtime.control import issue_certs, perform_control_file
+from etcdforge.runtime.control import issue_certs, move_path, perform_control_file, remove_tree
 from etcdforge.runtime.services import ServiceManager
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
@@ -132,7 +132,9 @@ class Runtime:
 
             return await verify_presented(self.ws, action, sleep=self.sleep, clock=self.clock)
         if isinstance(action, RemoveTree):
-            return await remove_workspace(Path(action.path))
+            return await remove_tree(Path(action.path), action.marker)
+        if isinstance(action, MovePath):
+            return await move_path(Path(action.src), Path(action.dst))
         raise TypeError(f"no runtime action for {type(action).__name__}")
 
     async def perform_batch(self, actions: Sequence[Action]) -> list[str]:
@@ -249,21 +251,3 @@ class Runtime:
                 clock=self.clock,
             )
         return waited.note()
-
-
-async def remove_workspace(path: Path) -> str:
-    """Remove a local workspace: everything but the spec first, so an interrupted removal leaves a
-    workspace a re-run finishes."""
-    marker = path / "cluster.yaml"
-    if not marker.is_file():
-        raise WorkspaceError(f"{path} does not look like an etcdforge workspace; not removing it")
-    for entry in sorted(path.iterdir()):
-        if entry == marker:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            await asyncio.to_thread(shutil.rmtree, entry)
-        else:
-            entry.unlink(missing_ok=True)
-    marker.unlink()
-    path.rmdir()
-    return "removed"

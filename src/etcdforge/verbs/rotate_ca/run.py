@@ -9,9 +9,7 @@ member's restart and at every phase boundary, so a re-run — after Ctrl-C, SIGK
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +17,6 @@ from pathlib import Path
 from etcdforge import certs
 from etcdforge.errors import PkiError, PlanError
 from etcdforge.executor import Reporter, Runtime, execute
-from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.pki.rotation import (
     FINISHED_DIR,
@@ -34,7 +31,8 @@ from etcdforge.pki.rotation import (
     bundle,
     fingerprint,
 )
-from etcdforge.plan import IssueCerts, Plan, Step
+from etcdforge.plan import IssueCerts, MovePath, Plan, RemoveTree, Step, WriteFile
+from etcdforge.runtime.control import ControlFiles
 from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec
 from etcdforge.verbs.member.steps import observe_view
@@ -101,8 +99,9 @@ def _read_cas(ws: Workspace, state: RotationState) -> _Cas:
     return cas
 
 
-def _prepare(spec: ClusterSpec, ws: Workspace, *, write: bool) -> tuple[RotationState, _Cas]:
-    """A new CA (same settings as the spec's CA) and the record of a rotation about to start."""
+def _prepare(spec: ClusterSpec, ws: Workspace) -> tuple[RotationState, _Cas, list[Step]]:
+    """A new CA (same settings as the spec's CA), the record of a rotation about to start, and the
+    steps that keep both in the workspace (the record last: from there on, the rotation exists)."""
     from etcdforge.pki import create_ca, key_matches, load_cert, load_key
 
     old_cert, old_key = load_cert(ws.ca_cert), load_key(ws.pki_dir / "ca-key.pem")
@@ -114,15 +113,19 @@ def _prepare(spec: ClusterSpec, ws: Workspace, *, write: bool) -> tuple[Rotation
         ws.ca_cert.read_bytes(), (ws.pki_dir / "ca-key.pem").read_bytes(), new.cert_pem(), new.key_pem()
     )
     state = RotationState("trust-both", fingerprint(old_cert), fingerprint(new.cert), now.isoformat())
-    if write:
-        d = ws.rotation_dir
-        ensure_dir(d, 0o700)
-        atomic_write(d / OLD_CA, cas.old_cert, 0o644)
-        atomic_write(d / OLD_CA_KEY, cas.old_key, 0o600)
-        atomic_write(d / NEW_CA, cas.new_cert, 0o644)
-        atomic_write(d / NEW_CA_KEY, cas.new_key, 0o600)
-        atomic_write(_state_path(ws), state.to_json(), 0o600)  # last: from here on, the rotation exists
-    return state, cas
+    d = ws.rotation_dir
+    files = ((OLD_CA, cas.old_cert, 0o644), (OLD_CA_KEY, cas.old_key, 0o600),
+             (NEW_CA, cas.new_cert, 0o644), (NEW_CA_KEY, cas.new_key, 0o600))  # fmt: skip
+    steps = [
+        Step(f"rotation/{name}", "local", WriteFile(str(d / name), data, mode, secret=mode == 0o600), why)
+        for (name, data, mode), why in zip(
+            files,
+            ("the CA now (kept until the end)", "its key", "the new CA", "the new CA's key"),
+            strict=True,
+        )
+    ]
+    steps.append(rplan.state_step(ws, state, "the rotation starts (resumable from here)"))
+    return state, cas, steps
 
 
 def _bundle_of(*pems: bytes) -> bytes:
@@ -152,7 +155,7 @@ async def rotate_ca(
         if leftover.exists():
             # the last run was interrupted while cleaning up after its rotation had finished
             if not dry_run:
-                shutil.rmtree(leftover)
+                await execute(Plan("rotate-ca", (_clean_up(leftover),)), ControlFiles(), reporter)
             return RotateResult((), None, executed=not dry_run, note="the previous CA rotation had finished")
         state = load_state(ws)
         if (
@@ -167,11 +170,12 @@ async def rotate_ca(
         runs: list[PhaseRun] = []
         async with open_runtime(spec, ws, names, accept_new_host_keys=accept_new_host_keys) as runtime:
             hosts = runtime.hosts
+            prelude: list[Step] = []
             if state is None:
                 rplan.check_ready(spec, await observe_view(spec, ws))
                 if not is_local(spec):
                     require_our_layout(spec, ws, await observe_members(spec, ws, hosts), names)
-                state, cas = _prepare(spec, ws, write=not dry_run)
+                state, cas, prelude = _prepare(spec, ws)
             else:
                 cas = _read_cas(ws, state)
             current: RotationState | None = state
@@ -182,8 +186,10 @@ async def rotate_ca(
                 # a dry run executes nothing, so only the first phase's readiness says anything now
                 check = not dry_run or not runs
                 plan, current = await _phase(
-                    spec, ws, current, cas, runtime, hosts, new_keys, timeout, dry_run, reporter, check
-                )
+                    spec, ws, current, cas, runtime, hosts, new_keys, timeout, dry_run, reporter, check,
+                    prelude,
+                )  # fmt: skip
+                prelude = []
                 runs.append(PhaseRun(phase, plan))
                 if phase == stop_after:
                     break
@@ -202,12 +208,14 @@ async def _phase(
     dry_run: bool,
     reporter: Reporter | None,
     check: bool = True,
+    prelude: Sequence[Step] = (),
 ) -> tuple[Plan, RotationState | None]:
-    """Plan and (unless ``dry_run``) run ``state``'s phase; returns the plan and the next record."""
+    """Plan and (unless ``dry_run``) run ``state``'s phase, after the ``prelude`` steps (a new
+    rotation's preparation); returns the plan and the next record."""
     if state.phase == "finish":
-        plan = Plan("rotate-ca", ())
+        plan = Plan("rotate-ca", (*prelude, *_finish_steps(ws, cas)))
         if not dry_run:
-            _finish(ws, cas)
+            await execute(plan, runtime, reporter)
         return plan, None
     view = await observe_view(spec, ws)
     trust_phase = state.phase in ("trust-both", "trust-new")
@@ -232,7 +240,7 @@ async def _phase(
             rplan.env_step(spec, ws, str(ws.trust_bundle.resolve())),
             rplan.state_step(ws, nxt, f"phase {state.phase} done"),
         ]
-        plan = Plan("rotate-ca", tuple(steps))
+        plan = Plan("rotate-ca", (*prelude, *steps))
         if not dry_run:
             await execute(plan, runtime, reporter)
         return plan, nxt
@@ -258,7 +266,7 @@ async def _phase(
     installs = install_steps(spec, ws, seen, names, frozenset(r.name for r in requests))
     verify = renew_plan.verify_steps(spec, names, dict(seen.running), peer_required=is_local(spec))
     last = rplan.state_step(ws, nxt, "phase reissue done")
-    plan = Plan("rotate-ca", (*swap, issue, *installs, *verify, last))
+    plan = Plan("rotate-ca", (*prelude, *swap, issue, *installs, *verify, last))
     if not dry_run:
         await execute(plan, runtime, reporter)
     return plan, nxt
@@ -268,23 +276,32 @@ def _names(spec: ClusterSpec) -> tuple[str, ...]:
     return tuple(m.name for m in spec.members)
 
 
-def _finish(ws: Workspace, cas: _Cas) -> None:
-    """Archive the old CA under pki/retired/ and remove the rotation record (last).
+def _finish_steps(ws: Workspace, cas: _Cas) -> list[Step]:
+    """Archive the old CA under pki/retired/, then end the rotation with one atomic rename of its
+    directory (a kill after it leaves only the clean-up, which the next run does) and remove that.
 
     ``pki/trust.pem`` stays, holding only the new CA: clients pointed at it during the rotation keep
     working, and it remains the one file that always holds what members trust.
     """
     from cryptography import x509
 
-    old = x509.load_pem_x509_certificate(cas.old_cert)
-    retired = ws.pki_dir / "retired" / f"ca-{old.not_valid_before_utc:%Y%m%d}-{old.serial_number:x}"[:64]
-    ensure_dir(retired.parent, 0o700)
-    ensure_dir(retired, 0o700)
-    atomic_write(retired / "ca.pem", cas.old_cert, 0o644)
-    atomic_write(retired / "ca-key.pem", cas.old_key, 0o600)
     if ws.trust_bundle.read_bytes() != cas.new_cert:
         raise PkiError(f"{ws.trust_bundle} should hold only the new CA now", hint="run rotate-ca again")
-    # one atomic rename ends the rotation (a crash after it leaves only clean-up, which the next run does)
+    old = x509.load_pem_x509_certificate(cas.old_cert)
+    retired = ws.pki_dir / "retired" / f"ca-{old.not_valid_before_utc:%Y%m%d}-{old.serial_number:x}"[:64]
     done = ws.pki_dir / FINISHED_DIR
-    os.rename(ws.rotation_dir, done)
-    shutil.rmtree(done)
+    return [
+        Step("retired/ca", "local", WriteFile(str(retired / "ca.pem"), cas.old_cert), "keep the old CA"),
+        Step(
+            "retired/ca-key",
+            "local",
+            WriteFile(str(retired / "ca-key.pem"), cas.old_key, 0o600, secret=True),
+            "and its key (certificates it signed can still be checked)",
+        ),
+        Step("rotation/end", "local", MovePath(str(ws.rotation_dir), str(done)), "the rotation is over"),
+        _clean_up(done),
+    ]
+
+
+def _clean_up(done: Path) -> Step:
+    return Step("rotation/clean-up", "local", RemoveTree(str(done), marker=STATE_FILE), "its record")
