@@ -12,6 +12,7 @@ import pytest
 
 from etcdforge import certs, layout
 from etcdforge.errors import PkiError, PlanError
+from etcdforge.observe.cluster import ClusterView, MemberView
 from etcdforge.observe.hosts import FileState, HostObserved
 from etcdforge.pki import create_ca, issue, observe_pki, plan_pki
 from etcdforge.pki.apply import apply_pki
@@ -26,7 +27,6 @@ from etcdforge.plan import (
     WriteFile,
 )
 from etcdforge.spec import load_spec_text
-from etcdforge.verbs.member.plan import ClusterView, MemberView
 from etcdforge.verbs.renew import plan as renew_plan
 from etcdforge.verbs.rotate_ca import plan as rplan
 from etcdforge.workspace import Workspace

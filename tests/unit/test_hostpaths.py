@@ -18,7 +18,8 @@ from support import need_root
 from etcdforge import hostpaths, layout
 from etcdforge.errors import PlanError, SpecError
 from etcdforge.hosts import LocalHost
-from etcdforge.observe.hosts import ClusterObserved, HostObserved, observe_host
+from etcdforge.observe.cluster import ClusterView
+from etcdforge.observe.hosts import HostObserved, observe_host
 from etcdforge.spec import parse_spec
 from etcdforge.verbs.apply.plan import BinarySource, plan_apply
 
@@ -244,18 +245,18 @@ def test_the_planner_refuses_unsafe_host_paths(
     spec = hosts_spec()
     hosts = {"etcd1": fresh_host(spec, guards=guards, binary_guard=binary_guard)}
     with pytest.raises(PlanError, match=expected.replace("(", r"\(").replace(")", r"\)")) as info:
-        plan_apply(spec, desired_for(spec), hosts, ClusterObserved(reachable=False), BinarySource("system"))
+        plan_apply(spec, desired_for(spec), hosts, ClusterView(reachable=False), BinarySource("system"))
     assert "\n" not in str(info.value)
 
 
 def test_force_takes_over_a_foreign_data_dir_but_never_a_symlink() -> None:
     spec = hosts_spec()
     foreign = {"etcd1": fresh_host(spec, guards={"/var/lib/etcd": ("foreign alice notes.txt",)})}
-    args = (desired_for(spec), foreign, ClusterObserved(reachable=False), BinarySource("system"))
+    args = (desired_for(spec), foreign, ClusterView(reachable=False), BinarySource("system"))
     assert plan_apply(spec, *args, force=True).steps
     linked = {"etcd1": fresh_host(spec, guards={"/var/lib/etcd": ("link /etc",)})}
     with pytest.raises(PlanError, match="symlink"):
-        plan_apply(spec, desired_for(spec), linked, ClusterObserved(reachable=False), BinarySource("system"),
+        plan_apply(spec, desired_for(spec), linked, ClusterView(reachable=False), BinarySource("system"),
                    force=True)  # fmt: skip
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from etcdforge.errors import PlanError
+from etcdforge.observe.cluster import ClusterView, MemberView
 from etcdforge.spec import MemberSpec, load_spec_text
 from etcdforge.verbs.member.plan import (
-    ClusterView,
-    MemberView,
     decide_add,
     decide_remove,
     next_local_address,

@@ -9,8 +9,8 @@ import pytest
 
 from etcdforge import layout
 from etcdforge.errors import PlanError
+from etcdforge.observe.cluster import ClusterView, MemberView
 from etcdforge.observe.hosts import (
-    ClusterObserved,
     FileState,
     HostObserved,
     parse_etcd_version,
@@ -83,11 +83,12 @@ def host(
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def cluster(leader: str = "etcd1") -> ClusterObserved:
-    return ClusterObserved(
-        reachable=True,
-        members=tuple((IDS[n], n, (f"https://10.213.77.{i + 1}:2380",), False) for i, n in enumerate(NAMES)),
-        leader_id=IDS[leader],
+def cluster(leader: str = "etcd1") -> ClusterView:
+    return ClusterView(
+        tuple(
+            MemberView(IDS[n], n, (f"https://10.213.77.{i + 1}:2380",), False, True, n == leader)
+            for i, n in enumerate(NAMES)
+        )
     )
 
 
@@ -97,7 +98,7 @@ def ids(plan: Plan) -> list[str]:
 
 def test_fresh_hosts_get_everything_then_start_together() -> None:
     hosts = {n: host(n, fresh=True) for n in NAMES}
-    plan = plan_apply(SPEC, desired(), hosts, ClusterObserved(reachable=False), SYSTEM)
+    plan = plan_apply(SPEC, desired(), hosts, ClusterView(reachable=False), SYSTEM)
     steps = ids(plan)
     assert steps[-2:] == ["cluster/start", "cluster/wait-healthy"]
     start = plan.steps[-2].action
@@ -203,9 +204,7 @@ def test_stopped_member_is_started() -> None:
 
 def test_data_unknown_to_the_cluster_is_refused_unless_forced() -> None:
     hosts = {n: host(n) for n in NAMES}
-    stranger = ClusterObserved(
-        reachable=True, members=((11, "etcd1", ("https://10.213.77.1:2380",), False),), leader_id=11
-    )
+    stranger = ClusterView((MemberView(11, "etcd1", ("https://10.213.77.1:2380",), False, True, True),))
     with pytest.raises(PlanError, match="does not know this member"):
         plan_apply(SPEC, desired(), hosts, stranger, SYSTEM)
     assert plan_apply(SPEC, desired(), hosts, stranger, SYSTEM, force=True).empty
@@ -215,7 +214,7 @@ def test_partial_data_without_a_cluster_is_refused() -> None:
     hosts = {n: host(n, running=False) for n in NAMES}
     hosts["etcd2"] = host("etcd2", running=False, has_data=False)
     with pytest.raises(PlanError, match="etcd2 have no data"):
-        plan_apply(SPEC, desired(), hosts, ClusterObserved(reachable=False), SYSTEM)
+        plan_apply(SPEC, desired(), hosts, ClusterView(reachable=False), SYSTEM)
 
 
 def test_missing_or_bad_binaries_are_refused() -> None:
@@ -262,7 +261,7 @@ def test_missing_user_and_wrong_dirs_are_created() -> None:
 
 def test_plan_json_masks_secrets_and_keeps_diffs() -> None:
     hosts = {n: host(n, fresh=True) for n in NAMES}
-    data = plan_apply(SPEC, desired(), hosts, ClusterObserved(reachable=False), SYSTEM).to_json()
+    data = plan_apply(SPEC, desired(), hosts, ClusterView(reachable=False), SYSTEM).to_json()
     text = json.dumps(data)
     assert "etcd1-server-key.pem:1" not in text  # key contents never appear
     keys = [s for s in data["steps"] if s.get("path", "").endswith("-key.pem")]
@@ -293,7 +292,7 @@ def test_a_port_taken_on_a_stopped_member_is_refused_before_any_change() -> None
     hosts = {n: host(n, fresh=True) for n in NAMES}
     hosts["etcd2"] = host("etcd2", fresh=True, listeners=(("0.0.0.0", 2379, "python3"),))
     with pytest.raises(PlanError, match=r"etcd2: port 2379 on 0\.0\.0\.0 is already in use by python3"):
-        plan_apply(SPEC, desired(), hosts, ClusterObserved(reachable=False), SYSTEM)
+        plan_apply(SPEC, desired(), hosts, ClusterView(reachable=False), SYSTEM)
     # a running member's own listeners are fine
     hosts = {n: host(n, listeners=(("10.213.77.1", 2379, "etcd"),)) for n in NAMES}
     assert plan_apply(SPEC, desired(), hosts, cluster(), SYSTEM).empty

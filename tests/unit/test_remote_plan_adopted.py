@@ -15,8 +15,8 @@ from support import need_interop_binaries
 from test_remote_plan import NAMES, SPEC, SYSTEM, cluster, desired, host, ids
 
 from etcdforge import layout
+from etcdforge.observe.cluster import ClusterView
 from etcdforge.observe.hosts import (
-    ClusterObserved,
     HostObserved,
     parse_cmdline,
     parse_observation,
@@ -105,7 +105,7 @@ def test_our_own_running_unit_is_not_restarted() -> None:
 def test_unreachable_guide_cluster_with_data_everywhere_is_not_refused() -> None:
     # `plan` before the first apply has no admin certificate yet: the cluster is not asked
     hosts = {n: guide_host(n) for n in NAMES}
-    plan = plan_apply(SPEC, desired(), hosts, ClusterObserved(reachable=False), SYSTEM)
+    plan = plan_apply(SPEC, desired(), hosts, ClusterView(reachable=False), SYSTEM)
     assert [s for s in ids(plan) if s.endswith("/restart")] == [f"{n}/restart" for n in NAMES]
 
 

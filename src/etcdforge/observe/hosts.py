@@ -325,22 +325,3 @@ async def observe_host(
         guards={g: tuple(sections.get(f"guard {g}", [])) for g in guards},
         binary_guard=tuple(sections.get("binguard", [])),
     )
-
-
-@dataclass(frozen=True)
-class ClusterObserved:
-    """What etcd says, if any member answers: names and IDs of members, and who leads."""
-
-    reachable: bool
-    members: tuple[tuple[int, str, tuple[str, ...], bool], ...] = ()  # (id, name, peer_urls, is_learner)
-    leader_id: int | None = None
-    healthy: Mapping[str, bool] | None = None  # client URL -> healthy
-
-    def member_id(self, name: str) -> int | None:
-        for mid, mname, _, _ in self.members:
-            if mname == name:
-                return mid
-        return None
-
-    def knows_peer_url(self, url: str) -> bool:
-        return any(url in urls for _, _, urls, _ in self.members)

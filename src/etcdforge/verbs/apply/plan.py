@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from etcdforge import binaries, hostpaths, layout, render, topology
 from etcdforge.errors import PlanError
-from etcdforge.observe.hosts import ClusterObserved, HostObserved
+from etcdforge.observe.cluster import ClusterView
+from etcdforge.observe.hosts import HostObserved
 from etcdforge.plan import (
     FetchRelease,
     HostCommand,
@@ -149,7 +150,7 @@ def plan_apply(
     spec: ClusterSpec,
     desired: Mapping[str, Sequence[layout.DesiredFile]],
     hosts: Mapping[str, HostObserved],
-    cluster: ClusterObserved,
+    cluster: ClusterView,
     source: BinarySource,
     *,
     pending_paths: Mapping[str, Mapping[str, str]] | None = None,

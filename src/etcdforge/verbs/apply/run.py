@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etcdforge import binaries, certs, layout
-from etcdforge.errors import EtcdError, PlanError
+from etcdforge.errors import PlanError
 from etcdforge.executor import Reporter, execute
 from etcdforge.hosts.base import Host
-from etcdforge.observe.hosts import ClusterObserved, HostObserved, observe_host
+from etcdforge.observe.cluster import observe_cluster
+from etcdforge.observe.hosts import HostObserved, observe_host
 from etcdforge.plan import IssueCerts, Plan, Step
 from etcdforge.runtime import releases
 from etcdforge.runtime.factory import connected, make_runtime
 from etcdforge.spec import ClusterSpec
 from etcdforge.verbs.apply.plan import BinarySource, managed_dirs, plan_apply
 from etcdforge.verbs.up.run import locked_workspace
-from etcdforge.workspace import Workspace, admin_client, load_workspace
+from etcdforge.workspace import Workspace, load_workspace
 
 if TYPE_CHECKING:
     from etcdforge.pki import PkiPlan
@@ -81,23 +82,6 @@ async def observe_hosts(spec: ClusterSpec, hosts: Mapping[str, Host]) -> dict[st
         )
     )
     return {r.member: r for r in results}
-
-
-async def observe_cluster(spec: ClusterSpec, ws: Workspace) -> ClusterObserved:
-    """Ask etcd itself (with the admin certificate) who the members are and who leads."""
-    if not Path(ws.client_paths().cert).is_file():
-        return ClusterObserved(reachable=False)
-    async with admin_client(spec, ws, timeout=2.0) as client:
-        try:
-            members = await client.member_list()
-            leader = await client.leader()
-        except EtcdError:
-            return ClusterObserved(reachable=False)
-    return ClusterObserved(
-        reachable=True,
-        members=tuple((m.id, m.name, tuple(m.peer_urls), m.is_learner) for m in members),
-        leader_id=leader.leader,
-    )
 
 
 def ca_key_ids(spec: ClusterSpec, ws: Workspace) -> frozenset[str]:
@@ -163,7 +147,9 @@ async def _plan(
     certificates the first step issues are deferred values (read from the workspace when they run)."""
     source = binary_source(spec)
     pki_plan, pki_items = _pki_plan(spec, ws)
-    observed, cluster = await asyncio.gather(observe_hosts(spec, hosts), observe_cluster(spec, ws))
+    observed, cluster = await asyncio.gather(
+        observe_hosts(spec, hosts), observe_cluster(spec, ws, required=False)
+    )
     desired, pending = desired_host_files(spec, ws, {n for n, _ in pki_items})
     host_plan = plan_apply(
         spec,

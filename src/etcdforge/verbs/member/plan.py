@@ -22,45 +22,8 @@ from dataclasses import dataclass
 
 from etcdforge import topology
 from etcdforge.errors import PlanError
+from etcdforge.observe.cluster import ClusterView
 from etcdforge.spec import ClusterSpec, MemberSpec
-
-
-@dataclass(frozen=True)
-class MemberView:
-    id: int
-    name: str  # "" for a member that was added but never started
-    peer_urls: tuple[str, ...]
-    is_learner: bool
-    healthy: bool
-    is_leader: bool
-
-    @property
-    def started(self) -> bool:
-        return bool(self.name)
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    members: tuple[MemberView, ...]
-
-    @property
-    def voters(self) -> tuple[MemberView, ...]:
-        return tuple(m for m in self.members if not m.is_learner)
-
-    @property
-    def pending(self) -> tuple[MemberView, ...]:
-        """Changes in flight: learners not promoted yet, members added but never started."""
-        return tuple(m for m in self.members if m.is_learner or not m.started)
-
-    def by_peer_url(self, url: str) -> MemberView | None:
-        return next((m for m in self.members if url in m.peer_urls), None)
-
-    def by_name(self, name: str) -> MemberView | None:
-        return next((m for m in self.members if m.name == name), None)
-
-    @property
-    def leader(self) -> MemberView | None:
-        return next((m for m in self.members if m.is_leader), None)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from etcdforge import topology
 from etcdforge.errors import EtcdforgeError, PlanError, StepError
 from etcdforge.executor import Confirm, Reporter, Runtime, execute
 from etcdforge.hosts.base import Host
+from etcdforge.observe.cluster import ClusterView
 from etcdforge.plan import (
     AddLearner,
     IssueCerts,
@@ -38,7 +39,6 @@ from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
 from etcdforge.verbs.member import steps as steps_mod
 from etcdforge.verbs.member.plan import (
-    ClusterView,
     decide_add,
     decide_remove,
     next_local_address,

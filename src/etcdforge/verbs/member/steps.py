@@ -4,16 +4,15 @@ steps that deploy, stop and record a member in either mode (see :mod:`etcdforge.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from etcdforge import layout, render, topology
-from etcdforge.errors import EtcdError, PlanError
 from etcdforge.hosts.base import Host
+from etcdforge.observe.cluster import ClusterView, observe_cluster
 from etcdforge.plan import (
     InstallMemberPki,
     IssueCerts,
@@ -28,42 +27,13 @@ from etcdforge.plan import (
 from etcdforge.runtime.factory import is_local
 from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec, MemberSpec, dump_spec
-from etcdforge.verbs.member.plan import ClusterView, MemberView
 from etcdforge.verbs.up.plan import member_pki_files
-from etcdforge.workspace import Workspace, admin_client
+from etcdforge.workspace import Workspace
 
 
 async def observe_view(spec: ClusterSpec, ws: Workspace) -> ClusterView:
-    """Members as etcd lists them, with real health: voters answer a linearizable read, learners a status."""
-    async with admin_client(spec, ws, timeout=3.0) as client:
-        try:
-            members = await client.member_list()
-        except EtcdError as exc:
-            raise PlanError(
-                f"the cluster does not answer: {exc}", hint="`etcdforge health` shows why"
-            ) from None
-        statuses = await client.status_all()
-        leader_ids = {s.leader for s in statuses if not isinstance(s, EtcdError) and s.leader}
-        leader = leader_ids.pop() if len(leader_ids) == 1 else None
-
-        async def healthy(urls: Sequence[str], learner: bool) -> bool:
-            if not urls:
-                return False
-            if learner:
-                try:
-                    await client.status(urls[0])
-                    return True
-                except EtcdError:
-                    return False
-            return (await client.health(urls[0])).healthy
-
-        health = await asyncio.gather(*(healthy(m.client_urls, m.is_learner) for m in members))
-    return ClusterView(
-        tuple(
-            MemberView(m.id, m.name, tuple(m.peer_urls), m.is_learner, ok, m.id == leader)
-            for m, ok in zip(members, health, strict=True)
-        )
-    )
+    """Members as etcd lists them, with real health (the cluster must answer)."""
+    return await observe_cluster(spec, ws)
 
 
 def host_of(url: str) -> str:
@@ -216,16 +186,16 @@ async def deploy_steps(
                 f"joins as a learner (etcd {binary.path})",
             ),
         ]
-    from etcdforge.observe.hosts import ClusterObserved
+    from etcdforge.observe.cluster import MemberView
     from etcdforge.verbs.apply.plan import plan_apply
     from etcdforge.verbs.apply.run import binary_source, ca_key_ids, desired_host_files, observe_hosts
 
     sub = spec.model_copy(update={"members": (member,)})
     observed = await observe_hosts(sub, {member.name: hosts[member.name]})
     desired, pending = desired_host_files(spec, ws, set(issued))
-    cluster = ClusterObserved(
-        reachable=True, members=((0, member.name, (topology.peer_url(spec, member),), True),)
-    )
+    # the cluster as it will be when these steps run: the new member registered as a learner
+    learner = MemberView(0, member.name, (topology.peer_url(spec, member),), True, False, False)
+    cluster = ClusterView((learner,))
     plan = plan_apply(
         spec,
         {member.name: desired[member.name]},

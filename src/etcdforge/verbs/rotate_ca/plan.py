@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from etcdforge import layout, render, topology
 from etcdforge.errors import PlanError
+from etcdforge.observe.cluster import ClusterView
 from etcdforge.pki.rotation import STATE_FILE, RotationState
 from etcdforge.plan import (
     MoveLeader,
@@ -31,7 +32,6 @@ from etcdforge.plan import (
 )
 from etcdforge.runtime.factory import is_local
 from etcdforge.spec import ClusterSpec
-from etcdforge.verbs.member.plan import ClusterView
 from etcdforge.workspace import Workspace
 
 
