@@ -185,6 +185,9 @@ class Runtime:
         """Copy workspace PKI files to the member (read when the step runs: an earlier step of the same
         plan may have issued them); a destination already identical is left alone."""
         host = self.host(action.member)
+        # a member's PKI directory is its own: created 0700 when missing (an existing one is left as is)
+        parents = sorted({str(Path(dst).parent) for _, dst, _ in action.files})
+        await host.run(["mkdir", "-p", "-m", "0700", "--", *parents])
         changed = 0
         for src, dst, mode in action.files:
             data = read_optional(Path(src))
