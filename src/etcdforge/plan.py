@@ -47,6 +47,8 @@ class IssueCerts:
     plan: PkiPlan | None = field(repr=False, compare=False)
     #: a deferred plan issues with new key pairs (not only new certificates for the old keys)
     new_keys: bool = False
+    #: a deferred plan covers only these certificates (empty: every certificate of the spec)
+    only: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "issue-certs", "certificates": [{"name": n, "reason": r} for n, r in self.items]}
@@ -356,6 +358,8 @@ Verb = Literal[
     "member-replace",
     "pki-renew",
     "rotate-ca",
+    "pki-import",
+    "adopt",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,14 @@ from support import GUIDE_CA_CONFIG, GUIDE_CA_CSR, run_cli
 
 from etcdforge import certs
 from etcdforge.errors import PkiError
+from etcdforge.executor import execute
 from etcdforge.pki import CaSettings, CertRequest, KeyPair, KeySpec, Profile, SubjectNames, create_ca, issue
 from etcdforge.pki.import_cfssl import analyze
 from etcdforge.pki.keys import parse_cert, parse_key
+from etcdforge.plan import Plan
+from etcdforge.runtime.control import ControlFiles
 from etcdforge.spec import load_spec
-from etcdforge.verbs.pki_import import write_import
+from etcdforge.verbs.pki_import import import_steps
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 RSA = KeySpec("rsa", 2048)
@@ -164,17 +168,20 @@ def test_without_json_new_leaves_keep_the_guides_key_type_and_names() -> None:
     assert imp.leaf_subject == NAMES
 
 
-def test_write_puts_the_ca_in_the_workspace_once_and_refuses_another(tmp_path: Path) -> None:
+def test_import_steps_put_the_ca_in_the_workspace_once_and_refuse_another(tmp_path: Path) -> None:
     imp = analyze(guide_dir(), NOW)
-    written = write_import(tmp_path, imp)
+    steps = import_steps(tmp_path, imp)
     pki = tmp_path / "pki"
-    assert pki / "ca.pem" in written and pki / "ca-key.pem" in written
+    # the key first (a CA certificate without its key is refused by `plan`), secret in the plan
+    assert [s.id for s in steps[:2]] == ["pki/ca-key", "pki/ca"]
+    assert steps[0].to_json()["sha256"] == "(secret)"
+    asyncio.run(execute(Plan("pki-import", tuple(steps)), ControlFiles()))
     assert (pki / "ca-key.pem").read_bytes() == imp.ca_key_pem
     assert stat.S_IMODE((pki / "ca-key.pem").stat().st_mode) == 0o600
     assert (pki / "cfssl" / "etcd-ca-config.json").is_file()
-    assert write_import(tmp_path, imp) == []  # idempotent
+    assert import_steps(tmp_path, imp) == []  # idempotent
     with pytest.raises(PkiError, match="already holds a different CA"):
-        write_import(tmp_path, analyze(guide_dir(ca("another")), NOW))
+        import_steps(tmp_path, analyze(guide_dir(ca("another")), NOW))
     assert (pki / "ca-key.pem").read_bytes() == imp.ca_key_pem
 
 

@@ -24,7 +24,7 @@ def pki_import_cfssl(source: Path, directory: Path | None) -> None:
     from etcdforge.verbs.pki_import import import_cfssl
 
     d = workspace_dir(directory)
-    result = import_cfssl(d, source)
+    result = run_async(import_cfssl(d, source))
     console = make_console()
     for line in result.imported.report():
         style = "yellow" if line.startswith("warning:") else ""
@@ -43,6 +43,9 @@ def pki_import_cfssl(source: Path, directory: Path | None) -> None:
 @hosts_options
 @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (never changed ones).")
 @click.option("--force", is_flag=True, help="Overwrite an existing cluster.yaml.")
+@click.option(
+    "--dry-run", is_flag=True, help="Read the cluster and show what would be written; write nothing."
+)
 def adopt(
     directory: Path | None,
     members: tuple[str, ...],
@@ -54,6 +57,7 @@ def adopt(
     sudo: bool,
     accept_new_host_keys: bool,
     force: bool,
+    dry_run: bool,
 ) -> None:
     """Describe a running hand-built cluster (the guide's) in DIR; changes nothing on the hosts.
 
@@ -69,7 +73,13 @@ def adopt(
     ssh = SshOptions(user=ssh_user, port=ssh_port, key=ssh_key, known_hosts=known_hosts, sudo=sudo)
     result = run_async(
         adopt_op(
-            d, members=members, name=name, ssh=ssh, accept_new_host_keys=accept_new_host_keys, force=force
+            d,
+            members=members,
+            name=name,
+            ssh=ssh,
+            accept_new_host_keys=accept_new_host_keys,
+            force=force,
+            dry_run=dry_run,
         )
     )
     console = make_console()
@@ -117,6 +127,11 @@ def adopt(
             "the guide's certificates stay on the members and stay valid (same CA) for existing etcdctl "
             "setups; delete them once nothing uses them"
         )
+    if dry_run:
+        for line in result.plan.lines():
+            console.print(line, markup=False)
+        console.print(f"dry run: nothing was written in {d} (nor changed on the hosts)")
+        return
     console.print(
         f"wrote {result.spec_path} and the admin client certificate; nothing was changed on the hosts. "
         f"Next: etcdforge plan --dir {d}, then etcdforge apply --dir {d} (rolling restarts, one at a time)"

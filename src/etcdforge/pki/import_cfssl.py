@@ -14,7 +14,7 @@ analysis is pure. Names recognised (cfssljson ``-bare`` output and the guide's J
 Invariants: the CA certificate must be a CA and its key must match; the leaves are checked (chain,
 key, usages, expiry) and their problems reported, but never imported: etcdforge issues one server and
 one peer certificate per member from the same CA. Reading a directory is the only I/O here; writing the
-result into a workspace is :func:`etcdforge.verbs.pki_import.write_import`.
+result into a workspace is :func:`etcdforge.verbs.pki_import.import_steps`.
 """
 
 from __future__ import annotations

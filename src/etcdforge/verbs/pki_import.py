@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from etcdforge.errors import PkiError, SpecError
-from etcdforge.fsutil import atomic_write, ensure_dir
+from etcdforge.executor import execute
 from etcdforge.pki.import_cfssl import CFSSL_SUBDIR, CfsslImport, analyze, read_source_dir
 from etcdforge.pki.keys import key_matches, parse_cert, parse_key
 from etcdforge.pki.observe import CA_CERT, CA_KEY
+from etcdforge.plan import Plan, Step, WriteFile
+from etcdforge.runtime.control import ControlFiles
 from etcdforge.spec import ClusterSpec, dump_spec, load_spec, load_spec_text, parse_spec
 from etcdforge.workspace import Workspace
 
@@ -28,8 +30,9 @@ class ImportResult:
     spec_updated: bool
 
 
-def write_import(workspace: Path, imp: CfsslImport) -> list[Path]:
-    """Put the CA and the JSON into the workspace; refuse to replace a different CA. Returns the paths."""
+def import_steps(workspace: Path, imp: CfsslImport) -> list[Step]:
+    """The writes that put the CA and the JSON into the workspace (none for what is already there);
+    a different CA already there is refused."""
     pki = workspace / "pki"
     cert_path, key_path = pki / CA_CERT, pki / CA_KEY
     have_cert = parse_cert(cert_path.read_bytes(), origin=str(cert_path)) if cert_path.is_file() else None
@@ -41,21 +44,18 @@ def write_import(workspace: Path, imp: CfsslImport) -> list[Path]:
             f"{pki} already holds a different CA",
             hint="etcdforge never replaces a CA; use a new --dir, or move the old pki/ away",
         )
-    ensure_dir(pki)
-    written: list[Path] = []
+    steps: list[Step] = []
     if have_key is None:  # the key first: a CA certificate without its key is refused by `plan`
-        atomic_write(key_path, imp.ca_key_pem, 0o600)
-        written.append(key_path)
+        write = WriteFile(str(key_path), imp.ca_key_pem, 0o600, secret=True)
+        steps.append(Step("pki/ca-key", "local", write, "the CA's key (it never leaves the workspace)"))
     if have_cert is None:
-        atomic_write(cert_path, imp.ca_cert_pem, 0o644)
-        written.append(cert_path)
+        steps.append(Step("pki/ca", "local", WriteFile(str(cert_path), imp.ca_cert_pem), "the CA"))
     cfssl_dir = workspace / CFSSL_SUBDIR
     for name, data in sorted(imp.configs.items()):
         path = cfssl_dir / name
         if not path.is_file() or path.read_bytes() != data:
-            atomic_write(path, data, 0o644)
-            written.append(path)
-    return written
+            steps.append(Step(f"pki/cfssl:{name}", "local", WriteFile(str(path), data), "cfssl settings"))
+    return steps
 
 
 def pki_settings(imp: CfsslImport) -> dict[str, Any]:
@@ -84,19 +84,22 @@ def updated_spec(spec: ClusterSpec, imp: CfsslImport) -> ClusterSpec:
     return parse_spec(data)
 
 
-def import_cfssl(directory: Path, source: Path) -> ImportResult:
-    """Import ``source`` into the workspace at ``directory`` (created if needed)."""
+async def import_cfssl(directory: Path, source: Path) -> ImportResult:
+    """Import ``source`` into the workspace at ``directory`` (created if needed): one plan of writes,
+    the spec (validated first) last."""
     from etcdforge.verbs.up.run import workspace_lock
 
     ws = Workspace(directory)
     with workspace_lock(ws):  # the spec is read and written under the lock
         imp = analyze(read_source_dir(source), datetime.now(UTC))
-        new_spec: ClusterSpec | None = None
+        steps = import_steps(directory, imp)
+        updated = False
         if ws.exists():
-            new_spec = updated_spec(load_spec(ws.spec_path), imp)
-        written = write_import(directory, imp)
-        if new_spec is not None:
-            text = dump_spec(new_spec)
+            text = dump_spec(updated_spec(load_spec(ws.spec_path), imp))
             load_spec_text(text, source=str(ws.spec_path))
-            atomic_write(ws.spec_path, text.encode(), 0o644)
-    return ImportResult(imp, tuple(written), new_spec is not None)
+            steps.append(Step("workspace/write-spec", "local", WriteFile(str(ws.spec_path), text.encode()),
+                              "pki: the imported cfssl settings"))  # fmt: skip
+            updated = True
+        await execute(Plan("pki-import", tuple(steps)), ControlFiles())
+    written = tuple(Path(s.action.path) for s in steps if isinstance(s.action, WriteFile))
+    return ImportResult(imp, written, updated)

@@ -22,14 +22,16 @@ from typing import Any
 
 from etcdforge import layout
 from etcdforge.errors import EtcdError, PlanError, WorkspaceError
+from etcdforge.executor import execute
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.observe import adopted as ao
 from etcdforge.pki.import_cfssl import CfsslImport, analyze
-from etcdforge.runtime.factory import connected
+from etcdforge.plan import IssueCerts, Plan, Step, WriteFile
+from etcdforge.runtime.factory import connected, make_runtime
 from etcdforge.spec import SPEC_FILE, ClusterSpec, load_spec_text
 from etcdforge.verbs.init import parse_members, render_spec
-from etcdforge.verbs.pki_import import pki_settings, write_import
+from etcdforge.verbs.pki_import import import_steps, pki_settings
 from etcdforge.workspace import Workspace
 
 
@@ -44,6 +46,7 @@ class SshOptions:
 
 @dataclass(frozen=True)
 class AdoptResult:
+    plan: Plan  # what adopt writes in the workspace (nothing on the hosts)
     spec_path: Path
     settings: ao.AdoptedSettings
     imported: CfsslImport
@@ -182,14 +185,16 @@ async def adopt(
     ssh: SshOptions,
     accept_new_host_keys: bool = False,
     force: bool = False,
+    dry_run: bool = False,
 ) -> AdoptResult:
-    """Read a hand-built cluster (read-only on the hosts) and write the workspace, under its lock."""
+    """Read a hand-built cluster (read-only on the hosts) and write the workspace, under its lock: one
+    plan (the CA and cfssl settings, the admin certificate, the spec last); ``dry_run`` writes nothing."""
     from etcdforge.verbs.up.run import workspace_lock
 
     with workspace_lock(Workspace(directory)):
         return await _adopt(
             directory, members=members, name=name, ssh=ssh, accept_new_host_keys=accept_new_host_keys,
-            force=force,
+            force=force, dry_run=dry_run,
         )  # fmt: skip
 
 
@@ -201,6 +206,7 @@ async def _adopt(
     ssh: SshOptions,
     accept_new_host_keys: bool,
     force: bool,
+    dry_run: bool,
 ) -> AdoptResult:
     ws = Workspace(directory)
     spec_path = directory / SPEC_FILE
@@ -254,21 +260,26 @@ async def _adopt(
         ),
     )
     spec = load_spec_text(final, source=str(spec_path))  # never write a spec that would not load
-    ensure_dir(directory)
-    write_import(directory, imp)
-    issue_admin_certificate(spec, ws)
-    atomic_write(spec_path, final.encode(), 0o644)  # last: a failed adopt leaves no spec behind
-    return AdoptResult(spec_path, settings, imp, ca_key_on, tuple(facts))
+    plan = Plan(
+        "adopt",
+        (
+            *import_steps(directory, imp),
+            admin_certificate_step(spec, ws),
+            # last: a failed adopt leaves no spec behind
+            Step("workspace/write-spec", "local", WriteFile(str(spec_path), final.encode()), "adopted"),
+        ),
+    )
+    if not dry_run:
+        await execute(plan, make_runtime(spec, ws, {}))
+    return AdoptResult(plan, spec_path, settings, imp, ca_key_on, tuple(facts))
 
 
-def issue_admin_certificate(spec: ClusterSpec, ws: Workspace) -> None:
+def admin_certificate_step(spec: ClusterSpec, ws: Workspace) -> Step:
     """Only the tool's own client certificate (the members' come with ``apply``): with it ``plan`` can ask
-    the adopted cluster who leads, and ``status``/``health``/``env`` work at once."""
-    from etcdforge import certs, topology
-    from etcdforge.pki import apply_pki
-    from etcdforge.workspace_pki import plan_workspace_pki
+    the adopted cluster who leads, and ``status``/``health``/``env`` work at once. Its PKI plan is made
+    when the step runs (deferred): the CA it signs with is written by the steps before it."""
+    from etcdforge import topology
 
     admin = topology.client_cert_name(topology.ADMIN_CLIENT)
-    requests = [r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name == admin]
-    plan = plan_workspace_pki(spec, ws, requests=requests, use_external_ca=False)
-    apply_pki(ws.pki_dir, plan, datetime.now(UTC))
+    why = "the tool's own client certificate"
+    return Step("pki/issue", "local", IssueCerts(((admin, why),), None, only=(admin,)), why)
