@@ -220,6 +220,11 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
         wrong.returncode != 0 and "runs as --name=etcd1" in wrong.stderr and "Traceback" not in wrong.stderr
     )
     assert not (ws / "cluster.yaml").exists()
+    # a dry run reads everything and shows its plan (the CA key first, the spec last), writing nothing
+    dry = run_cli("adopt", "--dir", str(ws), *members, *ssh, "--dry-run").stdout
+    lines = [line.split()[0] for line in dry.splitlines() if line.startswith(("pki/", "workspace/"))]
+    assert lines[0] == "pki/ca-key" and lines[-1] == "workspace/write-spec" and "pki/issue" in lines, dry
+    assert not (ws / "cluster.yaml").exists() and not (ws / "pki" / "ca-key.pem").exists()
     out = run_cli("adopt", "--dir", str(ws), *members, *ssh).stdout
     print(out)
     assert "nothing was changed on the hosts" in out and "etcd-ca-key.pem" in out, out
