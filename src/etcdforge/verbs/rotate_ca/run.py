@@ -259,13 +259,15 @@ async def _phase(
     )
     names = _names(spec)
     seen = await observe_members(spec, ws, hosts)
-    if not all(seen.running.values()):
-        stopped = ", ".join(m for m, r in seen.running.items() if not r)
+    running = dict(seen.running) if check else dict.fromkeys(names, True)  # (a dry run's later phase:
+    # the earlier phases, which would start a stopped member, have not run)
+    if not all(running.values()):
+        stopped = ", ".join(m for m, r in running.items() if not r)
         raise PlanError(
             f"{stopped} stopped during the CA rotation", hint="start it, then run rotate-ca again"
         )
     installs = install_steps(spec, ws, seen, names, frozenset(r.name for r in requests))
-    verify = renew_plan.verify_steps(spec, names, dict(seen.running), peer_required=is_local(spec))
+    verify = renew_plan.verify_steps(spec, names, running, peer_required=is_local(spec))
     last = rplan.state_step(ws, nxt, "phase reissue done")
     plan = Plan("rotate-ca", (*prelude, *swap, issue, *installs, *verify, last))
     if not dry_run:
