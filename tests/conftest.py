@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # gRPC's C core logs every refused TLS handshake to stderr; the tests assert on our own messages instead.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
@@ -16,9 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 _GROUPS = {"integration": "loopback", "hosts": "test-hosts"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into scheduling groups
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
-    import pytest
-
     root = Path(__file__).parent
     for item in items:
         part = Path(str(item.fspath)).relative_to(root).parts[0]
