@@ -183,6 +183,26 @@ def test_changed_setting_rolls_one_member_at_a_time_under_a_writer(hosts: TestHo
     conf = hosts.run(hosts.hosts[0], ["cat", "/etc/etcd/etcd.conf.yml"]).stdout
     assert "election-timeout: 1200" in conf
 
+    # kill points (a sample on hosts): apply SIGKILLed after the first member's restart, and in the middle
+    # of the second's; each time another command works meanwhile and a re-run converges
+    from killpoints import kill_and_rerun
+
+    async def converged(directory: Path) -> None:
+        assert step_ids(plan_json(directory)) == [], "a re-run of apply left changes to make"
+        run_cli("health", "--dir", str(directory))
+
+    for n, timeout in enumerate((1400, 1600)):
+        spec_path.write_text(spec_path.read_text().replace(f"election_timeout_ms: {timeout - 200}",
+                                                           f"election_timeout_ms: {timeout}"))  # fmt: skip
+        rolls = [s for s in step_ids(plan_json(ws)) if s.endswith("/restart")]
+        point = f"after:{rolls[0]}" if n == 0 else f"during:{rolls[1]}"
+        outcome = asyncio.run(
+            kill_and_rerun(ws, ("apply", "--yes"), point, probes=(("status", "-o", "json"),), check=converged)
+        )
+        assert outcome.rerun == 0, outcome
+    conf = hosts.run(hosts.hosts[1], ["cat", "/etc/etcd/etcd.conf.yml"]).stdout
+    assert "election-timeout: 1600" in conf
+
 
 def test_systemd_restarts_a_killed_member_and_a_rebooted_host_comes_back(
     hosts: TestHosts, tmp_path: Path
