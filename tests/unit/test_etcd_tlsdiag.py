@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,60 @@ def test_split_endpoint(url: str, parts: tuple[str, str, int]) -> None:
 def test_split_endpoint_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
         split_endpoint(bad)
+
+
+def test_the_unknown_ca_probe_never_presents_our_client_certificate(tmp_path: Path) -> None:
+    """A server signed by a CA we do not trust gets no client certificate from the diagnosis: the second
+    (unverified) handshake that reads who issued its certificate authenticates as nobody."""
+    import asyncio
+    import ssl
+    import threading
+    from datetime import UTC, datetime
+
+    from etcdforge.etcd.tlsdiag import diagnose
+    from etcdforge.etcd.types import TlsFiles
+    from etcdforge.pki import CaSettings, CertRequest, create_ca, issue
+
+    now = datetime.now(UTC)
+    rogue, ours = create_ca(CaSettings(cn="rogue-ca"), now), create_ca(CaSettings(cn="our-ca"), now)
+    server = issue(rogue, CertRequest("srv", "srv", "server", ip_sans=("127.0.0.1",)), now)
+    client = issue(ours, CertRequest("admin", "admin", "client"), now)
+    files = {
+        "srv.pem": server.cert_pem(),
+        "srv-key.pem": server.key_pem(),
+        "ours.pem": ours.cert_pem(),
+        "c.pem": client.cert_pem(),
+        "c-key.pem": client.key_pem(),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "srv.pem", tmp_path / "srv-key.pem")
+    ctx.load_verify_locations(tmp_path / "ours.pem")  # it would accept our client certificate
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    presented: list[bool] = []
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    presented.append(tls.getpeercert() is not None and tls.getpeercert() != {})
+                    tls.recv(1)
+            except (ssl.SSLError, OSError):
+                presented.append(False)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        tls = TlsFiles(ca=tmp_path / "ours.pem", cert=tmp_path / "c.pem", key=tmp_path / "c-key.pem")
+        err = asyncio.run(diagnose(f"https://127.0.0.1:{port}", tls))
+        thread.join(10)
+    finally:
+        listener.close()
+    assert isinstance(err, EtcdTLSError) and "rogue-ca" in err.message  # the issuer was still read
+    assert presented == [False, False]  # and no handshake carried our certificate

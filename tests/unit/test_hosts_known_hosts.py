@@ -60,14 +60,19 @@ def test_missing_file_means_unknown(tmp_path: Path, k1: asyncssh.SSHKey) -> None
     assert check.fingerprint.startswith("SHA256:")
 
 
-def test_known_by_name_or_by_address(tmp_path: Path, k1: asyncssh.SSHKey) -> None:
+def test_known_by_the_specs_name_only_never_by_the_address_it_resolves_to(
+    tmp_path: Path, k1: asyncssh.SSHKey
+) -> None:
     kh = tmp_path / "known_hosts"
     kh.write_text(f"etcd1 {_pub(k1)}\n")
     assert _verdict(kh, k1) is Verdict.KNOWN
-    kh.write_text(f"10.0.0.1 {_pub(k1)}\n")
-    assert _verdict(kh, k1) is Verdict.KNOWN
     kh.write_text(f"other,etcd* {_pub(k1)}\n")
     assert _verdict(kh, k1) is Verdict.KNOWN
+    # a line for the address etcd1 resolves to now (another machine's, once) does not vouch for etcd1
+    kh.write_text(f"10.0.0.1 {_pub(k1)}\n")
+    assert _verdict(kh, k1) is Verdict.UNKNOWN
+    assert _verdict(kh, k1, port=2222) is Verdict.UNKNOWN
+    assert _verdict(kh, k1, host="10.0.0.1") is Verdict.KNOWN  # a spec that names the address
 
 
 def test_hashed_entries(tmp_path: Path, k1: asyncssh.SSHKey, k2: asyncssh.SSHKey) -> None:
@@ -89,7 +94,8 @@ def test_ports_do_not_fall_back_to_the_bare_host(
     assert _verdict(kh, k1, port=2222) is Verdict.CHANGED
     assert _verdict(kh, k1, port=2223) is Verdict.UNKNOWN  # OpenSSH: no fallback to "etcd1"
     kh.write_text(f"[10.0.0.1]:2222 {_pub(k2)}\n")
-    assert _verdict(kh, k2, port=2222) is Verdict.KNOWN
+    assert _verdict(kh, k2, port=2222) is Verdict.UNKNOWN  # by the spec's name only (etcd1)
+    assert _verdict(kh, k2, host="10.0.0.1", port=2222) is Verdict.KNOWN
 
 
 def test_changed_names_lines_and_old_fingerprints(
@@ -163,3 +169,27 @@ def test_concurrent_appends_lose_no_line(tmp_path: Path) -> None:
         t.join()
     lines = kh.read_text().splitlines()
     assert sorted(lines) == sorted(f"etcd{i} {_pub(key)}" for i, key in enumerate(keys))
+
+
+def test_without_an_identity_file_only_the_default_identity_is_used_and_its_absence_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No silent fall-back to whatever asyncssh would try: the spec's file, else the first of
+    ~/.ssh/id_ed25519, id_ecdsa, id_rsa, named in every error."""
+    import asyncio
+
+    from etcdforge.hosts.errors import HostAuthError
+    from etcdforge.hosts.ssh import SshTarget, _client_keys, default_identity
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    target = SshTarget(host="127.0.0.1", port=22, user="root", identity_file=None, sudo=False)
+    with pytest.raises(HostAuthError, match=r"no identity file: ssh\.identity_file is not set"):
+        asyncio.run(_client_keys("etcd1", target))
+    ssh = tmp_path / ".ssh"
+    ssh.mkdir()
+    for name in ("id_rsa", "id_ecdsa"):
+        key = asyncssh.generate_private_key("ssh-rsa" if name == "id_rsa" else "ecdsa-sha2-nistp256")
+        (ssh / name).write_bytes(key.export_private_key())
+    assert default_identity() == ssh / "id_ecdsa"  # OpenSSH's order: ed25519, ecdsa, rsa
+    keys = asyncio.run(_client_keys("etcd1", target))
+    assert len(keys) == 1 and keys[0].algorithm == b"ecdsa-sha2-nistp256"

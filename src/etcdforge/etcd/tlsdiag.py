@@ -211,7 +211,9 @@ def _context(tls: TlsFiles | None, *, verify: bool, check_hostname: bool) -> ssl
     ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
     if verify and tls is not None:
         ctx.load_verify_locations(cafile=str(tls.ca))
-    if tls is not None and tls.cert is not None and tls.key is not None:
+    # our client certificate only ever goes to a server whose chain we verified: an unverified probe
+    # (to read who issued an unknown server's certificate) authenticates as nobody
+    if verify and tls is not None and tls.cert is not None and tls.key is not None:
         ctx.load_cert_chain(str(tls.cert), str(tls.key))
     return ctx
 

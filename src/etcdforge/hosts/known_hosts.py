@@ -77,20 +77,16 @@ def _matches(entry: asyncssh.SSHKnownHosts, host: str, addr: str, port: int) -> 
     With ``port=None`` asyncssh matches the names as given, so for a non-default port we pass the
     bracketed names ourselves and no bare-host entry can match.
     """
-    keys: list[asyncssh.SSHKey] = []
-    if port == DEFAULT_SSH_PORT:
-        names = [(host, addr)]
-    else:
-        names = [(f"[{host}]:{port}", ""), (f"[{addr}]:{port}", "")] if addr else [(f"[{host}]:{port}", "")]
-    for name, address in names:
-        trusted, _ca, revoked, *_ = entry.match(name, address, None)
-        keys.extend(trusted)
-        keys.extend(revoked)
-    return keys
+    # By the name the spec gives only, never by the address it resolves to (OpenSSH's CheckHostIP=no):
+    # a line recorded for an address that DNS or /etc/hosts now gives to this name (another machine's
+    # old address, say) must not vouch for this host. ``addr`` is kept for the caller's messages.
+    name = host if port == DEFAULT_SSH_PORT else f"[{host}]:{port}"
+    trusted, _ca, revoked, *_ = entry.match(name, "", None)
+    return [*trusted, *revoked]
 
 
 def known_keys(path: Path, host: str, addr: str, port: int) -> list[KnownKey]:
-    """The keys ``path`` records for the host (by name or address), with their line numbers."""
+    """The keys ``path`` records for the host (by the spec's name for it), with their line numbers."""
     found: list[KnownKey] = []
     for number, line in _lines(path):
         try:
@@ -100,7 +96,7 @@ def known_keys(path: Path, host: str, addr: str, port: int) -> list[KnownKey]:
         revoked = line.startswith("@revoked")
         if line.startswith("@cert-authority"):
             continue  # host certificates are not supported: CA lines never vouch for a plain key
-        keys = {key.public_data: key for key in _matches(entry, host, addr, port)}  # name and addr
+        keys = {key.public_data: key for key in _matches(entry, host, addr, port)}
         found.extend(KnownKey(number, key, revoked) for key in keys.values())
     return found
 

@@ -6,8 +6,9 @@ it, at most ``max_sessions`` at once (OpenSSH's sshd allows 10 per connection by
 Trust: the host key is checked against an OpenSSH known_hosts file with OpenSSH's semantics
 (:mod:`.known_hosts`): unknown → :class:`HostKeyUnknown` unless ``accept_new_host_keys`` (then recorded,
 like ``StrictHostKeyChecking=accept-new``); changed or revoked → :class:`HostKeyChanged`, always.
-Authentication is by the identity file only: no agent, no password, no keyboard-interactive, no
-~/.ssh/config — nothing can prompt.
+Authentication is by one identity file only (the spec's ``ssh.identity_file``, else the first of
+~/.ssh/id_ed25519, id_ecdsa, id_rsa): no agent, no password, no keyboard-interactive, no ~/.ssh/config —
+nothing can prompt.
 
 Remote commands are built by :func:`.base.remote_command` (``shlex.join``), prefixed ``sudo -n --`` when
 the target asks for sudo, and run under coreutils ``timeout`` so that a timed-out command really stops.
@@ -330,7 +331,7 @@ async def connect(
         raise HostAuthError(
             name,
             user=target.user,
-            identity_file=_str(target.identity_file),
+            identity_file=_str(target.identity_file or default_identity()),
             reason="the server rejected the key",
         ) from None
     except asyncssh.KeyExchangeFailed as exc:
@@ -374,11 +375,29 @@ async def _resolve(name: str, target: SshTarget, shown: str, timeout: float, rou
     raise HostRouteRefused(name, addresses[0] if addresses else target.host)
 
 
-async def _client_keys(name: str, target: SshTarget) -> Sequence[asyncssh.SSHKey] | tuple[()]:
-    """The identity file's key (loaded here so key problems are told apart from a rejected key)."""
-    if target.identity_file is None:
-        return ()  # asyncssh's defaults: ~/.ssh/id_* without a passphrase
-    path = target.identity_file
+#: tried, in OpenSSH's order, when the spec names no identity file (DSA keys are not)
+DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+def default_identity(home: Path | None = None) -> Path | None:
+    """The first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists (what `ssh` would offer first)."""
+    ssh_dir = (home or Path.home()) / ".ssh"
+    return next((ssh_dir / n for n in DEFAULT_IDENTITIES if (ssh_dir / n).is_file()), None)
+
+
+async def _client_keys(name: str, target: SshTarget) -> Sequence[asyncssh.SSHKey]:
+    """The identity file's key (loaded here so key problems are told apart from a rejected key): the
+    spec's, else the default one (:func:`default_identity`) — one key, named in every error, never a
+    silent fall-back to whatever asyncssh would look for."""
+    path = target.identity_file or default_identity()
+    if path is None:
+        raise HostAuthError(
+            name,
+            user=target.user,
+            identity_file=None,
+            reason="no identity file: ssh.identity_file is not set and ~/.ssh has no id_ed25519, "
+            "id_ecdsa or id_rsa",
+        )
     try:
         key = await asyncio.to_thread(asyncssh.read_private_key, path)
     except OSError as exc:

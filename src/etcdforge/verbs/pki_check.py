@@ -252,7 +252,8 @@ def parse_check_output(
             else:
                 read[path] = FileFacts(shown, None, mode, owner, group, problem=f"unreadable: {body}")
         else:
-            raise ValueError(f"unexpected report for {path}: {lines!r}")
+            # never the lines themselves: a key file's base64 would reach an error message
+            raise ValueError(f"unexpected report for {path} ({len(lines)} line(s), starting {kind[:20]!r})")
     digests: dict[str, str] = {}
     pems: dict[str, bytes] = {}
     for line in sections.get("scan", []):
