@@ -177,7 +177,8 @@ class PutFile:
 
 @dataclass(frozen=True)
 class UploadFile:
-    """Copy a local file (a binary) to a host, verified by sha256."""
+    """Copy a local file (a binary) to a host, verified by sha256 (None: a release an earlier step
+    fetches; then the file is checked against the manifest its verified download wrote)."""
 
     host: str
     source: str
@@ -196,9 +197,11 @@ class FetchRelease:
     url: str
     sha256: str
     cache_dir: str
+    #: the version its etcd must report (``etcd --version``, probed once it is unpacked)
+    version: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "fetch-release", "url": self.url, "sha256": self.sha256}
+        return {"kind": "fetch-release", "url": self.url, "sha256": self.sha256, "version": self.version}
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,13 @@ class BinarySource:
     url: str | None = None
     tarball_sha256: str | None = None
     cache_dir: str | None = None
+    #: sha256 of each tool beside the binary (etcdctl, etcdutl; known once the release is local)
+    tools: tuple[tuple[str, str], ...] = ()
+
+    def tool_sha256(self, tool: str) -> str | None:
+        if tool == "etcd":
+            return self.sha256
+        return dict(self.tools).get(tool)
 
 
 def _dirs(spec: ClusterSpec) -> tuple[tuple[str, int, str, str], ...]:
@@ -269,7 +276,7 @@ def plan_apply(
             Step(
                 "control/fetch-etcd",
                 "local",
-                FetchRelease(source.url, source.tarball_sha256, source.cache_dir),
+                FetchRelease(source.url, source.tarball_sha256, source.cache_dir, source.version),
                 f"etcd {source.version} is not in the local cache",
             )
         )
@@ -289,7 +296,7 @@ def plan_apply(
                                 f"{source.local_path.rsplit('/', 1)[0]}/{tool}",
                                 f"{target.rsplit('/', 1)[0]}/{tool}",
                                 0o755,
-                                source.sha256 if tool == "etcd" else None,
+                                source.tool_sha256(tool),
                             ),
                             f"etcd {source.version or ''} binary {why}".replace("  ", " "),
                             group="prepare",

@@ -40,25 +40,36 @@ def binary_source(spec: ClusterSpec) -> BinarySource:
     if e.source == "upload":
         path = binaries.find_tool("etcd", e.binary)
         found = binaries.probe(path)
+        tools = tuple(
+            (t, releases.file_sha256(path.parent / t))
+            for t in releases.TOOLS[1:]
+            if (path.parent / t).is_file()
+        )
         return BinarySource(
             kind="upload",
             local_path=str(path),
-            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            sha256=releases.file_sha256(path),
             version=found.version_str,
+            tools=tools,
         )
     assert e.version is not None and e.sha256 is not None  # the spec validates this
     cache = releases.default_cache_dir()
     url = releases.release_url(e.download_url, e.version)
     hit = releases.cached(e.sha256, cache)
     etcd = (hit or cache / e.sha256) / "etcd"
+    digests: dict[str, str] = {}
+    if hit is not None:
+        digests = releases.manifest(hit)  # checked on every use, not only when downloaded
+        releases.check_version(etcd, e.version)
     return BinarySource(
         kind="download",
         local_path=str(etcd),
-        sha256=hashlib.sha256(etcd.read_bytes()).hexdigest() if hit else None,
+        sha256=digests.get("etcd"),
         version=e.version,
         url=url,
         tarball_sha256=e.sha256,
         cache_dir=str(cache),
+        tools=tuple((t, d) for t, d in sorted(digests.items()) if t != "etcd"),
     )
 
 
