@@ -179,12 +179,13 @@ def test_without_an_identity_file_only_the_default_identity_is_used_and_its_abse
     import asyncio
 
     from etcdforge.hosts.errors import HostAuthError
-    from etcdforge.hosts.ssh import SshTarget, _client_keys, default_identity
+    from etcdforge.hosts.ssh import NO_IDENTITY, SshTarget, _client_keys, default_identity
 
     monkeypatch.setenv("HOME", str(tmp_path))
     target = SshTarget(host="127.0.0.1", port=22, user="root", identity_file=None, sudo=False)
-    with pytest.raises(HostAuthError, match=r"no identity file: ssh\.identity_file is not set"):
-        asyncio.run(_client_keys("etcd1", target))
+    assert asyncio.run(_client_keys("etcd1", target)) is None  # no public-key login is tried at all
+    err = HostAuthError("etcd1", user="root", identity_file=None, reason=NO_IDENTITY)
+    assert "ssh.identity_file is not set" in str(err) and "set ssh.identity_file" in (err.hint or "")
     ssh = tmp_path / ".ssh"
     ssh.mkdir()
     for name in ("id_rsa", "id_ecdsa"):

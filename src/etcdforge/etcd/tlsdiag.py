@@ -274,6 +274,24 @@ async def _probe(host: str, port: int, ctx: ssl.SSLContext | None, timeout: floa
             await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
+def _unverified_server_cert(host: str, port: int, timeout: float) -> bytes | None:
+    """The DER of the certificate a server we could not verify presents, read without presenting ours
+    (we do not authenticate to a server we have not verified). Blocking, so the certificate is taken
+    right after the handshake, before a server that wanted a client certificate tears the session down
+    (TLS 1.3); a TLS 1.2 server that requires one aborts the handshake first: then None."""
+    import socket
+
+    ctx = _context(None, verify=False, check_hostname=False)
+    try:
+        with (
+            socket.create_connection((host, port), timeout) as sock,
+            ctx.wrap_socket(sock, server_hostname=host) as conn,
+        ):
+            return conn.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+
+
 def _format_sans(cert: dict[str, object] | None) -> tuple[str, ...]:
     if not cert:
         return ()
@@ -335,8 +353,8 @@ async def diagnose(endpoint: str, tls: TlsFiles | None, *, timeout: float = 2.0)
         probe = await _probe(host, port, _context(tls, verify=True, check_hostname=False), timeout)
         facts = Facts(server_sans=_format_sans(probe.cert), sent_client_cert=sent_cert)
     elif kind == "server_unknown_ca":
-        probe = await _probe(host, port, _context(tls, verify=False, check_hostname=False), timeout)
-        issuer, subject = _cert_facts(probe.raw, tls)
+        raw = await asyncio.to_thread(_unverified_server_cert, host, port, timeout)
+        issuer, subject = _cert_facts(raw, tls)
         facts = Facts(server_issuer=issuer, ca_subject=subject, sent_client_cert=sent_cert)
     elif kind in ("client_cert_rejected", "client_cert_expired"):
         facts = Facts(client_cert_not_after=_client_not_after(tls), sent_client_cert=sent_cert)

@@ -115,12 +115,13 @@ class HostAuthError(HostError):
     def __init__(self, host: str, *, user: str, identity_file: str | None, reason: str = "") -> None:
         key = identity_file or "(no identity file)"
         detail = reason or "the server rejected the key"
-        super().__init__(
-            f"cannot log in to {host} as {user} with {key}: {detail}",
-            host=host,
-            hint=f"add the public key ({key}.pub) to ~{user}/.ssh/authorized_keys on {host}, "
-            "or set the right user/identity file in the spec",
+        hint = (
+            f"add the public key ({key}.pub) to ~{user}/.ssh/authorized_keys on {host}, "
+            "or set the right user/identity file in the spec"
+            if identity_file
+            else "set ssh.identity_file in the spec (a private key without a passphrase)"
         )
+        super().__init__(f"cannot log in to {host} as {user} with {key}: {detail}", host=host, hint=hint)
         self.user = user
         self.identity_file = identity_file
 

@@ -328,11 +328,12 @@ async def connect(
         raise _host_key_error(name, shown, checks, known_hosts, str(exc)) from None
     except asyncssh.PermissionDenied:
         await _record(name, accepted, known_hosts, target)  # the key exchange proved the host key
+        identity = target.identity_file or default_identity()
         raise HostAuthError(
             name,
             user=target.user,
-            identity_file=_str(target.identity_file or default_identity()),
-            reason="the server rejected the key",
+            identity_file=_str(identity),
+            reason="the server rejected the key" if identity is not None else NO_IDENTITY,
         ) from None
     except asyncssh.KeyExchangeFailed as exc:
         hint = "the host no longer offers a host key of the type recorded in known_hosts" if algs else None
@@ -385,19 +386,19 @@ def default_identity(home: Path | None = None) -> Path | None:
     return next((ssh_dir / n for n in DEFAULT_IDENTITIES if (ssh_dir / n).is_file()), None)
 
 
-async def _client_keys(name: str, target: SshTarget) -> Sequence[asyncssh.SSHKey]:
+NO_IDENTITY = (
+    "no identity file: ssh.identity_file is not set and ~/.ssh has no id_ed25519, id_ecdsa or id_rsa"
+)
+
+
+async def _client_keys(name: str, target: SshTarget) -> Sequence[asyncssh.SSHKey] | None:
     """The identity file's key (loaded here so key problems are told apart from a rejected key): the
     spec's, else the default one (:func:`default_identity`) — one key, named in every error, never a
-    silent fall-back to whatever asyncssh would look for."""
+    silent fall-back to whatever asyncssh would look for. None: there is no identity (no public-key
+    login is tried; the server's refusal then says so)."""
     path = target.identity_file or default_identity()
     if path is None:
-        raise HostAuthError(
-            name,
-            user=target.user,
-            identity_file=None,
-            reason="no identity file: ssh.identity_file is not set and ~/.ssh has no id_ed25519, "
-            "id_ecdsa or id_rsa",
-        )
+        return None
     try:
         key = await asyncio.to_thread(asyncssh.read_private_key, path)
     except OSError as exc:
