@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from specs import HOSTS3
 
 from etcdforge import certs, layout
 from etcdforge.errors import PkiError, PlanError
@@ -26,22 +27,11 @@ from etcdforge.plan import (
     WaitHealthy,
     WriteFile,
 )
-from etcdforge.spec import load_spec_text
 from etcdforge.verbs.renew import plan as renew_plan
 from etcdforge.verbs.rotate_ca import plan as rplan
 from etcdforge.workspace import Workspace
 
-SPEC = load_spec_text(
-    """\
-name: prod
-token: prod-token
-mode: hosts
-members:
-  - {name: etcd1, address: 10.213.77.1}
-  - {name: etcd2, address: 10.213.77.2}
-  - {name: etcd3, address: 10.213.77.3}
-"""
-)
+SPEC = HOSTS3
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 WS = Workspace(Path("/ws"))
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+from specs import HOSTS3
 
 from etcdforge import layout
 from etcdforge.errors import PlanError
@@ -20,20 +21,9 @@ from etcdforge.observe.hosts import (
     parse_systemctl_show,
 )
 from etcdforge.plan import HostCommand, MoveLeader, Plan, PutFile, RestartMember, StartMembers, UploadFile
-from etcdforge.spec import load_spec_text
 from etcdforge.verbs.apply.plan import BinarySource, managed_dirs, plan_apply
 
-SPEC = load_spec_text(
-    """\
-name: prod
-token: prod-token
-mode: hosts
-members:
-  - {name: etcd1, address: 10.213.77.1}
-  - {name: etcd2, address: 10.213.77.2}
-  - {name: etcd3, address: 10.213.77.3}
-"""
-)
+SPEC = HOSTS3
 NAMES = ("etcd1", "etcd2", "etcd3")
 SYSTEM = BinarySource(kind="system")
 IDS = {"etcd1": 11, "etcd2": 22, "etcd3": 33}

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from specs import HOSTS3
 
 from etcdforge.errors import MemberStartError, StepError, WorkspaceError
 from etcdforge.executor import execute
@@ -30,22 +31,12 @@ from etcdforge.plan import (
     WaitHealthy,
     WipeData,
 )
-from etcdforge.spec import MemberSpec, load_spec_text
+from etcdforge.spec import MemberSpec
 from etcdforge.testing.fakes import FakeCluster, FakeHost, FakeServices, fake_runtime
 from etcdforge.verbs.rotate_ca import plan as rplan
 from etcdforge.workspace import Workspace
 
-SPEC = load_spec_text(
-    """\
-name: prod
-token: prod-token
-mode: hosts
-members:
-  - {name: etcd1, address: 10.213.77.1}
-  - {name: etcd2, address: 10.213.77.2}
-  - {name: etcd3, address: 10.213.77.3}
-"""
-)
+SPEC = HOSTS3
 LOCAL = SPEC.model_copy(update={"mode": "local"})
 WS = Workspace(Path("/ws"))
 NAMES = ("etcd1", "etcd2", "etcd3")
