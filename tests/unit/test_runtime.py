@@ -251,3 +251,39 @@ def test_the_same_rotation_phase_runs_the_same_way_in_both_modes(tmp_path: Path)
     assert {(n, o) for n, _, o in seen["hosts"][2]} == {(n, "root") for n in NAMES}
     assert {(n, p) for n, p, _ in seen["local"][2]} == {(n, ws.member_paths(n).ca_cert) for n in NAMES}
     assert (ws.trust_bundle).read_bytes() == b"BUNDLE"
+
+
+def test_an_add_that_never_joined_is_rolled_back_through_the_ports(tmp_path: Path) -> None:
+    """member add's rollback, with fakes: the learner is removed in etcd, the member stopped and its
+    data wiped (without asking: a learner that never joined holds nothing anybody wants), the record
+    cleared; run again it only stops and wipes (nothing is registered any more)."""
+    from etcdforge.verbs.member.run import roll_back_add
+    from etcdforge.verbs.member.steps import PENDING_FILE
+
+    ws = Workspace(tmp_path)
+    etcd4 = MemberSpec(name="etcd4", address="10.213.77.4", joined=True)
+    grown = SPEC.model_copy(update={"members": (*SPEC.members, etcd4)})
+    services = FakeServices(running=NAMES, broken={"etcd4": "panic: corrupt WAL"})
+    cluster = FakeCluster.of(SPEC, services)
+    runtime, *_ = fake_runtime(grown, ws, services=services, cluster=cluster)
+    peer = "https://10.213.77.4:2380"
+    (tmp_path / PENDING_FILE).write_text('{"op": "member-add"}')
+    run(
+        [
+            Step("cluster/add-learner", "cluster", AddLearner("etcd4", peer), "r"),
+            Step("etcd4/start", "etcd4", StartMembers(("etcd4",)), "r"),
+        ],
+        runtime,
+    )
+    plan = asyncio.run(roll_back_add(grown, ws, etcd4, runtime, None, clear_record=True))
+    assert [s.id for s in plan.steps] == [
+        "etcd4/roll-back",
+        "etcd4/stop",
+        "etcd4/wipe-data",
+        "workspace/clear-change",
+    ]
+    assert not plan.destructive  # nothing to confirm
+    assert all(m.peer_url != peer for m in cluster.members) and services.wiped == {"etcd4"}
+    assert not (tmp_path / PENDING_FILE).exists()
+    again = asyncio.run(roll_back_add(grown, ws, etcd4, runtime, None, clear_record=False))
+    assert [s.id for s in again.steps] == ["etcd4/stop", "etcd4/wipe-data"]

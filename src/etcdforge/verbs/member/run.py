@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from etcdforge import topology
 from etcdforge.errors import EtcdforgeError, PlanError, StepError
-from etcdforge.executor import Confirm, Reporter, Runtime, execute
-from etcdforge.hosts.base import Host
+from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.observe.cluster import ClusterView
 from etcdforge.plan import (
     AddLearner,
@@ -35,6 +34,7 @@ from etcdforge.plan import (
 )
 from etcdforge.runtime import supervisor
 from etcdforge.runtime.control import ControlFiles
+from etcdforge.runtime.core import Runtime as CoreRuntime
 from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
 from etcdforge.verbs.member import steps as steps_mod
@@ -46,7 +46,7 @@ from etcdforge.verbs.member.plan import (
 )
 from etcdforge.verbs.member.steps import ChangeRecord
 from etcdforge.verbs.up.run import locked_workspace, port_is_free
-from etcdforge.workspace import Workspace, admin_client
+from etcdforge.workspace import Workspace
 
 #: right after a member died (or the leader changed) the others hold an election, about one election
 #: timeout, before linearizable reads — our health check — succeed again; a decision that fails only
@@ -199,7 +199,7 @@ async def _add(
             if await _joined(new_spec, ws, m):
                 raise  # it is a voter: nothing to roll back; a re-run finishes the rest
             try:
-                await _roll_back(new_spec, ws, m, runtime, hosts, reporter, clear_record=record)
+                await roll_back_add(new_spec, ws, m, runtime, reporter, clear_record=record)
             except EtcdforgeError as again:
                 raise PlanError(
                     f"{m.name} did not join ({exc}), and rolling back failed too: {again}",
@@ -223,22 +223,22 @@ async def _joined(spec: ClusterSpec, ws: Workspace, member: MemberSpec) -> bool:
     return mine is not None and mine.started and not mine.is_learner
 
 
-async def _roll_back(
+async def roll_back_add(
     spec: ClusterSpec,
     ws: Workspace,
     member: MemberSpec,
-    runtime: Runtime,
-    hosts: Mapping[str, Host],
+    runtime: CoreRuntime,
     reporter: Reporter | None,
     *,
     clear_record: bool,
-) -> None:
-    """Take a member that never joined out again: remove it from the cluster, stop it, wipe its data.
-    A ``replace``'s record stays (``clear_record`` False), so re-running the replace adds it again."""
+) -> Plan:
+    """Take a member that never joined out again: remove it from the cluster, stop it, wipe its data
+    (one plan, through ``runtime``'s cluster port and services). A ``replace``'s record stays
+    (``clear_record`` False), so re-running the replace adds it again. Returns the plan it ran."""
     from etcdforge.runtime.cluster_ops import find_by_peer_url
 
     steps: list[Step] = []
-    async with admin_client(spec, ws, timeout=5.0) as client:
+    async with runtime.cluster(5.0) as client:
         registered = await find_by_peer_url(client, topology.peer_url(spec, member))
     if registered is not None:
         steps.append(
@@ -250,11 +250,13 @@ async def _roll_back(
             )
         )
     steps += steps_mod.stop_steps(
-        spec, ws, member.name, keep_data=False, reachable=member.name in hosts, ask=False
+        spec, ws, member.name, keep_data=False, reachable=member.name in runtime.hosts, ask=False
     )
     if clear_record:
         steps.append(steps_mod.clear_record_step(ws))
-    await execute(Plan(verb="member-remove", steps=tuple(steps)), runtime, reporter)
+    plan = Plan(verb="member-remove", steps=tuple(steps))
+    await execute(plan, runtime, reporter)
+    return plan
 
 
 async def remove(
