@@ -145,9 +145,12 @@ def test_split_endpoint_rejects(bad: str) -> None:
         split_endpoint(bad)
 
 
-def test_the_unknown_ca_probe_never_presents_our_client_certificate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls12", [False, True], ids=["tls1.3", "tls1.2-requiring-a-client-cert"])
+def test_the_unknown_ca_probe_never_presents_our_client_certificate(tmp_path: Path, tls12: bool) -> None:
     """A server signed by a CA we do not trust gets no client certificate from the diagnosis: the second
-    (unverified) handshake that reads who issued its certificate authenticates as nobody."""
+    (unverified) handshake that reads who issued its certificate authenticates as nobody — also from a
+    TLS 1.2 server that requires one (etcd 3.5 with cipher suites set), whose certificate is read from
+    a handshake we never finish."""
     import asyncio
     import ssl
     import threading
@@ -173,7 +176,10 @@ def test_the_unknown_ca_probe_never_presents_our_client_certificate(tmp_path: Pa
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tmp_path / "srv.pem", tmp_path / "srv-key.pem")
     ctx.load_verify_locations(tmp_path / "ours.pem")  # it would accept our client certificate
-    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.verify_mode = ssl.CERT_REQUIRED if tls12 else ssl.CERT_OPTIONAL
+    if tls12:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE+AESGCM")
     presented: list[bool] = []
     import socket
 
@@ -181,7 +187,7 @@ def test_the_unknown_ca_probe_never_presents_our_client_certificate(tmp_path: Pa
     port = listener.getsockname()[1]
 
     def serve() -> None:
-        for _ in range(2):
+        for _ in range(3 if tls12 else 2):
             conn, _ = listener.accept()
             try:
                 with ctx.wrap_socket(conn, server_side=True) as tls:
@@ -199,4 +205,4 @@ def test_the_unknown_ca_probe_never_presents_our_client_certificate(tmp_path: Pa
     finally:
         listener.close()
     assert isinstance(err, EtcdTLSError) and "rogue-ca" in err.message  # the issuer was still read
-    assert presented == [False, False]  # and no handshake carried our certificate
+    assert presented == [False] * (3 if tls12 else 2)  # and no handshake carried our certificate

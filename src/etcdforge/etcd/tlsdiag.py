@@ -22,7 +22,7 @@ import contextlib
 import datetime as _dt
 import ssl
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from etcdforge.errors import EtcdError, EtcdTLSError, EtcdUnavailable
@@ -289,7 +289,72 @@ def _unverified_server_cert(host: str, port: int, timeout: float) -> bytes | Non
         ):
             return conn.getpeercert(binary_form=True)
     except (OSError, ValueError):
+        return _tls12_server_cert(host, port, timeout)
+
+
+#: ECDHE AEAD suites first, then what older servers offer (only read, never used to talk)
+_TLS12_SUITES = bytes.fromhex("c02bc02fc02cc030cca9cca8c009c013c00ac014009c009d002f0035")
+
+
+def _tls12_server_cert(host: str, port: int, timeout: float) -> bytes | None:
+    """The server's certificate from a TLS 1.2 handshake we never finish: in TLS 1.2 the Certificate
+    message travels in the clear before the server asks for ours, so a ClientHello and reading up to
+    it is enough (nothing of ours is ever sent)."""
+    import ipaddress
+    import secrets
+    import socket
+    import struct
+
+    def ext(kind: int, body: bytes) -> bytes:
+        return struct.pack("!HH", kind, len(body)) + body
+
+    exts = ext(0x000A, bytes.fromhex("0006001d00170018"))  # groups: x25519, P-256, P-384
+    exts += ext(0x000B, b"\x01\x00")  # point formats: uncompressed
+    exts += ext(0x000D, bytes.fromhex("0012040305030603080408050806040105010601"))  # signatures
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        name = host.encode()
+        exts += ext(0x0000, struct.pack("!HBH", len(name) + 3, 0, len(name)) + name)
+    body = b"\x03\x03" + secrets.token_bytes(32) + b"\x00"
+    body += struct.pack("!H", len(_TLS12_SUITES)) + _TLS12_SUITES + b"\x01\x00"
+    body += struct.pack("!H", len(exts)) + exts
+    hello = b"\x01" + len(body).to_bytes(3, "big") + body
+    record = b"\x16\x03\x01" + struct.pack("!H", len(hello)) + hello
+    try:
+        with socket.create_connection((host, port), timeout) as sock:
+            sock.sendall(record)
+            buf = b""
+            while True:
+                header = _recv_exact(sock, 5)
+                if header is None or header[0] != 0x16:
+                    return None  # an alert, or not TLS
+                payload = _recv_exact(sock, struct.unpack("!H", header[3:5])[0])
+                if payload is None:
+                    return None
+                buf += payload
+                while len(buf) >= 4:
+                    kind, size = buf[0], int.from_bytes(buf[1:4], "big")
+                    if len(buf) < 4 + size:
+                        break
+                    message, buf = buf[4 : 4 + size], buf[4 + size :]
+                    if kind == 11:  # Certificate: a 3-byte list length, then 3-byte length + DER each
+                        first = int.from_bytes(message[3:6], "big")
+                        return message[6 : 6 + first] or None
+                    if kind == 14:  # ServerHelloDone without a certificate
+                        return None
+    except OSError:
         return None
+
+
+def _recv_exact(sock: Any, n: int) -> bytes | None:
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            return None
+        out += chunk
+    return out
 
 
 def _format_sans(cert: dict[str, object] | None) -> tuple[str, ...]:
