@@ -40,7 +40,8 @@ def run(c: Cluster, body: Callable[[EtcdClient], Awaitable[T]]) -> T:
     """Run ``body`` with a fresh client (channels belong to the loop that asyncio.run creates)."""
 
     async def main() -> T:
-        async with EtcdClient(c.endpoints, tls(c), timeout=10) as client:
+        # a generous per-call timeout: the suite runs beside the test hosts, and an fsync can be slow
+        async with EtcdClient(c.endpoints, tls(c), timeout=30) as client:
             # The member may still be electing itself right after start.
             for _ in range(100):
                 try:

@@ -77,7 +77,7 @@ class HostAccess:
         assert_routed_via(address, self.bridge)
 
     def ssh_argv(
-        self, host: TestHost | str, user: str = "root", *, connect_timeout: float = 5.0
+        self, host: TestHost | str, user: str = "root", *, connect_timeout: float = 20.0
     ) -> list[str]:
         """The argv prefix of the real ``ssh`` client for ``user@host``: our key, our known_hosts, checked."""
         current = self.host(host)
@@ -98,7 +98,7 @@ class HostAccess:
         timeout: float = 60.0,
         check: bool = True,
         input: str | None = None,
-        connect_timeout: float = 5.0,
+        connect_timeout: float = 20.0,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` on ``host`` over SSH (quoted once for the remote shell)."""
         current = self.host(host)
