@@ -19,6 +19,9 @@ import pytest
 from etcdforge.testing.hosts import SubnetInUseError, TestHosts, cleanup_stale, missing_prerequisites
 
 # a few private /24s the tests own, tried in order (another run on this machine may hold the first)
+#: every harness booted in this process, for the failure report (closed ones are skipped there)
+BOOTED: list[TestHosts] = []
+
 THREE_HOST_SUBNETS = ("10.213.77.0/24", "10.213.87.0/24", "10.213.97.0/24")
 FIVE_HOST_SUBNETS = ("10.213.78.0/24", "10.213.88.0/24", "10.213.98.0/24")
 
@@ -39,10 +42,27 @@ def boot(count: int, workdir: Path, prefix: str, subnets: Sequence[str]) -> Test
     cleanup_stale(prefix)
     for subnet in subnets[:-1]:
         try:
-            return TestHosts.start(count, workdir, subnet=subnet, prefix=prefix)
+            harness = TestHosts.start(count, workdir, subnet=subnet, prefix=prefix)
+            break
         except SubnetInUseError:
             continue
-    return TestHosts.start(count, workdir, subnet=subnets[-1], prefix=prefix)
+    else:
+        harness = TestHosts.start(count, workdir, subnet=subnets[-1], prefix=prefix)
+    BOOTED.append(harness)
+    return harness
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed host test's report carries what each live test host looked like at the failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    live = [h for h in BOOTED if not h.closed]
+    sections = [f"{h.instance}/{host.name}:\n{h.diagnose(host.name)}" for h in live for host in h.hosts]
+    if sections:
+        report.sections.append(("test hosts at the failure", "\n\n".join(sections)))
 
 
 def closed_cleanly(harness: TestHosts) -> None:

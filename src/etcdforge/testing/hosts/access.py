@@ -28,6 +28,22 @@ from .base import ID_HEX, HostHarnessError, TestHost, run_local
 from .network import assert_routed_via
 
 
+def machine_load() -> str:
+    """This machine's load, pressure and free memory in a few lines (for timeout reports)."""
+    lines = []
+    for path in ("/proc/loadavg", "/proc/pressure/cpu", "/proc/pressure/io", "/proc/pressure/memory"):
+        try:
+            lines.append(f"{path}: " + " | ".join(Path(path).read_text().split("\n")).strip(" |"))
+        except OSError:
+            continue
+    try:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        meminfo = []
+    lines += [row for row in meminfo if row.startswith("MemAvailable:")]
+    return "\n".join(lines)
+
+
 class HostAccess:
     """The hosts of one harness instance and how to reach them (one test thread at a time)."""
 
@@ -104,7 +120,39 @@ class HostAccess:
         current = self.host(host)
         self.assert_routed_to_test_bridge(current.address)
         ssh = self.ssh_argv(current, user, connect_timeout=connect_timeout)
-        return run_local([*ssh, "--", shlex.join(argv)], timeout=timeout, check=check, input=input)
+        try:
+            return run_local([*ssh, "--", shlex.join(argv)], timeout=timeout, check=check, input=input)
+        except HostHarnessError as exc:
+            if "timed out" not in str(exc):
+                raise
+            raise HostHarnessError(
+                f"{exc}\n--- {current.name} at the timeout:\n{self.diagnose(current.name)}"
+            ) from exc
+
+    def diagnose(self, name: str) -> str:
+        """What the machine and the host's own systemd say (load, memory, boot, sshd, journal; bounded)."""
+        leader = self._hosts[name].leader_pid
+        report = [self.console_tail(name), machine_load()]
+        if leader:
+            for argv in (["systemctl", "is-system-running"], ["systemctl", "list-jobs", "--no-pager"],
+                         ["systemctl", "status", "--no-pager", "-n", "20", "ssh.service"],
+                         ["journalctl", "--no-pager", "-n", "40"]):  # fmt: skip
+                try:
+                    proc = run_local(
+                        ["nsenter", "-t", str(leader), "-a", "--", *argv], timeout=10, check=False
+                    )
+                    report.append(f"$ {shlex.join(argv)}\n{proc.stdout}{proc.stderr}")
+                except HostHarnessError as exc:
+                    report.append(str(exc))
+        return "\n".join(report)
+
+    def console_tail(self, name: str, lines: int = 30) -> str:
+        """The last lines the host's console printed (for error messages)."""
+        try:
+            text = (self._hosts[name].root.parent / "console.log").read_text(errors="replace")
+        except OSError:
+            return "(no console log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def _each(self, hosts: Iterable[TestHost | str] | None) -> list[str]:
         return [self.host(h).name for h in (self._hosts if hosts is None else hosts)]

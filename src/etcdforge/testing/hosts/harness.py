@@ -17,7 +17,6 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import signal
 import subprocess
 import time
@@ -148,29 +147,10 @@ class TestHosts(HostAccess):
             f"{name}: no SSH within the timeout (last error: {last})\n{self.diagnose(name)}"
         )
 
-    def diagnose(self, name: str) -> str:
-        """What the host's own systemd says about its boot and sshd (entered via nsenter, bounded)."""
-        leader = self._hosts[name].leader_pid
-        report = [self.console_tail(name)]
-        if leader:
-            for argv in (["systemctl", "is-system-running"], ["systemctl", "list-jobs", "--no-pager"],
-                         ["systemctl", "status", "--no-pager", "-n", "20", "ssh.service"]):  # fmt: skip
-                try:
-                    proc = run_local(
-                        ["nsenter", "-t", str(leader), "-a", "--", *argv], timeout=10, check=False
-                    )
-                    report.append(f"$ {shlex.join(argv)}\n{proc.stdout}{proc.stderr}")
-                except HostHarnessError as exc:
-                    report.append(str(exc))
-        return "\n".join(report)
-
-    def console_tail(self, name: str, lines: int = 30) -> str:
-        """The last lines the host's console printed (for error messages)."""
-        try:
-            text = (self._hosts[name].root.parent / "console.log").read_text(errors="replace")
-        except OSError:
-            return "(no console log)"
-        return "\n".join(text.splitlines()[-lines:])
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
 
     def close(self) -> list[str]:
         """Tear everything down; never raises. Returns the problems met (empty when all went away)."""
