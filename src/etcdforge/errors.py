@@ -27,6 +27,7 @@ one line and exits non-zero. Anything else is a bug and shows a traceback (behin
      │    ├── SudoError         `sudo -n` does not work for the SSH user
      │    └── HostCommandError  a command failed on the host (argv, exit code, stderr)
      │         └── HostCommandTimeout
+     ├── BackupError            a backup cannot be taken, stored, found, verified or restored (exit 4)
      ├── PlanError              a plan cannot be made safely (quorum, pending change, …)
      └── StepError              a plan step failed while executing (names the step and what to do)
 
@@ -127,6 +128,12 @@ class MemberStartError(EtcdforgeError):
         self.member = member
         self.log_tail = log_tail
         self.healthy = healthy
+
+
+class BackupError(EtcdforgeError):
+    """A backup cannot be taken, stored, found, verified or restored (the message names which and why)."""
+
+    exit_code = 4
 
 
 class PlanError(EtcdforgeError):

@@ -307,6 +307,145 @@ class WipeData:
         return {"kind": "wipe-data", "member": self.member}
 
 
+# --- backups ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TakeSnapshot:
+    """Stream ``member``'s database to ``dest`` on the control machine (``.part``, trailer checked,
+    fsync, rename). Done already when ``dest`` exists (it only ever exists complete)."""
+
+    member: str
+    url: str
+    dest: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "take-snapshot", "member": self.member, "url": self.url, "dest": self.dest}
+
+
+@dataclass(frozen=True)
+class CheckSnapshot:
+    """Check a snapshot file: etcd's SHA-256 trailer, the bbolt structure, and ``snapshot status`` with
+    ``tool`` (etcdutl or etcdctl) when one is given; the findings go to ``report`` (JSON)."""
+
+    path: str
+    report: str
+    tool: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "check-snapshot", "path": self.path, "tool": self.tool}
+
+
+@dataclass(frozen=True)
+class PackBackup:
+    """Compress ``source`` with zstd (encrypt to ``recipients`` if any) into ``dest``; size and sha256
+    go to ``dest`` + ``.sum``."""
+
+    source: str
+    dest: str
+    recipients: tuple[str, ...] = field(default=(), repr=False)
+    level: int = 3
+    base: str = field(default="", repr=False)  # where relative recipient files are
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "pack-backup",
+            "dest": self.dest,
+            "compression": f"zstd -{self.level}",
+            "encrypted": bool(self.recipients),
+        }
+
+
+@dataclass(frozen=True)
+class WriteManifest:
+    """Write the backup's manifest to ``dest``: ``base`` (what was observed when planning) plus the
+    check report and the packed file's size and hash, read when the step runs."""
+
+    dest: str
+    base: str = field(repr=False)  # JSON
+    report: str = ""
+    packed: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "write-manifest", "dest": self.dest}
+
+
+@dataclass(frozen=True)
+class StoreBackup:
+    """Upload files to a backup target, in order (the manifest last: a backup is listed only once it is
+    whole). A file already there with the same size is not sent again."""
+
+    target: str
+    files: tuple[tuple[str, str], ...]  # (local path, key)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "store-backup", "target": self.target, "keys": [k for _, k in self.files]}
+
+
+@dataclass(frozen=True)
+class DeleteBackup:
+    """Delete a backup's objects from a target: the manifest first (so a half-deleted backup is never
+    listed as whole), then its data."""
+
+    target: str
+    keys: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "delete-backup", "target": self.target, "keys": list(self.keys)}
+
+
+@dataclass(frozen=True)
+class FetchBackup:
+    """Download backup ``backup_id`` from ``target`` to ``dest`` and check it end to end (stored hash,
+    decryption with ``identities``, decompression, snapshot hash and trailer, bbolt structure). Done
+    already when ``dest`` and its ``.verified`` mark exist."""
+
+    target: str
+    backup_id: str
+    dest: str
+    identities: tuple[str, ...] = field(default=(), repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "fetch-backup", "target": self.target, "backup": self.backup_id, "dest": self.dest}
+
+
+@dataclass(frozen=True)
+class RestoreData:
+    """Make ``member``'s data dir the snapshot's: move the current one to ``aside`` (never deleted; an
+    empty ``aside`` marks a member that had none), restore into ``<data_dir>.restoring`` with the
+    snapshot tool in ``tool_dir``, hand it to ``owner``, rename it into place. Done already when the
+    data dir holds a member and ``aside`` exists."""
+
+    member: str
+    snapshot: str  # on the member's host
+    data_dir: str
+    aside: str
+    tool_dir: str
+    restore_args: tuple[str, ...]  # --name, --initial-cluster, token, peer URL, [--bump-revision …]
+    owner: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "restore-data",
+            "member": self.member,
+            "data_dir": self.data_dir,
+            "aside": self.aside,
+            "args": list(self.restore_args),
+        }
+
+
+@dataclass(frozen=True)
+class CheckRestored:
+    """After a restore: every member at a revision ≥ ``revision`` and all agreeing on the KV hash."""
+
+    members: tuple[str, ...]
+    revision: int
+    timeout: float = 60.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "check-restored", "members": list(self.members), "revision": self.revision}
+
+
 Action = (
     WriteFile
     | IssueCerts
@@ -328,6 +467,15 @@ Action = (
     | RemoveMember
     | WipeData
     | VerifyPresented
+    | TakeSnapshot
+    | CheckSnapshot
+    | PackBackup
+    | WriteManifest
+    | StoreBackup
+    | DeleteBackup
+    | FetchBackup
+    | RestoreData
+    | CheckRestored
 )
 
 
@@ -363,6 +511,9 @@ Verb = Literal[
     "rotate-ca",
     "pki-import",
     "adopt",
+    "backup",
+    "backup-prune",
+    "restore",
 ]
 
 

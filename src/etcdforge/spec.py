@@ -348,6 +348,121 @@ class MemberSpec(_Model):
         return v
 
 
+_TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class Retention(_Model):
+    """How many backups a target keeps (``backup prune``); 0 turns a rule off. The newest verified
+    backup is always kept."""
+
+    last: int = Field(default=5, ge=0, description="The N newest verified backups.")
+    hourly: int = Field(default=24, ge=0, description="The newest backup of each of the last N hours.")
+    daily: int = Field(default=7, ge=0)
+    weekly: int = Field(default=4, ge=0)
+    monthly: int = Field(default=6, ge=0)
+
+
+class _Target(_Model):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _tname(cls, v: str) -> str:
+        if not _TARGET_NAME.match(v):
+            raise ValueError(f"{v!r}: use 1-32 lower-case letters, digits, '-' or '_'")
+        return v
+
+
+class DirTarget(_Target):
+    """A directory on the control machine (relative paths: from the workspace)."""
+
+    kind: Literal["dir"] = "dir"
+    path: str
+
+
+class S3Target(_Target):
+    """S3-compatible object storage. Credentials come from ``credentials_file`` (``KEY=value`` lines:
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN) or the environment; never from
+    the spec."""
+
+    kind: Literal["s3"] = "s3"
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = Field(default=None, description="e.g. https://s3.example.net (default: AWS).")
+    region: str = "us-east-1"
+    credentials_file: str | None = None
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not _BUCKET.match(v):
+            raise ValueError(f"{v!r}: a bucket name has 3-63 lower-case letters, digits, '.' or '-'")
+        return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r}: give the scheme, http:// or https://")
+        return v
+
+
+class SftpTarget(_Target):
+    """A directory on another host over SFTP (host keys verified against the spec's known_hosts)."""
+
+    kind: Literal["sftp"] = "sftp"
+    host: str
+    port: Port = 22
+    user: str = "root"
+    path: str
+    identity_file: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"{v!r} must be an absolute path on that host")
+        return v
+
+
+Target = Annotated[DirTarget | S3Target | SftpTarget, Field(discriminator="kind")]
+
+
+class BackupSettings(_Model):
+    """Where backups go and how they are kept. Without targets, backups go to ``backups/`` in the
+    workspace (a target named ``local``)."""
+
+    targets: tuple[Target, ...] = ()
+    encrypt_to: tuple[str, ...] = Field(
+        default=(), description="age recipients (age1…) or files of them; empty: not encrypted."
+    )
+    zstd_level: int = Field(default=3, ge=1, le=19)
+    retention: Retention = Retention()
+
+    @model_validator(mode="after")
+    def _names(self) -> BackupSettings:
+        names = [t.name for t in self.targets]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"targets[{i}].name: {name!r} is used by two targets")
+        return self
+
+    def all_targets(self) -> tuple[DirTarget | S3Target | SftpTarget, ...]:
+        return self.targets or (DirTarget(name="local", path="backups"),)
+
+    def target(self, name: str | None) -> DirTarget | S3Target | SftpTarget:
+        targets = self.all_targets()
+        if name is None:
+            return targets[0]
+        for t in targets:
+            if t.name == name:
+                return t
+        raise SpecError(
+            f"no backup target named {name!r}", hint="targets: " + ", ".join(t.name for t in targets)
+        )
+
+
 class ClusterSpec(_Model):
     """The whole cluster. ``mode: local`` runs members as processes on this machine."""
 
@@ -358,6 +473,7 @@ class ClusterSpec(_Model):
     etcd: EtcdSettings = EtcdSettings()
     pki: PkiSettings = PkiSettings()
     ssh: SshSettings = SshSettings()
+    backup: BackupSettings = BackupSettings()
     members: tuple[MemberSpec, ...]
 
     @field_validator("name")

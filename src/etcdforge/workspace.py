@@ -138,6 +138,12 @@ def _bundle_holds(bundle: Path, ca: Path) -> bool:
         return False
 
 
+def resolve_path(ws: Workspace, path: str) -> Path:
+    """A spec path: ``~`` expanded, relative to the workspace."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ws.root / p
+
+
 def load_workspace(directory: Path) -> tuple[Workspace, ClusterSpec]:
     """The workspace at ``directory`` and its spec; a clear error if there is none."""
     ws = Workspace(directory)

@@ -18,7 +18,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"topology", "plan"}),
     frozenset({"render", "certs"}),
     frozenset({"workspace", "layout"}),
-    frozenset({"workspace_pki", "observe"}),
+    frozenset({"workspace_pki", "observe", "backup"}),
     frozenset({"executor", "runtime"}),
     frozenset({"verbs"}),
     frozenset({"cli", "testing"}),

@@ -40,3 +40,29 @@ for p do
   fi
 done
 """
+
+# Restore one member's data dir from a snapshot file. $1 data dir, $2 aside, $3 snapshot, $4 tool dir,
+# $5 owner ("" = leave as is), then the restore options. Done already when the data dir holds a member
+# and the aside exists; the current data dir is moved aside, never deleted (an empty aside dir marks a
+# member that had none); the restore goes to $1.restoring and is renamed into place only when complete.
+RESTORE_SCRIPT = """\
+data=$1 aside=$2 snap=$3 tool=$4 owner=$5
+shift 5
+if [ -d "$data/member" ] && [ -e "$aside" ]; then echo "already restored"; exit 0; fi
+if [ ! -e "$aside" ]; then
+  if [ -e "$data" ]; then mv -T -- "$data" "$aside" || exit; else mkdir -m 0700 -- "$aside" || exit; fi
+elif [ -e "$data" ]; then
+  rm -rf -- "$data" || exit  # no member in it (checked above): made after the original was moved aside
+fi
+rm -rf -- "$data.restoring"
+if [ -x "$tool/etcdutl" ]; then
+  "$tool/etcdutl" snapshot restore "$snap" --data-dir "$data.restoring" "$@" >/dev/null || exit
+else
+  ETCDCTL_API=3 "$tool/etcdctl" snapshot restore "$snap" --data-dir "$data.restoring" "$@" >/dev/null || exit
+fi
+if [ -n "$owner" ]; then chown -R -- "$owner:$owner" "$data.restoring" || exit; fi
+chmod 0700 -- "$data.restoring" || exit
+sync
+mv -T -- "$data.restoring" "$data" || exit
+echo restored
+"""

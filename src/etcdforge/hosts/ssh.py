@@ -25,6 +25,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -168,6 +169,10 @@ class SshHost:
         script = compile_batch(ops, WRITE_SCRIPT)
         result = await self._exec(("sh", "-s"), script, timeout)
         check_result(self.name, result, display=failed_op(result.stdout, ops))
+
+    def sftp(self) -> AbstractAsyncContextManager[asyncssh.SFTPClient]:
+        """An SFTP session on this connection (backup targets)."""
+        return self._conn.start_sftp_client()
 
     async def close(self) -> None:
         self._conn.close()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from etcdforge import topology
 from etcdforge.errors import EtcdError, EtcdUnavailable, MemberStartError, StepError
 from etcdforge.etcd import EtcdServerError, Health, Member, MemberStatus, format_member_id, retry
+from etcdforge.etcd.types import HashKV
 from etcdforge.plan import AddLearner, MoveLeader, PromoteLearner, RemoveMember
 
 
@@ -38,6 +39,10 @@ class ClusterPort(Protocol):
     async def status(self, endpoint: str) -> MemberStatus: ...
 
     async def health(self, endpoint: str) -> Health: ...
+
+    def snapshot(self, endpoint: str, *, timeout: float | None = None) -> AsyncIterator[bytes]: ...
+
+    async def hash_kv(self, endpoint: str, revision: int = 0) -> HashKV: ...
 
 
 #: polled while waiting for a learner to catch up: etcd answers at once whether it is in sync, so a

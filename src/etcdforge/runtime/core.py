@@ -24,33 +24,54 @@ from etcdforge.hosts.errors import HostError
 from etcdforge.plan import (
     Action,
     AddLearner,
+    CheckRestored,
+    CheckSnapshot,
+    DeleteBackup,
+    FetchBackup,
     FetchRelease,
     HostCommand,
     InstallMemberPki,
     IssueCerts,
     MoveLeader,
     MovePath,
+    PackBackup,
     PromoteLearner,
     PutFile,
     RemoveFile,
     RemoveMember,
     RemoveTree,
     RestartMember,
+    RestoreData,
     StartMembers,
     StopMember,
+    StoreBackup,
+    TakeSnapshot,
     UploadFile,
     VerifyPresented,
     WaitHealthy,
     WipeData,
     WriteFile,
+    WriteManifest,
 )
-from etcdforge.runtime import cluster_ops, releases
+from etcdforge.runtime import backup_ops, cluster_ops, releases
 from etcdforge.runtime.cluster_ops import ClusterPort
 from etcdforge.runtime.control import issue_certs, move_path, perform_control_file, remove_tree
 from etcdforge.runtime.services import ServiceManager
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
 
+#: the actions :mod:`etcdforge.runtime.backup_ops` carries out
+BACKUP_ACTIONS = (
+    TakeSnapshot,
+    CheckSnapshot,
+    PackBackup,
+    WriteManifest,
+    StoreBackup,
+    DeleteBackup,
+    FetchBackup,
+    RestoreData,
+    CheckRestored,
+)
 #: etcdutl exists only from 3.5 on; a 3.4 source simply has none
 OPTIONAL_TOOLS = ("etcdutl",)
 
@@ -137,6 +158,10 @@ class Runtime:
             return await remove_tree(Path(action.path), action.marker)
         if isinstance(action, MovePath):
             return await move_path(Path(action.src), Path(action.dst))
+        if isinstance(
+            action, TakeSnapshot | CheckSnapshot | PackBackup | WriteManifest | StoreBackup | DeleteBackup
+        ):
+            return await backup_ops.perform(self, action)
         raise TypeError(f"no runtime action for {type(action).__name__}")
 
     async def perform_batch(self, actions: Sequence[Action]) -> list[str]:

@@ -17,16 +17,10 @@ from etcdforge.hosts.base import Host
 from etcdforge.hosts.errors import HostError
 from etcdforge.runtime.core import Runtime
 from etcdforge.spec import ClusterSpec
-from etcdforge.workspace import Workspace
+from etcdforge.workspace import Workspace, resolve_path
 
 if TYPE_CHECKING:  # without importing asyncssh on the CLI path
     from etcdforge.hosts.ssh import SshTarget
-
-
-def resolve_path(ws: Workspace, path: str) -> Path:
-    """A spec path: ``~`` expanded, relative to the workspace."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else ws.root / p
 
 
 def ssh_target(spec: ClusterSpec, ws: Workspace, name: str) -> SshTarget:

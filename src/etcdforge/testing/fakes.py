@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from etcdforge import topology
 from etcdforge.errors import EtcdUnavailable, MemberStartError
 from etcdforge.etcd import EtcdServerError, Health, Member
-from etcdforge.etcd.types import MemberStatus
+from etcdforge.etcd.types import HashKV, MemberStatus
 from etcdforge.hosts.base import BatchOp, CommandOp, RunResult, WriteOp, check_result
 from etcdforge.runtime.core import Runtime
 from etcdforge.spec import ClusterSpec
@@ -208,6 +208,8 @@ class FakeCluster:
     calls: list[tuple[str, object]] = field(default_factory=list)
     #: which member a peer URL belongs to once it starts (see :meth:`bind`)
     peer_names: dict[str, str] = field(default_factory=dict)
+    #: the database every member streams for a snapshot (see :meth:`snapshot`)
+    db: bytes = b""
 
     @classmethod
     def of(cls, spec: ClusterSpec, services: FakeServices) -> FakeCluster:
@@ -295,6 +297,24 @@ class FakeCluster:
         m = self._by_url(endpoint)
         ok = m is not None and self._running(m)
         return Health(endpoint, ok, 0.0, None if ok else "down")
+
+    async def snapshot(self, endpoint: str, *, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """The member's database as etcd streams it: ``db`` followed by its SHA-256 (``db``: bytes set
+        by the test, empty by default)."""
+        m = self._by_url(endpoint)
+        if m is None or not self._running(m):
+            raise EtcdUnavailable(f"{endpoint} does not answer")
+        for i in range(0, len(self.db), 65536):
+            yield self.db[i : i + 65536]
+        yield hashlib.sha256(self.db).digest()
+
+    async def hash_kv(self, endpoint: str, revision: int = 0) -> HashKV:
+        """Every running member holds the same data: the hash of ``db``."""
+        m = self._by_url(endpoint)
+        if m is None or not self._running(m):
+            raise EtcdUnavailable(f"{endpoint} does not answer")
+        digest = int.from_bytes(hashlib.sha256(self.db).digest()[:4], "big")
+        return HashKV(endpoint, m.id, digest, 0, revision)
 
     @asynccontextmanager
     async def connect(self, timeout: float) -> AsyncIterator[FakeCluster]:

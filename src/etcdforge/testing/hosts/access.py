@@ -111,7 +111,7 @@ class HostAccess:
         argv: Sequence[str],
         *,
         user: str = "root",
-        timeout: float = 60.0,
+        timeout: float = 180.0,
         check: bool = True,
         input: str | None = None,
         connect_timeout: float = 20.0,

@@ -1,0 +1,252 @@
+"""``backup``: take (``now``), ``list``, ``verify`` and ``prune`` backups; ``restore`` lives beside it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from etcdforge.cli.app import (
+    StepPrinter,
+    confirmer,
+    dir_option,
+    main,
+    make_console,
+    output_option,
+    plain,
+    print_plan,
+    run_async,
+    workspace_dir,
+    yes_option,
+)
+
+target_option = click.option(
+    "--target", default=None, help="A backup target's name from the spec (default: the first one)."
+)
+identity_option = click.option(
+    "--identity",
+    "-i",
+    "identities",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="age identity file that decrypts the backup (as `age-keygen` writes it); repeatable.",
+)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def _age(when: datetime) -> str:
+    seconds = int((datetime.now(UTC) - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+@main.group()
+def backup() -> None:
+    """Backups: take one now, list, verify, prune (restore: `etcdforge restore`)."""
+
+
+@backup.command("now")
+@dir_option
+@target_option
+@click.option("--member", default=None, help="Read this member (default: a caught-up follower).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@output_option
+def backup_now(
+    directory: Path | None, target: str | None, member: str | None, dry_run: bool, output: str
+) -> None:
+    """Take a snapshot from a healthy voting member, check it (etcd's hash, the bbolt structure,
+    `snapshot status`), compress it (zstd), encrypt it if the spec names age recipients, and store it
+    with a manifest in the target. Exit 0 only when the backup is stored and verified."""
+    from etcdforge.verbs.backup import run as backup_run
+
+    d = workspace_dir(directory)
+    if dry_run:
+        result = run_async(backup_run.backup_now(d, target=target, member=member, dry_run=True))
+        print_plan(result.plan, output)
+        return
+    progress = StepPrinter(make_console(stderr=output == "json"))
+    result = run_async(backup_run.backup_now(d, target=target, member=member, reporter=progress))
+    m = result.manifest
+    assert m is not None
+    if output == "json":
+        click.echo(json.dumps({"id": m.id, "target": result.target, "manifest": m.model_dump(mode="json")}))
+        return
+    keys = f", {m.check.total_keys} keys" if m.check.total_keys is not None else ""
+    make_console().print(
+        f"backup {plain(m.id)} in {plain(result.target)}: revision {m.restore_revision}{keys}, "
+        f"{_mib(m.db_size)} -> {_mib(m.stored.size)}"
+        + (" (encrypted)" if m.stored.encrypted else "")
+        + f", from {plain(m.source_member)}; verified",
+        markup=True,
+    )
+
+
+@backup.command("list")
+@dir_option
+@target_option
+@output_option
+def backup_list(directory: Path | None, target: str | None, output: str) -> None:
+    """Every backup in every target (or one): age, revision, size, and whether it is whole."""
+    from etcdforge.verbs.backup import run as backup_run
+
+    listings = run_async(backup_run.list_backups(workspace_dir(directory), target))
+    if output == "json":
+        doc: list[dict[str, Any]] = []
+        for t in listings:
+            doc.append(
+                {
+                    "target": t.target,
+                    "where": t.where,
+                    "error": t.error,
+                    "backups": [
+                        {
+                            "id": e.backup_id,
+                            "taken": e.taken.isoformat(),
+                            "ok": e.ok,
+                            "problem": e.problem,
+                            "size": e.size,
+                            "revision": e.manifest.restore_revision if e.manifest else None,
+                            "encrypted": e.manifest.stored.encrypted if e.manifest else None,
+                        }
+                        for e in t.entries
+                    ],
+                }
+            )
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from rich.table import Table
+
+    console = make_console()
+    failed = False
+    for t in listings:
+        if t.error:
+            failed = True
+            console.print(f"[red]{plain(t.target)}: {plain(t.error)}[/]")
+            continue
+        table = Table(title=f"{t.target} ({t.where})", title_justify="left")
+        for col in ("id", "age", "revision", "keys", "stored", "source", "state"):
+            table.add_column(col)
+        for e in reversed(t.entries):
+            m = e.manifest
+            table.add_row(
+                e.backup_id,
+                _age(e.taken),
+                str(m.restore_revision) if m else "-",
+                str(m.check.total_keys) if m and m.check.total_keys is not None else "-",
+                _mib(e.size) + (" age" if m and m.stored.encrypted else ""),
+                plain(m.source_member) if m else "-",
+                "verified when taken" if e.ok else f"[red]{plain(e.problem)}[/]",
+            )
+        if not t.entries:
+            console.print(f"{plain(t.target)} ({plain(t.where)}): no backups")
+        else:
+            console.print(table)
+    if failed:
+        raise SystemExit(1)
+
+
+@backup.command("verify")
+@click.argument("backup_id", metavar="ID|latest", default="latest")
+@dir_option
+@target_option
+@identity_option
+@output_option
+def backup_verify(
+    backup_id: str, directory: Path | None, target: str | None, identities: tuple[Path, ...], output: str
+) -> None:
+    """Fetch a backup and check it as a restore would: the stored file's hash, decryption, decompression,
+    the snapshot's hash, the bbolt structure and `snapshot status`. Changes nothing."""
+    from etcdforge.verbs.backup import run as backup_run
+
+    result = run_async(
+        backup_run.verify_backup(workspace_dir(directory), backup_id, target=target, identities=identities)
+    )
+    if output == "json":
+        click.echo(json.dumps({"id": result.backup_id, "target": result.target, "ok": True,
+                               "checks": list(result.checks)}))  # fmt: skip
+        return
+    console = make_console()
+    for line in result.checks:
+        console.print(f"[green]✓[/] {plain(line)}")
+    console.print(f"backup {plain(result.backup_id)} in {plain(result.target)} is good")
+
+
+@backup.command("prune")
+@dir_option
+@target_option
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted and why; delete nothing.")
+@yes_option
+@output_option
+def backup_prune(directory: Path | None, target: str | None, dry_run: bool, yes: bool, output: str) -> None:
+    """Delete the backups the spec's retention does not keep (last N; hourly, daily, weekly, monthly);
+    the newest verified backup is always kept."""
+    from etcdforge.verbs.backup import run as backup_run
+
+    d = workspace_dir(directory)
+    progress = StepPrinter(make_console(stderr=output == "json"))
+    result = run_async(
+        backup_run.prune(d, target=target, dry_run=dry_run, confirm=confirmer(yes), reporter=progress)
+    )
+    if output == "json":
+        click.echo(json.dumps({"target": result.target, "executed": result.executed,
+                               "keep": result.keep, **result.plan.to_json()}))  # fmt: skip
+        return
+    console = make_console()
+    if dry_run or not result.executed:
+        print_plan(result.plan, output)
+    for backup_id, why in sorted(result.keep.items()):
+        console.print(f"keep {plain(backup_id)}: {plain(', '.join(why))}")
+
+
+@main.command("restore")
+@click.argument("backup_id", metavar="ID|latest", default="latest")
+@dir_option
+@target_option
+@identity_option
+@click.option("--etcd-bin", default=None, help="Local mode: the etcd binary (its etcdutl/etcdctl restores).")
+@click.option("--dry-run", is_flag=True, help="Verify nothing, change nothing: print the plan.")
+@yes_option
+@output_option
+def restore(
+    backup_id: str,
+    directory: Path | None,
+    target: str | None,
+    identities: tuple[Path, ...],
+    etcd_bin: str | None,
+    dry_run: bool,
+    yes: bool,
+    output: str,
+) -> None:
+    """Restore the whole cluster from a backup: verify it, stop every member, move each data dir aside
+    (never deleted), restore the snapshot with a new cluster token, start, check. A re-run after an
+    interruption resumes the same restore."""
+    from etcdforge.verbs.restore import run as restore_run
+
+    d = workspace_dir(directory)
+    kwargs: dict[str, Any] = dict(target=target, identities=identities, etcd_bin=etcd_bin)
+    console = make_console(stderr=output == "json")
+    if dry_run:
+        result = run_async(restore_run.restore(d, backup_id, dry_run=True, **kwargs))
+        print_plan(result.plan, output)
+        for w in result.warnings:
+            make_console(stderr=True).print(f"[yellow]warning:[/] {plain(w)}")
+        return
+    progress = StepPrinter(console)
+    result = run_async(restore_run.restore(d, backup_id, confirm=confirmer(yes), reporter=progress, **kwargs))
+    m = result.manifest
+    if output == "json":
+        click.echo(
+            json.dumps({"restored": m.id, "revision": m.restore_revision, "warnings": list(result.warnings)})
+        )
+    else:
+        console.print(f"restored {plain(m.id)} (revision {m.restore_revision}); the cluster is healthy")
+    for w in result.warnings:
+        make_console(stderr=True).print(f"[yellow]warning:[/] {plain(w)}")

