@@ -38,7 +38,7 @@ class Binary:
         return ".".join(map(str, self.version))
 
 
-def _is_elf(path: Path) -> bool:
+def is_elf(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
             return fh.read(4) == _ELF
@@ -61,7 +61,7 @@ def _on_path(tool: Tool) -> Path | None:
         if not directory:
             continue
         candidate = Path(directory) / tool
-        if candidate.is_file() and os.access(candidate, os.X_OK) and _is_elf(candidate):
+        if candidate.is_file() and os.access(candidate, os.X_OK) and is_elf(candidate):
             return candidate
     return None
 

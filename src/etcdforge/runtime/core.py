@@ -158,9 +158,7 @@ class Runtime:
             return await remove_tree(Path(action.path), action.marker)
         if isinstance(action, MovePath):
             return await move_path(Path(action.src), Path(action.dst))
-        if isinstance(
-            action, TakeSnapshot | CheckSnapshot | PackBackup | WriteManifest | StoreBackup | DeleteBackup
-        ):
+        if isinstance(action, BACKUP_ACTIONS):
             return await backup_ops.perform(self, action)
         raise TypeError(f"no runtime action for {type(action).__name__}")
 

