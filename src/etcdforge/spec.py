@@ -377,7 +377,7 @@ class _Target(_Model):
 class DirTarget(_Target):
     """A directory on the control machine (relative paths: from the workspace)."""
 
-    kind: Literal["dir"] = "dir"
+    kind: Literal["dir"]
     path: str
 
 
@@ -386,7 +386,7 @@ class S3Target(_Target):
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN) or the environment; never from
     the spec."""
 
-    kind: Literal["s3"] = "s3"
+    kind: Literal["s3"]
     bucket: str
     prefix: str = ""
     endpoint: str | None = Field(default=None, description="e.g. https://s3.example.net (default: AWS).")
@@ -411,7 +411,7 @@ class S3Target(_Target):
 class SftpTarget(_Target):
     """A directory on another host over SFTP (host keys verified against the spec's known_hosts)."""
 
-    kind: Literal["sftp"] = "sftp"
+    kind: Literal["sftp"]
     host: str
     port: Port = 22
     user: str = "root"
@@ -449,7 +449,7 @@ class BackupSettings(_Model):
         return self
 
     def all_targets(self) -> tuple[DirTarget | S3Target | SftpTarget, ...]:
-        return self.targets or (DirTarget(name="local", path="backups"),)
+        return self.targets or (DirTarget(name="local", kind="dir", path="backups"),)
 
     def target(self, name: str | None) -> DirTarget | S3Target | SftpTarget:
         targets = self.all_targets()

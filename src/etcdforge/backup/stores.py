@@ -23,11 +23,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from etcdforge.errors import BackupError
 from etcdforge.spec import ClusterSpec, DirTarget, S3Target, SftpTarget
 from etcdforge.workspace import Workspace, resolve_path
+
+if TYPE_CHECKING:
+    from obstore.store import S3Config
 
 CHUNK = 1 << 20
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -130,6 +133,16 @@ class ObjectStore:
         self._store = store
 
     def _fail(self, what: str, key: str, exc: BaseException) -> BackupError:
+        text = str(exc)
+        if "NoSuchBucket" in text:
+            return BackupError(
+                f"target {self.name} ({self.where}): the bucket does not exist", hint="create it first"
+            )
+        if "AccessDenied" in text or "SignatureDoesNotMatch" in text or "InvalidAccessKeyId" in text:
+            return BackupError(
+                f"target {self.name} ({self.where}): the credentials were refused",
+                hint="check credentials_file or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+            )
         return BackupError(f"target {self.name} ({self.where}): {what} {key}: {_first_line(exc)}")
 
     async def put_file(self, local: Path, key: str) -> None:
@@ -221,15 +234,20 @@ def _s3(target: S3Target, spec: ClusterSpec, ws: Workspace) -> ObjectStore:
 
     creds = s3_credentials(target, ws)
     prefix = "/".join(p for p in (target.prefix.strip("/"), spec.name) if p)
+    config: dict[str, Any] = {
+        "access_key_id": creds["AWS_ACCESS_KEY_ID"],
+        "secret_access_key": creds["AWS_SECRET_ACCESS_KEY"],
+        "region": target.region,
+        "virtual_hosted_style_request": False,
+    }
+    if creds.get("AWS_SESSION_TOKEN"):
+        config["session_token"] = creds["AWS_SESSION_TOKEN"]
+    if target.endpoint:
+        config["endpoint"] = target.endpoint
     store = S3Store(
         target.bucket,
         prefix=prefix,
-        endpoint=target.endpoint,
-        region=target.region,
-        access_key_id=creds["AWS_ACCESS_KEY_ID"],
-        secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
-        session_token=creds.get("AWS_SESSION_TOKEN"),
-        virtual_hosted_style_request=False,
+        config=cast("S3Config", config),
         client_options={
             "allow_http": bool(target.endpoint and target.endpoint.startswith("http://")),
             "connect_timeout": timedelta(seconds=10),

@@ -167,9 +167,6 @@ def _manifest(action: WriteManifest) -> str:
             "raw_sha256": facts["raw_sha256"],
         }
     )
-    if found.revision is not None and found.revision < manifest.revision:
-        # the database is older than the revision etcd reported before streaming it: not possible
-        raise BackupError(f"the snapshot holds revision {found.revision}, below {manifest.revision}")
     atomic_write(dest, manifest.to_bytes(), 0o600)
     return f"revision {manifest.restore_revision}"
 

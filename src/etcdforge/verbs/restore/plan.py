@@ -115,7 +115,16 @@ def plan_restore(inp: RestoreInputs) -> tuple[Plan, tuple[str, ...]]:
             f"the revision goes back to {manifest.restore_revision}; restart every watcher "
             "(kube-apiserver, controllers) after the restore, or they miss changes"
         )
-    steps: list[Step] = []
+    # the fetch changes nothing (a backup that fails its checks leaves no record behind); the record
+    # comes before the first step that changes the cluster
+    steps: list[Step] = [
+        Step(
+            "restore/fetch",
+            "local",
+            FetchBackup(record.target, manifest.id, raw, inp.identities),
+            f"download {manifest.stored.key} from {record.target}, check its hashes and structure",
+        )
+    ]
     if not inp.record_exists:
         steps.append(
             Step(
@@ -125,14 +134,6 @@ def plan_restore(inp: RestoreInputs) -> tuple[Plan, tuple[str, ...]]:
                 f"restore of {manifest.id} in flight (new token {record.token}); a re-run resumes it",
             )
         )
-    steps.append(
-        Step(
-            "restore/fetch",
-            "local",
-            FetchBackup(record.target, manifest.id, raw, inp.identities),
-            f"download {manifest.stored.key} from {record.target}, check its hashes and structure",
-        )
-    )
     if inp.upload:
         steps += [
             Step(

@@ -7,6 +7,7 @@ version where the members run) → plan (:mod:`~etcdforge.verbs.restore.plan`, p
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +72,20 @@ async def tool_version(host: Host, tool_dir: str) -> tuple[int, int, int]:
     return int(match.group(2)), int(match.group(3)), int(match.group(4))
 
 
+def running_binary(spec: ClusterSpec, ws: Workspace) -> str | None:
+    """The etcd binary a running local member was started with (None when none runs)."""
+    from etcdforge.runtime import supervisor
+
+    for m in spec.members:
+        pid = supervisor.running_pid(ws.member_pid(m.name))
+        if pid is not None:
+            try:
+                return os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+    return None
+
+
 def places(spec: ClusterSpec, ws: Workspace, backup_id: str, tool_dir: str) -> dict[str, MemberPlace]:
     if is_local(spec):
         raw = str(ws.root / STAGING / f"{backup_id}.snapshot.db")
@@ -112,6 +127,8 @@ async def restore(
             raise BackupError(
                 f"backup {manifest.id} is encrypted: pass --identity with the age key that decrypts it"
             )
+        if is_local(spec) and etcd_bin is None:
+            etcd_bin = running_binary(spec, ws)  # restore and start with the release the members run
         when = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         if record is None:
             record = Record(manifest.id, chosen.name, f"{spec.name}-restore-{when.lower()}", when)
