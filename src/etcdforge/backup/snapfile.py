@@ -169,12 +169,14 @@ def check_bbolt(path: Path, *, trailer: bool = True) -> BboltInfo:
             raise BackupError(f"{name}: {size} bytes is too small to be a bbolt database")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
             first = _meta(view, 0)
-            if first is None:
-                raise BackupError(f"{name}: not a bbolt database (the first meta page is invalid)")
-            page_size = first[0]
+            # bbolt reads the page size from meta page 0; when that page is damaged it tries meta page 1
+            # at the common page size (4096), as we do
+            page_size = first[0] if first is not None else 4096
             if page_size < 512 or page_size & (page_size - 1) or page_size > 1 << 20:
                 raise BackupError(f"{name}: implausible page size {page_size}")
             metas = [m for m in (first, _meta(view, page_size)) if m is not None and m[0] == page_size]
+            if not metas:
+                raise BackupError(f"{name}: not a bbolt database (no valid meta page)")
             # bbolt uses the valid meta with the higher txid
             _, root, freelist, high_water, txid = max(metas, key=lambda m: m[4])
             if high_water * page_size > size:
