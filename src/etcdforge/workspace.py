@@ -54,6 +54,11 @@ class Workspace:
         return self.root / "pki"
 
     @property
+    def restore_record(self) -> Path:
+        """The record of a restore in flight (written and removed by the restore's plan)."""
+        return self.root / "restore.json"
+
+    @property
     def env_path(self) -> Path:
         return self.root / "etcdctl.env"
 

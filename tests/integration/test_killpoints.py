@@ -234,3 +234,55 @@ async def rotated(ws: Path) -> None:
     await check_converged(ws)
     assert not (ws / "pki" / "rotation").exists(), "the rotation record was left behind"
     await presented_matches_workspace(ws)
+
+
+def test_restore_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    """A restore killed at any step, then re-run (the same backup): the cluster is the backup's, the
+    record is gone, and between the kill and the re-run other verbs refuse in one line."""
+
+    async def restored(ws: Path) -> None:
+        from killpoints import check_converged
+
+        await check_converged(ws)
+        assert not (ws / "restore.json").exists(), "the restore record was left behind"
+        code, out, err = await cli(ws, "kv", "get", "/kp-restore/marker")
+        assert code == 0 and out.splitlines()[1] == "in the backup", (out, err)
+
+    async def nothing() -> None:
+        pass
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        await ok(ws, "kv", "put", "/kp-restore/marker", "in the backup")
+        code, out, err = await cli(ws, "backup", "now", "-o", "json")
+        assert code == 0, (out, err)
+        import json
+
+        backup_id = json.loads(out)["id"]
+        await ok(ws, "kv", "put", "/kp-restore/marker", "after the backup")
+        argv = ("restore", backup_id, "--yes", "--etcd-bin", str(binary))
+        return await matrix(ws, argv, nothing, under_load=False, check=restored)
+
+    run_both(clusters, "restore", scenario)
+
+
+def test_backup_now_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    """A backup killed at any step, then re-run: a whole, verified backup is listed, and no staging
+    copy is left behind (an interrupted upload may leave data without a manifest: listed as such)."""
+
+    async def backed_up(ws: Path) -> None:
+        import json
+
+        code, out, err = await cli(ws, "backup", "list", "-o", "json")
+        assert code == 0, (out, err)
+        backups = json.loads(out)[0]["backups"]
+        assert backups and backups[-1]["ok"], backups
+        staging = ws / "backups" / ".staging"
+        assert not staging.is_dir() or not any(staging.iterdir()), list(staging.iterdir())
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        async def next_second() -> None:
+            await asyncio.sleep(1.05)  # backup ids are per second
+
+        return await matrix(ws, ("backup", "now"), next_second, check=backed_up)
+
+    run_both(clusters, "backup now", scenario)

@@ -133,7 +133,7 @@ async def backup_now(
     reporter: Reporter | None = None,
     now: datetime | None = None,
 ) -> BackupResult:
-    with locked_workspace(directory) as (ws, spec):
+    with locked_workspace(directory, during_restore=True) as (ws, spec):
         chosen = spec.backup.target(target)
         observed = await observe(spec, ws)
         source = backup_plan.choose_source(observed.candidates, member)
@@ -273,7 +273,7 @@ async def prune(
     confirm: Confirm | None = None,
     reporter: Reporter | None = None,
 ) -> PruneResult:
-    with locked_workspace(directory) as (ws, spec):
+    with locked_workspace(directory, during_restore=True) as (ws, spec):
         chosen = spec.backup.target(target)
         async with open_store(spec, ws, chosen) as store:
             entries = await read_listing(store)

@@ -29,7 +29,6 @@ from etcdforge.verbs.restore.plan import MemberPlace, Record, RestoreInputs, pla
 from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace
 
-RECORD = "restore.json"
 STAGING = "backups/.restore"
 _VERSION = re.compile(r"(etcdutl|etcdctl) version: (\d+)\.(\d+)\.(\d+)")
 VERSION_SCRIPT = (
@@ -48,7 +47,7 @@ class RestoreResult:
 
 
 def read_record(ws: Workspace) -> Record | None:
-    path = ws.root / RECORD
+    path = ws.restore_record
     if not path.is_file():
         return None
     try:
@@ -109,7 +108,7 @@ async def restore(
     reporter: Reporter | None = None,
     now: datetime | None = None,
 ) -> RestoreResult:
-    with locked_workspace(directory) as (ws, spec):
+    with locked_workspace(directory, during_restore=True) as (ws, spec):
         record = read_record(ws)
         if record is not None:
             if wanted not in ("latest", record.backup_id) or (target and target != record.target):
@@ -150,8 +149,8 @@ async def restore(
                 spec_path=str(ws.spec_path),
                 manifest=manifest,
                 record=record,
-                record_path=str(ws.root / RECORD),
-                record_exists=(ws.root / RECORD).is_file(),
+                record_path=str(ws.restore_record),
+                record_exists=ws.restore_record.is_file(),
                 staging=str(ws.root / STAGING),
                 places=places(spec, ws, manifest.id, tool_dir),
                 upload=not is_local(spec),

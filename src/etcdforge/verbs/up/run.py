@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcdforge import binaries, topology
-from etcdforge.errors import MemberStartError, StepError, WorkspaceError
+from etcdforge.errors import MemberStartError, PlanError, StepError, WorkspaceError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
 from etcdforge.plan import Plan
@@ -75,13 +75,21 @@ def workspace_lock(ws: Workspace) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def locked_workspace(directory: Path) -> Iterator[tuple[Workspace, ClusterSpec]]:
+def locked_workspace(
+    directory: Path, *, during_restore: bool = False
+) -> Iterator[tuple[Workspace, ClusterSpec]]:
     """The workspace and its spec, read under the workspace lock (a spec read before the lock could be
-    rewritten by a concurrent command in between)."""
+    rewritten by a concurrent command in between). While a restore is in flight only the verbs that say
+    ``during_restore`` run (restore itself, backups, down, destroy); the others refuse with one line."""
     ws = Workspace(directory)
     if not ws.exists():
         raise WorkspaceError(f"no cluster in {directory}", hint="run `etcdforge up` first, or pass --dir")
     with workspace_lock(ws):
+        if not during_restore and ws.restore_record.is_file():
+            raise PlanError(
+                "a restore is in progress in this workspace; nothing was changed",
+                hint="finish it first: run `etcdforge restore` again",
+            )
         yield ws, load_spec(ws.spec_path)
 
 
@@ -196,7 +204,7 @@ async def _execute_up(spec: ClusterSpec, plan: Plan, runtime: Runtime, reporter:
 
 
 async def down(directory: Path, *, dry_run: bool = False, reporter: Reporter | None = None) -> Plan:
-    with locked_workspace(directory) as (ws, spec):
+    with locked_workspace(directory, during_restore=True) as (ws, spec):
         plan = plan_down(spec, observe_local(spec, ws))
         if not dry_run:
             async with open_runtime(spec, ws) as runtime:
@@ -226,7 +234,7 @@ async def destroy(
             (directory / ".lock").unlink(missing_ok=True)
             directory.rmdir()
         return Plan(verb="destroy", steps=())
-    with locked_workspace(directory) as (ws, spec):
+    with locked_workspace(directory, during_restore=True) as (ws, spec):
         plan = plan_destroy(spec, ws, observe_local(spec, ws))
         if not dry_run:
             async with open_runtime(spec, ws) as runtime:
