@@ -275,7 +275,11 @@ class SftpStore:
         part = self._path(key) + ".part"
         try:
             await self._sftp.makedirs(self._root, exist_ok=True)
-            await self._sftp.put(str(local), part, block_size=256 * 1024)
+            # created 0600 (never readable by others, not even while it is written), a chunk at a time
+            async with self._sftp.open(part, "wb", attrs=self._attrs()) as out:
+                with local.open("rb") as src:
+                    while chunk := await asyncio.to_thread(src.read, CHUNK):
+                        await out.write(chunk)
             await self._sftp.posix_rename(part, self._path(key))
         except Exception as exc:
             raise self._fail("cannot upload", key, exc) from None

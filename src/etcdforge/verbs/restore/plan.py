@@ -11,17 +11,20 @@ restore with the same token, and every step skips what is done.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from etcdforge import topology
+from etcdforge import layout, render, topology
 from etcdforge.backup.manifest import STAGING_MARKER, Manifest
 from etcdforge.errors import PlanError
 from etcdforge.plan import (
+    Action,
     CheckRestored,
     FetchBackup,
     HostCommand,
     Plan,
+    PutFile,
     RemoveFile,
     RemoveTree,
     RestoreData,
@@ -32,6 +35,7 @@ from etcdforge.plan import (
     WaitHealthy,
     WriteFile,
 )
+from etcdforge.render import MemberPaths
 from etcdforge.spec import ClusterSpec, dump_spec
 
 #: the revision a restore jumps ahead by, where the tool can (etcd's and Kubernetes' suggestion: far
@@ -82,6 +86,8 @@ class RestoreInputs:
     upload: bool  # hosts mode: the snapshot goes to each member's host
     tool_version: tuple[int, int, int]
     identities: tuple[str, ...]
+    #: local mode: each member's paths in the workspace (hosts mode: the spec's layout on every host)
+    member_paths: Mapping[str, MemberPaths] | None = None
     timeout: float = 120.0
 
 
@@ -170,13 +176,27 @@ def plan_restore(inp: RestoreInputs) -> tuple[Plan, tuple[str, ...]]:
             )
         )
     restored = spec.model_copy(update={"token": record.token})
-    steps += [
+    steps.append(
         Step(
             "workspace/write-spec",
             "local",
             WriteFile(inp.spec_path, dump_spec(restored).encode()),
             f"token {record.token}: the restored cluster is a new cluster",
-        ),
+        )
+    )
+    for spec_member in spec.members:  # the configs name the new token too (`plan`: nothing to change)
+        name = spec_member.name
+        if inp.member_paths is not None:
+            paths = inp.member_paths[name]
+            config: Action = WriteFile(paths.config, render.etcd_config(restored, spec_member, paths))
+        else:
+            content = render.etcd_config(restored, spec_member, layout.member_paths(restored))
+            config = PutFile(name, layout.CONFIG, content, 0o644, "root", "root")
+        steps.append(Step(f"{name}/write-config", name, config, f"token {record.token}", group="config"))
+        if inp.member_paths is None:  # the stop disabled the unit: it starts at boot again
+            enable = HostCommand(name, ("systemctl", "enable", "--quiet", layout.UNIT_NAME))
+            steps.append(Step(f"{name}/enable", name, enable, "start etcd at boot", group="config"))
+    steps += [
         Step("cluster/start", "local", StartMembers(names), "every member starts together"),
         Step("cluster/wait-healthy", "local", WaitHealthy(names, inp.timeout), "all members healthy"),
         Step(

@@ -156,6 +156,9 @@ async def restore(
                 upload=not is_local(spec),
                 tool_version=version,
                 identities=tuple(str(p.resolve()) for p in identities),
+                member_paths={m.name: ws.member_paths(m.name) for m in spec.members}
+                if is_local(spec)
+                else None,
             )
             plan, warnings = plan_restore(inputs)
             if dry_run:
