@@ -349,6 +349,9 @@ class MemberSpec(_Model):
 
 
 _TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+#: the built-in target of safety snapshots (taken before a verb changes the cluster): the workspace's
+#: ``backups/safety``; a spec cannot define a target of that name
+SAFETY_TARGET = "safety"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -371,6 +374,8 @@ class _Target(_Model):
     def _tname(cls, v: str) -> str:
         if not _TARGET_NAME.match(v):
             raise ValueError(f"{v!r}: use 1-32 lower-case letters, digits, '-' or '_'")
+        if v == SAFETY_TARGET:
+            raise ValueError(f"{v!r} is the built-in target of safety snapshots; choose another name")
         return v
 
 
@@ -455,6 +460,8 @@ class BackupSettings(_Model):
         targets = self.all_targets()
         if name is None:
             return targets[0]
+        if name == SAFETY_TARGET:
+            return DirTarget.model_construct(name=SAFETY_TARGET, kind="dir", path="backups/safety")
         for t in targets:
             if t.name == name:
                 return t

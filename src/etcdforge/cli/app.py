@@ -96,6 +96,12 @@ def printable_lines(text: str) -> str:
     return "\n".join(one_line(line) for line in text.splitlines())
 
 
+no_snapshot_option = click.option(
+    "--no-snapshot",
+    is_flag=True,
+    help="Skip the safety snapshot taken first (kept in the workspace's backups/safety, the last 5).",
+)
+
 yes_option = click.option(
     "--yes", "-y", is_flag=True, help="Do not ask before steps that destroy data (needed without a terminal)."
 )

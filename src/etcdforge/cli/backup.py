@@ -15,6 +15,7 @@ from etcdforge.cli.app import (
     dir_option,
     main,
     make_console,
+    no_snapshot_option,
     output_option,
     plain,
     print_plan,
@@ -214,6 +215,7 @@ def backup_prune(directory: Path | None, target: str | None, dry_run: bool, yes:
 @click.option("--etcd-bin", default=None, help="Local mode: the etcd binary (its etcdutl/etcdctl restores).")
 @click.option("--dry-run", is_flag=True, help="Verify nothing, change nothing: print the plan.")
 @yes_option
+@no_snapshot_option
 @output_option
 def restore(
     backup_id: str,
@@ -223,6 +225,7 @@ def restore(
     etcd_bin: str | None,
     dry_run: bool,
     yes: bool,
+    no_snapshot: bool,
     output: str,
 ) -> None:
     """Restore the whole cluster from a backup: verify it, stop every member, move each data dir aside
@@ -231,7 +234,9 @@ def restore(
     from etcdforge.verbs.restore import run as restore_run
 
     d = workspace_dir(directory)
-    kwargs: dict[str, Any] = dict(target=target, identities=identities, etcd_bin=etcd_bin)
+    kwargs: dict[str, Any] = dict(
+        target=target, identities=identities, etcd_bin=etcd_bin, no_snapshot=no_snapshot
+    )
     console = make_console(stderr=output == "json")
     if dry_run:
         result = run_async(restore_run.restore(d, backup_id, dry_run=True, **kwargs))

@@ -14,6 +14,7 @@ from etcdforge.cli.app import (
     dir_option,
     main,
     make_console,
+    no_snapshot_option,
     one_line,
     output_option,
     print_plan,
@@ -59,6 +60,7 @@ def _print_member_result(result: Any, dry_run: bool, output: str, done: str) -> 
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to join and catch up.")
 @click.option("--accept-new-host-keys", is_flag=True)
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@no_snapshot_option
 @output_option
 def member_add(
     directory: Path | None,
@@ -74,6 +76,7 @@ def member_add(
     timeout: float,
     accept_new_host_keys: bool,
     dry_run: bool,
+    no_snapshot: bool,
     output: str,
 ) -> None:
     """Add NAME as a learner, start it, promote it once in sync; roll back if it never joins."""
@@ -88,6 +91,7 @@ def member_add(
         membership.add(
             workspace_dir(directory), name, address=address, dns_names=dns_names, ssh=ssh, etcd_bin=etcd_bin,
             timeout=timeout, dry_run=dry_run, accept_new_host_keys=accept_new_host_keys, reporter=reporter,
+            no_snapshot=no_snapshot,
         )
     )  # fmt: skip
     _print_member_result(result, dry_run, output, f"[bold green]{name} joined[/] as a voting member")
@@ -101,6 +105,7 @@ def member_add(
 @click.option("--accept-new-host-keys", is_flag=True)
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 @yes_option
+@no_snapshot_option
 @output_option
 def member_remove(
     directory: Path | None,
@@ -110,6 +115,7 @@ def member_remove(
     accept_new_host_keys: bool,
     dry_run: bool,
     yes: bool,
+    no_snapshot: bool,
     output: str,
 ) -> None:
     """Remove NAME (never below quorum; the leader hands over first); stop it and wipe its data."""
@@ -120,6 +126,7 @@ def member_remove(
         membership.remove(
             workspace_dir(directory), name, keep_data=keep_data, timeout=timeout, dry_run=dry_run,
             accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirmer(yes),
+            no_snapshot=no_snapshot,
         )
     )  # fmt: skip
     _print_member_result(result, dry_run, output, f"[bold green]{name} removed[/]")
@@ -133,10 +140,11 @@ def member_remove(
 @click.option("--accept-new-host-keys", is_flag=True)
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 @yes_option
+@no_snapshot_option
 @output_option
 def member_replace(
     directory: Path | None, name: str, address: str | None, timeout: float, accept_new_host_keys: bool,
-    dry_run: bool, yes: bool, output: str,
+    dry_run: bool, yes: bool, no_snapshot: bool, output: str,
 ) -> None:  # fmt: skip
     """Replace a dead or corrupted member: remove, wipe, add back as a learner, promote."""
     from etcdforge.verbs.member import run as membership
@@ -146,6 +154,7 @@ def member_replace(
         membership.replace(
             workspace_dir(directory), name, address=address, timeout=timeout, dry_run=dry_run,
             accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirmer(yes),
+            no_snapshot=no_snapshot,
         )
     )  # fmt: skip
     _print_member_result(result, dry_run, output, f"[bold green]{name} replaced[/]")

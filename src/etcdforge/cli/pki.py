@@ -14,6 +14,7 @@ from etcdforge.cli.app import (
     fail,
     main,
     make_console,
+    no_snapshot_option,
     output_option,
     plain,
     run_async,
@@ -309,6 +310,7 @@ _PHASE_HELP = {
 @click.option("--dry-run", is_flag=True, help="Show the phases still to run; change nothing.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per health gate.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (never changed ones).")
+@no_snapshot_option
 def pki_rotate_ca(
     directory: Path | None,
     stop_after: str | None,
@@ -317,6 +319,7 @@ def pki_rotate_ca(
     dry_run: bool,
     timeout: float,
     accept_new_host_keys: bool,
+    no_snapshot: bool,
 ) -> None:
     """Replace the CA without downtime, in phases that survive interruption (run it again to resume).
 
@@ -339,7 +342,13 @@ def pki_rotate_ca(
     until = cast("Phase | None", stop_after)
     if dry_run or not yes:
         preview = run_async(
-            op.rotate_ca(d, dry_run=True, stop_after=until, accept_new_host_keys=accept_new_host_keys)
+            op.rotate_ca(
+                d,
+                dry_run=True,
+                stop_after=until,
+                accept_new_host_keys=accept_new_host_keys,
+                no_snapshot=no_snapshot,
+            )
         )
         if preview.note:
             console.print(plain(preview.note))
@@ -365,6 +374,7 @@ def pki_rotate_ca(
             accept_new_host_keys=accept_new_host_keys,
             reporter=StepPrinter(console),
             on_phase=announce,
+            no_snapshot=no_snapshot,
         )
     )
     if result.note:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Sequence
@@ -29,16 +30,18 @@ from etcdforge.backup.manifest import (
 from etcdforge.backup.stores import open_store
 from etcdforge.errors import BackupError, BinaryError, EtcdError, PlanError
 from etcdforge.executor import Confirm, Reporter, execute
-from etcdforge.plan import Plan
+from etcdforge.plan import DeleteBackup, Plan, Step
 from etcdforge.runtime.backup_ops import status_report
 from etcdforge.runtime.factory import is_local, make_runtime
-from etcdforge.spec import ClusterSpec
+from etcdforge.spec import SAFETY_TARGET, ClusterSpec
 from etcdforge.verbs.backup import plan as backup_plan
 from etcdforge.verbs.backup.plan import Candidate, Listed
 from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace, admin_client
 
 STAGING = "backups/.staging"
+#: safety snapshots kept in the workspace (the newest of them, whatever their age)
+SAFETY_KEEP = 5
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,58 @@ class BackupResult:
     manifest: Manifest | None = None
 
 
+def backup_request(
+    spec: ClusterSpec,
+    ws: Workspace,
+    observed: Observed,
+    source: Candidate,
+    target: str,
+    when: datetime,
+    *,
+    encrypt: bool = True,
+) -> backup_plan.BackupRequest:
+    """Everything a backup plan needs, from the observation (``encrypt`` False: a safety snapshot,
+    kept in the workspace like the rest of the cluster's secrets)."""
+    backup_id = new_id(when)
+    staging_root = ws.root / STAGING
+    stale = tuple(
+        sorted(
+            p.name
+            for p in (staging_root.iterdir() if staging_root.is_dir() else ())
+            if p.name != backup_id and (p / STAGING_MARKER).is_file()
+        )
+    )
+    ca = ws.trust_bundle if ws.trust_bundle.is_file() else ws.ca_cert
+    recipients = spec.backup.encrypt_to if encrypt else ()
+    if recipients:
+        pack.recipients_from(recipients, ws.root)  # refuse a bad recipient before any work
+    return backup_plan.BackupRequest(
+        backup_id=backup_id,
+        target=target,
+        staging_root=staging_root,
+        stale_staging=stale,
+        status_tool=status_tool(spec, ws, source.name),
+        recipients=recipients,
+        recipients_base=str(ws.root),
+        level=spec.backup.zstd_level,
+        base_manifest={
+            "id": backup_id,
+            "cluster": spec.name,
+            "cluster_id": f"{observed.cluster_id:x}",
+            "members": list(observed.members),
+            "source_member": source.name,
+            "taken": when.isoformat(),
+            "revision": source.revision,
+            "etcd_version": source.version,
+            "db_size": source.db_size,
+            "raw_sha256": "",
+            "spec": ws.spec_path.read_text(),
+            "ca_certs": ca.read_text() if ca.is_file() else "",
+            "etcdforge_version": __version__,
+        },
+    )
+
+
 async def backup_now(
     directory: Path,
     *,
@@ -138,43 +193,8 @@ async def backup_now(
         observed = await observe(spec, ws)
         source = backup_plan.choose_source(observed.candidates, member)
         when = (now or datetime.now(UTC)).replace(microsecond=0)
-        backup_id = new_id(when)
-        staging_root = ws.root / STAGING
-        stale = tuple(
-            sorted(
-                p.name
-                for p in (staging_root.iterdir() if staging_root.is_dir() else ())
-                if p.name != backup_id and (p / STAGING_MARKER).is_file()
-            )
-        )
-        ca = ws.trust_bundle if ws.trust_bundle.is_file() else ws.ca_cert
-        req = backup_plan.BackupRequest(
-            backup_id=backup_id,
-            target=chosen.name,
-            staging_root=staging_root,
-            stale_staging=stale,
-            status_tool=status_tool(spec, ws, source.name),
-            recipients=spec.backup.encrypt_to,
-            recipients_base=str(ws.root),
-            level=spec.backup.zstd_level,
-            base_manifest={
-                "id": backup_id,
-                "cluster": spec.name,
-                "cluster_id": f"{observed.cluster_id:x}",
-                "members": list(observed.members),
-                "source_member": source.name,
-                "taken": when.isoformat(),
-                "revision": source.revision,
-                "etcd_version": source.version,
-                "db_size": source.db_size,
-                "raw_sha256": "",
-                "spec": ws.spec_path.read_text(),
-                "ca_certs": ca.read_text() if ca.is_file() else "",
-                "etcdforge_version": __version__,
-            },
-        )
-        if spec.backup.encrypt_to:
-            pack.recipients_from(spec.backup.encrypt_to, ws.root)  # refuse a bad recipient before any work
+        req = backup_request(spec, ws, observed, source, chosen.name, when)
+        backup_id = req.backup_id
         plan = backup_plan.plan_backup(req, source)
         if dry_run:
             return BackupResult(plan, backup_id, chosen.name, source.name, False)
@@ -187,6 +207,48 @@ async def backup_now(
         return BackupResult(
             plan, backup_id, chosen.name, source.name, True, parse_manifest(data, manifest_key(backup_id))
         )
+
+
+async def safety_steps(
+    spec: ClusterSpec, ws: Workspace, *, skip: bool = False, now: datetime | None = None
+) -> tuple[list[Step], tuple[str, ...]]:
+    """The steps of a safety snapshot taken before a verb changes the cluster: a backup to the
+    workspace's own ``safety`` target (``backups/safety``), then the oldest safety snapshots beyond the
+    last :data:`SAFETY_KEEP` deleted. Nothing with ``skip`` (``--no-snapshot``); nothing, with a warning,
+    when no member can be read (the verb itself decides whether it can go on)."""
+    if skip:
+        return [], ()
+    try:
+        observed = await observe(spec, ws)
+        source = backup_plan.choose_source(observed.candidates)
+    except (PlanError, EtcdError) as exc:
+        return [], (f"no safety snapshot before this change: {exc}",)
+    when = (now or datetime.now(UTC)).replace(microsecond=0)
+    req = backup_request(spec, ws, observed, source, SAFETY_TARGET, when, encrypt=False)
+    steps = [
+        dataclasses.replace(
+            s, id=s.id.replace("backup/", "safety/", 1), reason=f"safety snapshot: {s.reason}"
+        )
+        for s in backup_plan.plan_backup(req, source).steps
+    ]
+    async with open_store(spec, ws, spec.backup.target(SAFETY_TARGET)) as store:
+        entries = await read_listing(store)
+    keep = (
+        {e.backup_id for e in [e for e in entries if e.ok][-(SAFETY_KEEP - 1) :]}
+        if SAFETY_KEEP > 1
+        else set()
+    )
+    steps += [
+        Step(
+            f"safety/delete:{e.backup_id}",
+            "local",
+            DeleteBackup(SAFETY_TARGET, e.keys),
+            f"keep the last {SAFETY_KEEP} safety snapshots",
+        )
+        for e in entries
+        if e.backup_id not in keep
+    ]
+    return steps, ()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from etcdforge.runtime.control import ControlFiles
 from etcdforge.runtime.core import Runtime as CoreRuntime
 from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
+from etcdforge.verbs.backup.run import safety_steps
 from etcdforge.verbs.member import steps as steps_mod
 from etcdforge.verbs.member.plan import (
     decide_add,
@@ -92,11 +93,13 @@ async def add(
     dry_run: bool = False,
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
+    no_snapshot: bool = False,
 ) -> MemberResult:
     with locked_workspace(directory) as (ws, spec):
         return await _add(
             spec, ws, name, address=address, dns_names=dns_names, ssh=ssh, etcd_bin=etcd_bin, timeout=timeout,
             dry_run=dry_run, accept_new_host_keys=accept_new_host_keys, reporter=reporter, record=True,
+            no_snapshot=no_snapshot,
         )  # fmt: skip
 
 
@@ -114,6 +117,7 @@ async def _add(
     accept_new_host_keys: bool,
     reporter: Reporter | None,
     record: bool,
+    no_snapshot: bool = True,
 ) -> MemberResult:
     """``member add`` under the caller's lock. ``record``: keep its own record of the change in flight
     (``replace`` keeps its own instead, and only the clearing at the end is shared)."""
@@ -146,7 +150,10 @@ async def _add(
         new_spec, ws, [m.name], accept_new_host_keys=accept_new_host_keys, etcd_bin=etcd_bin
     ) as runtime:
         hosts = runtime.hosts
-        first: list[Step] = []
+        # a safety snapshot first, unless the change is under way already (a resumed add)
+        first, safety_warnings = await safety_steps(
+            spec, ws, skip=no_snapshot or steps_mod.read_record(ws) is not None or not decision.register
+        )
         pki = steps_mod.pki_step(new_spec, ws)
         if pki is not None:
             first.append(pki)
@@ -188,9 +195,10 @@ async def _add(
         )
         # one plan: the new member's certificates are issued by its first step and installed by later
         # ones as deferred values, so what --dry-run prints is what runs
-        plan = Plan("member-add", (*first, *deploy, *tail), decision.warnings)
+        warnings = decision.warnings + safety_warnings
+        plan = Plan("member-add", (*first, *deploy, *tail), warnings)
         if dry_run:
-            return MemberResult(plan, decision.warnings)
+            return MemberResult(plan, warnings)
         try:
             await execute(plan, runtime, reporter)
         except EtcdforgeError as exc:
@@ -269,12 +277,14 @@ async def remove(
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
     confirm: Confirm | None = None,
+    no_snapshot: bool = False,
 ) -> MemberResult:
     """Remove NAME. Wiping its data is destructive: ``confirm`` must say yes (or pass ``keep_data``)."""
     with locked_workspace(directory) as (ws, spec):
         result, _ = await _remove(
             spec, ws, name, keep_data=keep_data, timeout=timeout, dry_run=dry_run,
             accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirm,
+            no_snapshot=no_snapshot,
         )  # fmt: skip
         return result
 
@@ -292,6 +302,7 @@ async def _remove(
     confirm: Confirm | None,
     replace_with: MemberSpec | None = None,
     old_id: int | None = None,
+    no_snapshot: bool = True,
 ) -> tuple[MemberResult, ClusterSpec]:
     """``member remove`` under the caller's lock; also the first half of ``replace`` (``replace_with``:
     the member added back, recorded so an interrupted replace resumes). Returns the spec after it.
@@ -331,7 +342,10 @@ async def _remove(
     ) as runtime:
         hosts = runtime.hosts
         reachable = name in hosts
-        steps: list[Step] = []
+        # a safety snapshot first, unless the change is under way already (a resumed removal)
+        steps, safety_warnings = await safety_steps(
+            spec, ws, skip=no_snapshot or record is not None or decision.member_id is None
+        )
         if known is not None:
             op: Literal["member-remove", "member-replace"] = (
                 "member-replace" if replace_with else "member-remove"
@@ -366,10 +380,14 @@ async def _remove(
                     "a healthy quorum of the rest",
                 )
             )
-        warnings = decision.warnings + (
-            ()
-            if reachable
-            else (f"{name}'s host is unreachable: stop and wipe it by hand before reusing it",)
+        warnings = (
+            decision.warnings
+            + safety_warnings
+            + (
+                ()
+                if reachable
+                else (f"{name}'s host is unreachable: stop and wipe it by hand before reusing it",)
+            )
         )
         plan = Plan(verb="member-remove", steps=tuple(steps), warnings=warnings)
         if not dry_run:
@@ -387,6 +405,7 @@ async def replace(
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
     confirm: Confirm | None = None,
+    no_snapshot: bool = False,
 ) -> MemberResult:
     """Remove a dead or corrupted member, wipe it, and add it back (as a learner, then promoted), under
     one lock. Works on a member that cannot start (corrupt data, missing data, host gone): only a healthy
@@ -421,7 +440,7 @@ async def replace(
             removed, after = await _remove(
                 spec, ws, name, keep_data=False, timeout=timeout, dry_run=dry_run,
                 accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirm,
-                replace_with=target, old_id=old_id,
+                replace_with=target, old_id=old_id, no_snapshot=no_snapshot or resumed is not None,
             )  # fmt: skip
         if dry_run:
             steps = removed.plan.steps if removed else ()

@@ -6,6 +6,7 @@ version where the members run) → plan (:mod:`~etcdforge.verbs.restore.plan`, p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from etcdforge.plan import Plan
 from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec
+from etcdforge.verbs.backup.run import safety_steps
 from etcdforge.verbs.restore.plan import MemberPlace, Record, RestoreInputs, plan_restore
 from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace
@@ -107,6 +109,7 @@ async def restore(
     confirm: Confirm | None = None,
     reporter: Reporter | None = None,
     now: datetime | None = None,
+    no_snapshot: bool = False,
 ) -> RestoreResult:
     with locked_workspace(directory, during_restore=True) as (ws, spec):
         record = read_record(ws)
@@ -160,7 +163,11 @@ async def restore(
                 if is_local(spec)
                 else None,
             )
+            # a snapshot of what is there now, before it is replaced (not when resuming a restore)
+            safety, safety_warnings = await safety_steps(spec, ws, skip=no_snapshot or inputs.record_exists)
             plan, warnings = plan_restore(inputs)
+            warnings = safety_warnings + warnings
+            plan = dataclasses.replace(plan, steps=(*safety, *plan.steps), warnings=warnings)
             if dry_run:
                 return RestoreResult(plan, manifest, warnings, False)
             await execute(plan, runtime, reporter, confirm=confirm)

@@ -35,6 +35,7 @@ from etcdforge.plan import IssueCerts, MovePath, Plan, RemoveTree, Step, WriteFi
 from etcdforge.runtime.control import ControlFiles
 from etcdforge.runtime.factory import is_local, open_runtime
 from etcdforge.spec import ClusterSpec
+from etcdforge.verbs.backup.run import safety_steps
 from etcdforge.verbs.member.steps import observe_view
 from etcdforge.verbs.renew import plan as renew_plan
 from etcdforge.verbs.renew.run import install_steps, observe_members, require_our_layout
@@ -144,6 +145,7 @@ async def rotate_ca(
     accept_new_host_keys: bool = False,
     reporter: Reporter | None = None,
     on_phase: Callable[[Phase], None] | None = None,
+    no_snapshot: bool = False,
 ) -> RotateResult:
     with locked_workspace(directory) as (ws, spec):
         if spec.pki.ca is not None:
@@ -176,6 +178,9 @@ async def rotate_ca(
                 if not is_local(spec):
                     require_our_layout(spec, ws, await observe_members(spec, ws, hosts), names)
                 state, cas, prelude = _prepare(spec, ws)
+                # a safety snapshot before the rotation begins (not when resuming one)
+                safety, _ = await safety_steps(spec, ws, skip=no_snapshot)
+                prelude = [*safety, *prelude]
             else:
                 cas = _read_cas(ws, state)
             current: RotationState | None = state
