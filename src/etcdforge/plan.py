@@ -395,6 +395,16 @@ class DeleteBackup:
 
 
 @dataclass(frozen=True)
+class LocalCommand:
+    """Run a command on the control machine (``systemctl daemon-reload`` after writing a unit)."""
+
+    argv: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local-command", "argv": list(self.argv)}
+
+
+@dataclass(frozen=True)
 class FetchBackup:
     """Download backup ``backup_id`` from ``target`` to ``dest`` and check it end to end (stored hash,
     decryption with ``identities``, decompression, snapshot hash and trailer, bbolt structure). Done
@@ -476,6 +486,7 @@ Action = (
     | FetchBackup
     | RestoreData
     | CheckRestored
+    | LocalCommand
 )
 
 
@@ -514,6 +525,7 @@ Verb = Literal[
     "backup",
     "backup-prune",
     "restore",
+    "backup-schedule",
 ]
 
 

@@ -78,7 +78,7 @@ def test_a_named_member_is_read_when_it_is_a_healthy_voter() -> None:
 def request(tmp_path: Path, **over: object) -> BackupRequest:
     values: dict[str, object] = dict(
         backup_id="20261202T120000Z",
-        target="local",
+        targets=("local",),
         staging_root=tmp_path / "backups/.staging",
         stale_staging=(),
         status_tool="/usr/bin/etcdctl",

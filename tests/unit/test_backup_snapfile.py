@@ -128,7 +128,7 @@ def test_backup_plan_runs_end_to_end_over_the_fake_cluster(tmp_path: Path) -> No
     backup_id = "20261202T120000Z"
     request = BackupRequest(
         backup_id=backup_id,
-        target="here",
+        targets=("here",),
         staging_root=ws.root / "backups/.staging",
         stale_staging=(),
         status_tool=None,

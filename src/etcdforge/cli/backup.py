@@ -56,12 +56,23 @@ def backup() -> None:
 
 @backup.command("now")
 @dir_option
-@target_option
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    help="A target's name from the spec (repeatable; default: the first).",
+)
+@click.option("--all-targets", is_flag=True, help="Store the backup in every target of the spec.")
 @click.option("--member", default=None, help="Read this member (default: a caught-up follower).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @output_option
 def backup_now(
-    directory: Path | None, target: str | None, member: str | None, dry_run: bool, output: str
+    directory: Path | None,
+    targets: tuple[str, ...],
+    all_targets: bool,
+    member: str | None,
+    dry_run: bool,
+    output: str,
 ) -> None:
     """Take a snapshot from a healthy voting member, check it (etcd's hash, the bbolt structure,
     `snapshot status`), compress it (zstd), encrypt it if the spec names age recipients, and store it
@@ -69,6 +80,7 @@ def backup_now(
     from etcdforge.verbs.backup import run as backup_run
 
     d = workspace_dir(directory)
+    target: tuple[str, ...] | str | None = () if all_targets else (targets or None)
     if dry_run:
         result = run_async(backup_run.backup_now(d, target=target, member=member, dry_run=True))
         print_plan(result.plan, output)
@@ -255,3 +267,46 @@ def restore(
         console.print(f"restored {plain(m.id)} (revision {m.restore_revision}); the cluster is healthy")
     for w in result.warnings:
         make_console(stderr=True).print(f"[yellow]warning:[/] {plain(w)}")
+
+
+@backup.command("schedule")
+@dir_option
+@click.option("--every", default="1h", show_default=True, help="How often: a duration, e.g. 15m, 1h, 24h.")
+@click.option("--install", is_flag=True, help="Write the units (and start the timer where systemd runs).")
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the units here (default: /etc/systemd/system, or ~/.config/systemd/user for a user).",
+)
+@click.option("--user/--system", "user", default=None, help="A user timer or a system one (default: by uid).")
+def backup_schedule(
+    directory: Path | None, every: str, install: bool, unit_dir: Path | None, user: bool | None
+) -> None:
+    """A timer on this machine that runs `backup now` to every target, then prunes each. Without
+    --install: print the units and the equivalent crontab line."""
+    from etcdforge.verbs.backup import schedule as sched
+
+    progress = StepPrinter(make_console()) if install else None
+    units, plan = run_async(
+        sched.schedule(
+            workspace_dir(directory),
+            every=every,
+            install=install,
+            unit_dir=unit_dir,
+            user=user,
+            reporter=progress,
+        )
+    )
+    console = make_console()
+    if not install:
+        console.print(f"# {units.name}.service", markup=False)
+        console.print(units.service.decode(), markup=False)
+        console.print(f"# {units.name}.timer", markup=False)
+        console.print(units.timer.decode(), markup=False)
+        console.print("# or, as a crontab line:", markup=False)
+        console.print(units.cron, markup=False)
+        return
+    for w in plan.warnings:
+        make_console(stderr=True).print(f"[yellow]warning:[/] {plain(w)}")
+    console.print(f"{plain(units.name)}.timer installed: a backup every {plain(every)}")

@@ -99,9 +99,32 @@ def status(directory: Path | None, output: str) -> None:
                 "yes" if s.is_learner else "no",
                 plain(", ".join(s.errors)),
             )
-        make_console().print(table)
+        console = make_console()
+        console.print(table)
+        console.print(_last_backup(ws.root))
     if any(r.error for r in rows):
         sys.exit(1)
+
+
+def _last_backup(root: Path) -> str:
+    """One line: the age of the last verified backup `backup now` recorded (or that there is none)."""
+    from datetime import UTC, datetime
+
+    from etcdforge.backup.manifest import taken_at
+    from etcdforge.verbs.backup.run import LAST_BACKUP
+
+    try:
+        record = json.loads((root / LAST_BACKUP).read_text())
+        taken = taken_at(str(record["id"]))
+    except (OSError, ValueError, KeyError):
+        return "[yellow]no backup recorded[/]: `etcdforge backup now` (or `backup schedule --install`)"
+    hours = (datetime.now(UTC) - taken).total_seconds() / 3600
+    age = (
+        f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.0f} days"
+    )
+    style = "green" if hours < 25 else "yellow"
+    targets = ", ".join(plain(t) for t in record.get("targets", []))
+    return f"last verified backup: [{style}]{age} ago[/] ({plain(record['id'])} in {targets})"
 
 
 @main.command()

@@ -32,6 +32,7 @@ from etcdforge.plan import (
     HostCommand,
     InstallMemberPki,
     IssueCerts,
+    LocalCommand,
     MoveLeader,
     MovePath,
     PackBackup,
@@ -158,6 +159,11 @@ class Runtime:
             return await remove_tree(Path(action.path), action.marker)
         if isinstance(action, MovePath):
             return await move_path(Path(action.src), Path(action.dst))
+        if isinstance(action, LocalCommand):
+            from etcdforge.hosts.local import LocalHost
+
+            await LocalHost().run(list(action.argv), timeout=120)
+            return "done"
         if isinstance(action, BACKUP_ACTIONS):
             return await backup_ops.perform(self, action)
         raise TypeError(f"no runtime action for {type(action).__name__}")

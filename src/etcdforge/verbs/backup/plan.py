@@ -29,6 +29,7 @@ from etcdforge.plan import (
     Step,
     StoreBackup,
     TakeSnapshot,
+    WriteFile,
     WriteManifest,
 )
 from etcdforge.spec import Retention
@@ -80,7 +81,7 @@ def choose_source(candidates: Sequence[Candidate], wanted: str | None = None) ->
 @dataclass(frozen=True)
 class BackupRequest:
     backup_id: str
-    target: str
+    targets: tuple[str, ...]  # the same backup goes to each, in order
     staging_root: Path  # <ws>/backups/.staging
     stale_staging: tuple[str, ...]  # leftovers of interrupted runs (directory names)
     status_tool: str | None
@@ -88,6 +89,8 @@ class BackupRequest:
     recipients_base: str
     level: int
     base_manifest: Mapping[str, object]  # everything the manifest holds that is known now
+    #: where the last successful backup is recorded (``status`` shows its age); "" for none
+    last_record: str = ""
 
 
 def plan_backup(req: BackupRequest, source: Candidate) -> Plan:
@@ -142,14 +145,14 @@ def plan_backup(req: BackupRequest, source: Candidate) -> Plan:
             WriteManifest(str(manifest), json.dumps(base, default=str), str(report), str(packed)),
             "cluster, members, revision, versions, hashes, spec, CA certificates (no private keys)",
         ),
-        Step(
-            f"backup/store:{req.target}",
-            "local",
-            StoreBackup(
-                req.target,
-                ((str(packed), packed.name), (str(manifest), manifest.name)),
-            ),
-            f"{packed.name}, then {manifest.name}",
+        *(
+            Step(
+                f"backup/store:{target}",
+                "local",
+                StoreBackup(target, ((str(packed), packed.name), (str(manifest), manifest.name))),
+                f"{packed.name}, then {manifest.name}",
+            )
+            for target in req.targets
         ),
         Step(
             "backup/clean",
@@ -158,6 +161,16 @@ def plan_backup(req: BackupRequest, source: Candidate) -> Plan:
             "the staging copy (the target holds the backup)",
         ),
     ]
+    if req.last_record:
+        record = {"id": req.backup_id, "targets": list(req.targets), "source": source.name}
+        steps.append(
+            Step(
+                "backup/record",
+                "local",
+                WriteFile(req.last_record, json.dumps(record, sort_keys=True).encode() + b"\n", 0o600),
+                "the last verified backup (`status` shows its age)",
+            )
+        )
     return Plan("backup", tuple(steps))
 
 

@@ -40,6 +40,8 @@ from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace, admin_client
 
 STAGING = "backups/.staging"
+#: the last verified backup of `backup now` (id, targets): what `status` shows the age of
+LAST_BACKUP = "backups/last-backup.json"
 #: safety snapshots kept in the workspace (the newest of them, whatever their age)
 SAFETY_KEEP = 5
 
@@ -132,7 +134,7 @@ def backup_request(
     ws: Workspace,
     observed: Observed,
     source: Candidate,
-    target: str,
+    targets: tuple[str, ...],
     when: datetime,
     *,
     encrypt: bool = True,
@@ -154,7 +156,7 @@ def backup_request(
         pack.recipients_from(recipients, ws.root)  # refuse a bad recipient before any work
     return backup_plan.BackupRequest(
         backup_id=backup_id,
-        target=target,
+        targets=targets,
         staging_root=staging_root,
         stale_staging=stale,
         status_tool=status_tool(spec, ws, source.name),
@@ -176,36 +178,39 @@ def backup_request(
             "ca_certs": ca.read_text() if ca.is_file() else "",
             "etcdforge_version": __version__,
         },
+        last_record=str(ws.root / LAST_BACKUP) if encrypt else "",
     )
 
 
 async def backup_now(
     directory: Path,
     *,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     member: str | None = None,
     dry_run: bool = False,
     reporter: Reporter | None = None,
     now: datetime | None = None,
 ) -> BackupResult:
     with locked_workspace(directory, during_restore=True) as (ws, spec):
-        chosen = spec.backup.target(target)
+        names = [target] if target is None or isinstance(target, str) else list(target)
+        chosen = [spec.backup.target(n) for n in names] if names else list(spec.backup.all_targets())
         observed = await observe(spec, ws)
         source = backup_plan.choose_source(observed.candidates, member)
         when = (now or datetime.now(UTC)).replace(microsecond=0)
-        req = backup_request(spec, ws, observed, source, chosen.name, when)
+        req = backup_request(spec, ws, observed, source, tuple(t.name for t in chosen), when)
         backup_id = req.backup_id
+        shown = ", ".join(t.name for t in chosen)
         plan = backup_plan.plan_backup(req, source)
         if dry_run:
-            return BackupResult(plan, backup_id, chosen.name, source.name, False)
+            return BackupResult(plan, backup_id, shown, source.name, False)
         # every step runs on this machine: no host connection is needed
         await execute(plan, make_runtime(spec, ws, {}), reporter)
-        async with open_store(spec, ws, chosen) as store:
+        async with open_store(spec, ws, chosen[0]) as store:
             data = await store.get_bytes(manifest_key(backup_id))
         if data is None:
-            raise BackupError(f"backup {backup_id} is not in target {chosen.name} after storing it")
+            raise BackupError(f"backup {backup_id} is not in target {chosen[0].name} after storing it")
         return BackupResult(
-            plan, backup_id, chosen.name, source.name, True, parse_manifest(data, manifest_key(backup_id))
+            plan, backup_id, shown, source.name, True, parse_manifest(data, manifest_key(backup_id))
         )
 
 
@@ -224,7 +229,7 @@ async def safety_steps(
     except (PlanError, EtcdError) as exc:
         return [], (f"no safety snapshot before this change: {exc}",)
     when = (now or datetime.now(UTC)).replace(microsecond=0)
-    req = backup_request(spec, ws, observed, source, SAFETY_TARGET, when, encrypt=False)
+    req = backup_request(spec, ws, observed, source, (SAFETY_TARGET,), when, encrypt=False)
     steps = [
         dataclasses.replace(
             s, id=s.id.replace("backup/", "safety/", 1), reason=f"safety snapshot: {s.reason}"
