@@ -526,6 +526,8 @@ Verb = Literal[
     "backup-prune",
     "restore",
     "backup-schedule",
+    "recover",
+    "drill",
 ]
 
 

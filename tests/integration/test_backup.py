@@ -299,3 +299,58 @@ def test_s3_target_end_to_end(etcd_bin: Path, workspace: Path, tmp_path: Path, s
         str(etcd_bin),
     )
     assert value_of(workspace, "/s3/29") == "v29"
+
+
+def test_recover_after_two_of_three_members_are_gone_for_good(etcd_bin: Path, workspace: Path) -> None:
+    up(workspace, etcd_bin)
+    put_many(workspace, {f"/survive/{i}": f"v{i}" for i in range(40)})
+    refused = run_cli("recover", "--dir", str(workspace), "--yes", check=False)
+    assert refused.returncode != 0 and "a quorum is healthy" in refused.stderr
+    lose_data(workspace, ["etcd1", "etcd3"])
+    dry = run_cli("recover", "--dir", str(workspace), "--dry-run")
+    assert "survivor: etcd2" in dry.stdout and "etcd2/force-config" in dry.stdout
+    no = run_cli("recover", "--dir", str(workspace), check=False)
+    assert no.returncode != 0 and "pass --yes" in no.stderr and not (workspace / "recover.json").exists()
+    out = run_cli("recover", "--dir", str(workspace), "--yes", "--etcd-bin", str(etcd_bin))
+    assert "recovered from etcd2" in out.stdout and "etcd1, etcd3" in out.stdout, out.stdout
+    run_cli("health", "--dir", str(workspace))
+    assert value_of(workspace, "/survive/39") == "v39"
+    status = json.loads(run_cli("status", "--dir", str(workspace), "-o", "json").stdout)
+    assert sorted(m["member"] for m in status) == ["etcd1", "etcd2", "etcd3"]
+    assert not any(m.get("is_learner") for m in status) and not (workspace / "recover.json").exists()
+    # the survivor's config no longer forces a new cluster: a restart keeps the members
+    config = (workspace / "members/etcd2/etcd.conf.yml").read_text()
+    assert "force-new-cluster" not in config
+    # a safety snapshot of the survivor was taken first
+    assert list((workspace / "backups/safety/bk").glob("*.manifest.json"))
+
+
+def test_drill_restores_into_a_throwaway_cluster_and_leaves_the_real_one_alone(
+    etcd_bin: Path, workspace: Path
+) -> None:
+    up(workspace, etcd_bin)
+    put_many(workspace, {f"/drill/{i}": f"v{i}" for i in range(25)})
+    taken = backup_json(workspace)
+    pids = {
+        m: supervisor.running_pid(workspace / "members" / m / "etcd.pid") for m in ("etcd1", "etcd2", "etcd3")
+    }
+    out = run_cli("backup", "drill", "--dir", str(workspace), "--etcd-bin", str(etcd_bin), "-o", "json")
+    found = json.loads(out.stdout)
+    manifest = taken["manifest"]
+    assert isinstance(manifest, dict)
+    assert found["id"] == taken["id"] and found["keys"] >= 25
+    assert found["revision"] >= manifest["check"]["revision"]
+    assert all(a.startswith("127.0.0.2") for a in found["addresses"])
+    assert pids == {m: supervisor.running_pid(workspace / "members" / m / "etcd.pid") for m in pids}
+
+    # nothing of the throwaway cluster is left running
+    def cmdline(p: Path) -> bytes:
+        try:
+            return (p / "cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    leftovers = [
+        p.name for p in Path("/proc").iterdir() if p.name.isdigit() and b"etcdforge-drill-" in cmdline(p)
+    ]
+    assert not leftovers, leftovers

@@ -310,3 +310,83 @@ def backup_schedule(
     for w in plan.warnings:
         make_console(stderr=True).print(f"[yellow]warning:[/] {plain(w)}")
     console.print(f"{plain(units.name)}.timer installed: a backup every {plain(every)}")
+
+
+@main.command("recover")
+@dir_option
+@click.option("--member", default=None, help="Recover from this member (default: the highest applied index).")
+@click.option("--etcd-bin", default=None, help="Local mode: the etcd binary the members run.")
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Show the survivor and the plan; change nothing.")
+@yes_option
+def recover(
+    directory: Path | None, member: str | None, etcd_bin: str | None, timeout: float, dry_run: bool, yes: bool
+) -> None:
+    """A lost quorum without a usable backup: run the surviving member with the highest applied index
+    as a one-member cluster (force-new-cluster), then wipe and re-add every other member as a learner
+    and promote it. Refused while a quorum is healthy. A re-run after an interruption resumes."""
+    from etcdforge.verbs.recover import run as recover_run
+
+    d = workspace_dir(directory)
+    console = make_console()
+    if dry_run:
+        result = run_async(recover_run.recover(d, member=member, dry_run=True, etcd_bin=etcd_bin))
+        console.print(f"survivor: [bold]{plain(result.survivor)}[/]")
+        print_plan(result.plan, "table")
+        for w in result.warnings:
+            make_console(stderr=True).print(f"[yellow]warning:[/] {plain(w)}")
+        return
+    result = run_async(
+        recover_run.recover(
+            d, member=member, confirm=confirmer(yes), reporter=StepPrinter(console), timeout=timeout,
+            etcd_bin=etcd_bin,
+        )
+    )  # fmt: skip
+    console.print(
+        f"recovered from {plain(result.survivor)}; re-added: {plain(', '.join(result.replaced) or 'none')}"
+    )
+
+
+@backup.command("drill")
+@click.argument("backup_id", metavar="ID|latest", default="latest")
+@dir_option
+@target_option
+@identity_option
+@click.option("--etcd-bin", default=None, help="The etcd binary of the throwaway cluster.")
+@output_option
+def backup_drill(
+    backup_id: str,
+    directory: Path | None,
+    target: str | None,
+    identities: tuple[Path, ...],
+    etcd_bin: str | None,
+    output: str,
+) -> None:
+    """Restore a backup into a throwaway 3-member local cluster on free 127.0.0.x addresses, check it,
+    tear it down, and print what came back. The cluster the backup is of is not touched."""
+    from etcdforge.verbs.backup import drill as drill_mod
+
+    console = make_console(stderr=output == "json")
+    result = run_async(
+        drill_mod.drill(
+            workspace_dir(directory), backup_id, target=target, identities=identities, etcd_bin=etcd_bin,
+            reporter=StepPrinter(console),
+        )
+    )  # fmt: skip
+    if output == "json":
+        doc = {
+            "id": result.backup_id,
+            "target": result.target,
+            "revision": result.revision,
+            "keys": result.keys,
+            "restore_seconds": round(result.restore_seconds, 2),
+            "addresses": list(result.addresses),
+            "warnings": list(result.checks),
+        }
+        click.echo(json.dumps(doc))
+        return
+    make_console().print(
+        f"drill of {plain(result.backup_id)} from {plain(result.target)}: restored into "
+        f"{plain(', '.join(result.addresses))} in {result.restore_seconds:.1f}s; revision {result.revision}, "
+        f"{result.keys} keys; the throwaway cluster is destroyed"
+    )

@@ -160,8 +160,10 @@ class EtcdClient:
         limit: int = 0,
         revision: int = 0,
         endpoint: str | None = None,
+        count_only: bool = False,
     ) -> GetResult:
-        """Read ``key`` (or every key under it with ``prefix``). Linearizable unless ``serializable``."""
+        """Read ``key`` (or every key under it with ``prefix``; ``b""`` with ``prefix``: every key).
+        Linearizable unless ``serializable``; ``count_only``: only the count."""
         k = _b(key)
         return await self._read(
             endpoint,
@@ -170,6 +172,7 @@ class EtcdClient:
                 k,
                 prefix=prefix,
                 keys_only=keys_only,
+                count_only=count_only,
                 serializable=serializable,
                 limit=limit,
                 revision=revision,

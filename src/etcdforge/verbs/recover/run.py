@@ -1,0 +1,157 @@
+"""``recover``: observe the survivors (no quorum needed: Status is served locally) → phase 1, one plan
+(:mod:`~etcdforge.verbs.recover.plan`) → phase 2, ``member replace`` of every other member, one at a
+time. The record ``recover.json`` (the survivor) makes a re-run after an interruption resume: phase 1 is
+done once etcd lists the survivor alone, and each replace resumes from its own record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from etcdforge import topology
+from etcdforge.errors import EtcdError, PlanError
+from etcdforge.executor import Confirm, Reporter, execute
+from etcdforge.plan import Plan, RemoveFile, Step
+from etcdforge.runtime.factory import is_local, make_runtime, open_runtime
+from etcdforge.spec import SAFETY_TARGET, ClusterSpec
+from etcdforge.verbs.backup import plan as backup_plan
+from etcdforge.verbs.backup.run import Observed, backup_request
+from etcdforge.verbs.recover.plan import Survivor, choose_survivor, plan_recover
+from etcdforge.verbs.up.run import locked_workspace
+from etcdforge.workspace import Workspace, admin_client
+
+RECORD = "recover.json"
+
+
+@dataclass(frozen=True)
+class RecoverResult:
+    plan: Plan
+    survivor: str
+    others: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    executed: bool = False
+    replaced: tuple[str, ...] = field(default=())
+
+
+async def observe_survivors(spec: ClusterSpec, ws: Workspace) -> tuple[bool, list[Survivor], Observed | None]:
+    """(a quorum answers, each member's survivor view, what a snapshot manifest needs from the best)."""
+    async with admin_client(spec, ws, timeout=2.0) as client:
+        urls = {m.name: topology.client_url(spec, m) for m in spec.members}
+
+        async def one(name: str, url: str) -> tuple[Survivor, Any]:
+            try:
+                status = await client.status(url)
+            except EtcdError:
+                return Survivor(name, False, 0), None
+            return Survivor(name, True, status.raft_applied_index, status.member_id), status
+
+        found = await asyncio.gather(*(one(n, u) for n, u in urls.items()))
+        healthy = await asyncio.gather(*(client.health(u) for u in urls.values()))
+        quorum = any(h.healthy for h in healthy)
+        survivors = [s for s, _ in found]
+        observed = None
+        alive = [(s, st) for s, st in found if st is not None]
+        if alive:
+            best, status = max(alive, key=lambda p: p[0].applied_index)
+            try:
+                members = await client.member_list(linearizable=False, endpoint=urls[best.name])
+            except EtcdError:
+                members = ()
+            observed = Observed(
+                status.cluster_id,
+                (),
+                tuple(
+                    {
+                        "name": m.name,
+                        "id": f"{m.id:x}",
+                        "peer_urls": list(m.peer_urls),
+                        "learner": m.is_learner,
+                    }
+                    for m in members
+                ),
+            )
+    return quorum, survivors, observed
+
+
+async def recover(
+    directory: Path,
+    *,
+    member: str | None = None,
+    dry_run: bool = False,
+    confirm: Confirm | None = None,
+    reporter: Reporter | None = None,
+    timeout: float = 120.0,
+    etcd_bin: str | None = None,
+    replace: Callable[..., Any] | None = None,
+) -> RecoverResult:
+    with locked_workspace(directory) as (ws, spec):
+        record_path = ws.root / RECORD
+        saved = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        recorded: str | None = saved.get("survivor")
+        quorum, survivors, observed = await observe_survivors(spec, ws)
+        if quorum and recorded is None:
+            raise PlanError(
+                "a quorum is healthy: nothing to recover",
+                hint="replace a broken member with `etcdforge member replace NAME`",
+            )
+        survivor = choose_survivor(survivors, member or recorded)
+        others = tuple(m.name for m in spec.members if m.name != survivor.name)
+        phase1_done = saved.get("phase") == 2
+        safety: tuple[Step, ...] = ()
+        if not phase1_done and recorded is None and observed is not None:
+            url = topology.client_url(spec, spec.member(survivor.name))
+            source = backup_plan.Candidate(
+                survivor.name, url, survivor.member_id, False, True, True, survivor.applied_index, 0, "", 0
+            )
+            when = datetime.now(UTC).replace(microsecond=0)
+            req = backup_request(spec, ws, observed, source, (SAFETY_TARGET,), when, encrypt=False)
+            safety = tuple(
+                Step(s.id.replace("backup/", "safety/", 1), s.host, s.action, f"safety snapshot: {s.reason}")
+                for s in backup_plan.plan_backup(req, source).steps
+            )
+        record = json.dumps({"survivor": survivor.name, "phase": 1}).encode() + b"\n"
+        done_record = json.dumps({"survivor": survivor.name, "phase": 2}).encode() + b"\n"
+        paths = {m.name: ws.member_paths(m.name) for m in spec.members} if is_local(spec) else None
+        plan = (
+            Plan("recover", ())
+            if phase1_done
+            else plan_recover(
+                spec,
+                survivor,
+                record_path=str(record_path),
+                record=record,
+                done_record=done_record,
+                safety=safety,
+                member_paths=paths,
+                timeout=timeout,
+            )
+        )
+        if dry_run:
+            return RecoverResult(plan, survivor.name, others, plan.warnings)
+        if not phase1_done:
+            async with open_runtime(spec, ws, required=False, etcd_bin=etcd_bin) as runtime:
+                await execute(plan, runtime, reporter, confirm=confirm)
+    # phase 2: every other member is replaced by `member replace` (its own lock, plans and records)
+    if replace is None:
+        from etcdforge.verbs.member.run import replace as member_replace
+
+        replace = member_replace
+    replaced = []
+    for name in others:
+        await replace(
+            directory, name, timeout=timeout, reporter=reporter, confirm=lambda _s: True, no_snapshot=True
+        )
+        replaced.append(name)
+    ws2 = Workspace(directory)
+    await execute(
+        Plan("recover", (Step("recover/done", "local", RemoveFile(str(ws2.root / RECORD)), "recovered"),)),
+        make_runtime(spec, ws2, {}),
+        reporter,
+    )
+    return RecoverResult(plan, survivor.name, others, plan.warnings, True, tuple(replaced))
