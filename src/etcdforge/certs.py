@@ -74,6 +74,20 @@ def external_ca(spec: ClusterSpec, *, base_dir: Path | None = None) -> ExternalC
     return ExternalCa(cert_path=_resolve(ca.cert, base_dir), key_path=_resolve(ca.key, base_dir))
 
 
+#: the client certificate the members' scheduled backups use (``backup.on_members``)
+BACKUP_CLIENT = "etcdforge-backup"
+
+
+def client_names(spec: ClusterSpec) -> tuple[str, ...]:
+    """The client certificates to issue: the spec's, plus the members' backup client when scheduled."""
+    extra = (
+        (BACKUP_CLIENT,)
+        if spec.backup.on_members is not None and BACKUP_CLIENT not in spec.pki.clients
+        else ()
+    )
+    return (*spec.pki.clients, *extra)
+
+
 def cert_requests(spec: ClusterSpec, *, base_dir: Path | None = None) -> tuple[CertRequest, ...]:
     """Every certificate the cluster needs, in a stable order (members first, then clients)."""
     profiles: dict[str, tuple[tuple[str, ...] | None, object]] = {}
@@ -114,7 +128,7 @@ def cert_requests(spec: ClusterSpec, *, base_dir: Path | None = None) -> tuple[C
                     usages=usages,
                 )
             )
-    for client in spec.pki.clients:
+    for client in client_names(spec):
         usages, life = usages_and_expiry("client")
         out.append(
             CertRequest(

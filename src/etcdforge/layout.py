@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from etcdforge import render, topology
+from etcdforge.certs import BACKUP_CLIENT
 from etcdforge.plan import PutFile
 from etcdforge.render import ClusterState, MemberPaths
 from etcdforge.spec import DEFAULT_DATA_DIR, ClusterSpec, MemberSpec
@@ -33,6 +34,14 @@ WANTS_DIR = "/etc/systemd/system/multi-user.target.wants"
 WANTS_LINK = f"{WANTS_DIR}/{UNIT_NAME}"
 DEFAULT_SYSTEM_BINARY = "/usr/bin/etcd"
 ETCD_USER = "etcd"
+#: the members' scheduled backups (``backup.on_members``)
+BACKUP_LIB_DIR = "/usr/local/lib/etcdforge"
+BACKUP_SCRIPT = f"{BACKUP_LIB_DIR}/etcd-backup"
+BACKUP_SERVICE = "/etc/systemd/system/etcdforge-backup.service"
+BACKUP_TIMER_NAME = "etcdforge-backup.timer"
+BACKUP_TIMER = f"/etc/systemd/system/{BACKUP_TIMER_NAME}"
+BACKUP_CERT = f"{PKI_DIR}/backup-client.pem"
+BACKUP_KEY = f"{PKI_DIR}/backup-client-key.pem"
 #: files that must not be on a member: CA private keys, which hand-built clusters (the guide's
 #: ``etcd-ca-key.pem``, copied to every node) leave there. Shell globs, expanded on the host; the planner
 #: deletes a match only when it is byte-identical to the control machine's CA key (so a copy is kept).
@@ -65,7 +74,20 @@ def member_paths(spec: ClusterSpec) -> MemberPaths:
 def managed_paths(spec: ClusterSpec) -> tuple[str, ...]:
     """Every file etcdforge manages on a host (the same paths on every member)."""
     p = member_paths(spec)
-    return (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key, CONFIG, UNIT)
+    backups = (
+        (BACKUP_CERT, BACKUP_KEY, BACKUP_SCRIPT, BACKUP_SERVICE, BACKUP_TIMER)
+        if spec.backup.on_members is not None
+        else ()
+    )
+    return (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key, CONFIG, UNIT, *backups)
+
+
+def backup_pki(spec: ClusterSpec) -> dict[str, str]:
+    """Control-PKI file name -> destination of the members' backup client (none when not scheduled)."""
+    if spec.backup.on_members is None:
+        return {}
+    stem = topology.client_cert_name(BACKUP_CLIENT)
+    return {f"{stem}.pem": BACKUP_CERT, f"{stem}-key.pem": BACKUP_KEY}
 
 
 def unit_argv(spec: ClusterSpec) -> tuple[str, ...]:
@@ -90,7 +112,9 @@ class DesiredFile:
     group: str
     secret: bool
     #: what a change of this file needs from a running member
-    effect: str  # "restart" (read at start) | "reload" (systemd unit) | "none" (hot-reloaded certificate)
+    #: "restart" (read at start) | "reload" (systemd unit) | "none" (hot-reloaded certificate, a script) |
+    #: "backup" (the scheduled backup's units: a daemon-reload and the timer restarted, etcd untouched)
+    effect: str
 
     def put(self, host: str, *, source: str | None = None, diff: str = "") -> PutFile:
         """The action writing this file on ``host``; with ``source`` its bytes are a deferred value
@@ -116,6 +140,43 @@ def desired_files(
     paths = member_paths(spec)
     server = topology.server_cert_name(member.name)
     peer = topology.peer_cert_name(member.name)
+    return (
+        *_member_files(spec, member, pki, paths, server, peer, state, initial_members),
+        *_backup_files(spec, member, pki),
+    )
+
+
+def _backup_files(spec: ClusterSpec, member: MemberSpec, pki: Mapping[str, bytes]) -> tuple[DesiredFile, ...]:
+    """The members' scheduled backup: its client certificate, script, service and timer."""
+    if spec.backup.on_members is None:
+        return ()
+    stem = topology.client_cert_name(BACKUP_CLIENT)
+    tools = binary_path(spec).rsplit("/", 1)[0] or "/"
+    service = render.member_backup_service(
+        spec, member, script=BACKUP_SCRIPT, tools=tools, cert=BACKUP_CERT, key=BACKUP_KEY,
+        ca=member_paths(spec).ca_cert,
+    )  # fmt: skip
+    return (
+        DesiredFile(BACKUP_CERT, pki.get(f"{stem}.pem", b""), 0o644, "root", "root", False, "none"),
+        DesiredFile(BACKUP_KEY, pki.get(f"{stem}-key.pem", b""), 0o600, "root", "root", True, "none"),
+        DesiredFile(
+            BACKUP_SCRIPT, render.MEMBER_BACKUP_SCRIPT.encode(), 0o755, "root", "root", False, "none"
+        ),
+        DesiredFile(BACKUP_SERVICE, service, 0o644, "root", "root", False, "backup"),
+        DesiredFile(BACKUP_TIMER, render.member_backup_timer(spec), 0o644, "root", "root", False, "backup"),
+    )
+
+
+def _member_files(
+    spec: ClusterSpec,
+    member: MemberSpec,
+    pki: Mapping[str, bytes],
+    paths: MemberPaths,
+    server: str,
+    peer: str,
+    state: ClusterState | None,
+    initial_members: tuple[MemberSpec, ...] | None,
+) -> tuple[DesiredFile, ...]:
     u = ETCD_USER
     return (
         DesiredFile(paths.ca_cert, pki["ca.pem"], 0o644, "root", "root", False, "restart"),

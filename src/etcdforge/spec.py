@@ -433,6 +433,36 @@ class SftpTarget(_Target):
 
 Target = Annotated[DirTarget | S3Target | SftpTarget, Field(discriminator="kind")]
 
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
+
+
+class MemberBackups(_Model):
+    """Hosts mode: every member snapshots itself on a systemd timer (backups go on while the control
+    machine is off): checked (etcd's hash trailer, ``snapshot status``), kept in ``dir`` (0700 root),
+    the newest ``keep``; the last run's outcome in ``dir/last-run.json``."""
+
+    every: str = Field(default="1h", description="A Go duration, at least 5m.")
+    keep: int = Field(default=24, ge=1, le=10000)
+    dir: str = "/var/backups/etcd"
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str) -> str:
+        try:
+            every = parse_go_duration(v)
+        except CfsslConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if every < timedelta(minutes=5):
+            raise ValueError(f"{v!r}: at least 5m between backups")
+        return v
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if not _SAFE_PATH.match(v) or "/../" in f"{v}/" or v.rstrip("/") in ("", "/etc", "/var", "/var/lib"):
+            raise ValueError(f"{v!r}: an absolute path of its own (letters, digits, . _ - /)")
+        return v.rstrip("/")
+
 
 class BackupSettings(_Model):
     """Where backups go and how they are kept. Without targets, backups go to ``backups/`` in the
@@ -444,6 +474,9 @@ class BackupSettings(_Model):
     )
     zstd_level: int = Field(default=3, ge=1, le=19)
     retention: Retention = Retention()
+    on_members: MemberBackups | None = Field(
+        default=None, description="Hosts mode: a systemd timer on each member snapshots it locally."
+    )
 
     @model_validator(mode="after")
     def _names(self) -> BackupSettings:
@@ -514,6 +547,10 @@ class ClusterSpec(_Model):
                 hostpaths.check_host_binary(self.etcd.binary)
             except ValueError as exc:
                 raise ValueError(f"etcd.binary: {exc}") from None
+        if self.mode == "local" and self.backup.on_members is not None:
+            raise ValueError(
+                "backup.on_members: local mode has no hosts; use `etcdforge backup schedule --install`"
+            )
         if self.mode == "local":
             if self.etcd.source != "system":
                 raise ValueError("etcd.source: local mode runs the binary in place; use source: system")

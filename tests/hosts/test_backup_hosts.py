@@ -92,3 +92,52 @@ def test_backup_over_sftp_then_restore_after_two_hosts_lost_their_data(
     # configs carry the new token: nothing for `plan` to change
     assert "no changes" in run_cli("plan", "--dir", str(directory)).stdout
     run_cli("health", "--dir", str(directory))
+
+
+def test_scheduled_backups_on_the_members_run_checked_and_record_their_outcome(
+    hosts: TestHosts, tmp_path: Path
+) -> None:
+    directory = Path(str(init_hosts_workspace(hosts, tmp_path / "sched", 3)))
+    with (directory / "cluster.yaml").open("a") as f:
+        f.write("backup:\n  on_members: {every: 30m, keep: 2}\n")
+    applied = run_cli("apply", "--dir", str(directory), "--yes").stdout
+    assert "backup-timer" in applied, applied
+    assert "no changes" in run_cli("plan", "--dir", str(directory)).stdout
+    h1, h2, _ = hosts.hosts
+    for h in hosts.hosts:
+        state = hosts.run(
+            h, ["systemctl", "is-enabled", "etcdforge-backup.timer"], check=False
+        ).stdout.strip()
+        assert state == "enabled", (h.name, state)
+        active = hosts.run(
+            h, ["systemctl", "is-active", "etcdforge-backup.timer"], check=False
+        ).stdout.strip()
+        assert active == "active", (h.name, active)
+    run_cli("kv", "put", "--dir", str(directory), "/scheduled", "yes")
+    # the scheduled service, run by hand three times: a verified snapshot each time, the newest 2 kept
+    for _ in range(3):
+        hosts.run(h1, ["systemctl", "start", "etcdforge-backup.service"])
+        hosts.run(h1, ["sleep", "1.1"])  # names are per second
+    listing = hosts.run(
+        h1, ["sh", "-c", "stat -c '%a %U %n' /var/backups/etcd /var/backups/etcd/*.db"]
+    ).stdout
+    lines = listing.splitlines()
+    assert lines[0] == "700 root /var/backups/etcd" and len(lines) == 3, listing
+    assert all(line.startswith("600 root /var/backups/etcd/") for line in lines[1:]), listing
+    record = json.loads(hosts.run(h1, ["cat", "/var/backups/etcd/last-run.json"]).stdout)
+    assert record["ok"] is True and record["file"] == lines[-1].split()[-1]
+    assert int(record["detail"]["revision"]) >= 2 and int(record["detail"]["totalKey"]) >= 1
+    # a run that cannot reach its member fails, and says so where `backup list` shows it
+    hosts.run(h2, ["systemctl", "stop", "etcd"])
+    failed = hosts.run(h2, ["systemctl", "start", "etcdforge-backup.service"], check=False)
+    assert failed.returncode != 0
+    bad = json.loads(hosts.run(h2, ["cat", "/var/backups/etcd/last-run.json"]).stdout)
+    assert bad["ok"] is False and "not healthy" in bad["detail"]
+    assert hosts.run(h2, ["sh", "-c", "ls -A /var/backups/etcd | grep -c part || true"]).stdout.strip() == "0"
+    listed = json.loads(run_cli("backup", "list", "--dir", str(directory), "-o", "json").stdout)
+    on_members = {t["target"]: t for t in listed if t["target"].startswith("member:")}
+    assert len(on_members["member:etcd1"]["files"]) == 2 and on_members["member:etcd1"]["last_run"]["ok"]
+    assert on_members["member:etcd2"]["last_run"]["ok"] is False
+    shown = run_cli("backup", "list", "--dir", str(directory)).stdout
+    assert "etcd1:/var/backups/etcd: 2 snapshot(s)" in shown and "failed" in shown, shown
+    hosts.run(h2, ["systemctl", "start", "etcd"])

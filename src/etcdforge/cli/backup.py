@@ -109,8 +109,12 @@ def backup_now(
 def backup_list(directory: Path | None, target: str | None, output: str) -> None:
     """Every backup in every target (or one): age, revision, size, and whether it is whole."""
     from etcdforge.verbs.backup import run as backup_run
+    from etcdforge.workspace import load_workspace
 
-    listings = run_async(backup_run.list_backups(workspace_dir(directory), target))
+    d = workspace_dir(directory)
+    listings = run_async(backup_run.list_backups(d, target))
+    ws, spec = load_workspace(d)
+    on_members = run_async(backup_run.member_backups(spec, ws)) if target is None else ()
     if output == "json":
         doc: list[dict[str, Any]] = []
         for t in listings:
@@ -133,12 +137,28 @@ def backup_list(directory: Path | None, target: str | None, output: str) -> None
                     ],
                 }
             )
+        for mb in on_members:
+            doc.append(
+                {"target": f"member:{mb.member}", "where": mb.where, "error": mb.error,
+                 "files": list(mb.files), "last_run": mb.last_run}
+            )  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
     from rich.table import Table
 
     console = make_console()
     failed = False
+    for mb in on_members:
+        last = mb.last_run or {}
+        state = (
+            f"[red]{plain(mb.error)}[/]"
+            if mb.error
+            else "no run yet"
+            if not last
+            else f"last run {plain(last.get('time'))}: "
+            + ("[green]verified[/]" if last.get("ok") else f"[red]failed: {plain(last.get('detail'))}[/]")
+        )
+        console.print(f"on {plain(mb.where)}: {len(mb.files)} snapshot(s); {state}")
     for t in listings:
         if t.error:
             failed = True

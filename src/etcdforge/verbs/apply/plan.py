@@ -68,11 +68,17 @@ class BinarySource:
 
 def _dirs(spec: ClusterSpec) -> tuple[tuple[str, int, str, str], ...]:
     u = layout.ETCD_USER
+    backups = (
+        ((layout.BACKUP_LIB_DIR, 0o755, "root", "root"), (spec.backup.on_members.dir, 0o700, "root", "root"))
+        if spec.backup.on_members is not None
+        else ()
+    )
     return (
         (layout.ETC_DIR, 0o755, "root", "root"),
         (layout.WANTS_DIR, 0o755, "root", "root"),
         (layout.PKI_DIR, 0o750, "root", u),
         (layout.data_dir(spec), 0o700, u, u),
+        *backups,
     )
 
 
@@ -306,6 +312,7 @@ def plan_apply(
                     restart_needed.setdefault(n, []).append("binary changed")
 
     unit_changed: list[str] = []
+    backup_changed: list[str] = []
     for n in names:
         for f in desired[n]:
             state = hosts[n].files.get(f.path)
@@ -362,6 +369,8 @@ def plan_apply(
                 )
             if f.effect == "reload":
                 unit_changed.append(n)
+            if f.effect == "backup":
+                backup_changed.append(n)
             if f.effect in ("restart", "reload") and hosts[n].running and changed:
                 restart_needed.setdefault(n, []).append(f"{f.path} {why}")
 
@@ -398,13 +407,27 @@ def plan_apply(
                 )
             )
 
-    for n in dict.fromkeys(unit_changed):
+    for n in dict.fromkeys([*unit_changed, *backup_changed]):
         steps.append(
             Step(
                 f"{n}/daemon-reload",
                 n,
                 HostCommand(n, ("systemctl", "daemon-reload")),
                 "unit changed",
+                "prepare",
+            )
+        )
+    for n in dict.fromkeys(backup_changed):
+        # the scheduled backup's timer: enabled, and (re)started so a new interval counts from now
+        timer = layout.BACKUP_TIMER_NAME
+        steps.append(
+            Step(
+                f"{n}/backup-timer",
+                n,
+                HostCommand(
+                    n, ("sh", "-c", 'systemctl enable --quiet "$1" && systemctl restart "$1"', "sh", timer)
+                ),
+                f"scheduled backups every {spec.backup.on_members.every if spec.backup.on_members else '?'}",
                 "prepare",
             )
         )

@@ -138,7 +138,8 @@ def desired_host_files(
     for member in spec.members:
         pki: dict[str, bytes] = {}
         sources: dict[str, str] = {}
-        for name in layout.pki_names(member.name):
+        backup = layout.backup_pki(spec)
+        for name in (*layout.pki_names(member.name), *backup):
             stem = name.removesuffix(".pem").removesuffix("-key")
             # the CA file members trust is the rotation's bundle while a CA rotation runs
             path = ws.trusted_ca if name == "ca.pem" else ws.pki_dir / name
@@ -146,7 +147,7 @@ def desired_host_files(
             if stem in pending or not path.is_file():
                 sources[name] = str(path)
         desired[member.name] = layout.desired_files(spec, member, pki)
-        destinations = layout.pki_destinations(spec, member.name)
+        destinations = {**layout.pki_destinations(spec, member.name), **backup}
         pending_paths[member.name] = {destinations[n]: src for n, src in sources.items()}
     return desired, pending_paths
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -286,6 +287,50 @@ async def list_backups(directory: Path, target: str | None = None) -> tuple[Targ
             return TargetListing(t.name, "", error=str(exc))
 
     return tuple(await asyncio.gather(*(one(t) for t in targets)))
+
+
+@dataclass(frozen=True)
+class MemberBackups:
+    """What a member's scheduled backups left (``backup.on_members``): its snapshot files and the last run."""
+
+    member: str
+    where: str
+    files: tuple[str, ...] = ()
+    last_run: dict[str, object] | None = None
+    error: str | None = None
+
+
+#: prints the last run's record, a separator line, then the snapshot files (newest last)
+MEMBER_LISTING = (
+    'cat -- "$1/last-run.json" 2>/dev/null; echo ---; '
+    'ls -1 -- "$1" 2>/dev/null | grep -E "^[0-9]{8}T[0-9]{6}Z[.]db$" | sort'
+)
+
+
+async def member_backups(spec: ClusterSpec, ws: Workspace) -> tuple[MemberBackups, ...]:
+    """Each member's scheduled backups, read over SSH (an unreachable member is reported, not fatal)."""
+    if spec.backup.on_members is None or is_local(spec):
+        return ()
+    from etcdforge.runtime.factory import connect_hosts
+
+    directory = spec.backup.on_members.dir
+    out: list[MemberBackups] = []
+    async with connect_hosts(spec, ws, required=False) as hosts:
+        for m in spec.members:
+            where = f"{m.name}:{directory}"
+            host = hosts.get(m.name)
+            if host is None:
+                out.append(MemberBackups(m.name, where, error="unreachable"))
+                continue
+            result = await host.run(["sh", "-c", MEMBER_LISTING, "sh", directory], check=False)
+            text = result.stdout.decode(errors="replace")
+            record, _, files = text.partition("---\n")
+            try:
+                last = json.loads(record) if record.strip() else None
+            except ValueError:
+                last = {"ok": False, "detail": "unreadable last-run.json"}
+            out.append(MemberBackups(m.name, where, tuple(files.split()), last))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from etcdforge import layout, render, topology
+from etcdforge import certs, layout, render, topology
 from etcdforge.errors import PlanError
 from etcdforge.observe.hosts import HostObserved
 from etcdforge.pki.model import CertRequest
@@ -43,7 +43,7 @@ def select_requests(
             f"no member named {', '.join(unknown)}",
             hint=f"members are {', '.join(sorted(known_members))}",
         )
-    unknown_clients = [c for c in clients if c not in spec.pki.clients]
+    unknown_clients = [c for c in clients if c not in certs.client_names(spec)]
     if unknown_clients:
         raise PlanError(
             f"no client certificate named {', '.join(unknown_clients)}",
