@@ -357,6 +357,20 @@ class PackBackup:
 
 
 @dataclass(frozen=True)
+class PackPki:
+    """Archive the workspace's PKI directory (the CA key included) as a tar encrypted to
+    ``recipients`` into ``dest``; size and sha256 go to ``dest`` + ``.sum``. Never unencrypted."""
+
+    source: str
+    dest: str
+    recipients: tuple[str, ...] = field(repr=False)
+    base: str = field(default="", repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "pack-pki", "dest": self.dest, "encrypted": True}
+
+
+@dataclass(frozen=True)
 class WriteManifest:
     """Write the backup's manifest to ``dest``: ``base`` (what was observed when planning) plus the
     check report and the packed file's size and hash, read when the step runs."""
@@ -365,6 +379,7 @@ class WriteManifest:
     base: str = field(repr=False)  # JSON
     report: str = ""
     packed: str = ""
+    pki: str = ""  # the encrypted PKI archive (with --include-pki)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "write-manifest", "dest": self.dest}
@@ -480,6 +495,7 @@ Action = (
     | TakeSnapshot
     | CheckSnapshot
     | PackBackup
+    | PackPki
     | WriteManifest
     | StoreBackup
     | DeleteBackup

@@ -206,6 +206,19 @@ def test_encrypted_backups_interoperate_with_age_and_restore_with_the_identity(
     import hashlib
 
     assert hashlib.sha256(raw).hexdigest() == manifest["raw_sha256"]
+    # --include-pki: the workspace's PKI (the CA key too) beside it, readable with age and tar only
+    with_pki = backup_json(workspace, "--include-pki")
+    pki_doc = with_pki["manifest"]
+    assert isinstance(pki_doc, dict) and pki_doc["pki"]["key"] == f"{with_pki['id']}.pki.tar.age"
+    archive = workspace / "backups/bk" / pki_doc["pki"]["key"]
+    assert b"PRIVATE KEY" not in archive.read_bytes()
+    tar = subprocess.run([age, "-d", "-i", str(key), str(archive)], check=True, capture_output=True).stdout
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        member = t.extractfile("pki/ca-key.pem")
+        assert member is not None and member.read() == (workspace / "pki/ca-key.pem").read_bytes()
     # verify and restore need the identity, and say so in one line without it
     no_key = run_cli("backup", "verify", "--dir", str(workspace), check=False)
     assert no_key.returncode == 4 and "age identity" in no_key.stderr
@@ -219,6 +232,8 @@ def test_encrypted_backups_interoperate_with_age_and_restore_with_the_identity(
 
 def test_prune_keeps_the_policy_and_the_newest_verified(etcd_bin: Path, workspace: Path) -> None:
     up(workspace, etcd_bin, "backup:\n  retention: {last: 2, hourly: 0, daily: 0, weekly: 0, monthly: 0}\n")
+    plain_pki = run_cli("backup", "now", "--dir", str(workspace), "--include-pki", check=False)
+    assert plain_pki.returncode != 0 and "needs encryption" in plain_pki.stderr
     ids = []
     for _ in range(4):
         ids.append(backup_json(workspace)["id"])

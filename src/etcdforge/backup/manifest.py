@@ -38,6 +38,10 @@ def data_key(backup_id: str, encrypted: bool) -> str:
     return f"{backup_id}.snapshot.zst" + (".age" if encrypted else "")
 
 
+def pki_key(backup_id: str) -> str:
+    return f"{backup_id}.pki.tar.age"
+
+
 def manifest_key(backup_id: str) -> str:
     return backup_id + MANIFEST_SUFFIX
 
@@ -73,6 +77,14 @@ class Check(_Frozen):
     revision: int | None = None
 
 
+class StoredPki(_Frozen):
+    """The workspace's PKI (the CA key included), as an age-encrypted tar beside the snapshot."""
+
+    key: str
+    size: int
+    sha256: str
+
+
 class Manifest(_Frozen):
     format: int = FORMAT
     id: str
@@ -90,6 +102,7 @@ class Manifest(_Frozen):
     spec: str  # cluster.yaml as it was
     ca_certs: str  # PEM bundle of the CA certificate(s); never a key
     etcdforge_version: str
+    pki: StoredPki | None = None  # only with --include-pki, and only encrypted
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True).encode() + b"\n"

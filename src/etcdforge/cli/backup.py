@@ -64,6 +64,11 @@ def backup() -> None:
 )
 @click.option("--all-targets", is_flag=True, help="Store the backup in every target of the spec.")
 @click.option("--member", default=None, help="Read this member (default: a caught-up follower).")
+@click.option(
+    "--include-pki",
+    is_flag=True,
+    help="Also store the workspace's PKI, CA key included, age-encrypted (needs backup.encrypt_to).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @output_option
 def backup_now(
@@ -71,6 +76,7 @@ def backup_now(
     targets: tuple[str, ...],
     all_targets: bool,
     member: str | None,
+    include_pki: bool,
     dry_run: bool,
     output: str,
 ) -> None:
@@ -82,11 +88,15 @@ def backup_now(
     d = workspace_dir(directory)
     target: tuple[str, ...] | str | None = () if all_targets else (targets or None)
     if dry_run:
-        result = run_async(backup_run.backup_now(d, target=target, member=member, dry_run=True))
+        result = run_async(
+            backup_run.backup_now(d, target=target, member=member, dry_run=True, include_pki=include_pki)
+        )
         print_plan(result.plan, output)
         return
     progress = StepPrinter(make_console(stderr=output == "json"))
-    result = run_async(backup_run.backup_now(d, target=target, member=member, reporter=progress))
+    result = run_async(
+        backup_run.backup_now(d, target=target, member=member, reporter=progress, include_pki=include_pki)
+    )
     m = result.manifest
     assert m is not None
     if output == "json":

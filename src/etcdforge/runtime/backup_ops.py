@@ -13,7 +13,9 @@ move a chunk at a time; steps hand results to later steps through files in the s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from etcdforge.plan import (
     DeleteBackup,
     FetchBackup,
     PackBackup,
+    PackPki,
     RestoreData,
     StoreBackup,
     TakeSnapshot,
@@ -42,6 +45,7 @@ BackupAction = (
     TakeSnapshot
     | CheckSnapshot
     | PackBackup
+    | PackPki
     | WriteManifest
     | StoreBackup
     | DeleteBackup
@@ -62,6 +66,8 @@ async def perform(runtime: Runtime, action: BackupAction) -> str:
         return await check(action)
     if isinstance(action, PackBackup):
         return await asyncio.to_thread(_pack, action)
+    if isinstance(action, PackPki):
+        return await asyncio.to_thread(_pack_pki, action)
     if isinstance(action, WriteManifest):
         return await asyncio.to_thread(_manifest, action)
     if isinstance(action, StoreBackup):
@@ -149,6 +155,42 @@ def _pack(action: PackBackup) -> str:
     return f"{_mib(raw)} -> {_mib(size)}" + (", encrypted" if recipients else "")
 
 
+def _pack_pki(action: PackPki) -> str:
+    import io
+    import tarfile
+
+    dest, summary = Path(action.dest), Path(action.dest + ".sum")
+    if dest.is_file() and summary.is_file():
+        return "already packed"
+    recipients = pack.recipients_from(action.recipients, Path(action.base))
+    if not recipients:
+        raise BackupError("--include-pki needs encryption: name age recipients in backup.encrypt_to")
+    buffer = io.BytesIO()  # the PKI is a few kilobytes
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(action.source, arcname="pki", recursive=True)
+    raw = Path(action.dest + ".tar")
+    fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(buffer.getvalue())
+    try:
+        import pyrage
+
+        part = Path(action.dest + ".part")
+        with (
+            raw.open("rb") as src,
+            os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out,
+        ):
+            pyrage.encrypt_io(src, out, list(recipients))
+        os.replace(part, dest)
+    finally:
+        raw.unlink(missing_ok=True)
+    data = dest.read_bytes()
+    atomic_write(
+        summary, json.dumps({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}).encode(), 0o600
+    )
+    return f"{len(data)} bytes, encrypted"
+
+
 def _manifest(action: WriteManifest) -> str:
     dest = Path(action.dest)
     if dest.is_file():
@@ -158,6 +200,8 @@ def _manifest(action: WriteManifest) -> str:
     found = Check.model_validate(facts["check"])
     summary = json.loads(Path(action.packed + ".sum").read_bytes())
     stored = Stored.model_validate({**base.pop("stored"), **summary})
+    if action.pki:
+        base["pki"] = {"key": Path(action.pki).name, **json.loads(Path(action.pki + ".sum").read_bytes())}
     manifest = Manifest.model_validate(
         {
             **base,

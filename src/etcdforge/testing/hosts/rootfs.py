@@ -5,6 +5,7 @@ Role: mount, prepare and remove each host's overlay (``<base>/{up,work,root}``),
 Invariants:
 
 - The lower layer is the machine's own ``/`` and is never written: every change lands in ``<base>/up``.
+- SSH logins register no logind session (no per-user systemd to start and stop around each login).
 - Each host gets its own hostname, machine-id and ssh host keys; ``root`` and ``deploy`` (passwordless
   sudo) and ``nosudo`` accept the harness's client key; keys and sudoers are created with their final
   mode (0600/0440), never chmod-ed after.
@@ -93,6 +94,7 @@ def prepare_root(host: TestHost, peers: Sequence[TestHost], client_key: Path) ->
         old.unlink()
     run_local(["ssh-keygen", "-A", "-f", str(root)], timeout=60)
     (etc / "ssh/sshd_config.d/etcdforge-test.conf").write_text(SSHD_DROPIN)
+    without_logind_sessions(etc / "pam.d/common-session")
     public_key = client_key.with_suffix(".pub").read_text()
     authorize(root, "root", public_key)
     for user in ("deploy", "nosudo"):
@@ -103,6 +105,18 @@ def prepare_root(host: TestHost, peers: Sequence[TestHost], client_key: Path) ->
     fd = os.open(sudoers, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o440)
     with os.fdopen(fd, "w") as f:
         f.write("deploy ALL=(ALL) NOPASSWD:ALL\n")
+
+
+def without_logind_sessions(pam_file: Path) -> None:
+    """Drop ``pam_systemd`` from the host's PAM session stack: an SSH login then registers no logind
+    session, so no per-user systemd (``user@0.service``) is started and stopped around each login. In a
+    container that manager's stop can hang for minutes ("Processes still around after final SIGKILL",
+    cgroup kill refused with EIO), and every login waits for it in PAM: commands time out and open
+    connections are dropped. Nothing etcdforge does needs a logind session (seen in CI, 2026-12-02)."""
+    if not pam_file.is_file():
+        return
+    lines = pam_file.read_text().splitlines(keepends=True)
+    pam_file.write_text("".join(line for line in lines if "pam_systemd.so" not in line))
 
 
 def authorize(root: Path, user: str, public_key: str) -> None:

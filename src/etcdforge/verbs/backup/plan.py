@@ -18,12 +18,13 @@ from datetime import datetime
 from pathlib import Path
 
 from etcdforge.backup import retention
-from etcdforge.backup.manifest import STAGING_MARKER, data_key, manifest_key
+from etcdforge.backup.manifest import STAGING_MARKER, data_key, manifest_key, pki_key
 from etcdforge.errors import PlanError
 from etcdforge.plan import (
     CheckSnapshot,
     DeleteBackup,
     PackBackup,
+    PackPki,
     Plan,
     RemoveTree,
     Step,
@@ -91,6 +92,8 @@ class BackupRequest:
     base_manifest: Mapping[str, object]  # everything the manifest holds that is known now
     #: where the last successful backup is recorded (``status`` shows its age); "" for none
     last_record: str = ""
+    #: --include-pki: the workspace's PKI directory, archived encrypted beside the snapshot ("" for none)
+    include_pki: str = ""
 
 
 def plan_backup(req: BackupRequest, source: Candidate) -> Plan:
@@ -100,6 +103,7 @@ def plan_backup(req: BackupRequest, source: Candidate) -> Plan:
     encrypted = bool(req.recipients)
     packed = staging / data_key(req.backup_id, encrypted)
     manifest = staging / manifest_key(req.backup_id)
+    pki = staging / pki_key(req.backup_id) if req.include_pki else None
     steps = [
         Step(
             f"backup/clean-staging:{name}",
@@ -139,17 +143,42 @@ def plan_backup(req: BackupRequest, source: Candidate) -> Plan:
             PackBackup(str(raw), str(packed), req.recipients, req.level, req.recipients_base),
             f"zstd -{req.level}" + (", age-encrypted" if encrypted else " (not encrypted)"),
         ),
+        *(
+            [
+                Step(
+                    "backup/pki",
+                    "local",
+                    PackPki(req.include_pki, str(pki), req.recipients, req.recipients_base),
+                    "the workspace's PKI, the CA key included: age-encrypted only",
+                )
+            ]
+            if pki is not None
+            else []
+        ),
         Step(
             "backup/manifest",
             "local",
-            WriteManifest(str(manifest), json.dumps(base, default=str), str(report), str(packed)),
+            WriteManifest(
+                str(manifest),
+                json.dumps(base, default=str),
+                str(report),
+                str(packed),
+                str(pki) if pki else "",
+            ),
             "cluster, members, revision, versions, hashes, spec, CA certificates (no private keys)",
         ),
         *(
             Step(
                 f"backup/store:{target}",
                 "local",
-                StoreBackup(target, ((str(packed), packed.name), (str(manifest), manifest.name))),
+                StoreBackup(
+                    target,
+                    (
+                        (str(packed), packed.name),
+                        *(((str(pki), pki.name),) if pki is not None else ()),
+                        (str(manifest), manifest.name),
+                    ),
+                ),
                 f"{packed.name}, then {manifest.name}",
             )
             for target in req.targets

@@ -139,6 +139,7 @@ def backup_request(
     when: datetime,
     *,
     encrypt: bool = True,
+    include_pki: bool = False,
 ) -> backup_plan.BackupRequest:
     """Everything a backup plan needs, from the observation (``encrypt`` False: a safety snapshot,
     kept in the workspace like the rest of the cluster's secrets)."""
@@ -155,6 +156,11 @@ def backup_request(
     recipients = spec.backup.encrypt_to if encrypt else ()
     if recipients:
         pack.recipients_from(recipients, ws.root)  # refuse a bad recipient before any work
+    if include_pki and not recipients:
+        raise PlanError(
+            "--include-pki puts the CA private key in the backup: it needs encryption",
+            hint="name age recipients in backup.encrypt_to",
+        )
     return backup_plan.BackupRequest(
         backup_id=backup_id,
         targets=targets,
@@ -180,6 +186,7 @@ def backup_request(
             "etcdforge_version": __version__,
         },
         last_record=str(ws.root / LAST_BACKUP) if encrypt else "",
+        include_pki=str(ws.pki_dir) if include_pki else "",
     )
 
 
@@ -191,6 +198,7 @@ async def backup_now(
     dry_run: bool = False,
     reporter: Reporter | None = None,
     now: datetime | None = None,
+    include_pki: bool = False,
 ) -> BackupResult:
     with locked_workspace(directory, during_restore=True) as (ws, spec):
         names = [target] if target is None or isinstance(target, str) else list(target)
@@ -198,7 +206,9 @@ async def backup_now(
         observed = await observe(spec, ws)
         source = backup_plan.choose_source(observed.candidates, member)
         when = (now or datetime.now(UTC)).replace(microsecond=0)
-        req = backup_request(spec, ws, observed, source, tuple(t.name for t in chosen), when)
+        req = backup_request(
+            spec, ws, observed, source, tuple(t.name for t in chosen), when, include_pki=include_pki
+        )
         backup_id = req.backup_id
         shown = ", ".join(t.name for t in chosen)
         plan = backup_plan.plan_backup(req, source)
