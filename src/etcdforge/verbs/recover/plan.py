@@ -4,9 +4,10 @@ Phase 1 (this plan): choose the surviving member with the highest applied raft i
 into the workspace's safety target (a Snapshot is served without a quorum) → the record
 ``recover.json`` → stop every member → start the survivor once with ``force-new-cluster`` (a one-member
 cluster with its data) → wait until it serves → stop it, write its normal config, start it again (a
-later restart must never force a new cluster again). Phase 2 (the run module): every other member is
-replaced (wiped, added back as a learner, promoted), one at a time, with ``member replace``'s own
-resumable plans. Refused while a quorum is healthy: that is ``member replace``'s job.
+later restart must never force a new cluster again). The others are wiped and the spec follows etcd
+(the survivor alone). Phase 2 (the run module): every other member is added back as a learner and
+promoted, one at a time, with ``member add``'s own resumable plans. Refused while a quorum is
+healthy: that is ``member replace``'s job.
 """
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ from dataclasses import dataclass
 
 from etcdforge import layout, render
 from etcdforge.errors import PlanError
-from etcdforge.plan import Action, Plan, PutFile, StartMembers, Step, StopMember, WaitHealthy, WriteFile
+from etcdforge.plan import (
+    Action,
+    Plan,
+    PutFile,
+    StartMembers,
+    Step,
+    StopMember,
+    WaitHealthy,
+    WipeData,
+    WriteFile,
+)
 from etcdforge.render import MemberPaths
-from etcdforge.spec import ClusterSpec
+from etcdforge.spec import ClusterSpec, dump_spec
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ def plan_recover(
     record_path: str,
     record: bytes,
     done_record: bytes,
+    spec_path: str,
     safety: tuple[Step, ...],
     member_paths: Mapping[str, MemberPaths] | None,
     timeout: float = 120.0,
@@ -76,6 +88,7 @@ def plan_recover(
     normal = render.etcd_config(spec, member, paths)
     names = [m.name for m in spec.members]
     others = [n for n in names if n != name]
+    alone = spec.model_copy(update={"members": (member.model_copy(update={"joined": False}),)})
     steps = [
         *safety,
         Step("recover/record", "local", WriteFile(record_path, record, 0o600), f"recovering from {name}"),
@@ -93,11 +106,27 @@ def plan_recover(
         Step(f"{name}/config", name, _config(spec, name, member_paths, normal), "its normal config"),
         Step(f"{name}/start", name, StartMembers((name,)), "runs normally"),
         Step(f"{name}/wait-healthy", name, WaitHealthy((name,), timeout), f"{name} serves"),
+        *(
+            Step(
+                f"{m}/wipe-data",
+                m,
+                WipeData(m),
+                f"{m} rejoins {name}'s cluster empty",
+                destroys=f"{m}'s data (it is re-added from {name})",
+            )
+            for m in others
+        ),
+        Step(
+            "workspace/write-spec",
+            "local",
+            WriteFile(spec_path, dump_spec(alone).encode()),
+            f"the spec follows etcd: {name} alone, until the others are added back",
+        ),
         Step(
             "recover/phase-2",
             "local",
             WriteFile(record_path, done_record, 0o600),
-            f"next: {', '.join(others)} replaced one at a time (`member replace`)",
+            f"next: {', '.join(others)} added back one at a time (`member add`: learner, then promoted)",
         ),
     ]
     warnings = (

@@ -1,7 +1,7 @@
 """``recover``: observe the survivors (no quorum needed: Status is served locally) → phase 1, one plan
-(:mod:`~etcdforge.verbs.recover.plan`) → phase 2, ``member replace`` of every other member, one at a
+(:mod:`~etcdforge.verbs.recover.plan`) → phase 2, ``member add`` of every other member, one at a
 time. The record ``recover.json`` (the survivor) makes a re-run after an interruption resume: phase 1 is
-done once etcd lists the survivor alone, and each replace resumes from its own record.
+done once its last step rewrote the record, and each add resumes from its own record.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from etcdforge.errors import EtcdError, PlanError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.plan import Plan, RemoveFile, Step
 from etcdforge.runtime.factory import is_local, make_runtime, open_runtime
-from etcdforge.spec import SAFETY_TARGET, ClusterSpec
+from etcdforge.spec import SAFETY_TARGET, ClusterSpec, MemberSpec
 from etcdforge.verbs.backup import plan as backup_plan
 from etcdforge.verbs.backup.run import Observed, backup_request
 from etcdforge.verbs.recover.plan import Survivor, choose_survivor, plan_recover
@@ -88,7 +88,7 @@ async def recover(
     reporter: Reporter | None = None,
     timeout: float = 120.0,
     etcd_bin: str | None = None,
-    replace: Callable[..., Any] | None = None,
+    add: Callable[..., Any] | None = None,
 ) -> RecoverResult:
     with locked_workspace(directory) as (ws, spec):
         record_path = ws.root / RECORD
@@ -101,7 +101,10 @@ async def recover(
                 hint="replace a broken member with `etcdforge member replace NAME`",
             )
         survivor = choose_survivor(survivors, member or recorded)
-        others = tuple(m.name for m in spec.members if m.name != survivor.name)
+        others = tuple(
+            m["name"]
+            for m in saved.get("others", [m.model_dump() for m in spec.members if m.name != survivor.name])
+        )
         phase1_done = saved.get("phase") == 2
         safety: tuple[Step, ...] = ()
         if not phase1_done and recorded is None and observed is not None:
@@ -115,8 +118,12 @@ async def recover(
                 Step(s.id.replace("backup/", "safety/", 1), s.host, s.action, f"safety snapshot: {s.reason}")
                 for s in backup_plan.plan_backup(req, source).steps
             )
-        record = json.dumps({"survivor": survivor.name, "phase": 1}).encode() + b"\n"
-        done_record = json.dumps({"survivor": survivor.name, "phase": 2}).encode() + b"\n"
+        # the others' spec entries, to add them back with the same address, names and SSH settings
+        entries = [m.model_dump(mode="json") for m in spec.members if m.name != survivor.name]
+        if recorded is not None:
+            entries = saved.get("others", entries)
+        record = json.dumps({"survivor": survivor.name, "phase": 1, "others": entries}).encode() + b"\n"
+        done_record = json.dumps({"survivor": survivor.name, "phase": 2, "others": entries}).encode() + b"\n"
         paths = {m.name: ws.member_paths(m.name) for m in spec.members} if is_local(spec) else None
         plan = (
             Plan("recover", ())
@@ -127,6 +134,7 @@ async def recover(
                 record_path=str(record_path),
                 record=record,
                 done_record=done_record,
+                spec_path=str(ws.spec_path),
                 safety=safety,
                 member_paths=paths,
                 timeout=timeout,
@@ -137,17 +145,20 @@ async def recover(
         if not phase1_done:
             async with open_runtime(spec, ws, required=False, etcd_bin=etcd_bin) as runtime:
                 await execute(plan, runtime, reporter, confirm=confirm)
-    # phase 2: every other member is replaced by `member replace` (its own lock, plans and records)
-    if replace is None:
-        from etcdforge.verbs.member.run import replace as member_replace
+    # phase 2: every other member is added back by `member add` (its own lock, plan and record)
+    if add is None:
+        from etcdforge.verbs.member.run import add as member_add
 
-        replace = member_replace
+        add = member_add
+    entries = json.loads((Path(directory) / RECORD).read_text())["others"]
     replaced = []
-    for name in others:
-        await replace(
-            directory, name, timeout=timeout, reporter=reporter, confirm=lambda _s: True, no_snapshot=True
-        )
-        replaced.append(name)
+    for entry in entries:
+        m = MemberSpec.model_validate(entry)
+        await add(
+            directory, m.name, address=m.address, dns_names=m.dns_names, ssh=m.ssh, etcd_bin=etcd_bin,
+            timeout=timeout, reporter=reporter, no_snapshot=True,
+        )  # fmt: skip
+        replaced.append(m.name)
     ws2 = Workspace(directory)
     await execute(
         Plan("recover", (Step("recover/done", "local", RemoveFile(str(ws2.root / RECORD)), "recovered"),)),
