@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcdforge.errors import BackupError
+from etcdforge.fsutil import fsync_dir
 
 TRAILER = 32
 _PAGE_HEADER = struct.Struct("<QHHI")  # id, flags, count, overflow
@@ -86,7 +87,7 @@ async def write_stream(chunks: AsyncIterator[bytes], dest: Path) -> SnapshotFile
         raise
     os.close(fd)
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return SnapshotFile(dest, size, whole.hexdigest())
 
 
@@ -94,14 +95,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def check_trailer(path: Path) -> str:

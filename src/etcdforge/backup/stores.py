@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from etcdforge.errors import BackupError
+from etcdforge.fsutil import fsync_dir
 from etcdforge.spec import ClusterSpec, DirTarget, S3Target, SftpTarget
 from etcdforge.workspace import Workspace, resolve_path
 
@@ -86,11 +87,7 @@ class DirStore:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
             raise
-        dfd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(dest.parent)
 
     async def get_file(self, key: str, local: Path) -> None:
         src = self._path(key)

@@ -30,6 +30,7 @@ from etcdforge.backup.manifest import (
 )
 from etcdforge.backup.stores import open_store
 from etcdforge.errors import BackupError, BinaryError, EtcdError, PlanError
+from etcdforge.etcd import Member
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.plan import DeleteBackup, Plan, Step
 from etcdforge.runtime.backup_ops import status_report
@@ -90,13 +91,14 @@ async def observe(spec: ClusterSpec, ws: Workspace) -> Observed:
         found = await asyncio.gather(*(one(n, u) for n, u in urls.items()))
         statuses = [s for s in await client.status_all() if not isinstance(s, EtcdError)]
     cluster_id = statuses[0].cluster_id if statuses else 0
-    return Observed(
-        cluster_id,
-        tuple(c for c in found if c is not None),
-        tuple(
-            {"name": m.name, "id": f"{m.id:x}", "peer_urls": list(m.peer_urls), "learner": m.is_learner}
-            for m in members
-        ),
+    return Observed(cluster_id, tuple(c for c in found if c is not None), member_entries(members))
+
+
+def member_entries(members: Sequence[Member]) -> tuple[dict[str, object], ...]:
+    """etcd's member list as a manifest records it."""
+    return tuple(
+        {"name": m.name, "id": f"{m.id:x}", "peer_urls": list(m.peer_urls), "learner": m.is_learner}
+        for m in members
     )
 
 
