@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
+from etcdforge import progress
 from etcdforge.errors import EtcdforgeError, PlanError, StepError
 from etcdforge.plan import Action, Plan, Step
 
@@ -62,10 +63,17 @@ def batches(plan: Plan) -> list[list[Step]]:
     return out
 
 
+def _progress_sink(rep: Reporter, step: Step) -> Callable[[str], None] | None:
+    """The reporter's ``step_progress(step, text)``, when it has one (a progress line for long steps)."""
+    method = getattr(rep, "step_progress", None)
+    return None if method is None else (lambda text: method(step, text))
+
+
 async def _one(runtime: Runtime, step: Step, rep: Reporter) -> None:
     rep.step_started(step)
     try:
-        note = await runtime.perform(step.action)
+        with progress.reporting_to(_progress_sink(rep, step)):
+            note = await runtime.perform(step.action)
     except StepError as exc:
         rep.step_failed(step, exc)
         raise

@@ -318,6 +318,7 @@ class TakeSnapshot:
     member: str
     url: str
     dest: str
+    expected: int = 0  # the member's db size when planned (for progress only)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "take-snapshot", "member": self.member, "url": self.url, "dest": self.dest}

@@ -167,3 +167,15 @@ def test_backup_plan_runs_end_to_end_over_the_fake_cluster(tmp_path: Path) -> No
     asyncio.run(execute(plan, runtime))
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert json.loads((folder / f"{backup_id}.manifest.json").read_text())["id"] == backup_id
+
+
+def test_a_long_stream_reports_its_progress(tmp_path: Path) -> None:
+    from etcdforge import progress
+
+    db = bytes(70 << 20)
+    seen: list[str] = []
+    with progress.reporting_to(seen.append):
+        asyncio.run(snapfile.write_stream(chunks(with_trailer(db), 1 << 20), tmp_path / "s.db", len(db)))
+    assert len(seen) == 2 and seen[0].startswith("32 of 70 MiB (46%)"), seen
+    # outside a step nothing is reported, and nothing breaks
+    asyncio.run(snapfile.write_stream(chunks(with_trailer(db), 1 << 20), tmp_path / "t.db"))

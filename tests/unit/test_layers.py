@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "etcdforge"
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "fsutil", "hostpaths"}),
+    frozenset({"errors", "fsutil", "hostpaths", "progress"}),
     frozenset({"durations", "yamlio", "binaries", "etcd", "hosts"}),
     frozenset({"spec", "pki"}),
     frozenset({"topology", "plan"}),

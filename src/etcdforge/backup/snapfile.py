@@ -25,10 +25,12 @@ import hashlib
 import mmap
 import os
 import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from etcdforge import progress
 from etcdforge.errors import BackupError
 from etcdforge.fsutil import fsync_dir
 
@@ -43,6 +45,7 @@ BRANCH, LEAF, META, FREELIST = 0x01, 0x02, 0x04, 0x10
 BUCKET_LEAF = 0x01
 NO_FREELIST = 0xFFFFFFFFFFFFFFFF
 CHUNK = 1 << 20
+PROGRESS_EVERY = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,16 @@ class SnapshotFile:
     sha256: str
 
 
-async def write_stream(chunks: AsyncIterator[bytes], dest: Path) -> SnapshotFile:
-    """Stream ``chunks`` to ``dest`` via ``dest.part`` (0600), checking etcd's trailer; fsync, rename."""
+async def write_stream(chunks: AsyncIterator[bytes], dest: Path, expected: int = 0) -> SnapshotFile:
+    """Stream ``chunks`` to ``dest`` via ``dest.part`` (0600), checking etcd's trailer; fsync, rename.
+    Progress (of ``expected`` bytes, when known) is reported every few dozen MiB."""
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     body = hashlib.sha256()  # of the database (everything before the trailer)
     whole = hashlib.sha256()  # of the file as stored
     tail = b""  # the last TRAILER bytes seen, not yet known to be database bytes
     size = 0
+    began, shown = time.monotonic(), 0
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         async for chunk in chunks:
@@ -73,6 +78,9 @@ async def write_stream(chunks: AsyncIterator[bytes], dest: Path) -> SnapshotFile
             joined = tail + chunk
             body.update(joined[:-TRAILER])
             tail = joined[-TRAILER:]
+            if size - shown >= PROGRESS_EVERY:
+                shown = size
+                progress.report(progress.transfer(size, expected, time.monotonic() - began))
         if size < TRAILER + 1024:
             raise BackupError(f"the snapshot stream ended after {size} bytes: too short to be a database")
         if body.digest() != tail:

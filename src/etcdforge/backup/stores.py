@@ -19,12 +19,14 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from etcdforge import progress
 from etcdforge.errors import BackupError
 from etcdforge.fsutil import fsync_dir
 from etcdforge.spec import ClusterSpec, DirTarget, S3Target, SftpTarget
@@ -155,9 +157,14 @@ class ObjectStore:
 
         try:
             result = await obstore.get_async(self._store, key)
+            total, done, began, shown = int(result.meta["size"]), 0, time.monotonic(), 0
             with local.open("wb") as out:
                 async for chunk in result.stream(min_chunk_size=CHUNK):
                     out.write(chunk)
+                    done += len(chunk)
+                    if done - shown >= 32 * CHUNK:
+                        shown = done
+                        progress.report(progress.transfer(done, total, time.monotonic() - began))
         except FileNotFoundError:
             raise BackupError(f"{key} is not in target {self.name} ({self.where})") from None
         except Exception as exc:

@@ -88,7 +88,7 @@ async def take(runtime: Runtime, action: TakeSnapshot) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     (dest.parent / STAGING_MARKER).touch()
     async with runtime.cluster(10.0) as client:
-        taken = await snapfile.write_stream(client.snapshot(action.url), dest)
+        taken = await snapfile.write_stream(client.snapshot(action.url), dest, action.expected)
     return f"{_mib(taken.size)} from {action.member}, trailer checked"
 
 

@@ -127,7 +127,7 @@ def plan_backup(req: BackupRequest, source: Candidate) -> Plan:
         Step(
             "backup/snapshot",
             source.name,
-            TakeSnapshot(source.name, source.url, str(raw)),
+            TakeSnapshot(source.name, source.url, str(raw), source.db_size),
             f"stream {source.name}'s database ({_size(source.db_size)}) to {staging}",
         ),
         Step(
