@@ -9,7 +9,8 @@ Invariants:
 - Memory stays flat: a chunk at a time is held; the file is never read whole.
 - A file is only ever renamed into place after its trailer matched and it was fsync-ed: ``<dest>`` exists
   only as a complete, trailer-checked snapshot. On any failure the ``.part`` file is removed.
-- :func:`check_bbolt` reads page headers and branch/bucket entries only (an ``mmap``), never the values.
+- :func:`check_bbolt` reads the reachable pages with ``pread`` (never ``mmap``: memory stays flat) and
+  looks only at page headers and branch/bucket entries, never the values.
 
 Facts (wire and file formats): the stream is the bbolt file followed by the 32-byte SHA-256 of it
 (etcd's ``snapshot save`` checks only ``size % 512 == 32``; restore checks the hash). A bbolt page starts
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import mmap
 import os
 import struct
 import time
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from etcdforge import progress
 from etcdforge.errors import BackupError
-from etcdforge.fsutil import fsync_dir
+from etcdforge.fsutil import atomic_write, fsync_dir
 
 TRAILER = 32
 _PAGE_HEADER = struct.Struct("<QHHI")  # id, flags, count, overflow
@@ -62,8 +62,7 @@ async def write_stream(chunks: AsyncIterator[bytes], dest: Path, expected: int =
     Progress (of ``expected`` bytes, when known) is reported every few dozen MiB."""
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    body = hashlib.sha256()  # of the database (everything before the trailer)
-    whole = hashlib.sha256()  # of the file as stored
+    body = hashlib.sha256()  # of the database (everything before the trailer): each byte hashed once
     tail = b""  # the last TRAILER bytes seen, not yet known to be database bytes
     size = 0
     began, shown = time.monotonic(), 0
@@ -73,11 +72,15 @@ async def write_stream(chunks: AsyncIterator[bytes], dest: Path, expected: int =
             if not chunk:
                 continue
             _write_all(fd, chunk)
-            whole.update(chunk)
             size += len(chunk)
-            joined = tail + chunk
-            body.update(joined[:-TRAILER])
-            tail = joined[-TRAILER:]
+            if len(chunk) >= TRAILER:
+                body.update(tail)
+                body.update(memoryview(chunk)[:-TRAILER])
+                tail = chunk[-TRAILER:]
+            else:
+                joined = tail + chunk
+                body.update(joined[:-TRAILER])
+                tail = joined[-TRAILER:]
             if size - shown >= PROGRESS_EVERY:
                 shown = size
                 progress.report(progress.transfer(size, expected, time.monotonic() - began))
@@ -94,9 +97,22 @@ async def write_stream(chunks: AsyncIterator[bytes], dest: Path, expected: int =
             part.unlink()
         raise
     os.close(fd)
+    whole = body.copy()  # the file's hash: the database's, continued over the trailer
+    whole.update(tail)
+    # the file's hash goes beside it first: a snapshot that exists has its hash (no second read)
+    atomic_write(dest.with_name(dest.name + ".sha256"), whole.hexdigest().encode() + b"\n", 0o600)
     os.replace(part, dest)
     fsync_dir(dest.parent)
     return SnapshotFile(dest, size, whole.hexdigest())
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The hash :func:`write_stream` recorded beside ``path`` (None: not written by it)."""
+    try:
+        text = path.with_name(path.name + ".sha256").read_text().strip()
+    except OSError:
+        return None
+    return text if len(text) == 64 else None
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -145,17 +161,38 @@ class BboltInfo:
     pages_walked: int
 
 
-def _meta(view: mmap.mmap, offset: int) -> tuple[int, int, int, int, int] | None:
+class _Pages:
+    """Pages of a bbolt file read with ``pread`` (not ``mmap``: the walk touches every page, and mapped
+    pages would count as the process's memory)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self._cache: tuple[int, bytes] = (-1, b"")
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset + length > self.size:
+            return b""
+        return os.pread(self.fd, length, offset)
+
+    def page(self, offset: int, page_size: int) -> bytes:
+        if self._cache[0] != offset:
+            self._cache = (offset, self.read(offset, page_size))
+        return self._cache[1]
+
+
+def _meta(pages: _Pages, offset: int) -> tuple[int, int, int, int, int] | None:
     """(page size, root, freelist, high water, txid) of the meta page at ``offset``; None if invalid."""
-    if offset + _PAGE_HEADER.size + _META.size + 8 > len(view):
+    raw = pages.read(offset, _PAGE_HEADER.size + _META.size + 8)
+    if len(raw) < _PAGE_HEADER.size + _META.size + 8:
         return None
-    _, flags, _, _ = _PAGE_HEADER.unpack_from(view, offset)
-    start = offset + _PAGE_HEADER.size
-    magic, version, page_size, _, root, _, freelist, pgid, txid = _META.unpack_from(view, start)
-    (checksum,) = struct.unpack_from("<Q", view, start + _META.size)
+    _, flags, _, _ = _PAGE_HEADER.unpack_from(raw, 0)
+    start = _PAGE_HEADER.size
+    magic, version, page_size, _, root, _, freelist, pgid, txid = _META.unpack_from(raw, start)
+    (checksum,) = struct.unpack_from("<Q", raw, start + _META.size)
     if flags != META or magic != MAGIC or version != 2:
         return None
-    if _fnv1a64(bytes(view[start : start + _META.size])) != checksum:
+    if _fnv1a64(raw[start : start + _META.size]) != checksum:
         return None
     return page_size, root, freelist, pgid, txid
 
@@ -168,36 +205,36 @@ def check_bbolt(path: Path, *, trailer: bool = True) -> BboltInfo:
         size = os.fstat(f.fileno()).st_size - (TRAILER if trailer else 0)
         if size < 4 * 1024:
             raise BackupError(f"{name}: {size} bytes is too small to be a bbolt database")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            first = _meta(view, 0)
-            # bbolt reads the page size from meta page 0; when that page is damaged it tries meta page 1
-            # at the common page size (4096), as we do
-            page_size = first[0] if first is not None else 4096
-            if page_size < 512 or page_size & (page_size - 1) or page_size > 1 << 20:
-                raise BackupError(f"{name}: implausible page size {page_size}")
-            metas = [m for m in (first, _meta(view, page_size)) if m is not None and m[0] == page_size]
-            if not metas:
-                raise BackupError(f"{name}: not a bbolt database (no valid meta page)")
-            # bbolt uses the valid meta with the higher txid
-            _, root, freelist, high_water, txid = max(metas, key=lambda m: m[4])
-            if high_water * page_size > size:
-                raise BackupError(
-                    f"{name}: truncated: {high_water} pages of {page_size} bytes in use, "
-                    f"the file holds {size // page_size}"
-                )
-            walked = _walk(view, page_size, root, freelist, high_water, name)
+        pages = _Pages(f.fileno(), size)
+        first = _meta(pages, 0)
+        # bbolt reads the page size from meta page 0; when that page is damaged it tries meta page 1
+        # at the common page size (4096), as we do
+        page_size = first[0] if first is not None else 4096
+        if page_size < 512 or page_size & (page_size - 1) or page_size > 1 << 20:
+            raise BackupError(f"{name}: implausible page size {page_size}")
+        metas = [m for m in (first, _meta(pages, page_size)) if m is not None and m[0] == page_size]
+        if not metas:
+            raise BackupError(f"{name}: not a bbolt database (no valid meta page)")
+        # bbolt uses the valid meta with the higher txid
+        _, root, freelist, high_water, txid = max(metas, key=lambda m: m[4])
+        if high_water * page_size > size:
+            raise BackupError(
+                f"{name}: truncated: {high_water} pages of {page_size} bytes in use, "
+                f"the file holds {size // page_size}"
+            )
+        walked = _walk(pages, page_size, root, freelist, high_water, name)
     return BboltInfo(page_size, high_water, txid, walked)
 
 
-def _walk(view: mmap.mmap, page_size: int, root: int, freelist: int, high_water: int, name: str) -> int:
+def _walk(pages: _Pages, page_size: int, root: int, freelist: int, high_water: int, name: str) -> int:
     """Walk every page reachable from the root bucket; return how many were visited."""
     seen: set[int] = set()
 
-    def claim(pgid: int, want: int, parent: str) -> tuple[int, int, int]:
+    def claim(pgid: int, want: int, parent: str) -> tuple[bytes, int, int, int]:
         if not 2 <= pgid < high_water:
             raise BackupError(f"{name}: {parent} points at page {pgid}, outside 2..{high_water - 1}")
-        offset = pgid * page_size
-        page_id, flags, count, overflow = _PAGE_HEADER.unpack_from(view, offset)
+        head = pages.page(pgid * page_size, page_size)
+        page_id, flags, count, overflow = _PAGE_HEADER.unpack_from(head, 0)
         if page_id != pgid:
             raise BackupError(f"{name}: page {pgid} is labelled {page_id} (corrupted)")
         if not flags & want:
@@ -208,29 +245,41 @@ def _walk(view: mmap.mmap, page_size: int, root: int, freelist: int, high_water:
             if p in seen:
                 raise BackupError(f"{name}: page {p} is reachable twice (corrupted)")
             seen.add(p)
-        return offset, flags, count
+        return head, flags, count, overflow
+
+    def more(pgid: int, overflow: int, data: bytes, end: int) -> bytes:
+        """``data`` extended into the page's overflow pages to ``end`` (element headers or a bucket value
+        past the first page; values themselves are never read)."""
+        if end <= len(data):
+            return data
+        if end > (overflow + 1) * page_size:
+            raise BackupError(f"{name}: page {pgid}'s elements run past its end (corrupted)")
+        return pages.read(pgid * page_size, end)
 
     if freelist != NO_FREELIST:  # etcd runs bbolt without a stored freelist (NoFreelistSync)
         claim(freelist, FREELIST, "the meta page's freelist")
     stack: list[tuple[int, str]] = [(root, "the root bucket")]
     while stack:
         pgid, parent = stack.pop()
-        offset, flags, count = claim(pgid, BRANCH | LEAF, parent)
-        base = offset + _PAGE_HEADER.size
+        data, flags, count, overflow = claim(pgid, BRANCH | LEAF, parent)
+        base = _PAGE_HEADER.size
+        size = _BRANCH_ELEM.size if flags & BRANCH else _LEAF_ELEM.size
+        data = more(pgid, overflow, data, base + count * size)
         if flags & BRANCH:
             for i in range(count):
-                _, _, child = _BRANCH_ELEM.unpack_from(view, base + i * _BRANCH_ELEM.size)
+                _, _, child = _BRANCH_ELEM.unpack_from(data, base + i * _BRANCH_ELEM.size)
                 stack.append((child, f"branch page {pgid}"))
             continue
         for i in range(count):
             elem = base + i * _LEAF_ELEM.size
-            eflags, pos, ksize, vsize = _LEAF_ELEM.unpack_from(view, elem)
+            eflags, pos, ksize, vsize = _LEAF_ELEM.unpack_from(data, elem)
             if not eflags & BUCKET_LEAF:
                 continue
             value = elem + pos + ksize
             if vsize < _BUCKET.size:
                 raise BackupError(f"{name}: a bucket entry on page {pgid} is cut short")
-            (sub_root, _) = _BUCKET.unpack_from(view, value)
+            data = more(pgid, overflow, data, value + _BUCKET.size)
+            (sub_root, _) = _BUCKET.unpack_from(data, value)
             if sub_root != 0:  # 0: an inline bucket, held in the value itself
                 stack.append((sub_root, f"a bucket on page {pgid}"))
     return len(seen)

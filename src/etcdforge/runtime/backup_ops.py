@@ -121,11 +121,16 @@ async def check(action: CheckSnapshot) -> str:
     if report.is_file():
         return "already checked"
     path = Path(action.path)
-    raw_sha256 = await asyncio.to_thread(snapfile.check_trailer, path)
-    info = await asyncio.to_thread(snapfile.check_bbolt, path)
+    # the stream checked etcd's trailer and recorded the file's hash as it wrote it (one read, not two)
+    raw_sha256 = snapfile.recorded_sha256(path) or await asyncio.to_thread(snapfile.check_trailer, path)
+    # the structural walk and `snapshot status` read the same file: side by side
+    walk = asyncio.to_thread(snapfile.check_bbolt, path)
+    if action.tool:
+        info, status = await asyncio.gather(walk, status_report(action.tool, path))
+    else:
+        info, status = await walk, {}
     found = Check(trailer=True, bbolt_pages=info.pages_walked)
     if action.tool:
-        status = await status_report(action.tool, path)
         found = found.model_copy(
             update={
                 "status_tool": Path(action.tool).name,
