@@ -81,17 +81,25 @@ async def fetch_snapshot(
 ) -> list[str]:
     """Download a backup, check the stored file's hash, decrypt and decompress it to ``dest``, check the
     snapshot's hash, trailer and bbolt structure; return what was checked."""
-    stored = work / manifest.stored.key
-    await store.get_file(manifest.stored.key, stored)
     ids = pack.identities_from(list(identities)) if manifest.stored.encrypted else []
-    digest = await asyncio.to_thread(pack.unpack, stored, dest, ids, encrypted=manifest.stored.encrypted)
-    stored.unlink(missing_ok=True)
+    local = store.local_path(manifest.stored.key)  # a directory target: read in place, no copy
+    stored = local or work / manifest.stored.key
+    if local is None:
+        await store.get_file(manifest.stored.key, stored)
+    try:
+        digest, raw, trailer_ok = await asyncio.to_thread(
+            pack.unpack_snapshot, stored, dest, ids, encrypted=manifest.stored.encrypted
+        )
+    finally:
+        if local is None:
+            stored.unlink(missing_ok=True)
     if digest != manifest.stored.sha256:
         raise BackupError(f"{manifest.stored.key}: sha256 {digest[:12]}… differs from the manifest's")
     checks = [f"{manifest.stored.key}: sha256 matches the manifest"]
     if manifest.stored.encrypted:
         checks.append("decrypted with the given identity")
-    raw = await asyncio.to_thread(snapfile.check_trailer, dest)
+    if not trailer_ok:
+        raise BackupError(f"backup {manifest.id}: the snapshot's SHA-256 trailer does not match (corrupted)")
     if raw != manifest.raw_sha256:
         raise BackupError(f"backup {manifest.id}: the snapshot's sha256 differs from the manifest's")
     checks.append("snapshot sha256 matches the manifest; etcd's trailer matches")

@@ -42,6 +42,45 @@ class _HashingWriter:
         self.inner.flush()
 
 
+class _SnapshotWriter:
+    """A write-only file object that passes bytes to ``inner`` and hashes them as an etcd snapshot: the
+    database (all but the last 32 bytes) and the whole file, each byte hashed once."""
+
+    TRAILER = 32
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner = inner
+        self.body = hashlib.sha256()
+        self.tail = b""
+
+    def write(self, data: bytes) -> int:
+        self.inner.write(data)
+        if len(data) >= self.TRAILER:
+            self.body.update(self.tail)
+            self.body.update(memoryview(data)[: -self.TRAILER])
+            self.tail = bytes(data[-self.TRAILER :])
+        else:
+            joined = self.tail + bytes(data)
+            self.body.update(joined[: -self.TRAILER])
+            self.tail = joined[-self.TRAILER :]
+        return len(data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    @property
+    def trailer_ok(self) -> bool:
+        return len(self.tail) == self.TRAILER and self.body.digest() == self.tail
+
+    def whole(self) -> str:
+        digest = self.body.copy()
+        digest.update(self.tail)
+        return digest.hexdigest()
+
+
 class _HashingReader:
     """A read-only file object that hashes what is read from ``inner``."""
 
@@ -161,15 +200,25 @@ def pack(
 def unpack(source: Path, dest: Path, identities: Sequence[Any] = (), *, encrypted: bool) -> str:
     """Decrypt (``encrypted``: with ``identities``) and decompress ``source`` into ``dest``; return the
     SHA-256 of ``source`` as read (the stored file's hash, for the manifest check)."""
+    return unpack_snapshot(source, dest, identities, encrypted=encrypted)[0]
+
+
+def unpack_snapshot(
+    source: Path, dest: Path, identities: Sequence[Any] = (), *, encrypted: bool
+) -> tuple[str, str, bool]:
+    """:func:`unpack`, also hashing what it writes as an etcd snapshot on the way: (the stored file's
+    SHA-256, the snapshot's SHA-256, whether etcd's trailer matches) — no second read of either file."""
     import zstandard
 
     if encrypted and not identities:
         raise BackupError("this backup is encrypted: give the age identity that decrypts it (--identity)")
     part, out = _open_part(dest)
+    written = _SnapshotWriter(out)
     try:
         with source.open("rb") as stored:
             hashed = _HashingReader(stored)
             dctx = zstandard.ZstdDecompressor()
+            target = cast("IO[bytes]", written)
             if encrypted:
                 import pyrage
 
@@ -178,12 +227,12 @@ def unpack(source: Path, dest: Path, identities: Sequence[Any] = (), *, encrypte
                     with plain_part.open("wb") as plain:
                         pyrage.decrypt_io(hashed, plain, list(identities))
                     with plain_part.open("rb") as plain_in:
-                        dctx.copy_stream(plain_in, out, read_size=CHUNK, write_size=CHUNK)
+                        dctx.copy_stream(plain_in, target, read_size=CHUNK, write_size=CHUNK)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         plain_part.unlink()
             else:
-                dctx.copy_stream(cast("IO[bytes]", hashed), out, read_size=CHUNK, write_size=CHUNK)
+                dctx.copy_stream(cast("IO[bytes]", hashed), target, read_size=CHUNK, write_size=CHUNK)
             while hashed.read(CHUNK):  # anything past the end still counts for the file's hash
                 pass
         _finish(part, dest, out)
@@ -194,4 +243,4 @@ def unpack(source: Path, dest: Path, identities: Sequence[Any] = (), *, encrypte
         if isinstance(exc, Exception) and not isinstance(exc, BackupError | OSError):
             raise BackupError(f"{source.name}: cannot decrypt or decompress: {exc}") from exc
         raise
-    return hashed.digest.hexdigest()
+    return hashed.digest.hexdigest(), written.whole(), written.trailer_ok

@@ -56,6 +56,8 @@ class Store(Protocol):
     async def get_bytes(self, key: str) -> bytes | None: ...
     async def list(self) -> list[Entry]: ...
     async def delete(self, key: str) -> None: ...
+    def local_path(self, key: str) -> Path | None:
+        """The object as a file on this machine, when the target is a directory here (else None)."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -90,6 +92,10 @@ class DirStore:
                 part.unlink()
             raise
         fsync_dir(dest.parent)
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
 
     async def get_file(self, key: str, local: Path) -> None:
         src = self._path(key)
@@ -143,6 +149,9 @@ class ObjectStore:
                 hint="check credentials_file or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
             )
         return BackupError(f"target {self.name} ({self.where}): {what} {key}: {_first_line(exc)}")
+
+    def local_path(self, key: str) -> Path | None:
+        return None
 
     async def put_file(self, local: Path, key: str) -> None:
         import obstore
@@ -274,6 +283,9 @@ class SftpStore:
 
     def _fail(self, what: str, key: str, exc: BaseException) -> BackupError:
         return BackupError(f"target {self.name} ({self.where}): {what} {key}: {_first_line(exc)}")
+
+    def local_path(self, key: str) -> Path | None:
+        return None
 
     async def put_file(self, local: Path, key: str) -> None:
         part = self._path(key) + ".part"

@@ -15,7 +15,7 @@ from typing import Protocol
 from etcdforge import topology
 from etcdforge.errors import EtcdError, EtcdUnavailable, MemberStartError, StepError
 from etcdforge.etcd import EtcdServerError, Health, Member, MemberStatus, format_member_id, retry
-from etcdforge.etcd.types import HashKV
+from etcdforge.etcd.types import GetResult, HashKV
 from etcdforge.plan import AddLearner, MoveLeader, PromoteLearner, RemoveMember
 
 
@@ -43,6 +43,17 @@ class ClusterPort(Protocol):
     def snapshot(self, endpoint: str, *, timeout: float | None = None) -> AsyncIterator[bytes]: ...
 
     async def hash_kv(self, endpoint: str, revision: int = 0) -> HashKV: ...
+
+    async def get(
+        self,
+        key: bytes,
+        *,
+        prefix: bool = False,
+        count_only: bool = False,
+        serializable: bool = False,
+        revision: int = 0,
+        endpoint: str | None = None,
+    ) -> GetResult: ...
 
 
 #: polled while waiting for a learner to catch up: etcd answers at once whether it is in sync, so a

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from etcdforge import topology
 from etcdforge.errors import EtcdUnavailable, MemberStartError
 from etcdforge.etcd import EtcdServerError, Health, Member
-from etcdforge.etcd.types import HashKV, MemberStatus
+from etcdforge.etcd.types import GetResult, HashKV, MemberStatus
 from etcdforge.hosts.base import BatchOp, CommandOp, RunResult, WriteOp, check_result
 from etcdforge.runtime.core import Runtime
 from etcdforge.spec import ClusterSpec
@@ -315,6 +315,22 @@ class FakeCluster:
             raise EtcdUnavailable(f"{endpoint} does not answer")
         digest = int.from_bytes(hashlib.sha256(self.db).digest()[:4], "big")
         return HashKV(endpoint, m.id, digest, 0, revision)
+
+    async def get(
+        self,
+        key: bytes,
+        *,
+        prefix: bool = False,
+        count_only: bool = False,
+        serializable: bool = False,
+        revision: int = 0,
+        endpoint: str | None = None,
+    ) -> GetResult:
+        """No keys are kept: every running member answers an empty range at ``revision``."""
+        m = self._by_url(endpoint) if endpoint else None
+        if endpoint and (m is None or not self._running(m)):
+            raise EtcdUnavailable(f"{endpoint} does not answer")
+        return GetResult(kvs=(), revision=revision, count=0, more=False)
 
     @asynccontextmanager
     async def connect(self, timeout: float) -> AsyncIterator[FakeCluster]:
