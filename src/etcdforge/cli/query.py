@@ -111,20 +111,28 @@ def _last_backup(root: Path) -> str:
     from datetime import UTC, datetime
 
     from etcdforge.backup.manifest import taken_at
-    from etcdforge.verbs.backup.run import LAST_BACKUP
+    from etcdforge.verbs.backup.run import LAST_BACKUP, LAST_FAILURE
 
+    failed = ""
+    try:
+        failure = json.loads((root / LAST_FAILURE).read_text())
+        failed = f"\n[red]the last backup run ({plain(failure['id'])}) failed:[/] {plain(failure['error'])}"
+    except (OSError, ValueError, KeyError):
+        pass
     try:
         record = json.loads((root / LAST_BACKUP).read_text())
         taken = taken_at(str(record["id"]))
     except (OSError, ValueError, KeyError):
-        return "[yellow]no backup recorded[/]: `etcdforge backup now` (or `backup schedule --install`)"
+        return (
+            "[yellow]no backup recorded[/]: `etcdforge backup now` (or `backup schedule --install`)" + failed
+        )
     hours = (datetime.now(UTC) - taken).total_seconds() / 3600
     age = (
         f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.0f} days"
     )
     style = "green" if hours < 25 else "yellow"
     targets = ", ".join(plain(t) for t in record.get("targets", []))
-    return f"last verified backup: [{style}]{age} ago[/] ({plain(record['id'])} in {targets})"
+    return f"last verified backup: [{style}]{age} ago[/] ({plain(record['id'])} in {targets})" + failed
 
 
 @main.command()

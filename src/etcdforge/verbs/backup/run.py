@@ -29,10 +29,10 @@ from etcdforge.backup.manifest import (
     parse_manifest,
 )
 from etcdforge.backup.stores import open_store
-from etcdforge.errors import BackupError, BinaryError, EtcdError, PlanError
+from etcdforge.errors import BackupError, BinaryError, EtcdError, EtcdforgeError, PlanError
 from etcdforge.etcd import Member
 from etcdforge.executor import Confirm, Reporter, execute
-from etcdforge.plan import DeleteBackup, Plan, Step
+from etcdforge.plan import DeleteBackup, Plan, RemoveFile, Step, WriteFile
 from etcdforge.runtime.backup_ops import status_report
 from etcdforge.runtime.factory import is_local, make_runtime
 from etcdforge.spec import SAFETY_TARGET, ClusterSpec
@@ -44,6 +44,8 @@ from etcdforge.workspace import Workspace, admin_client
 STAGING = "backups/.staging"
 #: the last verified backup of `backup now` (id, targets): what `status` shows the age of
 LAST_BACKUP = "backups/last-backup.json"
+#: the last failed `backup now` (id, targets, error), removed by the next success
+LAST_FAILURE = "backups/last-failure.json"
 #: safety snapshots kept in the workspace (the newest of them, whatever their age)
 SAFETY_KEEP = 5
 
@@ -217,7 +219,35 @@ async def backup_now(
         if dry_run:
             return BackupResult(plan, backup_id, shown, source.name, False)
         # every step runs on this machine: no host connection is needed
-        await execute(plan, make_runtime(spec, ws, {}), reporter)
+        runtime = make_runtime(spec, ws, {})
+        try:
+            await execute(plan, runtime, reporter)
+        except EtcdforgeError as exc:
+            # a failed run is recorded too (a scheduled run has nobody watching): `status` shows it
+            failure = {"id": backup_id, "targets": [t.name for t in chosen], "error": str(exc)}
+            record = Step(
+                "backup/record-failure",
+                "local",
+                WriteFile(str(ws.root / LAST_FAILURE), json.dumps(failure).encode() + b"\n", 0o600),
+                "the last backup run failed",
+            )
+            await execute(Plan("backup", (record,)), runtime)
+            raise
+        if (ws.root / LAST_FAILURE).is_file():
+            await execute(
+                Plan(
+                    "backup",
+                    (
+                        Step(
+                            "backup/clear-failure",
+                            "local",
+                            RemoveFile(str(ws.root / LAST_FAILURE)),
+                            "succeeded",
+                        ),
+                    ),
+                ),
+                runtime,
+            )
         async with open_store(spec, ws, chosen[0]) as store:
             data = await store.get_bytes(manifest_key(backup_id))
         if data is None:
