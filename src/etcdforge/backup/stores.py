@@ -60,6 +60,22 @@ class Store(Protocol):
         """The object as a file on this machine, when the target is a directory here (else None)."""
 
 
+class _Meter:
+    """Reports a transfer's progress every 32 MiB (to the running step's progress line)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.shown = 0
+        self.began = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.done - self.shown >= 32 * CHUNK:
+            self.shown = self.done
+            progress.report(progress.transfer(self.done, self.total, time.monotonic() - self.began))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
@@ -83,7 +99,10 @@ class DirStore:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as out, local.open("rb") as src:
-                shutil.copyfileobj(src, out, CHUNK)
+                meter = _Meter(os.fstat(src.fileno()).st_size)
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+                    meter.add(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(part, dest)
@@ -156,8 +175,16 @@ class ObjectStore:
     async def put_file(self, local: Path, key: str) -> None:
         import obstore
 
+        meter = _Meter(local.stat().st_size)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with local.open("rb") as src:
+                while chunk := await asyncio.to_thread(src.read, 8 * CHUNK):
+                    meter.add(len(chunk))
+                    yield chunk
+
         try:
-            await obstore.put_async(self._store, key, local, chunk_size=8 * CHUNK, max_concurrency=4)
+            await obstore.put_async(self._store, key, chunks(), chunk_size=8 * CHUNK, max_concurrency=4)
         except Exception as exc:
             raise self._fail("cannot upload", key, exc) from None
 
@@ -294,8 +321,10 @@ class SftpStore:
             # created 0600 (never readable by others, not even while it is written), a chunk at a time
             async with self._sftp.open(part, "wb", attrs=self._attrs()) as out:
                 with local.open("rb") as src:
+                    meter = _Meter(os.fstat(src.fileno()).st_size)
                     while chunk := await asyncio.to_thread(src.read, CHUNK):
                         await out.write(chunk)
+                        meter.add(len(chunk))
             await self._sftp.posix_rename(part, self._path(key))
         except Exception as exc:
             raise self._fail("cannot upload", key, exc) from None
