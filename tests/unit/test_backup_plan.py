@@ -137,3 +137,12 @@ def test_prune_deletes_with_a_question_and_keeps_the_newest_verified(tmp_path: P
     assert all(s.destroys for s in plan.steps)
     first = plan.steps[0].action
     assert isinstance(first, DeleteBackup) and first.keys == ("m1", "d1")  # the manifest first
+
+
+def test_a_backup_id_already_taken_moves_on_a_second() -> None:
+    from etcdforge.verbs.backup.run import unused_time
+
+    t0 = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+    assert unused_time(t0, set()) == t0
+    taken = {"20261202T120000Z", "20261202T120001Z"}
+    assert unused_time(t0, taken) == t0 + timedelta(seconds=2)

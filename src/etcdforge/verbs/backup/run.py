@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from etcdforge import __version__, binaries, topology
@@ -134,6 +134,13 @@ class BackupResult:
     manifest: Manifest | None = None
 
 
+def unused_time(when: datetime, taken: set[str]) -> datetime:
+    """``when``, or the first second after it whose backup id is not ``taken``."""
+    while new_id(when) in taken:
+        when += timedelta(seconds=1)
+    return when
+
+
 def backup_request(
     spec: ClusterSpec,
     ws: Workspace,
@@ -209,13 +216,23 @@ async def backup_now(
         chosen = [spec.backup.target(n) for n in names] if names else list(spec.backup.all_targets())
         observed = await observe(spec, ws)
         source = backup_plan.choose_source(observed.candidates, member)
-        when = (now or datetime.now(UTC)).replace(microsecond=0)
+        # ids are the time to the second: one already taken in a target moves this one on a second
+        taken: set[str] = set()
+        for target_spec in chosen:
+            async with open_store(spec, ws, target_spec) as store:
+                taken |= {e.backup_id for e in await read_listing(store)}
+        when = unused_time((now or datetime.now(UTC)).replace(microsecond=0), taken)
         req = backup_request(
             spec, ws, observed, source, tuple(t.name for t in chosen), when, include_pki=include_pki
         )
         backup_id = req.backup_id
         shown = ", ".join(t.name for t in chosen)
         plan = backup_plan.plan_backup(req, source)
+        if (ws.root / LAST_FAILURE).is_file():  # this run, once it succeeds, ends the failure record
+            clear = Step(
+                "backup/clear-failure", "local", RemoveFile(str(ws.root / LAST_FAILURE)), "it succeeded"
+            )
+            plan = dataclasses.replace(plan, steps=(*plan.steps, clear))
         if dry_run:
             return BackupResult(plan, backup_id, shown, source.name, False)
         # every step runs on this machine: no host connection is needed
@@ -233,21 +250,6 @@ async def backup_now(
             )
             await execute(Plan("backup", (record,)), runtime)
             raise
-        if (ws.root / LAST_FAILURE).is_file():
-            await execute(
-                Plan(
-                    "backup",
-                    (
-                        Step(
-                            "backup/clear-failure",
-                            "local",
-                            RemoveFile(str(ws.root / LAST_FAILURE)),
-                            "succeeded",
-                        ),
-                    ),
-                ),
-                runtime,
-            )
         async with open_store(spec, ws, chosen[0]) as store:
             data = await store.get_bytes(manifest_key(backup_id))
         if data is None:
@@ -271,7 +273,9 @@ async def safety_steps(
         source = backup_plan.choose_source(observed.candidates)
     except (PlanError, EtcdError) as exc:
         return [], (f"no safety snapshot before this change: {exc}",)
-    when = (now or datetime.now(UTC)).replace(microsecond=0)
+    async with open_store(spec, ws, spec.backup.target(SAFETY_TARGET)) as store:
+        entries = await read_listing(store)
+    when = unused_time((now or datetime.now(UTC)).replace(microsecond=0), {e.backup_id for e in entries})
     req = backup_request(spec, ws, observed, source, (SAFETY_TARGET,), when, encrypt=False)
     steps = [
         dataclasses.replace(
@@ -279,8 +283,6 @@ async def safety_steps(
         )
         for s in backup_plan.plan_backup(req, source).steps
     ]
-    async with open_store(spec, ws, spec.backup.target(SAFETY_TARGET)) as store:
-        entries = await read_listing(store)
     keep = (
         {e.backup_id for e in [e for e in entries if e.ok][-(SAFETY_KEEP - 1) :]}
         if SAFETY_KEEP > 1
