@@ -286,3 +286,40 @@ def test_backup_now_converges_from_every_kill_point(clusters: list[tuple[str, Pa
         return await matrix(ws, ("backup", "now"), nothing, check=backed_up)
 
     run_both(clusters, "backup now", scenario)
+
+
+def test_recover_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    """A lost quorum (two of three members killed, their data gone), then `recover` killed at any step of
+    its own plan or of the `member add`s that follow, then re-run: three healthy voters, no record."""
+
+    async def recovered(ws: Path) -> None:
+        from killpoints import check_converged
+
+        await check_converged(ws)
+        assert not (ws / "recover.json").exists(), "the recover record was left behind"
+
+    def lose_quorum(ws: Path) -> Callable[[], Awaitable[None]]:
+        async def lose() -> None:
+            from etcdforge.runtime import supervisor
+
+            for m in ("etcd1", "etcd3"):
+                pid = supervisor.running_pid(ws / "members" / m / "etcd.pid")
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    for _ in range(100):
+                        if supervisor.running_pid(ws / "members" / m / "etcd.pid") is None:
+                            break
+                        await asyncio.sleep(0.05)
+                import shutil
+
+                shutil.rmtree(ws / "members" / m / "data", ignore_errors=True)
+
+        return lose
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        lose = lose_quorum(ws)
+        await lose()
+        argv = ("recover", "--yes", "--member", "etcd2", "--etcd-bin", str(binary))
+        return await matrix(ws, argv, lose, under_load=False, check=recovered)
+
+    run_both(clusters, "recover", scenario)

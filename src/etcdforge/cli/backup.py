@@ -361,6 +361,9 @@ def recover(
     console = make_console()
     if dry_run:
         result = run_async(recover_run.recover(d, member=member, dry_run=True, etcd_bin=etcd_bin))
+        if result.note:
+            console.print(plain(result.note))
+            return
         console.print(f"survivor: [bold]{plain(result.survivor)}[/]")
         print_plan(result.plan, "table")
         for w in result.warnings:
@@ -372,6 +375,9 @@ def recover(
             etcd_bin=etcd_bin,
         )
     )  # fmt: skip
+    if result.note:
+        console.print(plain(result.note))
+        return
     console.print(
         f"recovered from {plain(result.survivor)}; re-added: {plain(', '.join(result.replaced) or 'none')}"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,10 +38,14 @@ class RecoverResult:
     warnings: tuple[str, ...] = ()
     executed: bool = False
     replaced: tuple[str, ...] = field(default=())
+    note: str = ""
 
 
-async def observe_survivors(spec: ClusterSpec, ws: Workspace) -> tuple[bool, list[Survivor], Observed | None]:
-    """(a quorum answers, each member's survivor view, what a snapshot manifest needs from the best)."""
+async def observe_survivors(
+    spec: ClusterSpec, ws: Workspace
+) -> tuple[bool, bool, list[Survivor], Observed | None]:
+    """(a quorum answers, every member answers, each member's survivor view, what a snapshot manifest
+    needs from the best)."""
     async with admin_client(spec, ws, timeout=2.0) as client:
         urls = {m.name: topology.client_url(spec, m) for m in spec.members}
 
@@ -54,6 +59,7 @@ async def observe_survivors(spec: ClusterSpec, ws: Workspace) -> tuple[bool, lis
         found = await asyncio.gather(*(one(n, u) for n, u in urls.items()))
         healthy = await asyncio.gather(*(client.health(u) for u in urls.values()))
         quorum = any(h.healthy for h in healthy)
+        everyone = all(h.healthy for h in healthy)
         survivors = [s for s, _ in found]
         observed = None
         alive = [(s, st) for s, st in found if st is not None]
@@ -76,7 +82,7 @@ async def observe_survivors(spec: ClusterSpec, ws: Workspace) -> tuple[bool, lis
                     for m in members
                 ),
             )
-    return quorum, survivors, observed
+    return quorum, everyone, survivors, observed
 
 
 async def recover(
@@ -94,13 +100,27 @@ async def recover(
         record_path = ws.root / RECORD
         saved = json.loads(record_path.read_text()) if record_path.is_file() else {}
         recorded: str | None = saved.get("survivor")
-        quorum, survivors, observed = await observe_survivors(spec, ws)
+        quorum, everyone, survivors, observed = await observe_survivors(spec, ws)
+        # a quorum that does not answer now may be electing a leader: recovery (which forces a new
+        # cluster) goes on only once it has stayed lost for several election timeouts
+        deadline = time.monotonic() + max(5.0, 5 * spec.etcd.election_timeout_ms / 1000)
+        while not quorum and recorded is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            quorum, everyone, survivors, observed = await observe_survivors(spec, ws)
+        if everyone and recorded is None:  # healthy, every member a voter: a finished recovery re-run
+            return RecoverResult(
+                Plan("recover", ()), "", (), note="every member is healthy: nothing to recover"
+            )
         if quorum and recorded is None:
             raise PlanError(
                 "a quorum is healthy: nothing to recover",
                 hint="replace a broken member with `etcdforge member replace NAME`",
             )
-        survivor = choose_survivor(survivors, member or recorded)
+        if recorded is not None:
+            # a recovery under way goes on from its survivor, running or not (a kill may have stopped it)
+            survivor = next((s for s in survivors if s.name == recorded), Survivor(recorded, False, 0))
+        else:
+            survivor = choose_survivor(survivors, member)
         others = tuple(
             m["name"]
             for m in saved.get("others", [m.model_dump() for m in spec.members if m.name != survivor.name])
