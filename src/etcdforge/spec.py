@@ -562,6 +562,11 @@ class ClusterSpec(_Model):
                     )
         return self
 
+    @property
+    def on_own_hosts(self) -> bool:
+        """Each member on its own host (hosts mode), not a process of this machine on 127.0.0.x."""
+        return self.mode == "hosts"
+
     def member(self, name: str) -> MemberSpec:
         for m in self.members:
             if m.name == name:

@@ -47,7 +47,7 @@ def listen_client_urls(spec: ClusterSpec, member: MemberSpec) -> tuple[str, ...]
     In local mode every member has its own 127.0.0.x address and 127.0.0.1 belongs to one of them.
     """
     urls = [client_url(spec, member)]
-    if spec.mode == "hosts" and not ipaddress.ip_address(member.address).is_loopback:
+    if spec.on_own_hosts and not ipaddress.ip_address(member.address).is_loopback:
         urls.append(f"https://127.0.0.1:{spec.etcd.client_port}")
     return tuple(urls)
 

@@ -125,7 +125,22 @@ def test_apply_from_nothing_is_secure_idempotent_and_repairs_drift(hosts: TestHo
     # drift: an edited unit on etcd2, a deleted certificate on etcd1 — plan shows exactly that
     h1, h2 = hosts.hosts[0], hosts.hosts[1]
     hosts.run(h2, ["sed", "-i", "s/^RestartSec=5$/RestartSec=30/", "/etc/systemd/system/etcd.service"])
+    # the plan a user confirms is the plan that runs: when a host changes between the preview and the
+    # apply, the apply refuses in one line and changes nothing (etcd2's edited unit stays edited)
+    from etcdforge.errors import PlanError
+    from etcdforge.verbs.apply import run as deploy
+
+    shown = asyncio.run(deploy.make_plan(ws))
+    assert [s.id for s in shown.steps][:1] == ["etcd2/file:/etc/systemd/system/etcd.service"]
     hosts.run(h1, ["rm", "/etc/etcd/pki/server.pem"])
+    try:
+        asyncio.run(deploy.apply(ws, confirmed=shown))
+        raise AssertionError("apply ran a plan other than the one confirmed")
+    except PlanError as exc:
+        assert "changed since the plan was shown; nothing was changed" in str(exc)
+    unit = hosts.run(h2, ["cat", "/etc/systemd/system/etcd.service"]).stdout
+    assert "RestartSec=30" in unit
+    assert hosts.run(h1, ["test", "-e", "/etc/etcd/pki/server.pem"], check=False).returncode != 0
     drift = plan_json(ws)
     assert step_ids(drift) == [
         "etcd1/file:/etc/etcd/pki/server.pem",

@@ -82,3 +82,20 @@ def test_no_module_imports_another_modules_private_names() -> None:
         if n.startswith("_") and not n.startswith("__") and target != name
     ]
     assert not problems, "\n".join(problems)
+
+
+def test_only_the_spec_and_the_runtime_factory_read_the_mode() -> None:
+    """Planners and verbs ask :class:`~etcdforge.runtime.factory.Placement` for what they need to know of
+    where members run; the mode itself is read in two modules."""
+    allowed = {"etcdforge.spec", "etcdforge.runtime.factory"}
+    problems = []
+    for name, tree in modules():
+        if name in allowed:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "mode" and isinstance(node.ctx, ast.Load):
+                base = node.value
+                owner = base.id if isinstance(base, ast.Name) else getattr(base, "attr", "")
+                if owner in {"new_spec", "sub", "restored"} or owner.endswith("spec"):
+                    problems.append(f"{name}:{node.lineno} reads {owner}.mode")
+    assert not problems, "\n".join(problems)

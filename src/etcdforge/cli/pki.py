@@ -98,11 +98,11 @@ def pki_check(
     try:
         ws, spec = load_workspace(workspace_dir(directory))
         if on_hosts:
-            from etcdforge.runtime.factory import is_local
+            from etcdforge.runtime.factory import placement
 
-            if is_local(spec):
+            if placement(spec, ws).members_here:
                 raise WorkspaceError(
-                    f"--hosts needs a hosts-mode workspace; {ws.root} is in {spec.mode} mode",
+                    f"--hosts needs a hosts-mode workspace; {ws.root} is a local one",
                     hint="drop --hosts: local members are always checked",
                 )
             facts = run_async(gather_hosts(spec, ws))

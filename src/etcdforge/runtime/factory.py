@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from etcdforge import layout
 from etcdforge.errors import WorkspaceError
 from etcdforge.hosts.base import Host
 from etcdforge.hosts.errors import HostError
+from etcdforge.render import MemberPaths
 from etcdforge.runtime.core import Runtime
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, resolve_path
@@ -40,9 +43,53 @@ def ssh_target(spec: ClusterSpec, ws: Workspace, name: str) -> SshTarget:
     )
 
 
-def is_local(spec: ClusterSpec) -> bool:
-    """Whether the members run on this machine (the verbs that exist for one mode only ask this)."""
+def _local(spec: ClusterSpec) -> bool:
     return spec.mode == "local"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the members run, as the facts planners and verbs need — so that none of them asks the mode.
+
+    ``members_here``: every member is a process of this machine and user, its files under the workspace
+    (local mode); otherwise each runs under systemd on its own host, its files at the fixed layout, owned
+    by root (hosts mode). ``peer_reachable``: this machine can reach the members' peer port (a check may
+    require it; on real hosts a firewall may keep it from the control machine)."""
+
+    members_here: bool
+    workspace: Workspace
+    spec: ClusterSpec
+
+    @property
+    def file_owner(self) -> str | None:
+        """Who owns the files installed for a member (None: this user)."""
+        return None if self.members_here else "root"
+
+    @property
+    def peer_reachable(self) -> bool:
+        return self.members_here
+
+    @property
+    def picks_addresses(self) -> bool:
+        """Whether a new member without an address gets the next free 127.0.0.x."""
+        return self.members_here
+
+    def member_paths(self, name: str) -> MemberPaths:
+        """Where member ``name``'s etcd reads its config, data, certificates and keys."""
+        if self.members_here:
+            return self.workspace.member_paths(name)
+        return layout.member_paths(self.spec)
+
+    def data_location(self, name: str) -> str:
+        """Where a member's etcd data lives, for the user."""
+        if self.members_here:
+            return f"{self.workspace.member_paths(name).data_dir} in the workspace"
+        return f"{layout.data_dir(self.spec).rstrip('/')}/member on its host"
+
+
+def placement(spec: ClusterSpec, ws: Workspace) -> Placement:
+    """The placement of ``spec``'s members (the one place, besides the spec, that reads its mode)."""
+    return Placement(_local(spec), ws, spec)
 
 
 @asynccontextmanager
@@ -57,7 +104,7 @@ async def connect_hosts(
     """Hosts of ``members`` (default: all), connected concurrently; all or nothing, unless
     ``required`` is False: then an unreachable host is left out (removing a dead member must work)."""
     names = [m.name for m in spec.members] if members is None else list(members)
-    if is_local(spec):
+    if _local(spec):
         from etcdforge.hosts.local import LocalHost
 
         yield {n: LocalHost(n) for n in names}
@@ -90,7 +137,7 @@ async def connected(
     spec: ClusterSpec, ws: Workspace, *, accept_new_host_keys: bool = False
 ) -> AsyncIterator[dict[str, Host]]:
     """Connections to every member's host of a hosts-mode workspace (verbs for real hosts only)."""
-    if is_local(spec):
+    if _local(spec):
         raise WorkspaceError(f"{ws.root} is a local workspace; use `etcdforge up` there")
     async with connect_hosts(spec, ws, accept_new_host_keys=accept_new_host_keys) as hosts:
         yield hosts
@@ -105,7 +152,7 @@ def make_runtime(
     etcd_binary: Path | None = None,
 ) -> Runtime:
     """The runtime for ``spec``'s mode over already connected ``hosts``."""
-    if is_local(spec):
+    if _local(spec):
         from etcdforge.hosts.local import LocalHost
         from etcdforge.runtime.processes import ProcessServices
 

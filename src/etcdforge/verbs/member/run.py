@@ -35,7 +35,7 @@ from etcdforge.plan import (
 from etcdforge.runtime import supervisor
 from etcdforge.runtime.control import ControlFiles
 from etcdforge.runtime.core import Runtime as CoreRuntime
-from etcdforge.runtime.factory import is_local, open_runtime
+from etcdforge.runtime.factory import open_runtime, placement
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
 from etcdforge.verbs.backup.run import safety_steps
 from etcdforge.verbs.member import steps as steps_mod
@@ -127,7 +127,7 @@ async def _add(
         member = existing
     else:
         if address is None:
-            if not is_local(spec):
+            if not placement(spec, ws).picks_addresses:
                 raise PlanError("hosts mode needs --address for the new member")
             address = steps_mod.pending_address(ws, name) or next_local_address(
                 spec, [steps_mod.host_of(u) for m in view.members for u in m.peer_urls], port_is_free
@@ -316,7 +316,7 @@ async def _remove(
     recorded = record.member if record is not None and record.member.name == name else None
     known = spec.member(name) if in_spec else recorded
     # a local member the spec and etcd no longer list, but whose process or data is still here
-    leftover = is_local(spec) and (
+    leftover = placement(spec, ws).members_here and (
         supervisor.running_pid(ws.member_pid(name)) is not None
         or Path(ws.member_paths(name).data_dir).exists()
     )

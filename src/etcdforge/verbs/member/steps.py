@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from etcdforge import layout, render, topology
+from etcdforge import render, topology
 from etcdforge.hosts.base import Host
 from etcdforge.observe.cluster import ClusterView, observe_cluster
 from etcdforge.plan import (
@@ -24,7 +24,7 @@ from etcdforge.plan import (
     WipeData,
     WriteFile,
 )
-from etcdforge.runtime.factory import is_local
+from etcdforge.runtime.factory import placement
 from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec, MemberSpec, dump_spec
 from etcdforge.verbs.up.plan import member_pki_files
@@ -122,7 +122,7 @@ def spec_steps(ws: Workspace, spec: ClusterSpec, why: str) -> list[Step]:
             "endpoints changed",
         ),
     ]
-    if is_local(spec):
+    if placement(spec, ws).members_here:  # (on hosts, `apply` writes them)
         for m in spec.members:
             paths = ws.member_paths(m.name)
             content = render.etcd_config(spec, m, paths)
@@ -163,7 +163,7 @@ async def deploy_steps(
 
     Certificates ``issued`` by an earlier step of the same plan (and any not in the workspace yet) are
     installed as deferred values: their bytes are read when the step runs."""
-    if is_local(spec):
+    if placement(spec, ws).members_here:
         binary, _ = resolve_binary(spec, etcd_bin)
         paths = ws.member_paths(member.name)
         return [
@@ -212,9 +212,7 @@ async def deploy_steps(
 
 def data_location(spec: ClusterSpec, ws: Workspace, name: str) -> str:
     """Where a member's etcd data lives, for the user."""
-    if is_local(spec):
-        return f"{ws.member_paths(name).data_dir} in the workspace"
-    return f"{layout.data_dir(spec).rstrip('/')}/member on its host"
+    return placement(spec, ws).data_location(name)
 
 
 def stop_steps(

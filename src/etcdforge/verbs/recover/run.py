@@ -19,7 +19,7 @@ from etcdforge import topology
 from etcdforge.errors import EtcdError, PlanError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.plan import Plan, RemoveFile, Step
-from etcdforge.runtime.factory import is_local, make_runtime, open_runtime
+from etcdforge.runtime.factory import make_runtime, open_runtime, placement
 from etcdforge.spec import SAFETY_TARGET, ClusterSpec, MemberSpec
 from etcdforge.verbs.backup import plan as backup_plan
 from etcdforge.verbs.backup.run import Observed, backup_request
@@ -144,7 +144,11 @@ async def recover(
             entries = saved.get("others", entries)
         record = json.dumps({"survivor": survivor.name, "phase": 1, "others": entries}).encode() + b"\n"
         done_record = json.dumps({"survivor": survivor.name, "phase": 2, "others": entries}).encode() + b"\n"
-        paths = {m.name: ws.member_paths(m.name) for m in spec.members} if is_local(spec) else None
+        paths = (
+            {m.name: ws.member_paths(m.name) for m in spec.members}
+            if placement(spec, ws).members_here
+            else None
+        )
         plan = (
             Plan("recover", ())
             if phase1_done

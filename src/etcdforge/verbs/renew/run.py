@@ -21,7 +21,7 @@ from etcdforge.fsutil import read_optional
 from etcdforge.hosts.base import Host
 from etcdforge.observe.hosts import HostObserved
 from etcdforge.plan import IssueCerts, Plan, Step, WriteFile
-from etcdforge.runtime.factory import is_local, open_runtime
+from etcdforge.runtime.factory import open_runtime, placement
 from etcdforge.spec import ClusterSpec
 from etcdforge.verbs.renew import plan as renew_plan
 from etcdforge.verbs.up.plan import LocalObserved
@@ -80,7 +80,7 @@ class MembersNow:
 
 
 async def observe_members(spec: ClusterSpec, ws: Workspace, hosts: Mapping[str, Host]) -> MembersNow:
-    if is_local(spec):
+    if placement(spec, ws).members_here:
         local = observe_local(spec, ws)
         return MembersNow({n: m.running for n, m in local.members.items()}, local=local)
     from etcdforge.verbs.apply import run as deploy
@@ -199,7 +199,10 @@ async def renew(
             installs = install_steps(spec, ws, seen, touched, reissued)
             changed = _changed_members(installs, touched, reissued)
             verify = renew_plan.verify_steps(
-                spec, touched, {m: seen.running[m] for m in changed}, peer_required=is_local(spec)
+                spec,
+                touched,
+                {m: seen.running[m] for m in changed},
+                peer_required=placement(spec, ws).peer_reachable,
             )
             # one plan: the renewed files' bytes are deferred values, read when their steps run
             plan = Plan("pki-renew", (*issue, *installs, *verify, *_env_step(spec, ws)))

@@ -23,7 +23,7 @@ from etcdforge.errors import BackupError, PlanError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.hosts.base import Host
 from etcdforge.plan import Plan
-from etcdforge.runtime.factory import is_local, open_runtime
+from etcdforge.runtime.factory import open_runtime, placement
 from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec
 from etcdforge.verbs.backup.run import safety_steps
@@ -88,7 +88,7 @@ def running_binary(spec: ClusterSpec, ws: Workspace) -> str | None:
 
 
 def places(spec: ClusterSpec, ws: Workspace, backup_id: str, tool_dir: str) -> dict[str, MemberPlace]:
-    if is_local(spec):
+    if placement(spec, ws).members_here:
         raw = str(ws.root / STAGING / f"{backup_id}.snapshot.db")
         return {
             m.name: MemberPlace(ws.member_paths(m.name).data_dir, raw, tool_dir, None) for m in spec.members
@@ -129,13 +129,14 @@ async def restore(
             raise BackupError(
                 f"backup {manifest.id} is encrypted: pass --identity with the age key that decrypts it"
             )
-        if is_local(spec) and etcd_bin is None:
+        here = placement(spec, ws).members_here
+        if here and etcd_bin is None:
             etcd_bin = running_binary(spec, ws)  # restore and start with the release the members run
         when = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         if record is None:
             record = Record(manifest.id, chosen.name, f"{spec.name}-restore-{when.lower()}", when)
         async with open_runtime(spec, ws, etcd_bin=etcd_bin) as runtime:
-            if is_local(spec):
+            if here:
                 binary, _ = resolve_binary(spec, etcd_bin)
                 tool_dir = str(Path(binary.path).resolve().parent)
                 version = await tool_version(runtime.host(spec.members[0].name), tool_dir)
@@ -156,12 +157,10 @@ async def restore(
                 record_exists=ws.restore_record.is_file(),
                 staging=str(ws.root / STAGING),
                 places=places(spec, ws, manifest.id, tool_dir),
-                upload=not is_local(spec),
+                upload=not here,
                 tool_version=version,
                 identities=tuple(str(p.resolve()) for p in identities),
-                member_paths={m.name: ws.member_paths(m.name) for m in spec.members}
-                if is_local(spec)
-                else None,
+                member_paths={m.name: ws.member_paths(m.name) for m in spec.members} if here else None,
             )
             # a snapshot of what is there now, before it is replaced (not when resuming a restore)
             safety, safety_warnings = await safety_steps(spec, ws, skip=no_snapshot or inputs.record_exists)

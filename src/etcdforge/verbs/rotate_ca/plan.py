@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from etcdforge import layout, render, topology
+from etcdforge import render, topology
 from etcdforge.errors import PlanError
 from etcdforge.observe.cluster import ClusterView
 from etcdforge.pki.rotation import STATE_FILE, RotationState
@@ -30,7 +30,7 @@ from etcdforge.plan import (
     WaitHealthy,
     WriteFile,
 )
-from etcdforge.runtime.factory import is_local
+from etcdforge.runtime.factory import placement
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
 
@@ -104,9 +104,8 @@ def state_step(ws: Workspace, state: RotationState, why: str) -> Step:
 
 def trust_file(spec: ClusterSpec, ws: Workspace, name: str) -> tuple[str, str | None]:
     """Where member ``name`` reads its trusted CA file, and the file's owner (None: this user's)."""
-    if is_local(spec):
-        return ws.member_paths(name).ca_cert, None
-    return layout.member_paths(spec).ca_cert, "root"
+    where = placement(spec, ws)
+    return where.member_paths(name).ca_cert, where.file_owner
 
 
 def trust_phase_steps(

@@ -33,7 +33,7 @@ from etcdforge.pki.rotation import (
 )
 from etcdforge.plan import IssueCerts, MovePath, Plan, RemoveTree, Step, WriteFile
 from etcdforge.runtime.control import ControlFiles
-from etcdforge.runtime.factory import is_local, open_runtime
+from etcdforge.runtime.factory import open_runtime, placement
 from etcdforge.spec import ClusterSpec
 from etcdforge.verbs.backup.run import safety_steps
 from etcdforge.verbs.member.steps import observe_view
@@ -175,8 +175,7 @@ async def rotate_ca(
             prelude: list[Step] = []
             if state is None:
                 rplan.check_ready(spec, await observe_view(spec, ws))
-                if not is_local(spec):
-                    require_our_layout(spec, ws, await observe_members(spec, ws, hosts), names)
+                require_our_layout(spec, ws, await observe_members(spec, ws, hosts), names)
                 state, cas, prelude = _prepare(spec, ws)
                 # a safety snapshot before the rotation begins (not when resuming one)
                 safety, _ = await safety_steps(spec, ws, skip=no_snapshot)
@@ -227,7 +226,7 @@ async def _phase(
     trust_phase = state.phase in ("trust-both", "trust-new")
     resumable = frozenset({state.restarting}) if trust_phase and state.restarting else frozenset()
     down = rplan.check_ready(spec, view, resumable=resumable) if check else frozenset()
-    if check and not is_local(spec):
+    if check:
         require_our_layout(spec, ws, await observe_members(spec, ws, hosts), _names(spec))
     leader = next((m.name for m in view.members if m.is_leader), None)
     nxt = state.next_phase()
@@ -272,7 +271,7 @@ async def _phase(
             f"{stopped} stopped during the CA rotation", hint="start it, then run rotate-ca again"
         )
     installs = install_steps(spec, ws, seen, names, frozenset(r.name for r in requests))
-    verify = renew_plan.verify_steps(spec, names, running, peer_required=is_local(spec))
+    verify = renew_plan.verify_steps(spec, names, running, peer_required=placement(spec, ws).peer_reachable)
     last = rplan.state_step(ws, nxt, "phase reissue done")
     plan = Plan("rotate-ca", (*prelude, *swap, issue, *installs, *verify, last))
     if not dry_run:

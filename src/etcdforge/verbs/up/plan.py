@@ -33,7 +33,7 @@ from etcdforge.plan import (
     WaitHealthy,
     WriteFile,
 )
-from etcdforge.runtime.factory import is_local
+from etcdforge.runtime.factory import placement
 from etcdforge.spec import ClusterSpec, EtcdSettings, MemberSpec, dump_spec
 from etcdforge.workspace import Workspace
 
@@ -259,7 +259,7 @@ def plan_down(spec: ClusterSpec, observed: LocalObserved) -> Plan:
 
 
 def plan_destroy(spec: ClusterSpec, ws: Workspace, observed: LocalObserved) -> Plan:
-    if not is_local(spec):
+    if not placement(spec, ws).members_here:
         raise WorkspaceError(
             f"{ws.root} describes a cluster on real hosts; destroy removes local workspaces only"
         )

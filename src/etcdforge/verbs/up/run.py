@@ -23,7 +23,7 @@ from etcdforge.fsutil import ensure_dir, read_optional
 from etcdforge.plan import Plan
 from etcdforge.runtime import supervisor
 from etcdforge.runtime.core import Runtime
-from etcdforge.runtime.factory import is_local, open_runtime
+from etcdforge.runtime.factory import open_runtime, placement
 from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec, load_spec
 from etcdforge.verbs.up.plan import (
@@ -138,7 +138,7 @@ async def up(
                     "does not resize it",
                     hint="use another --dir for a new cluster",
                 )
-            if not is_local(spec):
+            if not placement(spec, ws).members_here:
                 raise WorkspaceError(f"{directory} describes real hosts; use `etcdforge apply` there")
         else:
             spec = new_local_spec(
