@@ -554,6 +554,13 @@ class Plan:
     steps: tuple[Step, ...]
     warnings: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for step in self.steps:  # a step id names one step: the kill points, errors and --dry-run rely on it
+            if step.id in seen:
+                raise ValueError(f"{self.verb}: two steps with id {step.id!r}")
+            seen.add(step.id)
+
     @property
     def empty(self) -> bool:
         return not self.steps

@@ -260,6 +260,18 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
     assert "cluster/start" not in ids
     assert ids[-1].endswith("/restart") and ids[-2].endswith("/move-leader")
 
+    # kill points (a sample on hosts): the adoption's apply SIGKILLed once its certificates are issued,
+    # then in the middle of the first member's restart; other commands work (or refuse in one line)
+    # meanwhile, and the re-run below — under a writer — converges
+    from killpoints import cli, others_never_crash
+
+    first_restart = next(i for i in ids if i.endswith("/restart"))
+    for point in ("after:pki/issue", f"during:{first_restart}"):
+        code, killed_out, err = asyncio.run(cli(ws, "apply", "--yes", failpoint=point))
+        assert code == -9 and "Traceback" not in err, (point, code, killed_out, err)
+        asyncio.run(others_never_crash(ws, (("status", "-o", "json"), ("plan",), ("health",))))
+    assert keys_in(ws) == written
+
     # apply under a writer: rolling restarts keep quorum; no acknowledged write is lost
     async def apply_under_load() -> None:
         async with guide_client(harness, local) as client:

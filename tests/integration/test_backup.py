@@ -332,6 +332,17 @@ def test_recover_after_two_of_three_members_are_gone_for_good(etcd_bin: Path, wo
     lose_data(workspace, ["etcd1", "etcd3"])
     dry = run_cli("recover", "--dir", str(workspace), "--dry-run")
     assert "survivor: etcd2" in dry.stdout and "etcd2/force-config" in dry.stdout
+    # one plan: the dry run shows the re-adds too (each member's own add, learner then promoted)
+    for name in ("etcd1", "etcd3"):
+        assert (
+            f"rejoin-{name}.cluster/add-learner" in dry.stdout
+            and f"rejoin-{name}.{name}/promote" in dry.stdout
+        )
+    assert (
+        dry.stdout.index("rejoin-etcd1.")
+        < dry.stdout.index("rejoin-etcd3.")
+        < dry.stdout.index("recover/done")
+    )
     no = run_cli("recover", "--dir", str(workspace), check=False)
     assert no.returncode != 0 and "pass --yes" in no.stderr and not (workspace / "recover.json").exists()
     out = run_cli("recover", "--dir", str(workspace), "--yes", "--etcd-bin", str(etcd_bin))

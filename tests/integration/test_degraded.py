@@ -120,6 +120,12 @@ def test_up_keeps_a_quorum_when_a_member_cannot_start_and_replace_rebuilds_it(
     assert pid(workspace, "etcd1") is not None and pid(workspace, "etcd3") is not None  # kept running
     assert count_keys(workspace) == 20  # and serving
 
+    # one plan: what the dry run prints, removal and re-add, is what runs (and it changes nothing)
+    dry = json.loads(run_cli("member", "replace", "etcd2", "--dir", d, "--dry-run", "-o", "json").stdout)
+    ids = [s["id"] for s in dry["steps"]]
+    order = ["etcd2/remove", "etcd2/wipe-data", "cluster/add-learner", "etcd2/start", "etcd2/promote"]
+    assert [i for i in ids if i in order] == order, ids
+    assert etcd_names(workspace) == ["etcd1", "etcd2", "etcd3"] and db.exists()
     run_cli("member", "replace", "etcd2", "--dir", d, "--timeout", "60", "--yes")
     run_cli("health", "--dir", d)
     assert etcd_names(workspace) == spec_names(workspace) == ["etcd1", "etcd2", "etcd3"]

@@ -176,8 +176,8 @@ def test_a_decision_refused_only_because_voters_look_unhealthy_is_asked_again(
     monkeypatch.setattr(membership, "SETTLE_POLL", 0.0)
     decide = lambda v: decide_remove(SPEC, v, "etcd2", replacing=True)  # noqa: E731
     ws = Workspace(Path("/nonexistent"))
-    final, decision = asyncio.run(membership._settled(SPEC, ws, electing, decide))
+    final, decision = asyncio.run(membership.settled(SPEC, ws, electing, decide))
     assert final is settled and decision.member_id is not None
     monkeypatch.setattr(membership, "SETTLE_SECONDS", 0.0)
     with pytest.raises(PlanError, match="quorum needs 2"):
-        asyncio.run(membership._settled(SPEC, ws, electing, decide))
+        asyncio.run(membership.settled(SPEC, ws, electing, decide))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -337,6 +338,13 @@ def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> N
     (leak,) = [f for f in findings if f.check == "ca-key-absent"]
     assert str(etc / "old" / "stash") in leak.message
 
+    # a key that is not the certificate's: found from the public half the host computed
+    atomic_write(Path(paths.server_key), p.pairs["etcd1-peer"].key_pem(), 0o600)
+    items, _ = asyncio.run(gather_host(LocalHost("etcd1"), SPEC.members[0], paths, etc_dir=str(etc)))
+    findings = check_pki(PkiFacts(ca=ca_facts.ca, ca_key=None, items=tuple(items)), NOW)
+    assert ("etcd1:server", "key-match", "broken") in _not_ok(findings)
+    assert ("etcd1:peer", "key-match", "broken") not in _not_ok(findings)
+
     Path(paths.peer_cert).unlink()
     items, _ = asyncio.run(gather_host(LocalHost("etcd1"), SPEC.members[0], paths, etc_dir=str(etc)))
     findings = check_pki(PkiFacts(ca=ca_facts.ca, ca_key=None, items=tuple(items)), NOW)
@@ -352,10 +360,13 @@ class _CountingHost:
         self.inner = LocalHost("etcd1")
         self.name = "etcd1"
         self.runs = 0
+        self.output = b""
 
     async def run(self, argv: object, **kw: object) -> object:
         self.runs += 1
-        return await self.inner.run(argv, **kw)  # type: ignore[arg-type]
+        result = await self.inner.run(argv, **kw)  # type: ignore[arg-type]
+        self.output += result.stdout
+        return result
 
     async def read_file(self, path: str) -> bytes | None:
         raise AssertionError("gather_host must read everything in its one command")
@@ -408,6 +419,12 @@ def test_gather_host_is_one_command_and_judges_a_symlinked_key_by_its_target(tmp
     )
     assert host.runs == 1
     assert str(etc / "etcd.log") not in files.digests
+    # no private key leaves the host, in any encoding: only public halves and digests come back
+    import base64
+
+    for key in (pkcs8, p.ca.key_pem(), *(p.pairs[f"etcd1-{r}"].key_pem() for r in ("server", "peer"))):
+        body = b"".join(line for line in key.splitlines() if not line.startswith(b"-----"))
+        assert body[:40] not in host.output and base64.b64encode(key)[:40] not in host.output
     ca = gather_local(SPEC, p.ws)
     findings = check_pki(PkiFacts(ca=ca.ca, ca_key=ca.ca_key, items=tuple(items), members=(files,)), NOW)
     # a symlink's own mode is 0777: the key is judged by the file etcd reads through it (0600)
@@ -422,11 +439,18 @@ def test_parse_check_output_recorded() -> None:
     """Recorded output of the check script: each kind of per-file report, the scan, a failed find."""
     from etcdforge.verbs.pki_check import parse_check_output
 
-    wanted = ("/e/pki/ca.pem", "/e/pki/server.pem", "/e/pki/server-key.pem", "/e/pki/peer.pem")
+    wanted = (
+        "/e/pki/ca.pem",
+        "/e/pki/server.pem",
+        "/e/pki/server-key.pem",
+        "/e/pki/peer-key.pem",
+        "/e/pki/peer.pem",
+    )
     output = (
         "@file /e/pki/ca.pem\nmeta 644 root root\ndata aGVsbG8=\n"
         "@file /e/pki/server.pem\nmissing\n"
         "@file /e/pki/server-key.pem\nmeta 600 etcd etcd\nunreadable permission denied\n"
+        "@file /e/pki/peer-key.pem\nmeta 600 etcd etcd\npub aGk=\n"
         "@file /e/pki/peer.pem\nstat-error stat: cannot statx '/e/pki/peer.pem': Input/output error\n"
         "@scan\n" + "ab" * 32 + " - /e/old stash\n" + "cd" * 32 + " aGk= /e/pki/ca.pem\n"
         "@find 1\n@end\n"
@@ -440,7 +464,12 @@ def test_parse_check_output_recorded() -> None:
         "cannot stat: stat: cannot statx '/e/pki/peer.pem': Input/output error"
     )
     assert files.digests == {"/e/old stash": "ab" * 32, "/e/pki/ca.pem": "cd" * 32}
-    assert files.pem_keys == {"/e/pki/ca.pem": b"hi"}
+    # a key's report is the SHA-256 of its public half, computed from what the host sent (never the key)
+    hi = hashlib.sha256(b"hi").hexdigest()
+    assert read["/e/pki/peer-key.pem"] == FileFacts(
+        "etcd2:/e/pki/peer-key.pem", None, 0o600, "etcd", "etcd", public_sha256=hi
+    )
+    assert files.public_keys == {"/e/pki/ca.pem": hi} and not files.pem_keys
     assert files.problem == "could not scan all of /e (find exited 1)"
     with pytest.raises(ValueError, match="cut short"):
         parse_check_output(output.removesuffix("@end\n"), "etcd2", wanted, "/e")

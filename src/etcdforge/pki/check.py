@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from etcdforge.errors import PkiError
@@ -85,6 +86,8 @@ class FileFacts:
     """A file as gathered: content (None = missing), permission bits, owner and group names.
 
     ``problem`` is set when the file exists but could not be read (e.g. permission denied).
+    ``public_sha256``: a private key read where it lives (on a member's host) — only the SHA-256 of its
+    public half (SubjectPublicKeyInfo, DER) travels, never the key; ``data`` is then None.
     """
 
     path: str
@@ -93,6 +96,7 @@ class FileFacts:
     owner: str | None = None
     group: str | None = None
     problem: str | None = None
+    public_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,12 +121,15 @@ class MemberFiles:
     """Files found in one member's directory (name -> content digest), for the CA key check.
 
     ``digests`` maps each path to the hex SHA-256 of its content; ``pem_keys`` optionally holds the
-    content of PEM files, so a CA key re-encoded (PKCS#8 instead of SEC 1) is recognised too.
+    content of PEM files (local members), ``public_keys`` the SHA-256 of the public half of each private
+    key found (members on hosts: computed there), so a CA key re-encoded (PKCS#8 instead of SEC 1) is
+    recognised too.
     """
 
     member: str
     digests: Mapping[str, str]
     pem_keys: Mapping[str, bytes] = field(default_factory=dict)
+    public_keys: Mapping[str, str] = field(default_factory=dict)
     #: set when the directory could not be scanned completely: absence of the CA key is then unproven
     problem: str | None = None
 
@@ -220,15 +227,22 @@ def check_item(
     s = item.subject
     cert = _parse_cert(item.cert, s, out)
     key: PrivateKey | None = None
+    fingerprint = item.key.public_sha256 if item.key is not None else None
     if item.key is not None:
-        key = _parse_key(item.key, s, out)
+        if fingerprint is None:
+            key = _parse_key(item.key, s, out)
+        else:
+            _unreadable(item.key, s, out)
         out += check_key_file(s, item.key, thresholds, item.key_owner)
     if cert is None:
         return out
     out.append(check_expiry(s, cert, now, thresholds))
     out.append(check_chain(s, item.role, cert, ca_cert, path=item.cert.path))
-    if key is not None:
-        if key_matches(cert, key):
+    if key is not None or fingerprint is not None:
+        matches = (
+            key_matches(cert, key) if key is not None else public_sha256(cert.public_key()) == fingerprint
+        )
+        if matches:
             out.append(Finding(s, "key-match", "ok", "key matches certificate"))
         else:
             out.append(
@@ -404,6 +418,8 @@ def check_member_files(
             other = _quiet_key(data)
             if path not in bad and other is not None and _same_key(other, ca_key):
                 bad.append(path)
+        ca_public = public_sha256(ca_key.public_key())
+        bad += [p for p, fp in sorted(member.public_keys.items()) if fp == ca_public and p not in bad]
     if bad:
         return [
             Finding(
@@ -421,6 +437,15 @@ def check_member_files(
             )
         ]
     return [Finding(subject, "ca-key-absent", "ok", "no copy of the CA key")]
+
+
+def public_sha256(key: PublicKeyTypes) -> str:
+    """The hex SHA-256 of a public key's SubjectPublicKeyInfo (DER): what ``openssl pkey -pubout
+    -outform DER | sha256sum`` prints for its private key."""
+    from cryptography.hazmat.primitives import serialization
+
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    return hashlib.sha256(key.public_bytes(serialization.Encoding.DER, fmt)).hexdigest()
 
 
 def _same_key(a: PrivateKey, b: PrivateKey) -> bool:
@@ -442,7 +467,7 @@ def _unreadable(facts: FileFacts, subject: str, out: list[Finding]) -> bool:
     if facts.problem is not None:
         out.append(Finding(subject, "read", "broken", f"{facts.path}: {facts.problem}"))
         return True
-    if facts.data is None:
+    if facts.data is None and facts.public_sha256 is None:
         out.append(Finding(subject, "read", "broken", f"{facts.path} is missing"))
         return True
     return False

@@ -188,22 +188,35 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
 
 
 # One session per host for the whole check (a session costs a login on the host; reading file by file
-# took ~18 of them). Arguments: $1 the directory to scan for the CA key, $2 the scan's size limit in KiB,
-# then the member's PKI files. Output: per file an "@file PATH" section (``missing``; ``stat-error MSG``;
-# or ``meta MODE OWNER GROUP`` then ``data BASE64`` or ``unreadable MSG``), then ``@scan`` with one
-# ``SHA256 BASE64-or-- PATH`` line per small regular file under $1 (content only for *.pem), ``@find
-# STATUS``, ``@end``. stat -L: a key that is a symlink is judged by what etcd reads, not the link's 0777.
+# took ~18 of them). Private keys never leave the host: only the public half of each (DER, base64) does.
+# Arguments: $1 the directory to scan for the CA key, $2 the scan's size limit in KiB, then the member's
+# PKI files, each ``c:PATH`` (a certificate) or ``k:PATH`` (a private key). Output: per file an
+# "@file PATH" section (``missing``; ``stat-error MSG``; or ``meta MODE OWNER GROUP`` then ``data
+# BASE64`` for a certificate, ``pub BASE64`` for a key, or ``unreadable MSG``), then ``@scan`` with one
+# ``SHA256 PUB-or-- PATH`` line per small regular file under $1 (PUB: the public half, for a PEM file
+# that holds a private key), ``@find STATUS``, ``@end``. stat -L: a key that is a symlink is judged by
+# what etcd reads, not the link's 0777.
 CHECK_SCRIPT = """\
 etc=$1 maxk=$2
 shift 2
-for p do
+pub() { openssl pkey -passin pass: -in "$1" -pubout -outform DER 2>/dev/null | base64 -w 0; }
+command -v openssl >/dev/null 2>&1 && ssl=1 || ssl=
+for a do
+  p=${a#?:}
   echo "@file $p"
   if [ ! -e "$p" ]; then echo missing; continue; fi
   if ! st=$(stat -L -c '%a %U %G' -- "$p" 2>&1); then echo "stat-error $st"; continue; fi
   echo "meta $st"
   if [ ! -f "$p" ]; then echo "unreadable not a regular file"; continue; fi
   if [ ! -r "$p" ]; then echo "unreadable permission denied"; continue; fi
-  if data=$(base64 -w 0 < "$p"); then echo "data $data"; else echo "unreadable read failed"; fi
+  case $a in
+  k:*)
+    if [ -z "$ssl" ]; then echo "unreadable openssl is not installed on the host (keys are checked there)"
+    elif k=$(pub "$p") && [ -n "$k" ]; then echo "pub $k"
+    else echo "unreadable not a private key openssl can read"; fi ;;
+  *)
+    if data=$(base64 -w 0 < "$p"); then echo "data $data"; else echo "unreadable read failed"; fi ;;
+  esac
 done
 echo @scan
 list=$(find "$etc" -type f -size "-${maxk}k" 2>/dev/null)
@@ -215,7 +228,7 @@ printf '%s\\n' "$list" | while IFS= read -r p; do
   [ -n "$p" ] && [ -f "$p" ] || continue
   h=$(sha256sum < "$p") || continue
   b=-
-  case $p in *.pem) b=$(base64 -w 0 < "$p") || b=-; esac
+  if [ -n "$ssl" ] && grep -q 'PRIVATE KEY' "$p" 2>/dev/null; then b=$(pub "$p"); [ -n "$b" ] || b=-; fi
   printf '%s %s %s\\n' "${h%% *}" "$b" "$p"
 done
 echo "@find $found"
@@ -249,21 +262,24 @@ def parse_check_output(
             what, _, body = lines[1].partition(" ")
             if what == "data":
                 read[path] = FileFacts(shown, base64.b64decode(body), mode, owner, group)
+            elif what == "pub":
+                digest = sha256_hex(base64.b64decode(body))
+                read[path] = FileFacts(shown, None, mode, owner, group, public_sha256=digest)
             else:
                 read[path] = FileFacts(shown, None, mode, owner, group, problem=f"unreadable: {body}")
         else:
             # never the lines themselves: a key file's base64 would reach an error message
             raise ValueError(f"unexpected report for {path} ({len(lines)} line(s), starting {kind[:20]!r})")
     digests: dict[str, str] = {}
-    pems: dict[str, bytes] = {}
+    public: dict[str, str] = {}
     for line in sections.get("scan", []):
         digest, content, path = line.split(" ", 2)
         digests[path] = digest
         if content != "-":
-            pems[path] = base64.b64decode(content)
+            public[path] = sha256_hex(base64.b64decode(content))
     status = next((k.split(" ", 1)[1] for k in sections if k.startswith("find ")), "0")
     problem = None if status == "0" else f"could not scan all of {etc_dir} (find exited {status})"
-    return read, MemberFiles(host, digests, pems, problem=problem)
+    return read, MemberFiles(host, digests, public_keys=public, problem=problem)
 
 
 async def gather_host(
@@ -280,11 +296,15 @@ async def gather_host(
     """
     etc = etc_dir if etc_dir is not None else layout.ETC_DIR
     wanted = _paths(paths)
-    argv = ["sh", "-c", CHECK_SCRIPT, "sh", etc, str(MAX_KEY_FILE_SIZE // 1024), *wanted]
+    keys = {paths.server_key, paths.peer_key}
+    tagged = [f"{'k' if p in keys else 'c'}:{p}" for p in wanted]
+    argv = ["sh", "-c", CHECK_SCRIPT, "sh", etc, str(MAX_KEY_FILE_SIZE // 1024), *tagged]
     result = await host.run(argv, timeout=60)
     try:
         read, files = parse_check_output(result.stdout.decode(errors="replace"), host.name, wanted, etc)
     except ValueError as exc:
         raise HostError(f"pki check on {host.name} gave unreadable output: {exc}", host=host.name) from None
     items = _member_items(member.name, member, paths, read, key_owner)
-    return items, MemberFiles(member.name, files.digests, files.pem_keys, files.problem)
+    return items, MemberFiles(
+        member.name, files.digests, public_keys=files.public_keys, problem=files.problem
+    )

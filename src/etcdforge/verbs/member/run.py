@@ -23,11 +23,8 @@ from etcdforge.errors import EtcdforgeError, PlanError, StepError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.observe.cluster import ClusterView
 from etcdforge.plan import (
-    AddLearner,
-    IssueCerts,
     MoveLeader,
     Plan,
-    PromoteLearner,
     RemoveMember,
     Step,
     WaitHealthy,
@@ -35,15 +32,18 @@ from etcdforge.plan import (
 from etcdforge.runtime import supervisor
 from etcdforge.runtime.control import ControlFiles
 from etcdforge.runtime.core import Runtime as CoreRuntime
-from etcdforge.runtime.factory import open_runtime, placement
+from etcdforge.runtime.factory import connect_hosts, make_runtime, open_runtime, placement
 from etcdforge.spec import ClusterSpec, MemberSpec, MemberSsh
 from etcdforge.verbs.backup.run import safety_steps
 from etcdforge.verbs.member import steps as steps_mod
 from etcdforge.verbs.member.plan import (
+    AddDecision,
+    RemoveDecision,
     decide_add,
     decide_remove,
     next_local_address,
     with_member,
+    without_member,
 )
 from etcdforge.verbs.member.steps import ChangeRecord
 from etcdforge.verbs.up.run import locked_workspace, port_is_free
@@ -58,7 +58,7 @@ SETTLE_POLL = 0.5
 T = TypeVar("T")
 
 
-async def _settled(
+async def settled(
     spec: ClusterSpec, ws: Workspace, view: ClusterView, decide: Callable[[ClusterView], T]
 ) -> tuple[ClusterView, T]:
     """``decide(view)``, re-observing while it refuses and some voter is unhealthy (a transient state),
@@ -133,7 +133,7 @@ async def _add(
                 spec, [steps_mod.host_of(u) for m in view.members for u in m.peer_urls], port_is_free
             )
         member = MemberSpec(name=name, address=address, dns_names=dns_names, ssh=ssh, joined=True)
-    view, decision = await _settled(spec, ws, view, lambda v: decide_add(spec, v, member))
+    view, decision = await settled(spec, ws, view, lambda v: decide_add(spec, v, member))
     if decision.done:
         steps = (
             [] if existing is not None else steps_mod.spec_steps(ws, decision.new_spec, f"{name} is a member")
@@ -145,82 +145,70 @@ async def _add(
             await execute(plan, ControlFiles(), reporter)
         return MemberResult(plan, decision.warnings, f"{name} is already a voting member; nothing to do")
     new_spec, m = decision.new_spec, decision.member
-    peer = topology.peer_url(new_spec, m)
     async with open_runtime(
         new_spec, ws, [m.name], accept_new_host_keys=accept_new_host_keys, etcd_bin=etcd_bin
     ) as runtime:
-        hosts = runtime.hosts
         # a safety snapshot first, unless the change is under way already (a resumed add)
-        first, safety_warnings = await safety_steps(
+        safety, safety_warnings = await safety_steps(
             spec, ws, skip=no_snapshot or steps_mod.read_record(ws) is not None or not decision.register
         )
-        pki = steps_mod.pki_step(new_spec, ws)
-        if pki is not None:
-            first.append(pki)
-        if record:
-            first.append(
+        record_steps = (
+            [
                 steps_mod.record_step(
                     ws, ChangeRecord("member-add", m), "names the new member until etcd does (resumable)"
                 )
-            )
-        if decision.register:
-            first.append(
-                Step("cluster/add-learner", "cluster", AddLearner(m.name, peer), "a learner: no quorum risk")
-            )
-        tail = [
-            Step(f"{m.name}/promote", "cluster", PromoteLearner(m.name, peer, timeout), "once it is in sync"),
-            *steps_mod.spec_steps(ws, new_spec, f"{m.name} joined"),
-            steps_mod.clear_record_step(ws),
-            Step(
-                "cluster/wait-healthy",
-                "cluster",
-                WaitHealthy(
-                    tuple(x.name for x in new_spec.members),
-                    timeout,
-                    need=topology.quorum(len(new_spec.members)),
-                ),
-                "a healthy quorum, the new member included",
-            ),
-        ]
-        if not decision.promote:
-            tail = tail[1:]  # already a voter: only the workspace and health remain
-
-        issued: frozenset[str] = frozenset()
-        if pki is not None and isinstance(pki.action, IssueCerts):
-            issued = frozenset(n for n, _ in pki.action.items)
-        deploy = (
-            await steps_mod.deploy_steps(new_spec, ws, m, hosts, etcd_bin=etcd_bin, issued=issued)
-            if decision.deploy
+            ]
+            if record
             else []
         )
-        # one plan: the new member's certificates are issued by its first step and installed by later
-        # ones as deferred values, so what --dry-run prints is what runs
+        first, deploy, tail = await steps_mod.add_steps(
+            ws, decision, runtime.hosts, etcd_bin=etcd_bin, timeout=timeout, before=record_steps
+        )
         warnings = decision.warnings + safety_warnings
-        plan = Plan("member-add", (*first, *deploy, *tail), warnings)
+        plan = Plan("member-add", (*safety, *first, *deploy, *tail), warnings)
         if dry_run:
             return MemberResult(plan, warnings)
-        try:
-            await execute(plan, runtime, reporter)
-        except EtcdforgeError as exc:
-            if isinstance(exc, StepError) and exc.step_id in {s.id for s in first}:
-                raise  # nothing of the new member runs yet: a re-run goes on from here
-            if await _joined(new_spec, ws, m):
-                raise  # it is a voter: nothing to roll back; a re-run finishes the rest
-            try:
-                await roll_back_add(new_spec, ws, m, runtime, reporter, clear_record=record)
-            except EtcdforgeError as again:
-                raise PlanError(
-                    f"{m.name} did not join ({exc}), and rolling back failed too: {again}",
-                    hint=f"check `etcdforge members`; remove it with `etcdforge member remove {m.name}`",
-                ) from exc
-            raise PlanError(
-                f"{m.name} did not join: {exc}",
-                hint="rolled back: removed from the cluster, stopped, its data wiped",
-            ) from exc
+        await execute_add(
+            plan, runtime, new_spec, ws, m, {s.id for s in (*safety, *first)}, reporter, clear_record=record
+        )
         return MemberResult(plan, decision.warnings)
 
 
-async def _joined(spec: ClusterSpec, ws: Workspace, member: MemberSpec) -> bool:
+async def execute_add(
+    plan: Plan,
+    runtime: CoreRuntime,
+    new_spec: ClusterSpec,
+    ws: Workspace,
+    m: MemberSpec,
+    before_member: set[str],
+    reporter: Reporter | None,
+    *,
+    clear_record: bool,
+    confirm: Confirm | None = None,
+) -> None:
+    """Run a plan that adds ``m``; if it fails once the new member is registered and before it is a
+    voter, roll the new member back (``before_member``: the steps before anything of it exists)."""
+    try:
+        await execute(plan, runtime, reporter, confirm=confirm)
+    except EtcdforgeError as exc:
+        if isinstance(exc, StepError) and exc.step_id in before_member:
+            raise  # nothing of the new member runs yet: a re-run goes on from here
+        if not isinstance(exc, StepError) or await joined(new_spec, ws, m):
+            raise  # it is a voter (or nothing ran): nothing to roll back; a re-run finishes the rest
+        try:
+            await roll_back_add(new_spec, ws, m, runtime, reporter, clear_record=clear_record)
+        except EtcdforgeError as again:
+            raise PlanError(
+                f"{m.name} did not join ({exc}), and rolling back failed too: {again}",
+                hint=f"check `etcdforge members`; remove it with `etcdforge member remove {m.name}`",
+            ) from exc
+        raise PlanError(
+            f"{m.name} did not join: {exc}",
+            hint="rolled back: removed from the cluster, stopped, its data wiped",
+        ) from exc
+
+
+async def joined(spec: ClusterSpec, ws: Workspace, member: MemberSpec) -> bool:
     """True if the cluster lists ``member`` as a started voter (so a failure after that is no reason
     to take it out again)."""
     try:
@@ -320,7 +308,7 @@ async def _remove(
         supervisor.running_pid(ws.member_pid(name)) is not None
         or Path(ws.member_paths(name).data_dir).exists()
     )
-    _, decision = await _settled(
+    _, decision = await settled(
         spec,
         ws,
         await steps_mod.observe_view(spec, ws),
@@ -352,21 +340,7 @@ async def _remove(
             )
             change = ChangeRecord(op, known, replace_with, decision.member_id or old_id or 0)
             steps.append(steps_mod.record_step(ws, change, "an interrupted removal finishes from it"))
-        if decision.move_leader_to is not None:
-            steps.append(
-                Step(
-                    f"{name}/move-leader",
-                    name,
-                    MoveLeader(decision.move_leader_to),
-                    f"{name} leads; hand over first",
-                )
-            )
-        if decision.member_id is not None:
-            steps.append(
-                Step(f"{name}/remove", "cluster", RemoveMember(name, decision.member_id), "quorum is kept")
-            )
-        if decision.new_spec != spec:
-            steps += steps_mod.spec_steps(ws, decision.new_spec, f"{name} removed")
+        steps += _removal_steps(spec, ws, decision)
         steps += steps_mod.stop_steps(rt_spec, ws, name, keep_data=keep_data, reachable=reachable)
         if replace_with is None and (known is not None or record is not None):
             steps.append(steps_mod.clear_record_step(ws))
@@ -395,6 +369,28 @@ async def _remove(
         return MemberResult(plan, warnings), decision.new_spec
 
 
+def _removal_steps(spec: ClusterSpec, ws: Workspace, decision: RemoveDecision) -> list[Step]:
+    """Hand leadership over (if it leads), remove it in etcd, and make the spec follow etcd at once."""
+    name = decision.member
+    steps: list[Step] = []
+    if decision.move_leader_to is not None:
+        steps.append(
+            Step(
+                f"{name}/move-leader",
+                name,
+                MoveLeader(decision.move_leader_to),
+                f"{name} leads; hand over first",
+            )
+        )
+    if decision.member_id is not None:
+        steps.append(
+            Step(f"{name}/remove", "cluster", RemoveMember(name, decision.member_id), "quorum is kept")
+        )
+    if decision.new_spec != spec:
+        steps += steps_mod.spec_steps(ws, decision.new_spec, f"{name} removed")
+    return steps
+
+
 async def replace(
     directory: Path,
     name: str,
@@ -407,10 +403,10 @@ async def replace(
     confirm: Confirm | None = None,
     no_snapshot: bool = False,
 ) -> MemberResult:
-    """Remove a dead or corrupted member, wipe it, and add it back (as a learner, then promoted), under
-    one lock. Works on a member that cannot start (corrupt data, missing data, host gone): only a healthy
-    quorum of the others is needed. A re-run after an interruption resumes: the record names the member
-    and the ID it had, so a removal already done is not done again."""
+    """Remove a dead or corrupted member, wipe it, and add it back (as a learner, then promoted): one
+    plan, under one lock. Works on a member that cannot start (corrupt data, missing data, host gone):
+    only a healthy quorum of the others is needed. A re-run after an interruption resumes: the record
+    names the member and the ID it had, so a removal already done is not done again."""
     with locked_workspace(directory) as (ws, spec):
         record = steps_mod.read_record(ws)
         resumed = (
@@ -427,34 +423,78 @@ async def replace(
         target = (
             resumed.target if resumed and resumed.target and address is None else None
         ) or old.model_copy(update={"address": address or old.address, "joined": True})
-        removed: MemberResult | None = None
-        after = spec
-        view = await steps_mod.observe_view(spec, ws)
         # an interrupted replace: the old member is known by its ID (the new one has the same name);
         # once the cluster lists the new member's peer URL without the old ID, the add has begun and
         # the removal (stop, wipe) is done — it must never touch the new member's data
         old_id = resumed.old_id if resumed is not None else None
-        old_gone = old_id is not None and not any(m.id == old_id for m in view.members)
-        adding = old_gone and view.by_peer_url(topology.peer_url(spec, target)) is not None
-        if not adding:
-            removed, after = await _remove(
-                spec, ws, name, keep_data=False, timeout=timeout, dry_run=dry_run,
-                accept_new_host_keys=accept_new_host_keys, reporter=reporter, confirm=confirm,
-                replace_with=target, old_id=old_id, no_snapshot=no_snapshot or resumed is not None,
-            )  # fmt: skip
-        if dry_run:
-            steps = removed.plan.steps if removed else ()
-            warnings = removed.warnings if removed else ()
-            return MemberResult(
-                Plan(verb="member-replace", steps=steps, warnings=warnings),
-                warnings,
-                f"then {name} is added back on {target.address} as a learner and promoted",
+
+        def decide(view: ClusterView) -> tuple[RemoveDecision | None, AddDecision]:
+            old_gone = old_id is not None and not any(m.id == old_id for m in view.members)
+            if old_gone and view.by_peer_url(topology.peer_url(spec, target)) is not None:
+                listed = any(x.name == name and x.address == target.address for x in spec.members)
+                return None, decide_add(spec if listed else without_member(spec, name), view, target)
+            removal = decide_remove(spec, view, name, replacing=True, known=old, only_id=old_id)
+            # the add is planned against the cluster as the removal leaves it
+            after = ClusterView(tuple(m for m in view.members if m.id != removal.member_id), view.reachable)
+            return removal, decide_add(removal.new_spec, after, target)
+
+        _, (removal, addition) = await settled(spec, ws, await steps_mod.observe_view(spec, ws), decide)
+        new_spec, m = addition.new_spec, addition.member
+        here = placement(spec, ws).members_here
+        # the old member's host, when the new one is another: its own key in the runtime's hosts
+        moved = removal is not None and old.address != m.address and not here
+        old_key = f"{name}@{old.address}" if moved else name
+        async with (
+            connect_hosts(new_spec, ws, [name], accept_new_host_keys=accept_new_host_keys) as new_hosts,
+            connect_hosts(
+                with_member(without_member(spec, name), old), ws, [name] if moved else [],
+                accept_new_host_keys=accept_new_host_keys, required=False,
+            ) as old_hosts,
+        ):  # fmt: skip
+            hosts = {**new_hosts, **({old_key: old_hosts[name]} if name in old_hosts else {})}
+            runtime = make_runtime(new_spec, ws, hosts)
+            steps: list[Step] = []
+            warnings: tuple[str, ...] = ()
+            if removal is not None:
+                safety, safety_warnings = await safety_steps(
+                    spec, ws, skip=no_snapshot or resumed is not None or removal.member_id is None
+                )
+                steps += safety
+                change = ChangeRecord("member-replace", old, target, removal.member_id or old_id or 0)
+                steps.append(steps_mod.record_step(ws, change, "an interrupted replace finishes from it"))
+                steps += _removal_steps(spec, ws, removal)
+                # (a stop and wipe only on a host this run reaches: a host that is gone has nothing to stop)
+                steps += steps_mod.stop_steps(
+                    spec, ws, old_key, keep_data=False, reachable=old_key in runtime.hosts
+                )
+                warnings = removal.warnings + safety_warnings
+                if old_key not in runtime.hosts:
+                    warnings += (
+                        f"{name}'s old host is unreachable: stop and wipe it by hand before reusing it",
+                    )
+            before = {s.id for s in steps}
+            if addition.done:
+                steps += [
+                    *(steps_mod.spec_steps(ws, new_spec, f"{name} is a member") if new_spec != spec else []),
+                    steps_mod.clear_record_step(ws),
+                ]
+                plan = Plan("member-replace", tuple(steps), warnings)
+                if not dry_run:
+                    await execute(plan, runtime, reporter, confirm=confirm)
+                return MemberResult(
+                    plan, warnings, f"{name} is already replaced and a voting member; nothing to do"
+                )
+            # the new member on the old one's host is deployed as that host will be once it is stopped
+            predicted = steps_mod.stopped_host if removal is not None and not moved else None
+            first, deploy, tail = await steps_mod.add_steps(
+                ws, addition, runtime.hosts, etcd_bin=None, timeout=timeout, host_predicted=predicted
             )
-        added = await _add(
-            after, ws, name, address=target.address, dns_names=target.dns_names, ssh=target.ssh,
-            etcd_bin=None, timeout=timeout, dry_run=False, accept_new_host_keys=accept_new_host_keys,
-            reporter=reporter, record=False,
-        )  # fmt: skip
-        steps = (*(removed.plan.steps if removed else ()), *added.plan.steps)
-        warnings = (removed.warnings if removed else ()) + added.warnings
-        return MemberResult(Plan(verb="member-replace", steps=steps), warnings)
+            warnings += addition.warnings
+            plan = Plan("member-replace", (*steps, *first, *deploy, *tail), warnings)
+            if dry_run:
+                return MemberResult(plan, warnings)
+            await execute_add(
+                plan, runtime, new_spec, ws, m, before | {s.id for s in first}, reporter,
+                clear_record=False, confirm=confirm,
+            )  # fmt: skip
+            return MemberResult(plan, warnings)

@@ -5,17 +5,21 @@ steps that deploy, stop and record a member in either mode (see :mod:`etcdforge.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import Literal
 
 from etcdforge import render, topology
 from etcdforge.hosts.base import Host
 from etcdforge.observe.cluster import ClusterView, observe_cluster
+from etcdforge.observe.hosts import HostObserved
 from etcdforge.plan import (
+    AddLearner,
     InstallMemberPki,
     IssueCerts,
+    PromoteLearner,
     RemoveFile,
     StartMembers,
     Step,
@@ -27,6 +31,7 @@ from etcdforge.plan import (
 from etcdforge.runtime.factory import placement
 from etcdforge.runtime.processes import resolve_binary
 from etcdforge.spec import ClusterSpec, MemberSpec, dump_spec
+from etcdforge.verbs.member.plan import AddDecision
 from etcdforge.verbs.up.plan import member_pki_files
 from etcdforge.workspace import Workspace
 
@@ -158,11 +163,13 @@ async def deploy_steps(
     *,
     etcd_bin: str | None,
     issued: frozenset[str] = frozenset(),
+    predicted: Callable[[HostObserved], HostObserved] | None = None,
 ) -> list[Step]:
     """Files and start for one (joining) member: local process, or its host under systemd.
 
     Certificates ``issued`` by an earlier step of the same plan (and any not in the workspace yet) are
-    installed as deferred values: their bytes are read when the step runs."""
+    installed as deferred values: their bytes are read when the step runs. ``predicted``: how earlier
+    steps of the plan change the member's host before these run (``replace`` stops and wipes it)."""
     if placement(spec, ws).members_here:
         binary, _ = resolve_binary(spec, etcd_bin)
         paths = ws.member_paths(member.name)
@@ -192,6 +199,8 @@ async def deploy_steps(
 
     sub = spec.model_copy(update={"members": (member,)})
     observed = await observe_hosts(sub, {member.name: hosts[member.name]})
+    if predicted is not None:  # the host as earlier steps of the same plan will leave it
+        observed = {n: predicted(o) for n, o in observed.items()}
     desired, pending = desired_host_files(spec, ws, set(issued))
     # the cluster as it will be when these steps run: the new member registered as a learner
     learner = MemberView(0, member.name, (topology.peer_url(spec, member),), True, False, False)
@@ -241,3 +250,70 @@ def stop_steps(
             )
         )
     return steps
+
+
+async def add_steps(
+    ws: Workspace,
+    decision: AddDecision,
+    hosts: Mapping[str, Host],
+    *,
+    etcd_bin: str | None,
+    timeout: float,
+    before: Sequence[Step] = (),
+    pki: bool = True,
+    issued: frozenset[str] = frozenset(),
+    host_predicted: Callable[[HostObserved], HostObserved] | None = None,
+) -> tuple[list[Step], list[Step], list[Step]]:
+    """The steps that add ``decision.member``: (certificates, ``before``, registration), (its files and
+    start), (promotion, the workspace, the health gate). The new member's certificates are issued by the
+    first part (unless ``pki`` is False: an earlier step issues them, ``issued`` names them) and installed
+    by the second as deferred values, so what --dry-run prints is what runs."""
+    new_spec, m = decision.new_spec, decision.member
+    peer = topology.peer_url(new_spec, m)
+    first: list[Step] = []
+    issue = pki_step(new_spec, ws) if pki else None
+    if issue is not None:
+        first.append(issue)
+    first += before
+    if decision.register:
+        first.append(
+            Step("cluster/add-learner", "cluster", AddLearner(m.name, peer), "a learner: no quorum risk")
+        )
+    tail = [
+        Step(f"{m.name}/promote", "cluster", PromoteLearner(m.name, peer, timeout), "once it is in sync"),
+        *spec_steps(ws, new_spec, f"{m.name} joined"),
+        clear_record_step(ws),
+        Step(
+            "cluster/wait-healthy",
+            "cluster",
+            WaitHealthy(
+                tuple(x.name for x in new_spec.members),
+                timeout,
+                need=topology.quorum(len(new_spec.members)),
+            ),
+            "a healthy quorum, the new member included",
+        ),
+    ]
+    if not decision.promote:
+        tail = tail[1:]  # already a voter: only the workspace and health remain
+    if issue is not None and isinstance(issue.action, IssueCerts):
+        issued |= frozenset(n for n, _ in issue.action.items)
+    deploy = (
+        await deploy_steps(new_spec, ws, m, hosts, etcd_bin=etcd_bin, issued=issued, predicted=host_predicted)
+        if decision.deploy
+        else []
+    )
+    return first, deploy, tail
+
+
+def stopped_host(observed: HostObserved) -> HostObserved:
+    """A host as it is once its etcd is stopped, disabled and its data wiped (what ``replace`` does
+    before it deploys the new member there)."""
+    return replace_fields(
+        observed,
+        active_state="inactive",
+        unit_file_state="disabled" if observed.unit_file_state else "",
+        has_data=False,
+        main_argv=None,
+        listeners=tuple(x for x in observed.listeners if x[2] != "etcd"),
+    )

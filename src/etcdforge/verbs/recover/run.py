@@ -9,20 +9,25 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from etcdforge import topology
-from etcdforge.errors import EtcdError, PlanError
+from etcdforge.errors import EtcdError, PlanError, StepError
 from etcdforge.executor import Confirm, Reporter, execute
-from etcdforge.plan import Plan, RemoveFile, Step
-from etcdforge.runtime.factory import make_runtime, open_runtime, placement
+from etcdforge.hosts.base import Host
+from etcdforge.observe.cluster import ClusterView, MemberView, observe_cluster
+from etcdforge.plan import IssueCerts, Plan, RemoveFile, Step
+from etcdforge.runtime.core import Runtime
+from etcdforge.runtime.factory import open_runtime, placement
 from etcdforge.spec import SAFETY_TARGET, ClusterSpec, MemberSpec
 from etcdforge.verbs.backup import plan as backup_plan
 from etcdforge.verbs.backup.run import Observed, backup_request
+from etcdforge.verbs.member.run import settled
 from etcdforge.verbs.recover.plan import Survivor, choose_survivor, plan_recover
 from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace, admin_client
@@ -94,7 +99,6 @@ async def recover(
     reporter: Reporter | None = None,
     timeout: float = 120.0,
     etcd_bin: str | None = None,
-    add: Callable[..., Any] | None = None,
 ) -> RecoverResult:
     with locked_workspace(directory) as (ws, spec):
         record_path = ws.root / RECORD
@@ -149,7 +153,7 @@ async def recover(
             if placement(spec, ws).members_here
             else None
         )
-        plan = (
+        first = (
             Plan("recover", ())
             if phase1_done
             else plan_recover(
@@ -164,29 +168,120 @@ async def recover(
                 timeout=timeout,
             )
         )
-        if dry_run:
-            return RecoverResult(plan, survivor.name, others, plan.warnings)
-        if not phase1_done:
-            async with open_runtime(spec, ws, required=False, etcd_bin=etcd_bin) as runtime:
+        rejoining = [MemberSpec.model_validate(e) for e in entries]
+        # every member's host: the survivor's and those of the members phase 2 adds back
+        everyone_spec = spec.model_copy(
+            update={
+                "members": (
+                    *spec.members,
+                    *(m for m in rejoining if all(x.name != m.name for x in spec.members)),
+                )
+            }
+        )
+        async with open_runtime(everyone_spec, ws, required=False, etcd_bin=etcd_bin) as runtime:
+            # phase 2 is planned against the cluster as phase 1 leaves it: the survivor alone, healthy
+            if phase1_done:
+                # (right after a kill the survivor may be electing itself: asked again for a while)
+                view, _ = await settled(spec, ws, await observe_cluster(spec, ws), _voters_healthy)
+                base = spec
+            else:
+                me = spec.member(survivor.name)
+                alone = MemberView(
+                    survivor.member_id, me.name, (topology.peer_url(spec, me),), False, True, True
+                )
+                view = ClusterView((alone,))
+                base = spec.model_copy(update={"members": (me.model_copy(update={"joined": False}),)})
+            # a host that is gone for good does not keep the others from coming back: it is left out
+            gone = tuple(
+                f"{m.name}'s host is unreachable: it is not added back; add it (or a new host) later "
+                f"with `etcdforge member add {m.name} --address ADDRESS`"
+                for m in rejoining
+                if m.name not in runtime.hosts
+            )
+            reachable = [m for m in rejoining if m.name in runtime.hosts]
+            rejoin, added = await rejoin_steps(
+                base, ws, view, reachable, runtime.hosts, etcd_bin=etcd_bin, timeout=timeout,
+                wiped=not phase1_done,
+            )  # fmt: skip
+            done = Step("recover/done", "local", RemoveFile(str(record_path)), "recovered")
+            plan = Plan("recover", (*first.steps, *rejoin, done), first.warnings + gone)
+            if dry_run:
+                return RecoverResult(plan, survivor.name, others, plan.warnings)
+            try:
                 await execute(plan, runtime, reporter, confirm=confirm)
-    # phase 2: every other member is added back by `member add` (its own lock, plan and record)
-    if add is None:
-        from etcdforge.verbs.member.run import add as member_add
+            except StepError as exc:
+                await _roll_back_rejoin(exc, added, ws, runtime, reporter)
+                raise
+    return RecoverResult(plan, survivor.name, others, plan.warnings, True, tuple(m.name for _, m in added))
 
-        add = member_add
-    entries = json.loads((Path(directory) / RECORD).read_text())["others"]
-    replaced = []
-    for entry in entries:
-        m = MemberSpec.model_validate(entry)
-        await add(
-            directory, m.name, address=m.address, dns_names=m.dns_names, ssh=m.ssh, etcd_bin=etcd_bin,
-            timeout=timeout, reporter=reporter, no_snapshot=True,
-        )  # fmt: skip
-        replaced.append(m.name)
-    ws2 = Workspace(directory)
-    await execute(
-        Plan("recover", (Step("recover/done", "local", RemoveFile(str(ws2.root / RECORD)), "recovered"),)),
-        make_runtime(spec, ws2, {}),
-        reporter,
+
+def _voters_healthy(view: ClusterView) -> None:
+    sick = [m.name or f"{m.id:x}" for m in view.voters if not m.healthy]
+    if sick:
+        raise PlanError(f"the recovered cluster is not healthy ({', '.join(sick)})")
+
+
+async def rejoin_steps(
+    spec: ClusterSpec,
+    ws: Workspace,
+    view: ClusterView,
+    members: list[MemberSpec],
+    hosts: Mapping[str, Host],
+    *,
+    etcd_bin: str | None,
+    timeout: float,
+    wiped: bool,
+) -> tuple[list[Step], list[tuple[ClusterSpec, MemberSpec]]]:
+    """Phase 2: each other member added back as a learner and promoted, one after another — ``member
+    add``'s own steps, each member's under ``rejoin-NAME.``, planned against the cluster as the earlier
+    ones leave it (``wiped``: their hosts as phase 1 leaves them, etcd stopped and its data gone).
+    Returns the steps and, for a rollback, each member's spec once it is added."""
+    from etcdforge.verbs.member.plan import decide_add
+    from etcdforge.verbs.member.steps import ChangeRecord, add_steps, pki_step, record_step, stopped_host
+
+    final = spec
+    for m in members:
+        if not any(x.name == m.name for x in final.members):
+            final = final.model_copy(
+                update={"members": (*final.members, m.model_copy(update={"joined": True}))}
+            )
+    issue = pki_step(final, ws)  # certificates any of them lacks, issued once
+    issued = (
+        frozenset(n for n, _ in issue.action.items)
+        if issue and isinstance(issue.action, IssueCerts)
+        else frozenset()
     )
-    return RecoverResult(plan, survivor.name, others, plan.warnings, True, tuple(replaced))
+    steps: list[Step] = [issue] if issue is not None else []
+    added: list[tuple[ClusterSpec, MemberSpec]] = []
+    for m in members:
+        decision = decide_add(spec, view, m)
+        spec = decision.new_spec
+        if decision.done:
+            continue
+        record = record_step(ws, ChangeRecord("member-add", decision.member), f"{m.name} rejoins (resumable)")
+        first, deploy, tail = await add_steps(
+            ws, decision, hosts, etcd_bin=etcd_bin, timeout=timeout, before=[record], pki=False,
+            issued=issued, host_predicted=stopped_host if wiped else None,
+        )  # fmt: skip
+        steps += [replace_fields(s, id=f"rejoin-{m.name}.{s.id}") for s in (*first, *deploy, *tail)]
+        added.append((spec, decision.member))
+        peer = topology.peer_url(spec, decision.member)
+        mine = MemberView(0, m.name, (peer,), False, True, False)
+        view = ClusterView((*(x for x in view.members if peer not in x.peer_urls), mine))
+    return steps, added
+
+
+async def _roll_back_rejoin(
+    exc: StepError,
+    added: list[tuple[ClusterSpec, MemberSpec]],
+    ws: Workspace,
+    runtime: Runtime,
+    reporter: Reporter | None,
+) -> None:
+    """A member that failed to rejoin is taken out again (learner removed, stopped, wiped), as ``member
+    add`` does; the record stays, so a re-run of ``recover`` adds it again."""
+    from etcdforge.verbs.member.run import joined, roll_back_add
+
+    for spec, m in added:
+        if exc.step_id.startswith(f"rejoin-{m.name}.") and not await joined(spec, ws, m):
+            await roll_back_add(spec, ws, m, runtime, reporter, clear_record=True)
