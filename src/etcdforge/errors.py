@@ -28,6 +28,7 @@ one line and exits non-zero. Anything else is a bug and shows a traceback (behin
      │    └── HostCommandError  a command failed on the host (argv, exit code, stderr)
      │         └── HostCommandTimeout
      ├── BackupError            a backup cannot be taken, stored, found, verified or restored (exit 4)
+     ├── MaintenanceError       defrag, compaction, alarms: etcd did not end up as asked
      ├── PlanError              a plan cannot be made safely (quorum, pending change, …)
      └── StepError              a plan step failed while executing (names the step and what to do)
 
@@ -134,6 +135,11 @@ class BackupError(EtcdforgeError):
     """A backup cannot be taken, stored, found, verified or restored (the message names which and why)."""
 
     exit_code = 4
+
+
+class MaintenanceError(EtcdforgeError):
+    """A maintenance step ran but etcd did not end up as asked (an alarm raised again, a write probe
+    that does not read back)."""
 
 
 class PlanError(EtcdforgeError):

@@ -307,6 +307,54 @@ class WipeData:
         return {"kind": "wipe-data", "member": self.member}
 
 
+# --- maintenance ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Defragment:
+    """Defragment one member's database (it blocks that member while it runs; ``timeout`` is scaled to
+    its size when planned)."""
+
+    member: str
+    url: str
+    timeout: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "defragment", "member": self.member, "timeout": round(self.timeout)}
+
+
+@dataclass(frozen=True)
+class Compact:
+    """Compact the keyspace's history up to ``revision`` (physical: returns once every member applied it).
+    A revision already compacted is not an error (a re-run converges)."""
+
+    revision: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "compact", "revision": self.revision}
+
+
+@dataclass(frozen=True)
+class DisarmAlarms:
+    """Deactivate the active alarms of ``kinds`` (e.g. NOSPACE), on every member."""
+
+    kinds: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "disarm-alarms", "alarms": list(self.kinds)}
+
+
+@dataclass(frozen=True)
+class ProbeWrite:
+    """Prove that the cluster takes writes: put ``key`` (a linearizable write through the quorum), read
+    it back, delete it."""
+
+    key: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "probe-write", "key": self.key}
+
+
 # --- backups ----------------------------------------------------------------------------------------
 
 
@@ -504,6 +552,10 @@ Action = (
     | RestoreData
     | CheckRestored
     | LocalCommand
+    | Defragment
+    | Compact
+    | DisarmAlarms
+    | ProbeWrite
 )
 
 
@@ -545,6 +597,10 @@ Verb = Literal[
     "backup-schedule",
     "recover",
     "drill",
+    "defrag",
+    "compact",
+    "alarms-disarm",
+    "space-recover",
 ]
 
 

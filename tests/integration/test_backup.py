@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 def up(workspace: Path, etcd_bin: Path, extra_spec: str = "") -> None:
     workspace.mkdir(parents=True, exist_ok=True)
-    members = "".join(f"  - {{name: etcd{i}, address: 127.0.0.{i}}}\n" for i in (1, 2, 3))
+    members = "".join(f"  - {{name: etcd{i}, address: 127.0.0.{70 + i}}}\n" for i in (1, 2, 3))
     (workspace / "cluster.yaml").write_text(f"name: bk\ntoken: bk-1\nmembers:\n{members}{extra_spec}")
     run_cli("up", "--dir", str(workspace), "--etcd-bin", str(etcd_bin))
 

@@ -138,7 +138,7 @@ def test_a_member_that_cannot_start_is_rolled_back(workspace: Path, etcd_bin: Pa
     d = str(workspace)
     run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))
     _, spec = load_workspace(workspace)
-    address = "127.0.0.201"
+    address = "127.0.0.95"
     blocker = socket.socket()
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind((address, spec.etcd.peer_port))  # its peer port is taken: etcd cannot start

@@ -15,7 +15,7 @@ from typing import Protocol
 from etcdforge import topology
 from etcdforge.errors import EtcdError, EtcdUnavailable, MemberStartError, StepError
 from etcdforge.etcd import EtcdServerError, Health, Member, MemberStatus, format_member_id, retry
-from etcdforge.etcd.types import GetResult, HashKV
+from etcdforge.etcd.types import Alarm, GetResult, HashKV
 from etcdforge.plan import AddLearner, MoveLeader, PromoteLearner, RemoveMember
 
 
@@ -43,6 +43,22 @@ class ClusterPort(Protocol):
     def snapshot(self, endpoint: str, *, timeout: float | None = None) -> AsyncIterator[bytes]: ...
 
     async def hash_kv(self, endpoint: str, revision: int = 0) -> HashKV: ...
+
+    async def defragment(self, endpoint: str, *, timeout: float = 120.0) -> None: ...
+
+    async def compact(
+        self, revision: int, *, physical: bool = False, endpoint: str | None = None
+    ) -> None: ...
+
+    async def alarms(self, *, endpoint: str | None = None) -> tuple[Alarm, ...]: ...
+
+    async def disarm(
+        self, alarm: Alarm | None = None, *, endpoint: str | None = None
+    ) -> tuple[Alarm, ...]: ...
+
+    async def put(self, key: bytes, value: bytes, *, endpoint: str | None = None) -> int: ...
+
+    async def delete(self, key: bytes, *, prefix: bool = False, endpoint: str | None = None) -> int: ...
 
     async def get(
         self,

@@ -26,7 +26,10 @@ from etcdforge.plan import (
     AddLearner,
     CheckRestored,
     CheckSnapshot,
+    Compact,
+    Defragment,
     DeleteBackup,
+    DisarmAlarms,
     FetchBackup,
     FetchRelease,
     HostCommand,
@@ -37,6 +40,7 @@ from etcdforge.plan import (
     MovePath,
     PackBackup,
     PackPki,
+    ProbeWrite,
     PromoteLearner,
     PutFile,
     RemoveFile,
@@ -55,7 +59,7 @@ from etcdforge.plan import (
     WriteFile,
     WriteManifest,
 )
-from etcdforge.runtime import backup_ops, cluster_ops, releases
+from etcdforge.runtime import backup_ops, cluster_ops, maintenance_ops, releases
 from etcdforge.runtime.cluster_ops import ClusterPort
 from etcdforge.runtime.control import issue_certs, move_path, perform_control_file, remove_tree
 from etcdforge.runtime.services import ServiceManager
@@ -153,6 +157,11 @@ class Runtime:
                 return await cluster_ops.perform(
                     client, action, alive=self.services.alive, sleep=self.sleep, clock=self.clock
                 )
+        if isinstance(action, Defragment | Compact | DisarmAlarms | ProbeWrite):
+            # a defragmentation blocks its member for as long as it takes: the call's own deadline
+            timeout = action.timeout + 5 if isinstance(action, Defragment) else 30.0
+            async with self.cluster(timeout) as client:
+                return await maintenance_ops.perform(client, action)
         if isinstance(action, VerifyPresented):
             from etcdforge.runtime.cert_verify import verify_presented
 

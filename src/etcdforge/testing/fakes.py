@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from etcdforge import topology
 from etcdforge.errors import EtcdUnavailable, MemberStartError
 from etcdforge.etcd import EtcdServerError, Health, Member
-from etcdforge.etcd.types import GetResult, HashKV, MemberStatus
+from etcdforge.etcd.types import Alarm, GetResult, HashKV, KeyValue, MemberStatus
 from etcdforge.hosts.base import BatchOp, CommandOp, RunResult, WriteOp, check_result
 from etcdforge.runtime.core import Runtime
 from etcdforge.spec import ClusterSpec
@@ -210,6 +210,11 @@ class FakeCluster:
     peer_names: dict[str, str] = field(default_factory=dict)
     #: the database every member streams for a snapshot (see :meth:`snapshot`)
     db: bytes = b""
+    #: the keyspace (put/delete/get), its revision and compaction, and the active alarms
+    kv: dict[bytes, bytes] = field(default_factory=dict)
+    revision: int = 1
+    compacted: int = 0
+    active_alarms: list[Alarm] = field(default_factory=list)
 
     @classmethod
     def of(cls, spec: ClusterSpec, services: FakeServices) -> FakeCluster:
@@ -326,11 +331,62 @@ class FakeCluster:
         revision: int = 0,
         endpoint: str | None = None,
     ) -> GetResult:
-        """No keys are kept: every running member answers an empty range at ``revision``."""
+        """The keys put (exact key or prefix); every running member answers the same."""
         m = self._by_url(endpoint) if endpoint else None
         if endpoint and (m is None or not self._running(m)):
             raise EtcdUnavailable(f"{endpoint} does not answer")
-        return GetResult(kvs=(), revision=revision, count=0, more=False)
+        found = tuple(
+            KeyValue(k, v, 1, 1, 1)
+            for k, v in sorted(self.kv.items())
+            if (k.startswith(key) if prefix else k == key)
+        )
+        return GetResult(
+            kvs=() if count_only else found, revision=revision or self.revision, count=len(found)
+        )
+
+    async def defragment(self, endpoint: str, *, timeout: float = 120.0) -> None:
+        m = self._by_url(endpoint)
+        if m is None or not self._running(m):
+            raise EtcdUnavailable(f"{endpoint} does not answer")
+        self.calls.append(("defragment", m.name))
+
+    async def compact(self, revision: int, *, physical: bool = False, endpoint: str | None = None) -> None:
+        self._quorum()
+        if revision <= self.compacted:
+            raise EtcdServerError(
+                "mvcc: required revision has been compacted",
+                code="OutOfRange",
+                reason="compacted",
+                endpoint=None,
+            )
+        self.calls.append(("compact", revision))
+        self.compacted = revision
+
+    async def alarms(self, *, endpoint: str | None = None) -> tuple[Alarm, ...]:
+        return tuple(self.active_alarms)
+
+    async def disarm(self, alarm: Alarm | None = None, *, endpoint: str | None = None) -> tuple[Alarm, ...]:
+        self._quorum()
+        gone = tuple(a for a in self.active_alarms if alarm is None or a == alarm)
+        self.active_alarms = [a for a in self.active_alarms if a not in gone]
+        self.calls += [("disarm", a.alarm) for a in gone]
+        return gone
+
+    async def put(self, key: bytes, value: bytes, *, endpoint: str | None = None) -> int:
+        self._quorum()
+        if self.active_alarms:
+            raise EtcdServerError(
+                "etcdserver: mvcc: database space exceeded", code="ResourceExhausted", reason="no_space",
+                endpoint=None,
+            )  # fmt: skip
+        self.revision += 1
+        self.kv[key] = value
+        return self.revision
+
+    async def delete(self, key: bytes, *, prefix: bool = False, endpoint: str | None = None) -> int:
+        self._quorum()
+        self.revision += 1
+        return 1 if self.kv.pop(key, None) is not None else 0
 
     @asynccontextmanager
     async def connect(self, timeout: float) -> AsyncIterator[FakeCluster]:

@@ -369,7 +369,7 @@ async def _remove(
         return MemberResult(plan, warnings), decision.new_spec
 
 
-def _removal_steps(spec: ClusterSpec, ws: Workspace, decision: RemoveDecision) -> list[Step]:
+def _removal_steps(spec: ClusterSpec, ws: Workspace, decision: RemoveDecision, tag: str = "") -> list[Step]:
     """Hand leadership over (if it leads), remove it in etcd, and make the spec follow etcd at once."""
     name = decision.member
     steps: list[Step] = []
@@ -387,7 +387,7 @@ def _removal_steps(spec: ClusterSpec, ws: Workspace, decision: RemoveDecision) -
             Step(f"{name}/remove", "cluster", RemoveMember(name, decision.member_id), "quorum is kept")
         )
     if decision.new_spec != spec:
-        steps += steps_mod.spec_steps(ws, decision.new_spec, f"{name} removed")
+        steps += steps_mod.spec_steps(ws, decision.new_spec, f"{name} removed", tag=tag)
     return steps
 
 
@@ -462,7 +462,7 @@ async def replace(
                 steps += safety
                 change = ChangeRecord("member-replace", old, target, removal.member_id or old_id or 0)
                 steps.append(steps_mod.record_step(ws, change, "an interrupted replace finishes from it"))
-                steps += _removal_steps(spec, ws, removal)
+                steps += _removal_steps(spec, ws, removal, tag=":removed")
                 # (a stop and wipe only on a host this run reaches: a host that is gone has nothing to stop)
                 steps += steps_mod.stop_steps(
                     spec, ws, old_key, keep_data=False, reachable=old_key in runtime.hosts

@@ -114,14 +114,19 @@ def clear_record_step(ws: Workspace) -> Step:
     )
 
 
-def spec_steps(ws: Workspace, spec: ClusterSpec, why: str) -> list[Step]:
+def spec_steps(
+    ws: Workspace, spec: ClusterSpec, why: str, *, tag: str = "", joining: str | None = None
+) -> list[Step]:
     """The spec, the etcdctl environment (its endpoints) and, in local mode, the other members' configs
     (only their initial-cluster changes: written, never a restart) — the workspace's view of the new
-    membership."""
+    membership. ``tag`` ends the steps' ids (a plan that writes the spec twice: ``replace``); the
+    ``joining`` member's own config is its deploy step's."""
     steps = [
-        Step("workspace/write-spec", "local", WriteFile(str(ws.spec_path), dump_spec(spec).encode()), why),
         Step(
-            "workspace/write-env",
+            f"workspace/write-spec{tag}", "local", WriteFile(str(ws.spec_path), dump_spec(spec).encode()), why
+        ),
+        Step(
+            f"workspace/write-env{tag}",
             "local",
             WriteFile(str(ws.env_path), render.etcdctl_env(topology.client_urls(spec), ws.client_paths())),
             "endpoints changed",
@@ -129,13 +134,15 @@ def spec_steps(ws: Workspace, spec: ClusterSpec, why: str) -> list[Step]:
     ]
     if placement(spec, ws).members_here:  # (on hosts, `apply` writes them)
         for m in spec.members:
+            if m.name == joining:
+                continue
             paths = ws.member_paths(m.name)
             content = render.etcd_config(spec, m, paths)
             current = Path(paths.config).read_bytes() if Path(paths.config).is_file() else None
             if current is not None and current != content:
                 steps.append(
                     Step(
-                        f"{m.name}/write-config",
+                        f"{m.name}/write-config{tag}",
                         m.name,
                         WriteFile(paths.config, content),
                         "initial-cluster only",
@@ -281,7 +288,7 @@ async def add_steps(
         )
     tail = [
         Step(f"{m.name}/promote", "cluster", PromoteLearner(m.name, peer, timeout), "once it is in sync"),
-        *spec_steps(ws, new_spec, f"{m.name} joined"),
+        *spec_steps(ws, new_spec, f"{m.name} joined", joining=m.name),
         clear_record_step(ws),
         Step(
             "cluster/wait-healthy",
