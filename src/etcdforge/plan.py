@@ -95,11 +95,16 @@ class WaitHealthy:
     members: tuple[str, ...]
     timeout: float
     need: int | None = None
+    #: healthy despite an active alarm (e.g. NOSPACE while ``space recover`` frees the space): the read
+    #: alone is the test, as between two members' defragmentations
+    despite_alarms: bool = False
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": "wait-healthy", "members": list(self.members), "timeout": self.timeout}
         if self.need is not None:
             out["need"] = self.need
+        if self.despite_alarms:
+            out["despite_alarms"] = True
         return out
 
 

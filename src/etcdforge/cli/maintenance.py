@@ -26,6 +26,10 @@ from etcdforge.cli.app import (
 dry_run_option = click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 
 
+def _reporter(dry_run: bool) -> StepPrinter | None:
+    return None if dry_run else StepPrinter(make_console())
+
+
 def _finish(result: Any, dry_run: bool, output: str, done: str) -> None:
     err = make_console(stderr=True)
     for note in result.notes:
@@ -54,13 +58,10 @@ def defrag(directory: Path | None, member: str | None, pct: float, dry_run: bool
     over, every member serving linearizable reads before the next one starts."""
     from etcdforge.verbs.maintenance import run
 
-    console = make_console()
+    d = workspace_dir(directory)
     result = run_async(
-        run.defrag(
-            workspace_dir(directory), member=member, if_fragmented=pct, dry_run=dry_run,
-            reporter=None if dry_run else StepPrinter(console),
-        )
-    )  # fmt: skip
+        run.defrag(d, member=member, if_fragmented=pct, dry_run=dry_run, reporter=_reporter(dry_run))
+    )
     _finish(result, dry_run, output, "defragmented")
 
 
@@ -89,22 +90,23 @@ def compact(
         kept = parse_go_duration(keep) if keep is not None else None
     except ValueError as exc:
         fail(f"--keep {keep}: {exc}")
-    console = make_console()
+    d = workspace_dir(directory)
     result = run_async(
-        run.compact(
-            workspace_dir(directory), revision=revision, keep=kept, dry_run=dry_run,
-            reporter=None if dry_run else StepPrinter(console),
-        )
-    )  # fmt: skip
+        run.compact(d, revision=revision, keep=kept, dry_run=dry_run, reporter=_reporter(dry_run))
+    )
     _finish(result, dry_run, output, "compacted")
 
 
 @main.group("alarms", invoke_without_command=True)
+@dir_option
+@click.option("--check-data", is_flag=True, help="Also compare every member's data (HashKV at one revision).")
+@output_option
 @click.pass_context
-def alarms(ctx: click.Context) -> None:
-    """etcd's alarms: NOSPACE (the database hit its quota: `space recover`) and CORRUPT."""
+def alarms(ctx: click.Context, directory: Path | None, check_data: bool, output: str) -> None:
+    """etcd's alarms: NOSPACE (the database hit its quota: `space recover`) and CORRUPT. Without a
+    subcommand: `alarms list`."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(alarms_list)
+        ctx.invoke(alarms_list, directory=directory, check_data=check_data, output=output)
 
 
 @alarms.command("list")
@@ -156,12 +158,8 @@ def alarms_disarm(directory: Path | None, kinds: tuple[str, ...], dry_run: bool,
     recover` frees the space first."""
     from etcdforge.verbs.maintenance import run
 
-    result = run_async(
-        run.disarm(
-            workspace_dir(directory), kinds=kinds, dry_run=dry_run,
-            reporter=None if dry_run else StepPrinter(make_console()),
-        )
-    )  # fmt: skip
+    d = workspace_dir(directory)
+    result = run_async(run.disarm(d, kinds=kinds, dry_run=dry_run, reporter=_reporter(dry_run)))
     _finish(result, dry_run, output, "disarmed")
 
 

@@ -234,7 +234,7 @@ async def perform(
     return await move_leader(client, action.to)
 
 
-async def ready_health(client: ClusterPort, endpoint: str) -> Health:
+async def ready_health(client: ClusterPort, endpoint: str, *, despite_alarms: bool = False) -> Health:
     """Health for a poller: first a Status (serializable, answers at once) to see that the member knows
     a leader, and only then the linearizable read of :meth:`EtcdClient.health`.
 
@@ -248,6 +248,12 @@ async def ready_health(client: ClusterPort, endpoint: str) -> Health:
         return Health(endpoint=endpoint, healthy=False, took=time.monotonic() - start, error=exc.message)
     if not status.leader:
         return Health(endpoint=endpoint, healthy=False, took=time.monotonic() - start, error="no leader yet")
+    if despite_alarms:  # the linearizable read alone (etcd's health adds "no active alarm")
+        try:
+            await client.get(b"health", count_only=True, endpoint=endpoint)
+        except EtcdError as exc:
+            return Health(endpoint=endpoint, healthy=False, took=time.monotonic() - start, error=exc.message)
+        return Health(endpoint=endpoint, healthy=True, took=time.monotonic() - start, error=None)
     return await client.health(endpoint)
 
 
@@ -274,6 +280,7 @@ async def wait_healthy(
     timeout: float,
     *,
     need: int | None = None,
+    despite_alarms: bool = False,
     poll_interval: float,
     check_failed: Callable[[frozenset[str], int], Awaitable[Mapping[str, MemberStartError]]],
     timed_out: Callable[[str, str], Awaitable[MemberStartError]],
@@ -314,7 +321,9 @@ async def wait_healthy(
         if len(names) - len(failed) < floor:
             raise done(next(iter(failed.values())))
         checking = sorted(pending)
-        results = await asyncio.gather(*(ready_health(client, urls[n]) for n in checking))
+        results = await asyncio.gather(
+            *(ready_health(client, urls[n], despite_alarms=despite_alarms) for n in checking)
+        )
         for name, health in zip(checking, results, strict=True):
             if health.healthy:
                 pending.discard(name)

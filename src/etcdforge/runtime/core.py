@@ -151,7 +151,9 @@ class Runtime:
         if isinstance(action, WipeData):
             return await self.services.wipe_data(action.member)
         if isinstance(action, WaitHealthy):
-            return await self.wait_healthy(action.members, action.timeout, need=action.need)
+            return await self.wait_healthy(
+                action.members, action.timeout, need=action.need, despite_alarms=action.despite_alarms
+            )
         if isinstance(action, AddLearner | PromoteLearner | RemoveMember | MoveLeader):
             async with self.cluster(10.0) as client:
                 return await cluster_ops.perform(
@@ -276,6 +278,7 @@ class Runtime:
         *,
         need: int | None = None,
         watch: Sequence[str] | None = None,
+        despite_alarms: bool = False,
     ) -> str:
         """Poll until the members (all, or ``need`` of them) are healthy; a member whose etcd failed
         (among ``watch``, default all) is reported with its log tail."""
@@ -295,6 +298,7 @@ class Runtime:
                 urls,
                 timeout,
                 need=need,
+                despite_alarms=despite_alarms,
                 poll_interval=self.services.poll_interval,
                 check_failed=check_failed,
                 timed_out=timed_out,
