@@ -360,6 +360,50 @@ class ProbeWrite:
         return {"kind": "probe-write", "key": self.key}
 
 
+# --- upgrades ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwitchBinary:
+    """Stop ``member``, make it run ``binary`` from now on (the binary it ran is kept as its previous one),
+    start it, then wait until the whole cluster is healthy; ``binary`` None: back to the previous one (a
+    rollback). A member already running ``binary`` is left alone (a re-run converges)."""
+
+    member: str
+    binary: str | None
+    timeout: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "switch-binary", "member": self.member, "binary": self.binary or "(previous)"}
+
+
+@dataclass(frozen=True)
+class CheckMember:
+    """``member`` reports etcd ``version``, and a canary key written and read back through it (pinned
+    to its endpoint) proves it serves."""
+
+    member: str
+    url: str
+    version: str
+    canary: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "check-member", "member": self.member, "version": self.version}
+
+
+@dataclass(frozen=True)
+class WaitClusterVersion:
+    """Wait until the cluster version (``GET /version``: etcdcluster) reaches ``minor`` (e.g. 3.5): etcd
+    raises it once every member runs the new release."""
+
+    url: str
+    minor: str
+    timeout: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "wait-cluster-version", "minor": self.minor}
+
+
 # --- backups ----------------------------------------------------------------------------------------
 
 
@@ -561,6 +605,9 @@ Action = (
     | Compact
     | DisarmAlarms
     | ProbeWrite
+    | SwitchBinary
+    | CheckMember
+    | WaitClusterVersion
 )
 
 
@@ -606,6 +653,7 @@ Verb = Literal[
     "compact",
     "alarms-disarm",
     "space-recover",
+    "upgrade",
 ]
 
 

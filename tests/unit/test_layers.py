@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "etcdforge"
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "fsutil", "hostpaths", "progress"}),
-    frozenset({"durations", "yamlio", "binaries", "etcd", "hosts"}),
+    frozenset({"durations", "yamlio", "binaries", "etcd", "hosts", "versions"}),
     frozenset({"spec", "pki"}),
     frozenset({"topology", "plan"}),
     frozenset({"render", "certs"}),

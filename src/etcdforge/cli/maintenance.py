@@ -205,3 +205,52 @@ def check_data(directory: Path | None, output: str) -> None:
         make_console().print(plain(report.verdict()))
     if not report.agree() or not report.hashes:
         raise SystemExit(2)
+
+
+@main.command("upgrade")
+@dir_option
+@click.option("--to", "to", required=True, metavar="VERSION", help="The etcd release to run, e.g. 3.5.17.")
+@click.option("--etcd-bin", default=None, help="Local mode: the etcd binary of that release.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per member.")
+@click.option(
+    "--allow-unsafe-version",
+    is_flag=True,
+    help="Allow a release with a known data-loss bug (3.5.0–3.5.2): for development and tests only.",
+)
+@click.option("--downgrade", is_flag=True, help="Move to an older release, where etcd supports it.")
+@dry_run_option
+@output_option
+@click.option("--no-snapshot", is_flag=True, help="Skip the safety snapshot taken first.")
+def upgrade(
+    directory: Path | None,
+    to: str,
+    etcd_bin: str | None,
+    timeout: float,
+    allow_unsafe_version: bool,
+    downgrade: bool,
+    dry_run: bool,
+    output: str,
+    no_snapshot: bool,
+) -> None:
+    """Rolling upgrade: one minor at a time, a minimum patch first, known-bad releases refused; a safety
+    snapshot, then each member (followers first, the leader last after handing over) switched to the new
+    binary, health-gated, its version and a canary checked; a member that fails goes back to its previous
+    binary. Resumable: a re-run after an interruption goes on where it stopped."""
+    from etcdforge.verbs.upgrade import run
+
+    result = run_async(
+        run.upgrade(
+            workspace_dir(directory), to=to, etcd_bin=etcd_bin, dry_run=dry_run,
+            allow_unsafe=allow_unsafe_version, downgrade=downgrade, timeout=timeout, no_snapshot=no_snapshot,
+            reporter=_reporter(dry_run),
+        )
+    )  # fmt: skip
+    err = make_console(stderr=True)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {plain(warning)}")
+    if dry_run or output == "json":
+        print_plan(result.plan, output)
+        if result.note:
+            err.print(plain(result.note))
+        return
+    make_console().print(plain(result.note) if not result.executed else f"upgraded: {plain(result.note)}")

@@ -21,6 +21,8 @@ class MemberView:
     is_learner: bool
     healthy: bool
     is_leader: bool
+    #: the etcd release it runs ("" when it did not answer a status)
+    version: str = ""
 
     @property
     def started(self) -> bool:
@@ -42,6 +44,12 @@ class ClusterView:
     def pending(self) -> tuple[MemberView, ...]:
         """Changes in flight: learners not promoted yet, members added but never started."""
         return tuple(m for m in self.members if m.is_learner or not m.started)
+
+    @property
+    def mixed_versions(self) -> tuple[str, ...]:
+        """The releases the members run, when they are not all the same (an upgrade under way)."""
+        found = sorted({m.version for m in self.members if m.version})
+        return tuple(found) if len(found) > 1 else ()
 
     @property
     def leader_id(self) -> int | None:
@@ -81,6 +89,7 @@ async def observe_cluster(
         statuses = await client.status_all()
         leader_ids = {s.leader for s in statuses if not isinstance(s, EtcdError) and s.leader}
         leader = leader_ids.pop() if len(leader_ids) == 1 else None
+        versions = {s.member_id: s.version for s in statuses if not isinstance(s, EtcdError)}
 
         async def healthy(urls: Sequence[str], learner: bool) -> bool:
             if not urls:
@@ -96,7 +105,9 @@ async def observe_cluster(
         health = await asyncio.gather(*(healthy(m.client_urls, m.is_learner) for m in members))
     return ClusterView(
         tuple(
-            MemberView(m.id, m.name, tuple(m.peer_urls), m.is_learner, ok, m.id == leader)
+            MemberView(
+                m.id, m.name, tuple(m.peer_urls), m.is_learner, ok, m.id == leader, versions.get(m.id, "")
+            )
             for m, ok in zip(members, health, strict=True)
         )
     )

@@ -24,6 +24,7 @@ from etcdforge.hosts.errors import HostError
 from etcdforge.plan import (
     Action,
     AddLearner,
+    CheckMember,
     CheckRestored,
     CheckSnapshot,
     Compact,
@@ -51,15 +52,17 @@ from etcdforge.plan import (
     StartMembers,
     StopMember,
     StoreBackup,
+    SwitchBinary,
     TakeSnapshot,
     UploadFile,
     VerifyPresented,
+    WaitClusterVersion,
     WaitHealthy,
     WipeData,
     WriteFile,
     WriteManifest,
 )
-from etcdforge.runtime import backup_ops, cluster_ops, maintenance_ops, releases
+from etcdforge.runtime import backup_ops, cluster_ops, maintenance_ops, releases, upgrade_ops
 from etcdforge.runtime.cluster_ops import ClusterPort
 from etcdforge.runtime.control import issue_certs, move_path, perform_control_file, remove_tree
 from etcdforge.runtime.services import ServiceManager
@@ -159,6 +162,16 @@ class Runtime:
                 return await cluster_ops.perform(
                     client, action, alive=self.services.alive, sleep=self.sleep, clock=self.clock
                 )
+        if isinstance(action, SwitchBinary):
+            note = await self.services.switch_binary(action.member, action.binary, timeout=action.timeout)
+            members = tuple(m.name for m in self.spec.members)
+            waited = await self.wait_healthy(members, action.timeout, watch=(action.member,))
+            return f"{note}; {waited}"
+        if isinstance(action, CheckMember):
+            async with self.cluster(10.0) as client:
+                return await upgrade_ops.check_member(client, action)
+        if isinstance(action, WaitClusterVersion):
+            return await upgrade_ops.wait_cluster_version(self.ws, action, sleep=self.sleep, clock=self.clock)
         if isinstance(action, Defragment | Compact | DisarmAlarms | ProbeWrite):
             # a defragmentation blocks its member for as long as it takes: the call's own deadline
             timeout = action.timeout + 5 if isinstance(action, Defragment) else 30.0

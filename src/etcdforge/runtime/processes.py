@@ -16,11 +16,15 @@ from pathlib import Path
 
 from etcdforge import binaries
 from etcdforge.errors import BinaryError, MemberStartError
-from etcdforge.fsutil import ensure_dir
+from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import Host
 from etcdforge.runtime import supervisor
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
+
+#: in a member's directory: the etcd binary it runs since an upgrade switched it, and the one before
+BINARY_FILE = "etcd-binary"
+PREVIOUS_FILE = "etcd-binary.previous"
 
 
 def resolve_binary(spec: ClusterSpec, etcd_bin: str | None) -> tuple[binaries.Binary, tuple[str, ...]]:
@@ -73,9 +77,35 @@ class ProcessServices:
     def argv(self, member: str, binary: Path | str) -> list[str]:
         return [str(binary), "--config-file", self.ws.member_paths(member).config]
 
+    def member_binary(self, member: str) -> Path:
+        """The binary ``member`` starts with: the one an upgrade switched it to, else this run's."""
+        chosen = self.ws.member_dir(member) / BINARY_FILE
+        if chosen.is_file():
+            return Path(chosen.read_text().strip())
+        return self.binary()
+
     async def start(self, members: Sequence[str]) -> str:
-        notes = [f"{m}: {self._start(m, self.binary())}" for m in members]
+        notes = [f"{m}: {self._start(m, self.member_binary(m))}" for m in members]
         return "; ".join(notes)
+
+    async def switch_binary(self, member: str, binary: str | None, *, timeout: float) -> str:
+        chosen = self.ws.member_dir(member) / BINARY_FILE
+        previous = self.ws.member_dir(member) / PREVIOUS_FILE
+        if binary is None:
+            if not previous.is_file():
+                raise BinaryError(f"{member} has no previous etcd binary to go back to")
+            binary = previous.read_text().strip()
+        target = str(Path(binary).resolve())
+        running = self.running_binary(member)
+        if running is not None and str(Path(running).resolve()) == target:
+            atomic_write(chosen, target.encode() + b"\n", 0o600)
+            return f"already runs {target}"
+        current = running or (chosen.read_text().strip() if chosen.is_file() else str(self.binary()))
+        if str(Path(current).resolve()) != target:
+            atomic_write(previous, str(Path(current).resolve()).encode() + b"\n", 0o600)
+        atomic_write(chosen, target.encode() + b"\n", 0o600)
+        await self.stop(member)
+        return f"{self._start(member, target)} ({target})"
 
     def _start(self, member: str, binary: Path | str) -> str:
         pid_file = self.ws.member_pid(member)

@@ -34,6 +34,12 @@ class ServiceManager(Protocol):
         :class:`MemberStartError` when it does not come back."""
         ...
 
+    async def switch_binary(self, member: str, binary: str | None, *, timeout: float) -> str:
+        """Stop the member, make it run ``binary`` from now on (keeping the one it ran as its previous),
+        start it; ``binary`` None: back to the previous one. A member already running ``binary`` is left
+        alone. Raise :class:`MemberStartError` when it does not come back."""
+        ...
+
     async def wipe_data(self, member: str) -> str:
         """Delete the member's etcd data (it is stopped)."""
         ...

@@ -67,6 +67,29 @@ class SystemdServices:
         if not ok:
             raise await self.failure(member, f"restarting etcd on {member} failed")
 
+    async def switch_binary(self, member: str, binary: str | None, *, timeout: float) -> str:
+        """``binary``: where an earlier step staged the new etcd on the host; it replaces the installed one
+        (kept as ``etcd.previous``) while the unit is stopped — one session. None: the previous back."""
+        dest = f"{self.spec.etcd.install_dir.rstrip('/')}/etcd"
+        previous = f"{dest}.previous"
+        if binary is None:
+            swap = [CommandOp(("mv", "-f", "--", previous, dest))]
+        else:
+            swap = [
+                CommandOp(("cp", "-p", "--", dest, previous)),
+                CommandOp(("install", "-m", "0755", "-o", "root", "-g", "root", "--", binary, dest)),
+            ]
+        ops = [
+            CommandOp(("systemctl", "stop", layout.UNIT_NAME)),
+            *swap,
+            CommandOp(("systemctl", "start", layout.UNIT_NAME)),
+        ]
+        try:
+            await self.hosts[member].apply_batch(ops, timeout=timeout)
+        except HostCommandError as exc:
+            raise await self.failure(member, f"switching etcd's binary on {member} failed: {exc}") from None
+        return f"runs {dest} ({'previous' if binary is None else 'new'})"
+
     async def wipe_data(self, member: str) -> str:
         data = layout.data_dir(self.spec).rstrip("/")
         await self.hosts[member].run(["rm", "-rf", "--one-file-system", "--", f"{data}/member"])

@@ -135,6 +135,8 @@ class FakeServices:
         self.calls: list[tuple[str, str]] = []
         self.started: list[str] = []
         self.wiped: set[str] = set()
+        #: per member, the binaries switched to (the last one runs)
+        self.binaries: dict[str, list[str]] = {}
 
     async def start(self, members: Sequence[str]) -> str:
         for m in members:
@@ -159,6 +161,21 @@ class FakeServices:
         if member in self.broken:
             raise await self.failure(member, f"restarting etcd on {member} failed")
         self.running.add(member)
+
+    async def switch_binary(self, member: str, binary: str | None, *, timeout: float) -> str:
+        self.calls.append(("switch", member))
+        self.binaries.setdefault(member, [])
+        if binary is None:
+            if len(self.binaries[member]) < 2:
+                raise await self.failure(member, f"{member} has no previous binary")
+            self.binaries[member].pop()
+        elif not self.binaries[member] or self.binaries[member][-1] != binary:
+            self.binaries[member].append(binary)
+        self.running.discard(member)
+        if member in self.broken:
+            raise await self.failure(member, f"etcd on {member} did not start")
+        self.running.add(member)
+        return f"runs {self.binaries[member][-1] if self.binaries[member] else '?'}"
 
     async def wipe_data(self, member: str) -> str:
         self.calls.append(("wipe", member))

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from etcdforge import binaries, hostpaths, layout, render, topology
+from etcdforge import versions as version_graph
 from etcdforge.errors import PlanError
 from etcdforge.observe.cluster import ClusterView
 from etcdforge.observe.hosts import HostObserved
@@ -157,6 +158,17 @@ def _check_binary(spec: ClusterSpec, hosts: Mapping[str, HostObserved], source: 
             raise PlanError(f"{member}: {problem}")
         if spec.etcd.version and text != spec.etcd.version:
             raise PlanError(f"{member} has etcd {text}, but the spec asks for {spec.etcd.version}")
+    # a new release replacing the installed one follows the upgrade rules (one minor at a time, a
+    # minimum patch first, no downgrade)
+    new = _version_tuple(source.version or "") if source.kind != "system" else None
+    installed = [v for h in hosts.values() if (v := _version_tuple(h.binary_version or "")) is not None]
+    if new is not None and installed and new != min(installed):
+        path = version_graph.check_path(min(installed), new, production=True)
+        if path.refused:
+            raise PlanError(
+                f"etcd {version_graph.show(min(installed))} → {version_graph.show(new)}: {path.refused}",
+                hint="nothing was changed; see `etcdforge upgrade --help` for the version rules",
+            )
 
 
 def plan_apply(

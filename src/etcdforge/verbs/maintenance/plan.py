@@ -46,6 +46,7 @@ class MemberState:
     db_size: int = 0
     db_in_use: int = 0
     revision: int = 0
+    version: str = ""
 
     @property
     def fragmented_pct(self) -> float:

@@ -47,7 +47,7 @@ async def observe(spec: ClusterSpec, ws: Workspace, *, timeout: float = 3.0) -> 
                 serving = False
             return MemberState(
                 name, url, st.member_id, serving, st.leader == st.member_id, st.is_learner, st.db_size,
-                st.db_size_in_use, st.revision,
+                st.db_size_in_use, st.revision, st.version,
             )  # fmt: skip
 
         members = await asyncio.gather(*(one(m.name, topology.client_url(spec, m)) for m in spec.members))

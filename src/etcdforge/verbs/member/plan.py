@@ -43,6 +43,15 @@ class AddDecision:
         return not (self.register or self.deploy or self.promote)
 
 
+def _refuse_mixed(view: ClusterView) -> None:
+    if view.mixed_versions:
+        raise PlanError(
+            f"the members run different etcd releases ({', '.join(view.mixed_versions)}): an upgrade is "
+            "under way",
+            hint="finish it (`etcdforge upgrade --to VERSION`) before changing the membership",
+        )
+
+
 def _unhealthy_voters(view: ClusterView) -> list[str]:
     return [m.name or f"{m.id:x}" for m in view.voters if not m.healthy]
 
@@ -66,6 +75,7 @@ def decide_add(spec: ClusterSpec, view: ClusterView, member: MemberSpec) -> AddD
         raise PlanError(
             f"{member.name} is already in the spec", hint="pick another name, or `member replace` it"
         )
+    _refuse_mixed(view)
     for other in spec.members:
         if other.name != member.name and other.address == member.address:
             raise PlanError(
@@ -147,6 +157,7 @@ def decide_remove(
     new_spec = without_member(spec, name) if in_spec else spec
     if mine is None:
         return RemoveDecision(new_spec, name, None, None)
+    _refuse_mixed(view)
     others_pending = [m for m in view.pending if m is not mine]
     if others_pending:
         raise PlanError(

