@@ -122,6 +122,10 @@ def etcd_config(
         config["cipher-suites"] = list(e.tls.cipher_suites)  # a top-level list (not under *-security)
     if e.tls.min_version is not None:
         config["tls-min-version"] = e.tls.min_version
+    if for_version is None and e.version:
+        from etcdforge.versions import parse
+
+        for_version = parse(e.version)
     if for_version is not None:  # settings that release removed are left out (translated away)
         from etcdforge.versions import removed_settings
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from etcdforge.backup import catalog, pack, snapfile
 from etcdforge.backup.manifest import STAGING_MARKER, Check, Manifest, Stored
 from etcdforge.backup.stores import open_store
-from etcdforge.errors import BackupError
+from etcdforge.errors import BackupError, EtcdUnavailable
 from etcdforge.fsutil import atomic_write
 from etcdforge.hosts.scripts import RESTORE_SCRIPT
 from etcdforge.plan import (
@@ -40,6 +40,9 @@ from etcdforge.plan import (
 
 if TYPE_CHECKING:
     from etcdforge.runtime.core import Runtime
+
+#: a snapshot stream that cannot connect is tried this many times
+SNAPSHOT_ATTEMPTS = 3
 
 BackupAction = (
     TakeSnapshot
@@ -87,8 +90,16 @@ async def take(runtime: Runtime, action: TakeSnapshot) -> str:
         return "already taken"
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     (dest.parent / STAGING_MARKER).touch()
-    async with runtime.cluster(10.0) as client:
-        taken = await snapfile.write_stream(client.snapshot(action.url), dest, action.expected)
+    for attempt in range(SNAPSHOT_ATTEMPTS):
+        try:
+            async with runtime.cluster(10.0) as client:
+                taken = await snapfile.write_stream(client.snapshot(action.url), dest, action.expected)
+            break
+        except EtcdUnavailable:
+            # a connection that did not come up (a busy machine, a member electing): again, from the start
+            if attempt + 1 == SNAPSHOT_ATTEMPTS:
+                raise
+            await runtime.sleep(1.0 + attempt)
     return f"{_mib(taken.size)} from {action.member}, trailer checked"
 
 

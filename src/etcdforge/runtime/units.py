@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from etcdforge import layout
-from etcdforge.errors import MemberStartError
+from etcdforge.errors import BinaryError, MemberStartError
 from etcdforge.hosts.base import CommandOp, Host
 from etcdforge.hosts.errors import HostCommandError
 from etcdforge.hosts.systemd import parse_systemctl_show
@@ -72,20 +72,30 @@ class SystemdServices:
         (kept as ``etcd.previous``) while the unit is stopped — one session. None: the previous back."""
         dest = f"{self.spec.etcd.install_dir.rstrip('/')}/etcd"
         previous = f"{dest}.previous"
-        if binary is None:
-            swap = [CommandOp(("mv", "-f", "--", previous, dest))]
-        else:
-            swap = [
-                CommandOp(("cp", "-p", "--", dest, previous)),
-                CommandOp(("install", "-m", "0755", "-o", "root", "-g", "root", "--", binary, dest)),
-            ]
-        ops = [
+        host = self.hosts[member]
+        stop, start = (
             CommandOp(("systemctl", "stop", layout.UNIT_NAME)),
-            *swap,
             CommandOp(("systemctl", "start", layout.UNIT_NAME)),
-        ]
+        )
+        if binary is None:
+            ops = [stop, CommandOp(("mv", "-f", "--", previous, dest)), start]
+        else:
+            sums = await host.sha256([dest, binary])
+            if sums.get(dest) is not None and sums.get(dest) == sums.get(binary):
+                ops = [start]  # swapped already (an interrupted run): it only has to run
+            elif sums.get(binary) is None:
+                raise BinaryError(
+                    f"the new etcd is not staged at {binary} on {member}", hint="run the upgrade again"
+                )
+            else:
+                ops = [
+                    stop,
+                    CommandOp(("cp", "-p", "--", dest, previous)),
+                    CommandOp(("install", "-m", "0755", "-o", "root", "-g", "root", "--", binary, dest)),
+                    start,
+                ]
         try:
-            await self.hosts[member].apply_batch(ops, timeout=timeout)
+            await host.apply_batch(ops, timeout=timeout)
         except HostCommandError as exc:
             raise await self.failure(member, f"switching etcd's binary on {member} failed: {exc}") from None
         return f"runs {dest} ({'previous' if binary is None else 'new'})"

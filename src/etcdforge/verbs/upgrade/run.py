@@ -4,8 +4,12 @@ fails (does not come back healthy, reports another version, or does not serve th
 back to its previous binary and the run stops with the reason; the cluster keeps running the old
 release there while it is still mixed.
 
-Local mode switches each member's process to the new binary (``--etcd-bin``). On real hosts, a changed
-``etcd.version``/binary goes through ``apply``, which follows the same version rules.
+Local mode switches each member's process to the new binary (``--etcd-bin``). On real hosts (with
+``etcd.source: upload``) the new binary is staged on every host first, then each member's unit is
+stopped, the binary swapped (the previous kept as ``etcd.previous``) and started, in one session; the
+spec then names the new binary, so ``apply`` uploads that release's etcdctl/etcdutl too. With
+``source: system`` or ``download`` a changed ``etcd.version`` goes through ``apply``, which follows the
+same version rules.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 from etcdforge import binaries, versions
 from etcdforge.errors import PlanError, StepError
 from etcdforge.executor import Confirm, Reporter, execute
-from etcdforge.plan import Plan, Step, SwitchBinary
+from etcdforge.plan import HostCommand, Plan, Step, SwitchBinary, UploadFile
+from etcdforge.runtime import releases
 from etcdforge.runtime.factory import open_runtime, placement
 from etcdforge.spec import ClusterSpec, dump_spec
 from etcdforge.verbs.backup.run import safety_steps
@@ -83,11 +88,13 @@ async def upgrade(
     except ValueError as exc:
         raise PlanError(str(exc)) from None
     with locked_workspace(directory) as (ws, spec):
-        where = placement(spec, ws)
-        if not where.members_here:
+        here = placement(spec, ws).members_here
+        if not here and spec.etcd.source != "upload":
+            origin = "the hosts' packages" if spec.etcd.source == "system" else "a download"
             raise PlanError(
-                "on real hosts, set etcd.version (and the binary's source) in the spec and run "
-                "`etcdforge plan` / `apply`: they follow the same version rules",
+                f"etcd comes from {origin} (etcd.source: {spec.etcd.source})",
+                hint="set etcd.version (and sha256) and run `etcdforge plan` / `apply`, which follow the "
+                "same version rules; or set etcd.source: upload and apply, then `upgrade --etcd-bin`",
             )
         record_path = ws.root / RECORD
         saved = json.loads(record_path.read_text()) if record_path.is_file() else {}
@@ -110,12 +117,28 @@ async def upgrade(
             for content in [_config_without_removed(path, target)]
             if content is not None
         )
+        staged = f"{spec.etcd.install_dir.rstrip('/')}/etcd.new"
+        stage: tuple[Step, ...] = ()
+        if not here:  # the new binary goes to every host first, beside the one that runs
+            digest = releases.file_sha256(binary.path)
+            upload = {
+                m.name: UploadFile(m.name, str(binary.path), staged, 0o755, digest) for m in spec.members
+            }
+            stage = tuple(
+                Step(
+                    f"{m.name}/stage-binary", m.name, upload[m.name],
+                    f"etcd {versions.show(target)} beside the running one", group="stage",
+                )
+                for m in spec.members
+                if next((x.version for x in view.members if x.name == m.name), "") != versions.show(target)
+                or m.name == resuming
+            )  # fmt: skip
         inputs = UpgradeInputs(
             view=view,
             target=target,
-            binary=str(binary.path.resolve()),
+            binary=str(binary.path.resolve()) if here else staged,
             binary_version=binary.version,
-            production=False,  # local mode: development and tests (3.5.0–3.5.2 warn, not refuse)
+            production=not here,  # local mode: development and tests (3.5.0–3.5.2 warn, not refuse)
             allow_unsafe=allow_unsafe,
             downgrade=downgrade,
             resuming=resuming,
@@ -128,13 +151,24 @@ async def upgrade(
             configs=configs,
         )
         safety, safety_warnings = await safety_steps(spec, ws, skip=no_snapshot or bool(saved))
-        plan, warnings, note = plan_upgrade(inputs, tuple(safety))
+        plan, warnings, note = plan_upgrade(inputs, (*safety, *stage))
+        if stage and plan.steps:  # the staged copies go once every member runs the release
+            unstage = tuple(
+                Step(
+                    f"{s.host}/unstage-binary",
+                    s.host,
+                    HostCommand(s.host, ("rm", "-f", "--", staged)),
+                    "staged copy",
+                )
+                for s in stage
+            )
+            plan = Plan("upgrade", (*plan.steps[:-1], *unstage, plan.steps[-1]))
         if plan.empty and not saved:
             plan = Plan("upgrade", ())  # nothing to do: not even a safety snapshot
         warnings = tuple(safety_warnings) + warnings
         if dry_run or plan.empty:
             return UpgradeResult(plan, warnings, note)
-        async with open_runtime(spec, ws, etcd_bin=str(binary.path)) as runtime:
+        async with open_runtime(spec, ws, etcd_bin=str(binary.path) if here else None) as runtime:
             try:
                 await execute(plan, runtime, reporter, confirm=confirm)
             except StepError as exc:
