@@ -39,15 +39,17 @@ def test_rolling_upgrade_on_hosts_under_a_writer(hosts: TestHosts, tmp_path: Pat
                 stop = asyncio.Event()
                 worst = 0
 
-                async def monitor() -> None:  # a member is down when its status fails (a slow one is not)
+                async def monitor() -> None:
+                    # a member is down when its status fails; fresh connections each time (a channel to a
+                    # member that was down retries on a backoff of its own and would report it down longer)
                     nonlocal worst
-                    async with admin_client(spec, w, timeout=5.0) as watcher:
-                        while not stop.is_set():
+                    while not stop.is_set():
+                        async with admin_client(spec, w, timeout=5.0) as watcher:
                             seen = await asyncio.gather(
                                 *(watcher.status(u) for u in urls), return_exceptions=True
                             )
-                            worst = max(worst, sum(isinstance(a, EtcdError) for a in seen))
-                            await asyncio.sleep(0.1)
+                        worst = max(worst, sum(isinstance(a, EtcdError) for a in seen))
+                        await asyncio.sleep(0.1)
 
                 tasks = [asyncio.create_task(writer.run(stop, pause=0.01)), asyncio.create_task(monitor())]
                 await asyncio.sleep(0.3)

@@ -8,13 +8,12 @@ import pytest
 
 from etcdforge.errors import MaintenanceError, PlanError
 from etcdforge.etcd.types import Alarm
+from etcdforge.observe.cluster import ClusterView, MemberView
 from etcdforge.plan import Compact, Defragment, DisarmAlarms, MoveLeader, ProbeWrite, WaitHealthy
 from etcdforge.runtime import maintenance_ops
 from etcdforge.testing.fakes import FakeCluster, FakeServices
 from etcdforge.verbs.maintenance.plan import (
     HashReport,
-    MaintenanceView,
-    MemberState,
     defrag_timeout,
     plan_compact,
     plan_defrag,
@@ -27,15 +26,16 @@ MIB = 2**20
 
 def member(
     name: str, *, leader: bool = False, size: int = 100, used: int = 40, serving: bool = True
-) -> MemberState:
+) -> MemberView:
     n = int(name[-1])
-    return MemberState(
-        name, f"https://127.0.0.{n}:2379", 0x100 + n, serving, leader, False, size * MIB, used * MIB, 500
-    )
+    return MemberView(
+        0x100 + n, name, (f"https://127.0.0.{n}:2380",), False, serving, leader, "3.5.1",
+        f"https://127.0.0.{n}:2379", serving, size * MIB, used * MIB, 500,
+    )  # fmt: skip
 
 
-def view(*members: MemberState, alarms: tuple[tuple[str, str], ...] = ()) -> MaintenanceView:
-    return MaintenanceView(members, alarms, 7)
+def view(*members: MemberView, alarms: tuple[tuple[str, str], ...] = ()) -> ClusterView:
+    return ClusterView(members, alarms=alarms, cluster_id=7)
 
 
 THREE = view(member("etcd1"), member("etcd2", leader=True), member("etcd3"))

@@ -6,8 +6,8 @@ import pytest
 
 from etcdforge import versions
 from etcdforge.errors import PlanError
+from etcdforge.observe.cluster import ClusterView, MemberView
 from etcdforge.plan import CheckMember, MoveLeader, SwitchBinary
-from etcdforge.verbs.maintenance.plan import MaintenanceView, MemberState
 from etcdforge.verbs.upgrade.plan import UpgradeInputs, plan_upgrade
 
 V = versions.parse
@@ -50,14 +50,17 @@ def test_unsafe_releases_only_with_the_flag_or_locally_and_downgrades_only_where
     )
 
 
-def member(name: str, version: str = "3.4.23", *, leader: bool = False, serving: bool = True) -> MemberState:
+def member(name: str, version: str = "3.4.23", *, leader: bool = False, serving: bool = True) -> MemberView:
     n = int(name[-1])
-    return MemberState(name, f"https://127.0.0.{n}:2379", n, serving, leader, False, 2**20, 2**19, 9, version)
+    return MemberView(
+        n, name, (f"https://127.0.0.{n}:2380",), False, serving, leader, version,
+        f"https://127.0.0.{n}:2379", serving, 2**20, 2**19, 9,
+    )  # fmt: skip
 
 
-def inputs(*members: MemberState, **kw: object) -> UpgradeInputs:
+def inputs(*members: MemberView, **kw: object) -> UpgradeInputs:
     base: dict[str, object] = {
-        "view": MaintenanceView(members),
+        "view": ClusterView(members),
         "target": V("3.5.1"),
         "binary": "/opt/etcd-3.5.1/etcd",
         "binary_version": V("3.5.1"),
@@ -112,7 +115,7 @@ def test_the_preflight_refuses_in_one_line() -> None:
     with pytest.raises(PlanError, match="needs all of them healthy first: etcd3 is not"):
         plan_upgrade(inputs(*down))
     with pytest.raises(PlanError, match="an alarm is active"):
-        plan_upgrade(inputs(view=MaintenanceView(THREE, (("etcd1", "NOSPACE"),))))
+        plan_upgrade(inputs(view=ClusterView(THREE, alarms=(("etcd1", "NOSPACE"),))))
     with pytest.raises(PlanError, match="membership change is in flight"):
         plan_upgrade(inputs(*THREE, membership_change=True))
     with pytest.raises(PlanError, match=r"is etcd 3\.5\.2, not 3\.5\.1"):

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from etcdforge import topology
 from etcdforge.errors import EtcdError, PlanError
+from etcdforge.etcd import EtcdServerError
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
 
@@ -23,10 +25,24 @@ class MemberView:
     is_leader: bool
     #: the etcd release it runs ("" when it did not answer a status)
     version: str = ""
+    #: its client URL; whether it answers a linearizable read (``healthy`` also needs no active alarm:
+    #: etcdctl's meaning); its database's size and the part in use; the revision it has applied
+    url: str = ""
+    serving: bool = False
+    db_size: int = 0
+    db_in_use: int = 0
+    revision: int = 0
 
     @property
     def started(self) -> bool:
         return bool(self.name)
+
+    @property
+    def fragmented_pct(self) -> float:
+        """How much of the database file is free pages (what a defragmentation gives back)."""
+        if self.db_size <= 0:
+            return 0.0
+        return max(0.0, (self.db_size - self.db_in_use) * 100.0 / self.db_size)
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,21 @@ class ClusterView:
 
     members: tuple[MemberView, ...] = ()
     reachable: bool = True
+    #: active alarms as (member name — or its ID when it has none —, alarm)
+    alarms: tuple[tuple[str, str], ...] = ()
+    cluster_id: int = 0
+
+    @property
+    def revision(self) -> int:
+        return max((m.revision for m in self.members if m.serving), default=0)
+
+    @property
+    def leader(self) -> MemberView | None:
+        return next((m for m in self.members if m.is_leader and m.serving), None)
+
+    def down(self) -> list[str]:
+        """Members that do not serve (or are learners): what a change that touches every member waits for."""
+        return [m.name or f"{m.id:x}" for m in self.members if not m.serving or m.is_learner]
 
     @property
     def voters(self) -> tuple[MemberView, ...]:
@@ -89,25 +120,50 @@ async def observe_cluster(
         statuses = await client.status_all()
         leader_ids = {s.leader for s in statuses if not isinstance(s, EtcdError) and s.leader}
         leader = leader_ids.pop() if len(leader_ids) == 1 else None
-        versions = {s.member_id: s.version for s in statuses if not isinstance(s, EtcdError)}
+        status = {s.member_id: s for s in statuses if not isinstance(s, EtcdError)}
+        try:
+            active = await client.alarms()
+        except EtcdError:
+            active = ()
+        urls = {m.name: topology.client_url(spec, m) for m in spec.members}
 
-        async def healthy(urls: Sequence[str], learner: bool) -> bool:
+        async def serving(urls: Sequence[str], learner: bool) -> bool:
             if not urls:
                 return False
-            if learner:
-                try:
+            try:
+                if learner:  # a learner serves no linearizable read: a status is all it gives
                     await client.status(urls[0])
-                    return True
-                except EtcdError:
-                    return False
-            return (await client.health(urls[0])).healthy
+                else:
+                    await client.get(b"health", count_only=True, endpoint=urls[0])
+                return True
+            except EtcdError as exc:
+                return isinstance(exc, EtcdServerError) and exc.reason == "permission_denied"
 
-        health = await asyncio.gather(*(healthy(m.client_urls, m.is_learner) for m in members))
-    return ClusterView(
-        tuple(
-            MemberView(
-                m.id, m.name, tuple(m.peer_urls), m.is_learner, ok, m.id == leader, versions.get(m.id, "")
-            )
-            for m, ok in zip(members, health, strict=True)
+        where = [(urls.get(m.name) or (m.client_urls[0] if m.client_urls else "")) for m in members]
+        answers = await asyncio.gather(
+            *(serving((u,) if u else (), m.is_learner) for m, u in zip(members, where, strict=True))
         )
+    names = {m.id: m.name for m in members if m.name}
+    alarms = tuple((names.get(a.member_id, f"{a.member_id:x}"), a.alarm) for a in active)
+    views = []
+    for m, url, ok in zip(members, where, answers, strict=True):
+        st = status.get(m.id)
+        views.append(
+            MemberView(
+                m.id,
+                m.name,
+                tuple(m.peer_urls),
+                m.is_learner,
+                ok and (m.is_learner or not alarms),
+                m.id == leader,
+                st.version if st else "",
+                url,
+                ok,
+                st.db_size if st else 0,
+                st.db_size_in_use if st else 0,
+                st.revision if st else 0,
+            )
+        )
+    return ClusterView(
+        tuple(views), alarms=alarms, cluster_id=next(iter(status.values())).cluster_id if status else 0
     )

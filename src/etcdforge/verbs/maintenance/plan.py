@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from etcdforge import topology
 from etcdforge.errors import PlanError
+from etcdforge.observe.cluster import ClusterView
 from etcdforge.plan import Compact, Defragment, DisarmAlarms, MoveLeader, Plan, ProbeWrite, Step, WaitHealthy
 
 #: a member's defragmentation may take this long at least, plus PER_GIB_SECONDS per GiB of its database
@@ -33,55 +34,13 @@ GATE_SECONDS = 60.0
 PROBE_KEY = "/etcdforge/write-probe"
 
 
-@dataclass(frozen=True)
-class MemberState:
-    """One spec member as maintenance sees it: ``serving`` — it answered a linearizable read."""
-
-    name: str
-    url: str
-    member_id: int = 0
-    serving: bool = False
-    is_leader: bool = False
-    is_learner: bool = False
-    db_size: int = 0
-    db_in_use: int = 0
-    revision: int = 0
-    version: str = ""
-
-    @property
-    def fragmented_pct(self) -> float:
-        """How much of the database file is free pages (what a defragmentation gives back)."""
-        if self.db_size <= 0:
-            return 0.0
-        return max(0.0, (self.db_size - self.db_in_use) * 100.0 / self.db_size)
-
-
-@dataclass(frozen=True)
-class MaintenanceView:
-    members: tuple[MemberState, ...]
-    #: active alarms as (member name — or its ID when the spec does not know it —, alarm)
-    alarms: tuple[tuple[str, str], ...] = ()
-    cluster_id: int = 0
-
-    @property
-    def revision(self) -> int:
-        return max((m.revision for m in self.members if m.serving), default=0)
-
-    @property
-    def leader(self) -> MemberState | None:
-        return next((m for m in self.members if m.is_leader and m.serving), None)
-
-    def down(self) -> list[str]:
-        return [m.name for m in self.members if not m.serving or m.is_learner]
-
-
 def defrag_timeout(db_size: int) -> float:
     return BASE_TIMEOUT + PER_GIB_SECONDS * db_size / 2**30
 
 
-def require_all_serving(view: MaintenanceView, what: str) -> None:
+def require_all_serving(view: ClusterView, what: str) -> None:
     down = view.down()
-    if down:
+    if down or not view.members:
         raise PlanError(
             f"{what} blocks each member in turn and needs every member serving first: "
             f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} not",
@@ -89,7 +48,7 @@ def require_all_serving(view: MaintenanceView, what: str) -> None:
         )
 
 
-def require_quorum(view: MaintenanceView, what: str) -> None:
+def require_quorum(view: ClusterView, what: str) -> None:
     serving = [m for m in view.members if m.serving and not m.is_learner]
     voters = [m for m in view.members if not m.is_learner]
     if len(serving) < topology.quorum(len(voters)):
@@ -100,7 +59,7 @@ def require_quorum(view: MaintenanceView, what: str) -> None:
 
 
 def defrag_steps(
-    view: MaintenanceView, *, only: str | None = None, min_pct: float = 0.0
+    view: ClusterView, *, only: str | None = None, min_pct: float = 0.0
 ) -> tuple[list[Step], list[str]]:
     """The rolling defragmentation (see the module's rules); returns (steps, members skipped and why)."""
     require_all_serving(view, "a defragmentation")
@@ -148,13 +107,13 @@ def defrag_steps(
 
 
 def plan_defrag(
-    view: MaintenanceView, *, only: str | None = None, min_pct: float = 0.0
+    view: ClusterView, *, only: str | None = None, min_pct: float = 0.0
 ) -> tuple[Plan, list[str]]:
     steps, skipped = defrag_steps(view, only=only, min_pct=min_pct)
     return Plan("defrag", tuple(steps)), skipped
 
 
-def plan_compact(view: MaintenanceView, revision: int) -> Plan:
+def plan_compact(view: ClusterView, revision: int) -> Plan:
     require_quorum(view, "a compaction")
     current = view.revision
     if revision > current:
@@ -167,7 +126,7 @@ def plan_compact(view: MaintenanceView, revision: int) -> Plan:
     )
 
 
-def plan_disarm(view: MaintenanceView, kinds: tuple[str, ...]) -> Plan:
+def plan_disarm(view: ClusterView, kinds: tuple[str, ...]) -> Plan:
     require_quorum(view, "disarming alarms")
     active = [a for a in view.alarms if a[1] in kinds]
     if not active:
@@ -176,7 +135,7 @@ def plan_disarm(view: MaintenanceView, kinds: tuple[str, ...]) -> Plan:
     return Plan("alarms-disarm", (Step("cluster/disarm", "cluster", DisarmAlarms(kinds), what),))
 
 
-def plan_space_recover(view: MaintenanceView) -> tuple[Plan, list[str]]:
+def plan_space_recover(view: ClusterView) -> tuple[Plan, list[str]]:
     """NOSPACE: compact to the current revision, defragment every member, disarm, prove writes work."""
     require_all_serving(view, "recovering space (a defragmentation of every member)")
     steps = [

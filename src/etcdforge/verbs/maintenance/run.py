@@ -9,16 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from etcdforge import topology
 from etcdforge.errors import EtcdError, PlanError
 from etcdforge.executor import Reporter, execute
+from etcdforge.observe.cluster import ClusterView, MemberView, observe_cluster
 from etcdforge.plan import Plan
 from etcdforge.runtime.factory import make_runtime
 from etcdforge.spec import ClusterSpec
 from etcdforge.verbs.maintenance.plan import (
     HashReport,
-    MaintenanceView,
-    MemberState,
     plan_compact,
     plan_defrag,
     plan_disarm,
@@ -29,44 +27,15 @@ from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace, admin_client, load_workspace
 
 
-async def observe(spec: ClusterSpec, ws: Workspace, *, timeout: float = 3.0) -> MaintenanceView:
-    """Every spec member's status and whether it serves a linearizable read; the active alarms."""
-    async with admin_client(spec, ws, timeout=timeout) as client:
-        cluster_ids: set[int] = set()
-
-        async def one(name: str, url: str) -> MemberState:
-            try:
-                st = await client.status(url)
-            except EtcdError:
-                return MemberState(name, url)
-            cluster_ids.add(st.cluster_id)
-            try:
-                await client.get(b"health", count_only=True, endpoint=url)
-                serving = True
-            except EtcdError:
-                serving = False
-            return MemberState(
-                name, url, st.member_id, serving, st.leader == st.member_id, st.is_learner, st.db_size,
-                st.db_size_in_use, st.revision, st.version,
-            )  # fmt: skip
-
-        members = await asyncio.gather(*(one(m.name, topology.client_url(spec, m)) for m in spec.members))
-        try:
-            alarms = await client.alarms()
-        except EtcdError:
-            alarms = ()
-    names = {m.member_id: m.name for m in members if m.member_id}
-    return MaintenanceView(
-        tuple(members),
-        tuple((names.get(a.member_id, f"{a.member_id:x}"), a.alarm) for a in alarms),
-        min(cluster_ids, default=0),
-    )
+async def observe(spec: ClusterSpec, ws: Workspace) -> ClusterView:
+    """The one observation of the cluster (members, health, leader, versions, sizes, alarms)."""
+    return await observe_cluster(spec, ws)
 
 
 @dataclass(frozen=True)
 class MaintenanceResult:
     plan: Plan
-    view: MaintenanceView
+    view: ClusterView
     notes: tuple[str, ...] = ()
     executed: bool = False
 
@@ -123,7 +92,7 @@ async def compact(
 
 
 async def _revision_before(
-    directory: Path, view: MaintenanceView, keep: timedelta, now: datetime
+    directory: Path, view: ClusterView, keep: timedelta, now: datetime
 ) -> tuple[int, str]:
     from etcdforge.verbs.backup.run import list_backups
 
@@ -148,7 +117,7 @@ async def _revision_before(
     )
 
 
-async def alarms(directory: Path, *, check_data: bool = False) -> tuple[MaintenanceView, HashReport | None]:
+async def alarms(directory: Path, *, check_data: bool = False) -> tuple[ClusterView, HashReport | None]:
     """The active alarms; with a CORRUPT alarm (or ``check_data``) every member's data compared too."""
     ws, spec = load_workspace(directory)
     view = await observe(spec, ws)
@@ -158,7 +127,7 @@ async def alarms(directory: Path, *, check_data: bool = False) -> tuple[Maintena
     return view, report
 
 
-async def compare_data(spec: ClusterSpec, ws: Workspace, view: MaintenanceView | None = None) -> HashReport:
+async def compare_data(spec: ClusterSpec, ws: Workspace, view: ClusterView | None = None) -> HashReport:
     """HashKV of every member at one revision: the revision every answering member has applied."""
     view = view or await observe(spec, ws)
     answering = [m for m in view.members if m.revision > 0]
@@ -167,7 +136,7 @@ async def compare_data(spec: ClusterSpec, ws: Workspace, view: MaintenanceView |
     revision = min(m.revision for m in answering)
     async with admin_client(spec, ws, timeout=30.0) as client:
 
-        async def one(m: MemberState) -> tuple[str, tuple[int, int]] | None:
+        async def one(m: MemberView) -> tuple[str, tuple[int, int]] | None:
             try:
                 h = await client.hash_kv(m.url, revision)
             except EtcdError:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from etcdforge import versions
 from etcdforge.errors import PlanError
+from etcdforge.observe.cluster import ClusterView
 from etcdforge.plan import (
     CheckMember,
     MoveLeader,
@@ -24,7 +25,6 @@ from etcdforge.plan import (
     WaitClusterVersion,
     WriteFile,
 )
-from etcdforge.verbs.maintenance.plan import MaintenanceView
 
 #: the key each upgraded member writes and reads back through itself
 CANARY_KEY = "/etcdforge/upgrade-canary"
@@ -32,7 +32,7 @@ CANARY_KEY = "/etcdforge/upgrade-canary"
 
 @dataclass(frozen=True)
 class UpgradeInputs:
-    view: MaintenanceView
+    view: ClusterView
     target: versions.Version
     #: the new binary as a member's service runs it (local: a path here; hosts: where it is staged)
     binary: str

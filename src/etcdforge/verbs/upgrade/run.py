@@ -24,17 +24,17 @@ from pathlib import Path
 from etcdforge import binaries, versions
 from etcdforge.errors import PlanError, StepError
 from etcdforge.executor import Confirm, Reporter, execute
-from etcdforge.plan import HostCommand, Plan, Step, SwitchBinary, UploadFile
+from etcdforge.observe.cluster import ClusterView
+from etcdforge.plan import HostCommand, Plan, Step, SwitchBinary, UploadFile, WriteFile
 from etcdforge.runtime import releases
 from etcdforge.runtime.factory import open_runtime, placement
 from etcdforge.spec import ClusterSpec, dump_spec
 from etcdforge.verbs.backup.run import safety_steps
-from etcdforge.verbs.maintenance.plan import MaintenanceView
 from etcdforge.verbs.maintenance.run import observe
 from etcdforge.verbs.member.run import SETTLE_SECONDS
 from etcdforge.verbs.member.steps import PENDING_FILE
 from etcdforge.verbs.up.run import locked_workspace
-from etcdforge.verbs.upgrade.plan import UpgradeInputs, plan_upgrade
+from etcdforge.verbs.upgrade.plan import UpgradeInputs, plan_upgrade, record
 from etcdforge.workspace import Workspace
 
 RECORD = "upgrade.json"
@@ -107,7 +107,7 @@ async def upgrade(
         if not chosen:
             raise PlanError("pass --etcd-bin with the etcd binary of the release you upgrade to")
         binary = binaries.probe(binaries.find_tool("etcd", chosen))
-        resuming = saved.get("member")
+        resuming = saved.get("member") or None
         view = await _settled(spec, ws, resuming)
         after = _with_binary(spec, binary.path, target)
         configs = tuple(
@@ -184,8 +184,14 @@ async def upgrade(
                             SwitchBinary(member, None, timeout),
                             "its previous binary",
                         ),
+                        # no member is mid-switch any more: a member down later is a problem, not a resume
+                        Step(
+                            "upgrade/record", "local",
+                            WriteFile(str(record_path), record(target, inputs.binary, ""), 0o600),
+                            "rolled back",
+                        ),
                     ),
-                )
+                )  # fmt: skip
                 try:
                     await execute(back, runtime, reporter)
                 except StepError as again:
@@ -201,7 +207,7 @@ async def upgrade(
         return UpgradeResult(plan, warnings, note, True)
 
 
-async def _settled(spec: ClusterSpec, ws: Workspace, resuming: str | None) -> MaintenanceView:
+async def _settled(spec: ClusterSpec, ws: Workspace, resuming: str | None) -> ClusterView:
     """The cluster, asked again for a few seconds while a member does not serve (right after a restart
     or an election); then its last answer stands (the planner refuses if someone is still down)."""
     deadline = time.monotonic() + SETTLE_SECONDS
