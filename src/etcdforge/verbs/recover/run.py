@@ -187,7 +187,13 @@ async def recover(
             else:
                 me = spec.member(survivor.name)
                 alone = MemberView(
-                    survivor.member_id, me.name, (topology.peer_url(spec, me),), False, True, True
+                    survivor.member_id,
+                    me.name,
+                    (topology.peer_url(spec, me),),
+                    False,
+                    True,
+                    True,
+                    serving=True,
                 )
                 view = ClusterView((alone,))
                 base = spec.model_copy(update={"members": (me.model_copy(update={"joined": False}),)})
@@ -237,7 +243,16 @@ async def rejoin_steps(
     ones leave it (``wiped``: their hosts as phase 1 leaves them, etcd stopped and its data gone).
     Returns the steps and, for a rollback, each member's spec once it is added."""
     from etcdforge.verbs.member.plan import decide_add
-    from etcdforge.verbs.member.steps import ChangeRecord, add_steps, pki_step, record_step, stopped_host
+    from etcdforge.verbs.member.steps import (
+        ChangeRecord,
+        add_steps,
+        clear_record_step,
+        pki_step,
+        read_record,
+        record_step,
+        spec_steps,
+        stopped_host,
+    )
 
     final = spec
     for m in members:
@@ -255,9 +270,19 @@ async def rejoin_steps(
     added: list[tuple[ClusterSpec, MemberSpec]] = []
     for m in members:
         decision = decide_add(spec, view, m)
-        spec = decision.new_spec
-        if decision.done:
+        if decision.done:  # back already (a re-run): the spec and the record follow etcd
+            done = (
+                spec_steps(ws, decision.new_spec, f"{m.name} is a member")
+                if decision.new_spec != spec
+                else []
+            )
+            pending = read_record(ws)
+            if pending is not None and pending.member.name == m.name:
+                done.append(clear_record_step(ws))
+            steps += [replace_fields(s, id=f"rejoin-{m.name}.{s.id}") for s in done]
+            spec = decision.new_spec
             continue
+        spec = decision.new_spec
         record = record_step(ws, ChangeRecord("member-add", decision.member), f"{m.name} rejoins (resumable)")
         first, deploy, tail = await add_steps(
             ws, decision, hosts, etcd_bin=etcd_bin, timeout=timeout, before=[record], pki=False,
@@ -266,7 +291,7 @@ async def rejoin_steps(
         steps += [replace_fields(s, id=f"rejoin-{m.name}.{s.id}") for s in (*first, *deploy, *tail)]
         added.append((spec, decision.member))
         peer = topology.peer_url(spec, decision.member)
-        mine = MemberView(0, m.name, (peer,), False, True, False)
+        mine = MemberView(0, m.name, (peer,), False, True, False, serving=True)
         view = ClusterView((*(x for x in view.members if peer not in x.peer_urls), mine))
     return steps, added
 
