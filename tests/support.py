@@ -132,3 +132,48 @@ def new_ca_client(ws: object, out: object) -> object:
     (out / "client-key.pem").write_bytes(pair.key_pem())
     (out / "client-key.pem").chmod(0o600)
     return TlsFiles(ca=ws.trust_bundle, cert=out / "client.pem", key=out / "client-key.pem")
+
+
+def killed_at(directory: Path, point: str, *argv: str) -> None:
+    """Run ``etcdforge ARGV --dir DIRECTORY`` and SIGKILL it at the fault-injection ``point``
+    (``after:STEP`` / ``during:STEP``); fail unless it was killed there."""
+    import signal
+
+    env = {**os.environ, "ETCDFORGE_FAILPOINT": point}
+    proc = subprocess.run(
+        [sys.executable, "-m", "etcdforge", *argv, "--dir", str(directory)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, (point, proc.stdout, proc.stderr)
+
+
+def under_load(directory: Path, *args: str, prefix: str, pause: float = 0.005) -> tuple[str, int]:
+    """Run ``etcdforge ARGS`` under a writer and a quorum monitor: returns its stdout and the most members
+    that were down at once; asserts that no acknowledged write was lost and that writes went on."""
+    import asyncio
+
+    from etcdforge.testing.workload import QuorumMonitor, Writer, check_history
+    from etcdforge.workspace import admin_client, load_workspace
+
+    async def go() -> tuple[str, int]:
+        ws, spec = load_workspace(directory)
+        urls = [f"https://{m.address}:{spec.etcd.client_port}" for m in spec.members]
+        monitor = QuorumMonitor(lambda: admin_client(spec, ws, timeout=5.0), urls)
+        async with admin_client(spec, ws, timeout=2.0) as client:
+            writer = Writer(client, prefix=prefix)
+            stop = asyncio.Event()
+            tasks = [
+                asyncio.create_task(writer.run(stop, pause=pause)),
+                asyncio.create_task(monitor.run(stop)),
+            ]
+            await asyncio.sleep(0.3)
+            try:
+                out = await asyncio.to_thread(run_cli, *args)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+            result = await check_history(client, writer.history)
+            assert result.ok and result.acknowledged > 20, result
+        return out.stdout, monitor.worst
+
+    return asyncio.run(go())

@@ -4,18 +4,15 @@ development-only --allow-unsafe-version is given."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from pathlib import Path
 
 from etcd_binaries import distro_etcd, require
-from support import init_hosts_workspace, run_cli
+from support import init_hosts_workspace, run_cli, under_load
 
-from etcdforge.errors import EtcdError
 from etcdforge.testing.hosts import TestHosts
-from etcdforge.testing.workload import Writer, check_history
-from etcdforge.workspace import admin_client, load_workspace
+from etcdforge.workspace import load_workspace
 
 BIN = "/usr/local/bin"
 
@@ -31,41 +28,10 @@ def test_rolling_upgrade_on_hosts_under_a_writer(hosts: TestHosts, tmp_path: Pat
             refused.returncode != 0 and "3.5.0–3.5.2" in refused.stderr and "Traceback" not in refused.stderr
         )
 
-        async def under_load() -> tuple[str, int]:
-            w, spec = load_workspace(ws)
-            urls = [f"https://{m.address}:2379" for m in spec.members]
-            async with admin_client(spec, w, timeout=2.0) as client:
-                writer = Writer(client, prefix="/upgrade-hosts")
-                stop = asyncio.Event()
-                worst = 0
-
-                async def monitor() -> None:
-                    # a member is down when its status fails; fresh connections each time (a channel to a
-                    # member that was down retries on a backoff of its own and would report it down longer)
-                    nonlocal worst
-                    while not stop.is_set():
-                        async with admin_client(spec, w, timeout=5.0) as watcher:
-                            seen = await asyncio.gather(
-                                *(watcher.status(u) for u in urls), return_exceptions=True
-                            )
-                        worst = max(worst, sum(isinstance(a, EtcdError) for a in seen))
-                        await asyncio.sleep(0.1)
-
-                tasks = [asyncio.create_task(writer.run(stop, pause=0.01)), asyncio.create_task(monitor())]
-                await asyncio.sleep(0.3)
-                try:
-                    out = await asyncio.to_thread(
-                        run_cli, "upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(new),
-                        "--allow-unsafe-version", "--timeout", "90",
-                    )  # fmt: skip
-                finally:
-                    stop.set()
-                    await asyncio.gather(*tasks)
-                result = await check_history(client, writer.history)
-                assert result.ok and result.acknowledged > 20, result
-                return out.stdout, worst
-
-        out, worst = asyncio.run(under_load())
+        out, worst = under_load(
+            ws, "upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(new), "--allow-unsafe-version",
+            "--timeout", "90", prefix="/upgrade-hosts", pause=0.01,
+        )  # fmt: skip
         assert "upgraded" in out and worst <= 1, (out, worst)
         rows = json.loads(run_cli("status", "--dir", d, "-o", "json").stdout)
         assert {r["version"] for r in rows} == {"3.5.1"}

@@ -15,11 +15,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import killed_at, run_cli
 
 from etcdforge.runtime import supervisor
 from etcdforge.workspace import admin_client, load_workspace
@@ -64,15 +63,6 @@ def count_keys(directory: Path) -> int:
             return len((await c.get("/kept/", prefix=True, keys_only=True)).kvs)
 
     return asyncio.run(go())
-
-
-def killed_at(directory: Path, point: str, *argv: str) -> None:
-    env = {**os.environ, "ETCDFORGE_FAILPOINT": point}
-    proc = subprocess.run(
-        [sys.executable, "-m", "etcdforge", *argv, "--dir", str(directory)],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == -signal.SIGKILL, (point, proc.stdout, proc.stderr)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

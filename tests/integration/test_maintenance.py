@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import run_cli, under_load
 
 from etcdforge.errors import EtcdError
 from etcdforge.runtime import supervisor
-from etcdforge.testing.workload import Writer, check_history
 from etcdforge.workspace import admin_client, load_workspace
 
 pytestmark = pytest.mark.integration
@@ -77,23 +76,8 @@ def test_defrag_rolls_followers_first_the_leader_last_under_a_writer(workspace: 
     assert ids.index(f"{leader}/move-leader") == ids.index(f"{leader}/defragment") - 1
     assert all(ids[ids.index(f"{m}/defragment") + 1] == f"{m}/wait-healthy" for m in defrags)
 
-    async def under_load() -> str:
-        ws, spec = load_workspace(workspace)
-        async with admin_client(spec, ws, timeout=3.0) as client:
-            writer = Writer(client, prefix="/defrag-load")
-            stop = asyncio.Event()
-            task = asyncio.create_task(writer.run(stop, pause=0.005))
-            await asyncio.sleep(0.3)
-            try:
-                out = await asyncio.to_thread(run_cli, "defrag", "--dir", str(workspace))
-            finally:
-                stop.set()
-                await task
-            result = await check_history(client, writer.history)
-            assert result.ok and result.acknowledged > 20, result
-            return out.stdout
-
-    out = asyncio.run(under_load())
+    out, worst = under_load(workspace, "defrag", "--dir", str(workspace), prefix="/defrag-load")
+    assert worst <= 1, out  # one member at a time
     done = [
         line.split()[1].split("/")[0]
         for line in out.splitlines()

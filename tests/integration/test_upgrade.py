@@ -5,22 +5,17 @@ when re-run."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from etcd_binaries import candidates, require
-from support import run_cli
+from support import killed_at, run_cli, under_load
 
-from etcdforge.errors import EtcdError
 from etcdforge.runtime import supervisor
-from etcdforge.testing.workload import Writer, check_history
-from etcdforge.workspace import admin_client, load_workspace
+from etcdforge.workspace import load_workspace
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +31,6 @@ def releases() -> tuple[Path, Path]:
 def versions_of(workspace: Path) -> dict[str, str]:
     rows = json.loads(run_cli("status", "--dir", str(workspace), "-o", "json", check=False).stdout)
     return {r["member"]: r.get("version", "") for r in rows}
-
-
-def killed_at(workspace: Path, point: str, *argv: str) -> None:
-    env = {**os.environ, "ETCDFORGE_FAILPOINT": point}
-    proc = subprocess.run(
-        [sys.executable, "-m", "etcdforge", *argv, "--dir", str(workspace)],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == -signal.SIGKILL, (point, proc.stdout, proc.stderr)
 
 
 def test_rolling_upgrade_rolls_back_a_failing_release_refuses_when_degraded_and_resumes(
@@ -119,44 +105,10 @@ def test_rolling_upgrade_rolls_back_a_failing_release_refuses_when_degraded_and_
     assert json.loads((workspace / "upgrade.json").read_text())["member"] == switched[1]
 
     # the re-run converges, under a writer, never more than one member down
-    async def under_load() -> tuple[str, int]:
-        ws, spec = load_workspace(workspace)
-        urls = [f"https://{m.address}:2379" for m in spec.members]
-        async with admin_client(spec, ws, timeout=2.0) as client:
-            writer = Writer(client, prefix="/upgrade-load")
-            stop = asyncio.Event()
-            worst = 0
-            samples: list[list[str]] = []
-
-            async def monitor() -> None:
-                # a member is down when its status fails; fresh connections each time (a channel to a
-                # member that was down retries on a backoff of its own and would report it down longer)
-                nonlocal worst
-                while not stop.is_set():
-                    async with admin_client(spec, ws, timeout=5.0) as watcher:
-                        answers = await asyncio.gather(
-                            *(watcher.status(u) for u in urls), return_exceptions=True
-                        )
-                    down = [u for u, a in zip(urls, answers, strict=True) if isinstance(a, EtcdError)]
-                    samples.append(down)
-                    worst = max(worst, len(down))
-                    await asyncio.sleep(0.1)
-
-            tasks = [asyncio.create_task(writer.run(stop, pause=0.005)), asyncio.create_task(monitor())]
-            await asyncio.sleep(0.3)
-            try:
-                out = await asyncio.to_thread(
-                    run_cli, "upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(new), "--timeout", "60"
-                )
-            finally:
-                stop.set()
-                await asyncio.gather(*tasks)
-            result = await check_history(client, writer.history)
-            assert result.ok and result.acknowledged > 20, result
-            Path(d).with_name("monitor.txt").write_text("\n".join(f"{i} {x}" for i, x in enumerate(samples)))
-            return out.stdout, worst
-
-    out, worst = asyncio.run(under_load())
+    out, worst = under_load(
+        workspace, "upgrade", "--dir", d, "--to", "3.5.1", "--etcd-bin", str(new), "--timeout", "60",
+        prefix="/upgrade-load",
+    )  # fmt: skip
     assert "upgraded" in out and worst <= 1, (out, worst)
     assert set(versions_of(workspace).values()) == {"3.5.1"}
     assert not (workspace / "upgrade.json").exists()

@@ -27,6 +27,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -409,3 +410,31 @@ async def check_history(client: EtcdClient, history: Sequence[Op]) -> CheckResul
         unknown=sum(1 for op in history if op.outcome == "unknown"),
         problems=tuple(problems),
     )
+
+
+@dataclass
+class QuorumMonitor:
+    """Polls every member's Status while an operation runs and records who did not answer, so a test can
+    assert that a rolling operation never had more than one member down. Each poll opens fresh
+    connections: a channel to a member that was down retries on a backoff of its own and would report it
+    down for longer than it was."""
+
+    connect: Callable[[], AbstractAsyncContextManager[EtcdClient]]
+    urls: Sequence[str]
+    interval: float = 0.1
+    #: per poll, the URLs that did not answer
+    samples: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            async with self.connect() as client:
+                answers = await asyncio.gather(*(client.status(u) for u in self.urls), return_exceptions=True)
+            self.samples.append(
+                tuple(u for u, a in zip(self.urls, answers, strict=True) if isinstance(a, EtcdError))
+            )
+            await asyncio.sleep(self.interval)
+
+    @property
+    def worst(self) -> int:
+        """The most members down at once."""
+        return max((len(s) for s in self.samples), default=0)
