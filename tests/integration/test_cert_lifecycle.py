@@ -33,6 +33,10 @@ from etcdforge.workspace import Workspace, admin_client, load_workspace
 
 pytestmark = pytest.mark.integration
 
+#: a scenario the suite runs on one version only (the other version runs the others; both run the kill
+#: points and the unit tests), to keep the suite within its time budget
+ONE_VERSION = lambda name: pytest.mark.parametrize("etcd_bin", [name], indirect=True)  # noqa: E731
+
 
 class QuorumMonitor:
     """Asks every member's Status over fresh connections (a long-lived channel would report a member
@@ -179,6 +183,7 @@ def _accepted(tls: TlsFiles, urls: list[str]) -> bool:
     return asyncio.run(check())
 
 
+@ONE_VERSION("etcd-3.4-debian")
 def test_ca_rotation_in_phases_under_load(workspace: Path, etcd_bin: Path, tmp_path: Path) -> None:
     """S19: each phase under the workload; old-CA and new-CA clients behave as expected in each phase;
     the quorum never drops; at the end only the new CA is trusted and presented."""
