@@ -11,8 +11,8 @@ three single-member ``etcdctl defrag`` times measured in the same run.
   reported, and ``defrag --dry-run`` (start-up + observe + plan, no defragmentation) is timed apart.
 
 The fragmented state, made before every measured defragmentation (not timed): the live data is a fixed
-set of ``--size-mb`` keys of 1 MiB (half random bytes, half zeros, as in bench_backup); keys are rewritten
-— every other key first, so freed pages interleave with live ones — until every member's database file
+``--size-mb`` of 64 KiB values (half random bytes, half zeros, as in bench_backup); keys are rewritten —
+every other key first, so freed pages interleave with live ones — until every member's database file
 has grown to ``live / (1 - free%)``; then a compaction to the current revision frees the old values, a
 tick write lets etcd's backend commit (only then does ``db_size_in_use`` show the freed pages) and the
 sizes are read from ``status -o json``. Rewriting rather than deleting keeps the live data — what a
@@ -20,11 +20,26 @@ defragmentation copies — the same in every measurement. The file is grown to a
 by a fixed amount because bbolt's copy-on-write leaves free pages of its own while filling (1 MiB
 values: 300 MiB written gave a 490 MiB file here), so deleting every other key would give ~70 % rather
 than ~50 % free pages. After the fill an untimed ``etcdctl defrag`` of every member sets the base that
-every measurement starts from (its size is the live size). Runs alternate the order (raw first, then
-etcdforge first) so drift does not favour either; medians and ratios are printed and written as JSON
-to ``bench/results/``. Loopback only (127.0.0.101-103).
+every measurement starts from (its size is the live size).
 
-    python bench/bench_defrag.py [--etcd-bin /usr/bin/etcd] [--size-mb 1024] [--free-pct 50] [--runs 2]
+Why 64 KiB values and ``snapshot-count: 2000`` (neither changes what a defragmentation does): etcd (3.4
+and 3.5) keeps the raft log in memory back to its last snapshot plus 5000 entries, and takes a snapshot
+only every ``snapshot-count`` (100000) entries. With 1 MiB values the three members grew to 6-10 GB RSS each
+after a few GB of writes, this 24 GB machine ran out of memory, every process stalled for minutes,
+a defragmentation took 6 minutes instead of ~12 s and etcdforge's per-member timeout (60 s + 30 s/GiB)
+fired. With these settings each member holds at most ~450 MiB of log; the free memory and the load
+average are sampled during the run and reported.
+
+Runs alternate the order (raw first, then etcdforge first) so drift does not favour either; three by
+default, because etcd's own defragmentation time varies by ±30 % between runs on this shared 2-vCPU
+machine (other test suites run beside it), more than the 10 % under test. etcd's own time in each
+Defragment RPC is read from the members' logs, so what each way adds around etcd (etcdctl: a process
+and a TLS connection per member; etcdforge: start-up, observation, plan, move-leader, gates, a status
+before and after each member) is reported apart from that variation, and with it the ratio etcdforge
+would have had with the same run's etcd times. Medians and ratios are printed and written as JSON to
+``bench/results/``. Loopback only (127.0.0.101-103). On failure the members' logs are kept in /tmp.
+
+    python bench/bench_defrag.py [--etcd-bin /usr/bin/etcd] [--size-mb 1024] [--free-pct 50] [--runs 3]
 """
 
 from __future__ import annotations
@@ -40,13 +55,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-VALUE = 1024 * 1024  # 1 MiB values: half random, half zeros
+VALUE = 64 * 1024  # 64 KiB values: half random, half zeros (see the docstring for why not 1 MiB)
+PER_MIB = 2**20 // VALUE
+IN_FLIGHT = 16  # puts at a time
+SNAPSHOT_COUNT = 2000
 ADDRESSES = ("127.0.0.101", "127.0.0.102", "127.0.0.103")
 TICK = "/bench-tick"
 REQUIRED_RATIO = 1.1
@@ -136,9 +155,10 @@ async def fill(ws: Path, size_mb: int) -> None:
     from etcdforge.workspace import admin_client, load_workspace
 
     w, spec = load_workspace(ws)
+    keys = [key(i) for i in range(size_mb * PER_MIB)]
     async with admin_client(spec, w, timeout=30.0) as client:
-        for i in range(size_mb):
-            await client.put(key(i), value())
+        for at in range(0, len(keys), IN_FLIGHT):
+            await asyncio.gather(*(client.put(k, value()) for k in keys[at : at + IN_FLIGHT]))
 
 
 async def settle(client: Any, seconds: float = 120.0) -> None:
@@ -184,15 +204,16 @@ async def fragment(ws: Path, order: list[str], cursor: int, target: int) -> tupl
     async with admin_client(spec, w, timeout=30.0) as client:
         await settle(client)
         while True:
-            if rewritten % 8 == 0:
+            if rewritten % (4 * PER_MIB) == 0:  # every 4 MiB written
                 found = await asyncio.gather(*(client.status(u) for u in urls))
                 if min(s.db_size for s in found) >= target:
                     break
                 if rewritten > 8 * len(order):
                     raise RuntimeError(f"the databases do not grow to {target} bytes: {found}")
-            await put(client, order[cursor % len(order)], value(), retried)
-            cursor += 1
-            rewritten += 1
+            batch = [order[(cursor + i) % len(order)] for i in range(IN_FLIGHT)]
+            await asyncio.gather(*(put(client, k, value(), retried) for k in batch))
+            cursor += IN_FLIGHT
+            rewritten += IN_FLIGHT
         revision = await put(client, TICK, "compact", retried)
         await client.compact(revision, physical=True)
         # etcd shows the freed pages (db_size_in_use) once its backend commits after another write
@@ -288,6 +309,56 @@ def live_pids(ws: Path) -> list[int]:
     return pids
 
 
+class Sampler:
+    """Once a second: the machine's available memory and load, and our members' resident memory."""
+
+    def __init__(self) -> None:
+        self.min_available_mib = 1 << 40
+        self.max_load = 0.0
+        self.max_members_rss_mib = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, pids: list[int]) -> None:
+        self._thread = threading.Thread(target=self._run, args=(pids,), daemon=True)
+        self._thread.start()
+
+    def _run(self, pids: list[int]) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                meminfo = Path("/proc/meminfo").read_text().splitlines()
+                avail = next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemAvailable"))
+                self.min_available_mib = min(self.min_available_mib, avail // 1024)
+                self.max_load = max(self.max_load, float(Path("/proc/loadavg").read_text().split()[0]))
+                rss = 0
+                for pid in pids:
+                    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                    rss += next(int(ln.split()[1]) for ln in status if ln.startswith("VmRSS"))
+                self.max_members_rss_mib = max(self.max_members_rss_mib, rss // 1024)
+            except (OSError, StopIteration, ValueError):
+                continue
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return {
+            "min_mem_available_mib": self.min_available_mib if self._thread else None,
+            "max_load_avg_1m": self.max_load,
+            "max_rss_of_the_3_members_mib": self.max_members_rss_mib,
+        }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the package's source differed from it (read-only git calls)."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=False)
+        return proc.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "src_modified": bool(git("status", "--porcelain", "src"))}
+
+
 def machine() -> dict[str, Any]:
     facts: dict[str, Any] = {
         "nproc": os.cpu_count(),
@@ -318,10 +389,10 @@ def fmt_sizes(s: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--etcd-bin", default=shutil.which("etcd") or "etcd")
-    parser.add_argument("--size-mb", type=int, default=1024, help="live data per member, MiB (1 MiB keys)")
+    parser.add_argument("--etcd-bin", default="/usr/bin/etcd", help="etcdctl must sit beside it")
+    parser.add_argument("--size-mb", type=int, default=1024, help="live data per member, MiB (64 KiB values)")
     parser.add_argument("--free-pct", type=float, default=50.0, help="free pages before each defrag, %%")
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     binary = Path(args.etcd_bin)
     etcdctl = binary.resolve().parent / "etcdctl"
@@ -331,8 +402,8 @@ def main() -> None:
     ws.mkdir()
     members = "".join(f"  - {{name: etcd{i}, address: {a}}}\n" for i, a in enumerate(ADDRESSES, 1))
     (ws / "cluster.yaml").write_text(
-        f"name: bd\ntoken: bd-100\netcd: {{binary: {binary}, quota_backend_bytes: {8 * 1024**3}}}\n"
-        f"members:\n{members}"
+        f"name: bd\ntoken: bd-100\netcd: {{binary: {binary}, quota_backend_bytes: {8 * 1024**3}, "
+        f"snapshot_count: {SNAPSHOT_COUNT}}}\nmembers:\n{members}"
     )
     endpoints = {f"etcd{i}": f"https://{a}:2379" for i, a in enumerate(ADDRESSES, 1)}
     results: dict[str, Any] = {
@@ -341,17 +412,22 @@ def main() -> None:
         "etcd": str(binary),
         "etcdctl": str(etcdctl),
         "machine": machine(),
+        "git": git_state(),
         "size_mb": args.size_mb,
         "value_bytes": VALUE,
+        "keys": args.size_mb * PER_MIB,
+        "snapshot_count": SNAPSHOT_COUNT,
         "free_pct_target": args.free_pct,
         "runs": args.runs,
         "requirement": f"etcdforge total <= {REQUIRED_RATIO} x sum of single-member etcdctl defrag times",
     }
     pids: list[int] = []
+    sampler = Sampler()
     began = time.perf_counter()
     try:
         etcdforge("up", "--dir", str(ws), "--etcd-bin", str(binary))
         pids = live_pids(ws)
+        sampler.start(pids)
         env = etcdctl_env(ws)
         rows = status(ws)
         results["etcd_version"] = rows[0]["version"]
@@ -361,12 +437,19 @@ def main() -> None:
         t0 = time.perf_counter()
         asyncio.run(fill(ws, args.size_mb))
         filled = sizes(status(ws))
-        print(f"filled {args.size_mb} MiB in {time.perf_counter() - t0:.0f}s: {fmt_sizes(filled)}")
+        print(
+            f"filled {args.size_mb} MiB ({args.size_mb * PER_MIB} keys of {VALUE // 1024} KiB) in "
+            f"{time.perf_counter() - t0:.0f}s: {fmt_sizes(filled)}",
+            flush=True,
+        )
         raw_defrag(env, etcdctl, endpoints)  # the base every measurement starts from (not timed)
         base = sizes(status(ws))
         live = max(v["db_size"] for v in base.values())
         target = int(live / (1 - args.free_pct / 100))
-        print(f"base after defrag: {fmt_sizes(base)}; grow to {target / 2**20:.0f} MiB before each defrag")
+        print(
+            f"base after defrag: {fmt_sizes(base)}; grow to {target / 2**20:.0f} MiB before each defrag",
+            flush=True,
+        )
         results["fill"] = {
             "written_mib": args.size_mb,
             "seconds": round(time.perf_counter() - t0, 1),
@@ -375,7 +458,8 @@ def main() -> None:
         }
         results["live_db_bytes"] = live
         results["target_db_bytes"] = target
-        order = [key(i) for i in range(0, args.size_mb, 2)] + [key(i) for i in range(1, args.size_mb, 2)]
+        n = args.size_mb * PER_MIB
+        order = [key(i) for i in range(0, n, 2)] + [key(i) for i in range(1, n, 2)]
         cursor = 0
         measurements: list[dict[str, Any]] = []
         for run in range(args.runs):
@@ -414,7 +498,7 @@ def main() -> None:
                 m["after"] = sizes(status(ws))
                 measurements.append(m)
                 print(f"run {run} {mode:9}: {m['total_s']:.2f}s ({detail})")
-                print(f"  before: {fmt_sizes(before)}\n  after:  {fmt_sizes(m['after'])}")
+                print(f"  before: {fmt_sizes(before)}\n  after:  {fmt_sizes(m['after'])}", flush=True)
         results["measurements"] = measurements
         raw = [m for m in measurements if m["mode"] == "etcdctl"]
         ours = [m for m in measurements if m["mode"] == "etcdforge"]
@@ -467,7 +551,14 @@ def main() -> None:
                 statistics.median(m["after_last_step_s"] for m in ours), 3
             ),
         }
+    except BaseException:
+        kept = Path(tempfile.mkdtemp(prefix="etcdforge-bench-defrag-logs-"))
+        for log in ws.glob("members/*/etcd.log"):
+            shutil.copy(log, kept / f"{log.parent.name}.log")
+        print(f"failed; the members' logs are in {kept}", file=sys.stderr)
+        raise
     finally:
+        results["during_run"] = sampler.stop()
         subprocess.run(
             [sys.executable, "-m", "etcdforge", "destroy", "--dir", str(ws), "--yes"],
             capture_output=True,
