@@ -56,6 +56,7 @@ def under_load(ws: Path, *commands: tuple[str, ...]) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.timeout(900)  # long scenarios on booted hosts: the timeout catches hangs, not slowness
 def test_scale_3_to_5_to_3_and_replace_under_load(five: TestHosts, tmp_path: Path) -> None:
     ws = init_hosts_workspace(five, tmp_path / "scale", 3)
     assert isinstance(ws, Path)
@@ -119,6 +120,7 @@ def test_remove_leader_and_a_member_that_cannot_start(five: TestHosts, tmp_path:
     run_cli("health", "--dir", d)
 
 
+@pytest.mark.timeout(900)  # long scenarios on booted hosts: the timeout catches hangs, not slowness
 def test_member_add_and_remove_converge_from_a_sample_of_kill_points(five: TestHosts, tmp_path: Path) -> None:
     """The kill-point harness on test hosts (a sample; every point runs locally on both versions):
     `member add` and `member remove` SIGKILLed after a step (or in the middle of the promotion), another
