@@ -98,7 +98,7 @@ def plan_upgrade(inp: UpgradeInputs, safety: tuple[Step, ...] = ()) -> tuple[Pla
     if not todo_names:
         steps: list[Step] = []
         if inp.resuming is not None or inp.spec_after:
-            steps = _finish(inp, path.kind)
+            steps = _finish(inp)
         return Plan("upgrade", tuple(steps)), path.warnings, f"every member runs etcd {versions.show(target)}"
     biggest = max((m.db_size for m in view.members), default=0)
     if inp.free_bytes is not None and inp.free_bytes < 2 * biggest + 64 * 2**20:
@@ -155,12 +155,12 @@ def plan_upgrade(inp: UpgradeInputs, safety: tuple[Step, ...] = ()) -> tuple[Pla
             )
         )
         done.append(name)
-    steps += _finish(inp, path.kind)
+    steps += _finish(inp)
     note = f"{len(order)} member(s) to etcd {versions.show(target)} ({path.kind})"
     return Plan("upgrade", tuple(steps)), path.warnings, note
 
 
-def _finish(inp: UpgradeInputs, kind: str) -> list[Step]:
+def _finish(inp: UpgradeInputs) -> list[Step]:
     url = next(m.url for m in inp.view.members if m.serving or m.name == inp.resuming)
     minor = f"{inp.target[0]}.{inp.target[1]}"
     steps = [

@@ -163,8 +163,6 @@ async def upgrade(
                 for s in stage
             )
             plan = Plan("upgrade", (*plan.steps[:-1], *unstage, plan.steps[-1]))
-        if plan.empty and not saved:
-            plan = Plan("upgrade", ())  # nothing to do: not even a safety snapshot
         warnings = tuple(safety_warnings) + warnings
         if dry_run or plan.empty:
             return UpgradeResult(plan, warnings, note)
@@ -217,8 +215,3 @@ async def _settled(spec: ClusterSpec, ws: Workspace, resuming: str | None) -> Cl
         if not down or time.monotonic() >= deadline:
             return view
         await asyncio.sleep(0.5)
-
-
-def read_record(ws: Workspace) -> dict[str, str] | None:
-    path = ws.root / RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
