@@ -33,6 +33,12 @@ def _group(item: pytest.Item, root: Path) -> str | None:
     return _OWN_GROUP.get(path.name) or _GROUPS.get(path.relative_to(root).parts[0])
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from etcd_binaries import ROTATION_ENV, rotation
+
+    os.environ.setdefault(ROTATION_ENV, str(rotation()))  # the workers inherit it: one choice per run
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into scheduling groups
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
     root = Path(__file__).parent

@@ -9,19 +9,33 @@ from pathlib import Path
 
 
 def run_cli(
-    *args: str, check: bool = True, env: dict[str, str] | None = None, input: str | None = None
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 180,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m etcdforge ARGS`` as a user would; return the completed process."""
+    """Run ``python -m etcdforge ARGS`` as a user would; return the completed process. A run past
+    ``timeout`` (a hang guard, not a speed check) fails with everything it printed: the step lines carry
+    each slow step's duration, so the failure shows where the time went."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "etcdforge", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        input=input,
-        timeout=180,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "etcdforge", *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            input=input,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise AssertionError(
+            f"etcdforge {' '.join(args)} still running after {timeout:g} s (killed)\n"
+            f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
+        ) from None
     if check and proc.returncode != 0:
         raise AssertionError(
             f"etcdforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -30,8 +44,9 @@ def run_cli(
 
 
 def stop_all_members(directory: Path) -> None:
-    """Stop every member process recorded in the workspace (ours, by PID), whatever the test did: all at
-    once, SIGKILL after 3 s (one by one, the last members wait for a quorum that is already gone)."""
+    """Kill every member process recorded in the workspace (ours, by PID), whatever the test did, for a
+    teardown or a test that throws the data away next: SIGKILL at once, all together (etcd stopping on
+    SIGTERM tries to hand over leadership to members that are stopping too, which costs seconds each)."""
     import asyncio
 
     from etcdforge.runtime import supervisor
@@ -41,7 +56,7 @@ def stop_all_members(directory: Path) -> None:
         return
 
     async def all_members() -> None:
-        await asyncio.gather(*(supervisor.stop(m / "etcd.pid", timeout=3) for m in members.iterdir()))
+        await asyncio.gather(*(supervisor.stop(m / "etcd.pid", timeout=0) for m in members.iterdir()))
 
     asyncio.run(all_members())
 

@@ -4,6 +4,7 @@ of kill points: `member add` and `member remove` SIGKILLed at a step, then re-ru
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from pathlib import Path
@@ -41,8 +42,8 @@ def under_load(ws: Path, *commands: tuple[str, ...]) -> None:
             task = asyncio.create_task(writer.run(stop))
             await asyncio.sleep(0.5)
             try:
-                for command in commands:
-                    await asyncio.to_thread(run_cli, *command)
+                for command in commands:  # a loaded 2-vCPU runner can make a step slow: 7 min hang guard
+                    await asyncio.to_thread(functools.partial(run_cli, *command, timeout=420))
             finally:
                 await asyncio.sleep(0.5)
                 stop.set()

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from etcd_binaries import one_version
 from s3server import make_bucket, s3_server, weed_binary
 from support import require, run_cli, stop_all_members
 
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.integration
 
 #: a scenario the suite runs on one version only (the other version runs the others; both run the kill
 #: points and the unit tests), to keep the suite within its time budget
-ONE_VERSION = lambda name: pytest.mark.parametrize("etcd_bin", [name], indirect=True)  # noqa: E731
 
 
 def up(workspace: Path, etcd_bin: Path, extra_spec: str = "") -> None:
@@ -150,7 +150,7 @@ def test_backup_under_load_then_restore_after_two_members_lost_their_data(
     run_cli("health", "--dir", str(workspace))
 
 
-@ONE_VERSION("etcd-3.5-distro")
+@one_version("etcd-3.5-distro")
 def test_damaged_backups_are_refused_when_verified_and_restored(etcd_bin: Path, workspace: Path) -> None:
     up(workspace, etcd_bin)
     put_many(workspace, {"/k": "v"})
@@ -183,7 +183,7 @@ def test_damaged_backups_are_refused_when_verified_and_restored(etcd_bin: Path, 
     assert lying.returncode == 4 and "differs from the manifest" in lying.stderr, lying.stderr
 
 
-@ONE_VERSION("etcd-3.4-debian")
+@one_version("etcd-3.4-debian")
 def test_encrypted_backups_interoperate_with_age_and_restore_with_the_identity(
     etcd_bin: Path, workspace: Path, tmp_path: Path
 ) -> None:
@@ -237,7 +237,7 @@ def test_encrypted_backups_interoperate_with_age_and_restore_with_the_identity(
     assert value_of(workspace, "/secret/0") == "s0"
 
 
-@ONE_VERSION("etcd-3.4-debian")
+@one_version("etcd-3.4-debian")
 def test_prune_keeps_the_policy_and_the_newest_verified(etcd_bin: Path, workspace: Path) -> None:
     up(workspace, etcd_bin, "backup:\n  retention: {last: 2, hourly: 0, daily: 0, weekly: 0, monthly: 0}\n")
     plain_pki = run_cli("backup", "now", "--dir", str(workspace), "--include-pki", check=False)
@@ -272,7 +272,7 @@ def s3(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield server
 
 
-@ONE_VERSION("etcd-3.4-debian")
+@one_version("etcd-3.4-debian")
 def test_s3_target_end_to_end(etcd_bin: Path, workspace: Path, tmp_path: Path, s3) -> None:  # type: ignore[no-untyped-def]
     bucket = f"etcd-backups-{etcd_bin.parent.name}".lower()  # one bucket per version: the server is shared
     creds = tmp_path / "s3.env"
@@ -325,7 +325,7 @@ def test_s3_target_end_to_end(etcd_bin: Path, workspace: Path, tmp_path: Path, s
     assert value_of(workspace, "/s3/29") == "v29"
 
 
-@ONE_VERSION("etcd-3.5-distro")
+@one_version("etcd-3.5-distro")
 def test_recover_after_two_of_three_members_are_gone_for_good(etcd_bin: Path, workspace: Path) -> None:
     up(workspace, etcd_bin)
     put_many(workspace, {f"/survive/{i}": f"v{i}" for i in range(40)})
@@ -368,7 +368,7 @@ def test_recover_after_two_of_three_members_are_gone_for_good(etcd_bin: Path, wo
     assert list((workspace / "backups/safety/bk").glob("*.manifest.json"))
 
 
-@ONE_VERSION("etcd-3.5-distro")
+@one_version("etcd-3.5-distro")
 def test_drill_restores_into_a_throwaway_cluster_and_leaves_the_real_one_alone(
     etcd_bin: Path, workspace: Path
 ) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from etcd_binaries import candidates, require
+from etcd_binaries import candidates, one_version, require
 from support import new_ca_client, run_cli
 
 from etcdforge.errors import EtcdError
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.integration
 
 #: a scenario the suite runs on one version only (the other version runs the others; both run the kill
 #: points and the unit tests), to keep the suite within its time budget
-ONE_VERSION = lambda name: pytest.mark.parametrize("etcd_bin", [name], indirect=True)  # noqa: E731
 
 
 class QuorumMonitor:
@@ -112,6 +111,7 @@ def presented_serials(ws: Workspace, urls: list[str]) -> list[int]:
     return asyncio.run(all_())
 
 
+@one_version()
 def test_hot_renewal_under_load_presents_new_serials_without_restart(
     workspace: Path, etcd_bin: Path, tmp_path: Path
 ) -> None:
@@ -183,7 +183,7 @@ def _accepted(tls: TlsFiles, urls: list[str]) -> bool:
     return asyncio.run(check())
 
 
-@ONE_VERSION("etcd-3.4-debian")
+@one_version("etcd-3.4-debian")
 def test_ca_rotation_in_phases_under_load(workspace: Path, etcd_bin: Path, tmp_path: Path) -> None:
     """S19: each phase under the workload; old-CA and new-CA clients behave as expected in each phase;
     the quorum never drops; at the end only the new CA is trusted and presented."""

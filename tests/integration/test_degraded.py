@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from etcd_binaries import one_version
 from support import killed_at, run_cli
 
 from etcdforge.runtime import supervisor
@@ -72,6 +73,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@one_version()
 def test_remove_with_another_member_down_gates_on_quorum(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--members", "5", "--etcd-bin", str(etcd_bin))
@@ -90,6 +92,7 @@ def test_remove_with_another_member_down_gates_on_quorum(workspace: Path, etcd_b
     assert count_keys(workspace) == 20
 
 
+@one_version()
 def test_up_keeps_a_quorum_when_a_member_cannot_start_and_replace_rebuilds_it(
     workspace: Path, etcd_bin: Path
 ) -> None:
@@ -123,6 +126,7 @@ def test_up_keeps_a_quorum_when_a_member_cannot_start_and_replace_rebuilds_it(
     assert "nothing to do" in run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin), "--dry-run").stdout
 
 
+@one_version()
 def test_an_add_killed_after_its_learner_started_breaks_nothing(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))
@@ -152,6 +156,7 @@ def test_an_add_killed_after_its_learner_started_breaks_nothing(workspace: Path,
         assert not Path(f"/proc/{p}").exists() or "etcd" not in Path(f"/proc/{p}/cmdline").read_text()
 
 
+@one_version()
 def test_a_remove_already_done_says_so_and_a_killed_one_finishes(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--members", "5", "--etcd-bin", str(etcd_bin))

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from etcd_binaries import one_version
 from support import run_cli
 
 from etcdforge.errors import EtcdTLSError
@@ -139,6 +140,7 @@ eval "$({os.environ.get("PYTHON", "python3")} -m etcdforge env --dir '{d}')"
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
+@one_version()
 def test_member_that_cannot_start_gives_a_clear_failure(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from etcd_binaries import one_version
 from support import run_cli, under_load
 
 from etcdforge.errors import EtcdError
@@ -22,7 +23,6 @@ pytestmark = pytest.mark.integration
 
 #: a scenario the suite runs on one version only (the other version runs the others; both run the kill
 #: points and the unit tests), to keep the suite within its time budget
-ONE_VERSION = lambda name: pytest.mark.parametrize("etcd_bin", [name], indirect=True)  # noqa: E731
 
 
 def statuses(workspace: Path) -> dict[str, dict[str, object]]:
@@ -56,7 +56,7 @@ def fragment(workspace: Path, n: int = 200, size: int = 16384) -> int:
     return asyncio.run(go())
 
 
-@ONE_VERSION("etcd-3.5-distro")
+@one_version("etcd-3.5-distro")
 def test_defrag_rolls_followers_first_the_leader_last_under_a_writer(workspace: Path, etcd_bin: Path) -> None:
     up(workspace, etcd_bin)
     revision = fragment(workspace)
@@ -111,7 +111,7 @@ def test_defrag_rolls_followers_first_the_leader_last_under_a_writer(workspace: 
     run_cli("compact", "--dir", str(workspace), "--revision", str(current))
 
 
-@ONE_VERSION("etcd-3.4-debian")
+@one_version("etcd-3.4-debian")
 def test_nospace_alarm_then_space_recover_loses_no_acknowledged_write(
     workspace: Path, etcd_bin: Path
 ) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from etcd_binaries import one_version
 from support import run_cli
 
 from etcdforge.etcd import EtcdClient
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.integration
 
 #: a scenario the suite runs on one version only (the other version runs the others; both run the kill
 #: points and the unit tests), to keep the suite within its time budget
-ONE_VERSION = lambda name: pytest.mark.parametrize("etcd_bin", [name], indirect=True)  # noqa: E731
 
 
 def client(directory: Path) -> EtcdClient:
@@ -86,7 +86,7 @@ def cli(*args: str) -> Callable[[], Awaitable[None]]:
     return go
 
 
-@ONE_VERSION("etcd-3.5-distro")
+@one_version("etcd-3.5-distro")
 def test_scale_3_to_5_to_3_under_load(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))
@@ -111,6 +111,7 @@ def test_scale_3_to_5_to_3_under_load(workspace: Path, etcd_bin: Path) -> None:
     assert "nothing to do" in run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin), "--dry-run").stdout
 
 
+@one_version()
 def test_replace_a_dead_member_under_load(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))
@@ -124,6 +125,7 @@ def test_replace_a_dead_member_under_load(workspace: Path, etcd_bin: Path) -> No
     run_cli("health", "--dir", d)
 
 
+@one_version()
 def test_remove_the_leader_under_load(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))
@@ -139,6 +141,7 @@ def test_remove_the_leader_under_load(workspace: Path, etcd_bin: Path) -> None:
     run_cli("health", "--dir", d)
 
 
+@one_version()
 def test_a_member_that_cannot_start_is_rolled_back(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))
@@ -165,6 +168,7 @@ def test_a_member_that_cannot_start_is_rolled_back(workspace: Path, etcd_bin: Pa
     assert member_names(workspace) == ["etcd1", "etcd2", "etcd3", "etcd4"]
 
 
+@one_version()
 def test_interrupted_add_and_remove_resume(workspace: Path, etcd_bin: Path) -> None:
     d = str(workspace)
     run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))

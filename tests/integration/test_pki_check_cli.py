@@ -6,11 +6,13 @@ import json
 import os
 from pathlib import Path
 
+from etcd_binaries import one_version
 from support import run_cli
 
 from etcdforge.workspace import Workspace
 
 
+@one_version()
 def test_pki_check_on_a_running_cluster(workspace: Path, etcd_bin: Path) -> None:
     run_cli("up", "--dir", str(workspace), "--members", "1", "--etcd-bin", str(etcd_bin))
 

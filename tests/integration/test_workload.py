@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from etcd_binaries import one_version
 from support import run_cli
 
 from etcdforge.etcd import EtcdClient, TlsFiles
@@ -18,6 +19,7 @@ from etcdforge.workspace import load_workspace
 pytestmark = pytest.mark.integration
 
 
+@one_version()
 def test_restart_a_member_under_load_loses_no_acknowledged_write(workspace: Path, etcd_bin: Path) -> None:
     run_cli("up", "--dir", str(workspace), "--etcd-bin", str(etcd_bin))
     ws, spec = load_workspace(workspace)
@@ -52,6 +54,7 @@ def test_restart_a_member_under_load_loses_no_acknowledged_write(workspace: Path
     asyncio.run(scenario())
 
 
+@one_version()
 def test_mixed_workload_with_a_member_restart_passes_every_checker(
     workspace: Path, etcd_bin: Path, tmp_path: Path
 ) -> None:

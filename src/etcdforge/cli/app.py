@@ -208,6 +208,7 @@ class StepPrinter:
         when, _, step = os.environ.get(FAILPOINT_ENV, "").partition(":")
         self._failpoint = (when, step) if when in ("after", "during") and step else None
         self._seen: dict[tuple[str, str], int] = {}
+        self._started: dict[str, float] = {}
 
     def _point(self, when: str, step_id: str) -> bool:
         if self._failpoint is None:
@@ -231,7 +232,10 @@ class StepPrinter:
             self._status.update(text)
 
     def step_started(self, step: Any) -> None:
+        import time
+
         self._running[step.id] = step.reason
+        self._started[step.id] = time.monotonic()
         self._refresh()
         if self._point("during", step.id):
             import threading
@@ -249,7 +253,8 @@ class StepPrinter:
         self._refresh()
         from rich.markup import escape
 
-        self.console.print(f"[green]✓[/] {escape(step.id):<28} [dim]{escape(one_line(note))}[/]")
+        took = self._took(step.id)
+        self.console.print(f"[green]✓[/] {escape(step.id):<28} [dim]{escape(one_line(note))}{took}[/]")
         if self._point("after", step.id):
             _kill_self()
 
@@ -258,7 +263,17 @@ class StepPrinter:
         self._refresh()
         from rich.markup import escape
 
-        self.console.print(f"[red]✗[/] {escape(step.id)}")
+        self.console.print(f"[red]✗[/] {escape(step.id)}[dim]{self._took(step.id)}[/]")
+
+    def _took(self, step_id: str) -> str:
+        """`` (12.3 s)`` for a step that took a second or more (where a slow run spends its time), else ''."""
+        import time
+
+        started = self._started.pop(step_id, None)
+        if started is None:
+            return ""
+        seconds = time.monotonic() - started
+        return f" ({seconds:.1f} s)" if seconds >= 1.0 else ""
 
 
 def print_plan(plan: Plan, output: str) -> None:
