@@ -95,6 +95,7 @@ def prepare_root(host: TestHost, peers: Sequence[TestHost], client_key: Path) ->
     run_local(["ssh-keygen", "-A", "-f", str(root)], timeout=60)
     (etc / "ssh/sshd_config.d/etcdforge-test.conf").write_text(SSHD_DROPIN)
     without_logind_sessions(etc / "pam.d/common-session")
+    plain_shell(root / "root")
     public_key = client_key.with_suffix(".pub").read_text()
     authorize(root, "root", public_key)
     for user in ("deploy", "nosudo"):
@@ -105,6 +106,23 @@ def prepare_root(host: TestHost, peers: Sequence[TestHost], client_key: Path) ->
     fd = os.open(sudoers, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o440)
     with os.fdopen(fd, "w") as f:
         f.write("deploy ALL=(ALL) NOPASSWD:ALL\n")
+
+
+#: root's shell start-up files on a test host: a plain server's (Debian's defaults, nothing else)
+PLAIN_BASHRC = "# ~/.bashrc of an etcdforge test host: a plain server's\n"
+PLAIN_PROFILE = 'if [ "$BASH" ] && [ -f ~/.bashrc ]; then . ~/.bashrc; fi\n'
+
+
+def plain_shell(home: Path) -> None:
+    """Give root a plain server's start-up files instead of the machine's. sshd runs every command
+    through ``bash -c``, which reads ``~/.bashrc``; a developer's or CI machine's runs ``pyenv init``,
+    whose ``pyenv rehash`` rebuilds shims on every SSH command (seconds of CPU on a loaded machine) under
+    a lock file that a login waits up to 60 s for while another holds it (or a killed one left it)."""
+    if not home.is_dir():
+        return
+    (home / ".bashrc").write_text(PLAIN_BASHRC)
+    (home / ".profile").write_text(PLAIN_PROFILE)
+    (home / ".bash_profile").unlink(missing_ok=True)
 
 
 def without_logind_sessions(pam_file: Path) -> None:
