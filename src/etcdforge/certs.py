@@ -79,13 +79,13 @@ BACKUP_CLIENT = "etcdforge-backup"
 
 
 def client_names(spec: ClusterSpec) -> tuple[str, ...]:
-    """The client certificates to issue: the spec's, plus the members' backup client when scheduled."""
-    extra = (
-        (BACKUP_CLIENT,)
-        if spec.backup.on_members is not None and BACKUP_CLIENT not in spec.pki.clients
-        else ()
-    )
-    return (*spec.pki.clients, *extra)
+    """The client certificates to issue: ``pki.clients``, the applications' (``clients``), and the
+    members' backup client when backups are scheduled on them."""
+    names = list(spec.pki.clients)
+    names += [c.name for c in spec.clients if c.name not in names]
+    if spec.backup.on_members is not None and BACKUP_CLIENT not in names:
+        names.append(BACKUP_CLIENT)
+    return tuple(names)
 
 
 def cert_requests(spec: ClusterSpec, *, base_dir: Path | None = None) -> tuple[CertRequest, ...]:
@@ -130,6 +130,9 @@ def cert_requests(spec: ClusterSpec, *, base_dir: Path | None = None) -> tuple[C
             )
     for client in client_names(spec):
         usages, life = usages_and_expiry("client")
+        own = spec.client(client)
+        if own is not None and own.expiry is not None:
+            life = expiry(own.expiry)
         out.append(
             CertRequest(
                 name=topology.client_cert_name(client),

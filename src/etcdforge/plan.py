@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from etcdforge.etcd import Permission
     from etcdforge.pki import PkiPlan
 
 
@@ -404,6 +405,88 @@ class WaitClusterVersion:
         return {"kind": "wait-cluster-version", "minor": self.minor}
 
 
+# --- access (etcd users and roles) -------------------------------------------------------------------
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's end of the range of keys starting with ``prefix``: the prefix with its last byte below 0xff
+    incremented (bytes after it dropped); ``\\0`` (every key from ``prefix`` on) when there is none."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if prefix[i] < 0xFF:
+            return prefix[:i] + bytes([prefix[i] + 1])
+    return b"\0"
+
+
+def permission_text(p: Permission) -> str:
+    """``readwrite /app/*`` for a prefix, ``read /k`` for one key, ``read [a, b)`` for another range."""
+    key = p.key.decode(errors="backslashreplace")
+    if not p.range_end:
+        return f"{p.kind} {key}"
+    if p.range_end == prefix_end(p.key):
+        return f"{p.kind} {key}*"
+    if p.range_end == b"\0":
+        return f"{p.kind} >={key}"
+    return f"{p.kind} [{key}, {p.range_end.decode(errors='backslashreplace')})"
+
+
+@dataclass(frozen=True)
+class EnsureRole:
+    """Make etcd role ``name`` hold exactly ``permissions``: create it, grant what is missing, revoke what
+    is not wanted (a role edited by hand is repaired)."""
+
+    name: str
+    permissions: tuple[Permission, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "ensure-role",
+            "role": self.name,
+            "permissions": [permission_text(p) for p in self.permissions],
+        }
+
+
+@dataclass(frozen=True)
+class EnsureUser:
+    """Make etcd user ``name`` exist (no password: it authenticates by certificate CN) with exactly
+    ``roles``."""
+
+    name: str
+    roles: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "ensure-user", "user": self.name, "roles": list(self.roles)}
+
+
+@dataclass(frozen=True)
+class DeleteUser:
+    """Delete etcd user ``name``: its certificate is refused at once (with auth on), although valid."""
+
+    name: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "delete-user", "user": self.name}
+
+
+@dataclass(frozen=True)
+class DeleteRole:
+    name: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "delete-role", "role": self.name}
+
+
+@dataclass(frozen=True)
+class SetAuth:
+    """Turn etcd's authentication on or off. On: refused unless ``root`` and ``admins`` (etcdforge's own
+    certificates) hold the root role, so the tool can never lock itself out."""
+
+    enabled: bool
+    admins: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "set-auth", "enabled": self.enabled}
+
+
 # --- backups ----------------------------------------------------------------------------------------
 
 
@@ -608,6 +691,11 @@ Action = (
     | SwitchBinary
     | CheckMember
     | WaitClusterVersion
+    | EnsureRole
+    | EnsureUser
+    | DeleteUser
+    | DeleteRole
+    | SetAuth
 )
 
 
@@ -654,6 +742,9 @@ Verb = Literal[
     "alarms-disarm",
     "space-recover",
     "upgrade",
+    "client-add",
+    "client-remove",
+    "client-bundle",
 ]
 
 

@@ -287,6 +287,64 @@ class PkiSettings(_Model):
         return v
 
 
+#: user names etcdforge keeps for itself: etcd's ``root`` and the tool's own certificates
+RESERVED_CLIENTS = ("root", "admin", "etcdforge-backup")
+
+
+class ClientAccess(_Model):
+    """One key range a client may use: every key starting with ``prefix``."""
+
+    prefix: str = Field(min_length=1, description="Key prefix, e.g. /billing/ (the keys under it).")
+    mode: Literal["read", "readwrite"] = "readwrite"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+            raise ValueError(f"{v!r}: no control characters in a key prefix")
+        return v
+
+
+class ClientSpec(_Model):
+    """An application's client certificate (CN = ``name``) and, through an etcd user of that name and a
+    role of that name, what it may touch once ``auth.enabled`` is on."""
+
+    name: str
+    root: bool = Field(default=False, description="Administrator: etcd's root role (everything).")
+    access: tuple[ClientAccess, ...] = Field(default=(), description="The key ranges it may use.")
+    expiry: str | None = Field(default=None, description="Certificate lifetime; default pki.cert_expiry.")
+
+    _durations = field_validator("expiry")(lambda v: v if v is None else _check_duration(v))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} must be 1-63 lower-case letters, digits and '-'")
+        if v in RESERVED_CLIENTS:
+            raise ValueError(f"{v!r} is etcdforge's own (reserved: {', '.join(RESERVED_CLIENTS)})")
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> ClientSpec:
+        if self.root and self.access:
+            raise ValueError(f"{self.name}: root has every right; give either root: true or access rules")
+        if not self.root and not self.access:
+            raise ValueError(f"{self.name}: no access rules (give access: [{{prefix: /app/}}] or root: true)")
+        prefixes = [a.prefix for a in self.access]
+        for i, prefix in enumerate(prefixes):
+            if prefix in prefixes[:i]:
+                raise ValueError(f"{self.name}: prefix {prefix!r} is given twice")
+        return self
+
+
+class AuthSettings(_Model):
+    """etcd's authentication: users are named by their certificate's CN (no passwords); etcdforge's
+    admin certificate is root. Off: every certificate the CA signed has full access."""
+
+    enabled: bool = False
+
+
 class SshSettings(_Model):
     """Cluster-wide SSH defaults (hosts mode). Host keys are always verified against ``known_hosts``."""
 
@@ -514,6 +572,10 @@ class ClusterSpec(_Model):
     pki: PkiSettings = PkiSettings()
     ssh: SshSettings = SshSettings()
     backup: BackupSettings = BackupSettings()
+    auth: AuthSettings = AuthSettings()
+    clients: tuple[ClientSpec, ...] = Field(
+        default=(), description="Applications' certificates and what each may access (with auth on)."
+    )
     members: tuple[MemberSpec, ...]
 
     @field_validator("name")
@@ -547,6 +609,10 @@ class ClusterSpec(_Model):
                 hostpaths.check_host_binary(self.etcd.binary)
             except ValueError as exc:
                 raise ValueError(f"etcd.binary: {exc}") from None
+        names = [c.name for c in self.clients]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"clients[{i}].name: {name!r} is used by two clients")
         if self.mode == "local" and self.backup.on_members is not None:
             raise ValueError(
                 "backup.on_members: local mode has no hosts; use `etcdforge backup schedule --install`"
@@ -573,6 +639,9 @@ class ClusterSpec(_Model):
                 return m
         raise SpecError(f"no member named {name!r}", hint="names: " + ", ".join(m.name for m in self.members))
 
+    def client(self, name: str) -> ClientSpec | None:
+        return next((c for c in self.clients if c.name == name), None)
+
     def warnings(self) -> tuple[str, ...]:
         """Things that are allowed but usually a mistake."""
         out: list[str] = []
@@ -583,6 +652,11 @@ class ClusterSpec(_Model):
             out.append(f"{n} members: etcd recommends at most 7")
         if not self.etcd.tls.cipher_suites and self.etcd.tls.min_version != "TLS1.3":
             out.append("etcd.tls.cipher_suites is empty: Go's defaults also accept CBC-SHA1 suites")
+        if self.clients and not self.auth.enabled:
+            out.append(
+                "clients have access rules but auth.enabled is false: every client certificate has "
+                "full access until auth is on"
+            )
         if self.etcd.quota_backend_bytes > SUGGESTED_MAX_QUOTA:
             out.append("etcd.quota_backend_bytes above 8 GiB: etcd warns and does not recommend it")
         return tuple(out)

@@ -99,9 +99,11 @@ def test_scheduled_backups_on_the_members_run_checked_and_record_their_outcome(
 ) -> None:
     directory = Path(str(init_hosts_workspace(hosts, tmp_path / "sched", 3)))
     with (directory / "cluster.yaml").open("a") as f:
-        f.write("backup:\n  on_members: {every: 30m, keep: 2}\n")
+        # with auth on: the members' own backup certificate must hold etcd's root role (snapshots)
+        f.write("backup:\n  on_members: {every: 30m, keep: 2}\nauth: {enabled: true}\n")
+        f.write("clients:\n  - {name: app, access: [{prefix: /app/}]}\n")
     applied = run_cli("apply", "--dir", str(directory), "--yes").stdout
-    assert "backup-timer" in applied, applied
+    assert "backup-timer" in applied and "auth/enable" in applied, applied
     assert "no changes" in run_cli("plan", "--dir", str(directory)).stdout
     h1, h2, _ = hosts.hosts
     for h in hosts.hosts:

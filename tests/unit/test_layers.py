@@ -17,7 +17,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"spec", "pki"}),
     frozenset({"topology", "plan"}),
     frozenset({"render", "certs"}),
-    frozenset({"workspace", "layout"}),
+    frozenset({"workspace", "layout", "access", "clientconfig"}),
     frozenset({"workspace_pki", "observe", "backup"}),
     frozenset({"executor", "runtime"}),
     frozenset({"verbs"}),

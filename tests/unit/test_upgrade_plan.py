@@ -126,6 +126,9 @@ def test_the_preflight_refuses_in_one_line() -> None:
         plan_upgrade(inputs(*THREE, production=True))
     with pytest.raises(PlanError, match="one minor at a time"):
         plan_upgrade(inputs(*THREE, target=V("3.6.4"), binary_version=V("3.6.4")))
+    with pytest.raises(PlanError, match=r"from 3\.4 to 3\.5 with auth on"):  # etcd's upgrade guide
+        plan_upgrade(inputs(*THREE, auth_enabled=True))
+    assert plan_upgrade(inputs(*THREE, auth_enabled=False))[0].steps
 
 
 def test_apply_follows_the_same_rules_for_a_new_release() -> None:

@@ -3,7 +3,8 @@
 Importing this package is cheap: grpc and protobuf load on a client's first call. Public names::
 
     EtcdClient, TlsFiles, Member, MemberStatus, Health, KeyValue, GetResult, TxnResult, Alarm, HashKV,
-    EtcdServerError, EtcdServerUnavailable, EtcdReason, Backoff, retry, format_member_id
+    AuthStatus, Permission, PermissionKind, EtcdServerError, EtcdServerUnavailable, EtcdReason, Backoff,
+    retry, format_member_id
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from .failures import EtcdReason, EtcdServerError, EtcdServerUnavailable
 from .retry import Backoff, retry
 from .types import (
     Alarm,
+    AuthStatus,
     GetResult,
     HashKV,
     Health,
     KeyValue,
     Member,
     MemberStatus,
+    Permission,
+    PermissionKind,
     TlsFiles,
     TxnResult,
     format_member_id,
@@ -26,6 +30,7 @@ from .types import (
 
 __all__ = [
     "Alarm",
+    "AuthStatus",
     "Backoff",
     "EtcdClient",
     "EtcdReason",
@@ -37,6 +42,8 @@ __all__ = [
     "KeyValue",
     "Member",
     "MemberStatus",
+    "Permission",
+    "PermissionKind",
     "TlsFiles",
     "TxnResult",
     "format_member_id",

@@ -11,6 +11,8 @@ Invariants:
   twice.
 - The endpoint that last worked is tried first, so a dead first endpoint costs one failure, not one per
   call.
+- Auth administration follows the same rule: calls etcd answers alike when repeated (status, reads,
+  enable/disable, granting) fail over; the others (add, delete, revoke) are sent once.
 - Every call has a deadline (``timeout``); errors are always :class:`~etcdforge.errors.EtcdError`.
 - grpc and protobuf are imported on the first call, not at import time.
 """
@@ -27,7 +29,18 @@ from etcdforge.errors import EtcdError, EtcdTLSError, EtcdUnavailable
 
 from .failures import EtcdServerError, is_failover_error
 from .tlsdiag import split_endpoint
-from .types import Alarm, GetResult, HashKV, Health, Member, MemberStatus, TlsFiles, TxnResult
+from .types import (
+    Alarm,
+    AuthStatus,
+    GetResult,
+    HashKV,
+    Health,
+    Member,
+    MemberStatus,
+    Permission,
+    TlsFiles,
+    TxnResult,
+)
 
 if TYPE_CHECKING:
     from ._rpc import Rpc
@@ -341,3 +354,82 @@ class EtcdClient:
         the layout ``etcdutl snapshot restore`` checks. No deadline unless ``timeout`` is given."""
         async for chunk in self._rpc.snapshot(self._order(endpoint)[0], timeout=timeout):
             yield chunk
+
+    # -- auth (users authenticate by their client certificate's CN) ---------------------------------
+
+    async def auth_status(self, *, endpoint: str | None = None) -> AuthStatus:
+        """Whether authentication is on (etcd 3.4 reports no revision: 0 there)."""
+        return await self._read(endpoint, lambda ep: self._rpc.auth_status(ep, timeout=self.timeout))
+
+    async def auth_enable(self, *, endpoint: str | None = None) -> None:
+        """Turn authentication on; the user ``root`` must hold the role ``root`` (reasons
+        ``root_user_not_exist`` / ``root_role_not_granted``). Enabling twice is a no-op in etcd."""
+        await self._read(endpoint, lambda ep: self._rpc.auth_enable(ep, timeout=self.timeout))
+
+    async def auth_disable(self, *, endpoint: str | None = None) -> None:
+        """Turn authentication off (needs the root role while it is on; a no-op when already off)."""
+        await self._read(endpoint, lambda ep: self._rpc.auth_disable(ep, timeout=self.timeout))
+
+    async def user_add(self, name: str, *, endpoint: str | None = None) -> None:
+        """Add a user without a password: it can only log in with a client certificate whose CN is
+        ``name``. Reason ``user_already_exists`` if it exists."""
+        await self._write(endpoint, lambda ep: self._rpc.user_add(ep, name, timeout=self.timeout))
+
+    async def user_get(self, name: str, *, endpoint: str | None = None) -> tuple[str, ...]:
+        """The roles granted to user ``name`` (reason ``user_not_found`` if there is no such user)."""
+        return await self._read(endpoint, lambda ep: self._rpc.user_get(ep, name, timeout=self.timeout))
+
+    async def user_list(self, *, endpoint: str | None = None) -> tuple[str, ...]:
+        """Every user's name."""
+        return await self._read(endpoint, lambda ep: self._rpc.user_list(ep, timeout=self.timeout))
+
+    async def user_delete(self, name: str, *, endpoint: str | None = None) -> None:
+        """Delete a user: its certificate is refused from then on. etcd keeps ``root`` while auth is on
+        (reason ``invalid_auth_mgmt``)."""
+        await self._write(endpoint, lambda ep: self._rpc.user_delete(ep, name, timeout=self.timeout))
+
+    async def user_grant_role(self, user: str, role: str, *, endpoint: str | None = None) -> None:
+        """Grant ``role`` to ``user`` (granting a held role is a no-op in etcd). The role ``root``
+        need not be added first."""
+        await self._read(endpoint, lambda ep: self._rpc.user_grant_role(ep, user, role, timeout=self.timeout))
+
+    async def user_revoke_role(self, user: str, role: str, *, endpoint: str | None = None) -> None:
+        """Take ``role`` from ``user`` (reason ``role_not_granted`` if the user lacks it)."""
+        await self._write(
+            endpoint, lambda ep: self._rpc.user_revoke_role(ep, user, role, timeout=self.timeout)
+        )
+
+    async def role_add(self, name: str, *, endpoint: str | None = None) -> None:
+        """Add a role without permissions (reason ``role_already_exists`` if it exists)."""
+        await self._write(endpoint, lambda ep: self._rpc.role_add(ep, name, timeout=self.timeout))
+
+    async def role_get(self, name: str, *, endpoint: str | None = None) -> tuple[Permission, ...]:
+        """The permissions of role ``name`` (reason ``role_not_found`` if there is no such role)."""
+        return await self._read(endpoint, lambda ep: self._rpc.role_get(ep, name, timeout=self.timeout))
+
+    async def role_list(self, *, endpoint: str | None = None) -> tuple[str, ...]:
+        """Every role's name."""
+        return await self._read(endpoint, lambda ep: self._rpc.role_list(ep, timeout=self.timeout))
+
+    async def role_delete(self, name: str, *, endpoint: str | None = None) -> None:
+        """Delete a role and take it from every user (``root`` stays while auth is on)."""
+        await self._write(endpoint, lambda ep: self._rpc.role_delete(ep, name, timeout=self.timeout))
+
+    async def role_grant_permission(
+        self, role: str, permission: Permission, *, endpoint: str | None = None
+    ) -> None:
+        """Grant ``permission`` to ``role``; a permission on the same range has its kind replaced."""
+        await self._read(
+            endpoint,
+            lambda ep: self._rpc.role_grant_permission(ep, role, permission, timeout=self.timeout),
+        )
+
+    async def role_revoke_permission(
+        self, role: str, key: Key, range_end: Key = b"", *, endpoint: str | None = None
+    ) -> None:
+        """Revoke the permission of ``role`` whose key and range end are exactly these (reason
+        ``permission_not_granted`` if there is none)."""
+        k, end = _b(key), _b(range_end)
+        await self._write(
+            endpoint, lambda ep: self._rpc.role_revoke_permission(ep, role, k, end, timeout=self.timeout)
+        )

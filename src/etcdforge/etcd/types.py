@@ -4,6 +4,7 @@ Role: the vocabulary shared by :mod:`etcdforge.etcd.client` and its callers (obs
 Invariants: every type is a frozen dataclass built from Python primitives only — no protobuf or grpc
 objects leak out, so importing this module is cheap and the values are safe to log, compare and pickle.
 Member IDs are the raw ``uint64`` etcd uses; :func:`format_member_id` renders them the way etcdctl does.
+Key ranges follow etcd: ``[key, range_end)``, an empty ``range_end`` meaning exactly ``key``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,25 @@ from pathlib import Path
 from typing import Literal
 
 AlarmName = Literal["NONE", "NOSPACE", "CORRUPT"]
+PermissionKind = Literal["read", "write", "readwrite"]
+PERMISSION_KINDS: tuple[PermissionKind, ...] = ("read", "write", "readwrite")
 
 
 def format_member_id(member_id: int) -> str:
     """Render a member ID as etcdctl prints it (lower-case hex, no padding)."""
     return f"{member_id:x}"
+
+
+def prefix_end(key: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``key`` (etcd's ``WithPrefix`` range end).
+
+    Trailing 0xff bytes cannot be incremented, so they are dropped first; a key of only 0xff bytes (or
+    an empty key) has no upper bound, which etcd spells ``b"\\0"``.
+    """
+    stripped = key.rstrip(b"\xff")
+    if not stripped:
+        return b"\0"
+    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +148,35 @@ class HashKV:
     hash: int
     compact_revision: int
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStatus:
+    """Whether etcd authentication is on. ``revision`` counts changes to users, roles and permissions;
+    etcd 3.4 does not report it (no AuthStatus RPC), so it is 0 there."""
+
+    enabled: bool
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """A role's access to the keys ``[key, range_end)`` (``range_end`` empty: exactly ``key``).
+
+    etcd matches a revoke by ``key`` and ``range_end`` exactly, so keep the value a grant used.
+    """
+
+    kind: PermissionKind
+    key: bytes
+    range_end: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.kind not in PERMISSION_KINDS:
+            raise ValueError(f"Permission kind must be one of {', '.join(PERMISSION_KINDS)}: {self.kind!r}")
+
+    @classmethod
+    def prefix(cls, kind: PermissionKind, key: bytes) -> Permission:
+        """Access to every key starting with ``key`` (``etcdctl role grant-permission --prefix``)."""
+        if not key:
+            raise ValueError("Permission.prefix needs a non-empty prefix")
+        return cls(kind, key, prefix_end(key))

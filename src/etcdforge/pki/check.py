@@ -35,7 +35,7 @@ from etcdforge.pki.plan import signed_by
 Severity = Literal["ok", "warning", "broken"]
 Role = Literal["ca", "server", "peer", "client"]
 CheckName = Literal[
-    "read", "expiry", "chain", "key-match", "usages", "sans", "key-mode", "owner", "ca-key-absent"
+    "read", "expiry", "chain", "key-match", "usages", "sans", "key-mode", "owner", "ca-key-absent", "revoked"
 ]
 
 _RANK: dict[Severity, int] = {"ok": 0, "warning": 1, "broken": 2}
@@ -147,6 +147,8 @@ class PkiFacts:
     #: the workspace's trust bundle (pki/trust.pem) once a CA rotation started: during a rotation members
     #: trust old + new CA, and leaves signed by the other CA of the bundle are expected
     trust: bytes | None = None
+    #: revoked client certificates (``client remove``): serial (hex) -> client name
+    revoked: Mapping[str, str] = field(default_factory=dict)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -183,10 +185,28 @@ def check_pki(facts: PkiFacts, now: datetime, thresholds: Thresholds = Threshold
             continue
         found = check_item(item, ca_cert, now, thresholds)
         out += [_other_trusted(f, item, trusted, ca_cert) for f in found]
+    out += check_revoked(facts.items, facts.revoked)
     ca_key = _quiet_key(facts.ca_key) if facts.ca_key is not None else None
     for member in facts.members:
         out += check_member_files(member, facts.ca_key, ca_key, facts.forbidden_names)
     return tuple(out)
+
+
+def check_revoked(items: Sequence[CertItem], revoked: Mapping[str, str]) -> list[Finding]:
+    """A certificate whose serial ``client remove`` recorded, still in a file: broken (with auth on etcd
+    refuses it, but the copy should go)."""
+    out = []
+    for item in items:
+        if not revoked or item.cert.data is None:
+            continue
+        try:
+            serial = f"{x509.load_pem_x509_certificate(item.cert.data).serial_number:x}"
+        except ValueError:
+            continue  # reported by the read check
+        if serial in revoked:
+            message = f"{item.cert.path} holds {revoked[serial]}'s revoked certificate (serial {serial})"
+            out.append(Finding(item.subject, "revoked", "broken", message))
+    return out
 
 
 def _bundle(data: bytes | None) -> tuple[x509.Certificate, ...]:

@@ -145,7 +145,8 @@ async def promote_when_synced(
             await alive()
         if member.name:  # started: etcd refuses to promote a learner that never started
             try:
-                await client.member_promote(member.id)
+                # to the leader: before 3.5.28 a follower forwarding a promote fails with auth on
+                await client.member_promote(member.id, endpoint=await leader_url(client))
                 return f"promoted after {clock() - start:.1f}s"
             except EtcdServerError as exc:
                 if exc.reason != "learner_not_ready":
@@ -159,6 +160,22 @@ async def promote_when_synced(
             )
         await sleep(PROMOTE_INTERVAL)
         attempt += 1
+
+
+async def leader_url(client: ClusterPort) -> str | None:
+    """The leader's client URL as the voters report it; None when it cannot be told (any member then)."""
+    try:
+        members = await client.member_list()
+    except EtcdError:
+        return None
+    urls = {m.id: m.client_urls[0] for m in members if m.client_urls and not m.is_learner}
+    for url in urls.values():
+        try:
+            leader = (await client.status(url)).leader
+        except EtcdError:
+            continue
+        return urls.get(leader)
+    return None
 
 
 async def remove(

@@ -15,12 +15,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from etcdforge import topology
 from etcdforge.errors import BinaryError, MemberStartError, WorkspaceError
 from etcdforge.fsutil import read_optional
 from etcdforge.hosts.base import BatchOp, CommandOp, Host, WriteOp
 from etcdforge.hosts.errors import HostError
+from etcdforge.observe.auth import AuthPort
 from etcdforge.plan import (
     Action,
     AddLearner,
@@ -62,7 +64,7 @@ from etcdforge.plan import (
     WriteFile,
     WriteManifest,
 )
-from etcdforge.runtime import backup_ops, cluster_ops, maintenance_ops, releases, upgrade_ops
+from etcdforge.runtime import access_ops, backup_ops, cluster_ops, maintenance_ops, releases, upgrade_ops
 from etcdforge.runtime.cluster_ops import ClusterPort
 from etcdforge.runtime.control import issue_certs, move_path, perform_control_file, remove_tree
 from etcdforge.runtime.services import ServiceManager
@@ -177,6 +179,9 @@ class Runtime:
             timeout = action.timeout + 5 if isinstance(action, Defragment) else 30.0
             async with self.cluster(timeout) as client:
                 return await maintenance_ops.perform(client, action)
+        if isinstance(action, access_ops.ACCESS_ACTIONS):
+            async with self.cluster(10.0) as client:
+                return await access_ops.perform(cast(AuthPort, client), action)
         if isinstance(action, VerifyPresented):
             from etcdforge.runtime.cert_verify import verify_presented
 

@@ -128,7 +128,23 @@ def gather_workspace(spec: ClusterSpec, ws: Workspace) -> tuple[FileFacts, bytes
                 user,
             )
         )
+    # a revoked client's files left behind (a `client remove` killed before it removed them)
+    listed = {i.subject for i in items}
+    for name in set(_revoked(ws).values()):
+        stem = topology.client_cert_name(name)
+        if stem not in listed and ws.cert_path(stem).is_file():
+            items.append(
+                CertItem(stem, "client", read_local(ws.cert_path(stem)), read_local(ws.key_path(stem)))
+            )
     return ca, ca_key.data, items
+
+
+def _revoked(ws: Workspace) -> dict[str, str]:
+    """serial -> client name, from pki/revoked.json (``client remove``)."""
+    from etcdforge.verbs.client.plan import REVOKED_FILE, parse_revoked
+
+    path = ws.pki_dir / REVOKED_FILE
+    return {r.serial: r.name for r in parse_revoked(path.read_text() if path.is_file() else None)}
 
 
 def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
@@ -144,7 +160,14 @@ def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
             read = {p: read_local(Path(p)) for p in _paths(paths)}
             items += _member_items(member.name, member, paths, read, user)
             members.append(_scan_local(member.name, ws.member_dir(member.name), Path(paths.data_dir)))
-    return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members), trust=_trust(ws))
+    return PkiFacts(
+        ca=ca,
+        ca_key=ca_key,
+        items=tuple(items),
+        members=tuple(members),
+        trust=_trust(ws),
+        revoked=_revoked(ws),
+    )
 
 
 def _trust(ws: Workspace) -> bytes | None:
@@ -184,7 +207,14 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     for host_items, files in results:
         items += host_items
         members.append(files)
-    return PkiFacts(ca=ca, ca_key=ca_key, items=tuple(items), members=tuple(members), trust=_trust(ws))
+    return PkiFacts(
+        ca=ca,
+        ca_key=ca_key,
+        items=tuple(items),
+        members=tuple(members),
+        trust=_trust(ws),
+        revoked=_revoked(ws),
+    )
 
 
 # One session per host for the whole check (a session costs a login on the host; reading file by file

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etcdforge import binaries, certs, layout
+from etcdforge.access import access_steps, manages_auth
 from etcdforge.errors import PlanError
 from etcdforge.executor import Reporter, execute
 from etcdforge.hosts.base import Host
+from etcdforge.observe.auth import read_auth
 from etcdforge.observe.cluster import observe_cluster
 from etcdforge.observe.hosts import HostObserved, observe_host
 from etcdforge.plan import IssueCerts, Plan, Step
@@ -178,7 +180,14 @@ async def _plan(
     if pki_items:
         why = "; ".join(f"{n}: {r}" for n, r in pki_items)
         steps.append(Step("pki/issue", "local", IssueCerts(pki_items, pki_plan), why))
-    return Plan(verb="apply", steps=(*steps, *host_plan.steps), warnings=host_plan.warnings)
+    # users, roles and the auth switch, once the cluster is healthy (read now when it answers)
+    auth = await read_auth(spec, ws) if manages_auth(spec) and cluster.reachable else None
+    access, access_warnings = access_steps(spec, auth)
+    return Plan(
+        verb="apply",
+        steps=(*steps, *host_plan.steps, *access),
+        warnings=(*host_plan.warnings, *access_warnings),
+    )
 
 
 async def make_plan(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etcdforge import render, topology
+from etcdforge.access import EMPTY, AuthView, access_steps
 from etcdforge.errors import PlanError, WorkspaceError
 from etcdforge.plan import (
     InstallMemberPki,
@@ -131,6 +132,7 @@ def plan_up(
     pki_plan: PkiPlan | None,
     control_pki: Mapping[str, bytes | None],
     timeout: float = 60.0,
+    auth: AuthView | None = None,
 ) -> Plan:
     """Steps that bring the local cluster up from whatever state the workspace is in.
 
@@ -238,7 +240,10 @@ def plan_up(
             Step("workspace/clear-bootstrap", "local", RemoveFile(record), "the new cluster is healthy")
         )
 
-    return Plan(verb="up", steps=tuple(steps), warnings=spec.warnings())
+    # users, roles and the auth switch (a new cluster has none; one not read yet gets ensure steps)
+    access, access_warnings = access_steps(spec, EMPTY if bootstrap and not observed.bootstrapping else auth)
+    steps += access
+    return Plan(verb="up", steps=tuple(steps), warnings=(*spec.warnings(), *access_warnings))
 
 
 def _initial_only(old: bytes | None, new: bytes) -> bool:

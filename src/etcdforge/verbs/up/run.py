@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcdforge import binaries, topology
+from etcdforge.access import manages_auth
 from etcdforge.errors import MemberStartError, PlanError, StepError, WorkspaceError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
+from etcdforge.observe.auth import read_auth
 from etcdforge.plan import Plan
 from etcdforge.runtime import supervisor
 from etcdforge.runtime.core import Runtime
@@ -157,10 +159,14 @@ async def up(
         control = {
             src: read_optional(Path(src)) for m in spec.members for src, _, _ in member_pki_files(ws, m.name)
         }
+        auth = None
+        if manages_auth(spec) and any(m.running for m in observed.members.values()):
+            auth = await read_auth(spec, ws)
         plan = plan_up(
             spec,
             ws,
             observed,
+            auth=auth,
             etcd_binary=binary.path,
             pki_items=tuple((c.name, c.reason) for c in pki_plan.changes),
             pki_plan=pki_plan,

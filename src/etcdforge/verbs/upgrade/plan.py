@@ -51,6 +51,8 @@ class UpgradeInputs:
     spec_after: bytes = b""
     #: per member: (config path, config rendered for the target) when it differs from the current one
     configs: tuple[tuple[str, str, bytes], ...] = ()
+    #: etcd's authentication is on (None: not read)
+    auth_enabled: bool | None = None
 
 
 def record(target: versions.Version, binary: str, member: str) -> bytes:
@@ -91,6 +93,13 @@ def plan_upgrade(inp: UpgradeInputs, safety: tuple[Step, ...] = ()) -> tuple[Pla
     )
     if path.refused:
         raise PlanError(path.refused)
+    if inp.auth_enabled and current[:2] == (3, 4) and target[:2] >= (3, 5):
+        # 3.5 changed the auth entries of the raft log: a mixed 3.4/3.5 cluster with auth on is not
+        # supported (etcd's upgrade guide)
+        raise PlanError(
+            "etcd does not support a rolling upgrade from 3.4 to 3.5 with auth on",
+            hint="set auth.enabled: false and run `apply`/`up`, upgrade, then turn auth on again",
+        )
     ahead = [n for n, v in running.items() if v > target and not inp.downgrade]
     if ahead:
         raise PlanError(f"{', '.join(ahead)} already run a release newer than {versions.show(target)}")

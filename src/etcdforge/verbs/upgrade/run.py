@@ -149,6 +149,7 @@ async def upgrade(
             spec_path=str(ws.spec_path),
             spec_after=dump_spec(after).encode() if after != spec else b"",
             configs=configs,
+            auth_enabled=await _auth_enabled(spec, ws),
         )
         safety, safety_warnings = await safety_steps(spec, ws, skip=no_snapshot or bool(saved))
         plan, warnings, note = plan_upgrade(inputs, (*safety, *stage))
@@ -215,3 +216,14 @@ async def _settled(spec: ClusterSpec, ws: Workspace, resuming: str | None) -> Cl
         if not down or time.monotonic() >= deadline:
             return view
         await asyncio.sleep(0.5)
+
+
+async def _auth_enabled(spec: ClusterSpec, ws: Workspace) -> bool | None:
+    from etcdforge.errors import EtcdError
+    from etcdforge.workspace import admin_client
+
+    try:
+        async with admin_client(spec, ws, timeout=3.0) as client:
+            return (await client.auth_status()).enabled
+    except EtcdError:
+        return None
