@@ -241,7 +241,7 @@ class FakeAuth:
     async def auth_status(self) -> Any:
         from etcdforge.etcd import AuthStatus
 
-        return AuthStatus(enabled=self.enabled, revision=1)
+        return AuthStatus(enabled=self.enabled)
 
     async def auth_enable(self) -> None:
         if ROOT not in self.users.get(ROOT, set()):

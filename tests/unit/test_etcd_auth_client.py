@@ -31,11 +31,6 @@ AUTH = auth_pb2.DESCRIPTOR.services_by_name["Auth"]
 FIELDS: dict[str, dict[str, tuple[int, int]]] = {
     "Permission": {"permType": (1, F.TYPE_ENUM), "key": (2, F.TYPE_BYTES), "range_end": (3, F.TYPE_BYTES)},
     "UserAddOptions": {"no_password": (1, F.TYPE_BOOL)},
-    "AuthStatusResponse": {
-        "header": (1, F.TYPE_MESSAGE),
-        "enabled": (2, F.TYPE_BOOL),
-        "authRevision": (3, F.TYPE_UINT64),
-    },
     "AuthenticateRequest": {"name": (1, F.TYPE_STRING), "password": (2, F.TYPE_STRING)},
     "AuthUserAddRequest": {
         "name": (1, F.TYPE_STRING),
@@ -79,7 +74,6 @@ def test_service_and_method_paths() -> None:
         [
             "AuthEnable",
             "AuthDisable",
-            "AuthStatus",
             "Authenticate",
             "UserAdd",
             "UserGet",
@@ -270,21 +264,15 @@ def test_an_unknown_permission_type_is_refused_not_guessed() -> None:
         run(fake, lambda c: c.role_get("app"))
 
 
-def test_auth_switch_and_status() -> None:
-    fake = FakeAuth({"AuthStatus": auth_pb2.AuthStatusResponse(enabled=True, authRevision=42)})
+def test_auth_switch() -> None:
+    fake = FakeAuth({})
 
-    async def calls(c: EtcdClient) -> AuthStatus:
+    async def calls(c: EtcdClient) -> None:
         await c.auth_enable()
         await c.auth_disable()
-        return await c.auth_status()
 
-    assert run(fake, calls) == AuthStatus(enabled=True, revision=42)
-    assert [m for m, _ in fake.calls] == ["AuthEnable", "AuthDisable", "AuthStatus"]
-
-
-UNIMPLEMENTED = _abort(
-    grpc.StatusCode.UNIMPLEMENTED, "unknown method AuthStatus for service etcdserverpb.Auth"
-)
+    run(fake, calls)
+    assert [m for m, _ in fake.calls] == ["AuthEnable", "AuthDisable"]
 
 
 @pytest.mark.parametrize(
@@ -298,26 +286,26 @@ UNIMPLEMENTED = _abort(
         ),
     ],
 )
-def test_status_on_etcd_3_4_asks_authenticate(code: grpc.StatusCode, text: str, enabled: bool) -> None:
-    """3.4 has no AuthStatus: an empty-name login is refused in a way that tells whether auth is on."""
-    fake = FakeAuth({"AuthStatus": UNIMPLEMENTED, "Authenticate": _abort(code, text)})
-    assert run(fake, lambda c: c.auth_status()) == AuthStatus(enabled=enabled, revision=0)
-    assert [m for m, _ in fake.calls] == ["AuthStatus", "Authenticate"]
-    assert fake.calls[1][1] == auth_pb2.AuthenticateRequest(name="", password="")
+def test_status_asks_authenticate_never_the_raft_applied_auth_status(
+    code: grpc.StatusCode, text: str, enabled: bool
+) -> None:
+    """An empty-name login is refused before raft in a way that tells whether auth is on (AuthStatus
+    would go through raft on 3.5, where a 3.4 member of a mixed cluster panics applying it)."""
+    fake = FakeAuth({"Authenticate": _abort(code, text)})
+    assert run(fake, lambda c: c.auth_status()) == AuthStatus(enabled=enabled)
+    assert [m for m, _ in fake.calls] == ["Authenticate"]
+    assert fake.calls[0][1] == auth_pb2.AuthenticateRequest(name="", password="")
 
 
-def test_status_on_etcd_3_4_never_guesses_from_an_accepted_login() -> None:
-    fake = FakeAuth({"AuthStatus": UNIMPLEMENTED})  # Authenticate answers OK: not what etcd does
+def test_status_never_guesses_from_an_accepted_login() -> None:
+    fake = FakeAuth({})  # Authenticate answers OK: not what etcd does
     with pytest.raises(EtcdRequestError, match="accepted a login without a user name"):
         run(fake, lambda c: c.auth_status())
 
 
-def test_status_on_etcd_3_4_passes_other_refusals_on() -> None:
+def test_status_passes_other_refusals_on() -> None:
     fake = FakeAuth(
-        {
-            "AuthStatus": UNIMPLEMENTED,
-            "Authenticate": _abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests"),
-        }
+        {"Authenticate": _abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests")}
     )
     with pytest.raises(EtcdServerError) as info:
         run(fake, lambda c: c.auth_status())
@@ -344,7 +332,6 @@ def test_server_refusals_arrive_as_typed_errors() -> None:
 
 TIMED_OUT = _abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out")
 REPEATABLE = {
-    "auth_status": ("AuthStatus", lambda c: c.auth_status()),
     "auth_enable": ("AuthEnable", lambda c: c.auth_enable()),
     "auth_disable": ("AuthDisable", lambda c: c.auth_disable()),
     "user_get": ("UserGet", lambda c: c.user_get("u")),

@@ -299,6 +299,30 @@ def test_supervisor_never_signals_a_recycled_pid(tmp_path: Path) -> None:
         other.wait()
 
 
+def test_supervisor_finds_a_member_process_its_pid_file_never_recorded(tmp_path: Path) -> None:
+    """A run killed between starting a member and writing its pid file: the process is still found (by
+    ``--config-file`` naming a file in the member's directory, relative to its cwd) and stopped."""
+    member = tmp_path / "members" / "etcd2"
+    member.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", "--config-file", "etcd.conf.yml"]
+    orphan = subprocess.Popen(argv, cwd=member)
+    elsewhere = subprocess.Popen(argv, cwd=tmp_path)  # another directory's: not this member's
+    try:
+        pid_file = member / "etcd.pid"
+        for _ in range(500):  # until its command line is readable
+            if supervisor.running_pid(pid_file) is not None:
+                break
+            time.sleep(0.01)
+        assert supervisor.running_pid(pid_file) == orphan.pid
+        assert asyncio.run(supervisor.stop(pid_file, timeout=0)) is True
+        orphan.wait(timeout=10)
+        assert supervisor.running_pid(pid_file) is None and elsewhere.poll() is None
+    finally:
+        for p in (orphan, elsewhere):
+            p.kill()
+            p.wait()
+
+
 def test_supervisor_start_and_stop(tmp_path: Path) -> None:
     pid_file, log = tmp_path / "p.pid", tmp_path / "p.log"
     started = supervisor.start(

@@ -358,7 +358,7 @@ class EtcdClient:
     # -- auth (users authenticate by their client certificate's CN) ---------------------------------
 
     async def auth_status(self, *, endpoint: str | None = None) -> AuthStatus:
-        """Whether authentication is on (etcd 3.4 reports no revision: 0 there)."""
+        """Whether authentication is on (asked so that no member of any release applies anything)."""
         return await self._read(endpoint, lambda ep: self._rpc.auth_status(ep, timeout=self.timeout))
 
     async def auth_enable(self, *, endpoint: str | None = None) -> None:

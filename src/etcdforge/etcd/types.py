@@ -152,11 +152,9 @@ class HashKV:
 
 @dataclass(frozen=True, slots=True)
 class AuthStatus:
-    """Whether etcd authentication is on. ``revision`` counts changes to users, roles and permissions;
-    etcd 3.4 does not report it (no AuthStatus RPC), so it is 0 there."""
+    """Whether etcd authentication is on."""
 
     enabled: bool
-    revision: int
 
 
 @dataclass(frozen=True, slots=True)

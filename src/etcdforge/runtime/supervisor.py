@@ -2,7 +2,8 @@
 
 Each member has a pid file and a log file in its workspace directory. A pid file records the PID *and*
 the process start time (``/proc/PID/stat`` field 22), so a recycled PID is never mistaken for our
-member and we never signal a process we did not start.
+member and we never signal a process we did not start. A member process that a killed run started but
+never recorded is recognised by its command line (``--config-file`` in the member's directory).
 
 Members run in their own session (``start_new_session``), so they outlive the ``etcdforge up`` that
 started them and a Ctrl-C in the terminal does not reach them.
@@ -56,10 +57,41 @@ def alive(record: ProcessRecord | None) -> bool:
     return record is not None and _proc_start_time(record.pid) == record.start_time
 
 
-def running_pid(pid_file: Path) -> int | None:
-    """PID of the live process recorded in ``pid_file``, or None (stale files are ignored)."""
+def untracked(pid_file: Path) -> ProcessRecord | None:
+    """A live member process that no pid file records: one that a run killed between starting it and
+    writing ``pid_file`` left behind. Known by its argv: ``--config-file`` naming a file in the pid
+    file's (the member's) directory, resolved against the process's own working directory."""
+    member_dir = pid_file.parent.resolve()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"--config-file" not in args:
+                continue
+            config = os.fsdecode(args[args.index(b"--config-file") + 1])
+            cwd = os.readlink(entry / "cwd")
+        except (OSError, IndexError):
+            continue
+        if (Path(cwd) / config).resolve().parent == member_dir:
+            start_time = _proc_start_time(int(entry.name))
+            if start_time is not None:
+                return ProcessRecord(int(entry.name), start_time)
+    return None
+
+
+def current(pid_file: Path) -> ProcessRecord | None:
+    """The member's live process: the one ``pid_file`` records, else an untracked one, else None."""
     record = read_record(pid_file)
-    return record.pid if record is not None and alive(record) else None
+    if record is not None and alive(record):
+        return record
+    return untracked(pid_file)
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """PID of the member's live process (recorded in ``pid_file``, or untracked), or None."""
+    record = current(pid_file)
+    return record.pid if record is not None else None
 
 
 @dataclass
@@ -110,8 +142,8 @@ async def stop(
 
     Returns True if a process was stopped, False if none was running. Removes the pid file.
     """
-    record = read_record(pid_file)
-    if record is None or not alive(record):
+    record = current(pid_file)
+    if record is None:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
         return False

@@ -52,20 +52,6 @@ class AuthDisableResponse(_message.Message):
     header: _common_pb2.ResponseHeader
     def __init__(self, header: _Optional[_Union[_common_pb2.ResponseHeader, _Mapping]] = ...) -> None: ...
 
-class AuthStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
-class AuthStatusResponse(_message.Message):
-    __slots__ = ("header", "enabled", "authRevision")
-    HEADER_FIELD_NUMBER: _ClassVar[int]
-    ENABLED_FIELD_NUMBER: _ClassVar[int]
-    AUTHREVISION_FIELD_NUMBER: _ClassVar[int]
-    header: _common_pb2.ResponseHeader
-    enabled: bool
-    authRevision: int
-    def __init__(self, header: _Optional[_Union[_common_pb2.ResponseHeader, _Mapping]] = ..., enabled: bool = ..., authRevision: _Optional[int] = ...) -> None: ...
-
 class AuthenticateRequest(_message.Message):
     __slots__ = ("name", "password")
     NAME_FIELD_NUMBER: _ClassVar[int]

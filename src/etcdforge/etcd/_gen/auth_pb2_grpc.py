@@ -25,11 +25,6 @@ class AuthStub(object):
                 request_serializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthDisableRequest.SerializeToString,
                 response_deserializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthDisableResponse.FromString,
                 )
-        self.AuthStatus = channel.unary_unary(
-                '/etcdserverpb.Auth/AuthStatus',
-                request_serializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthStatusRequest.SerializeToString,
-                response_deserializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthStatusResponse.FromString,
-                )
         self.Authenticate = channel.unary_unary(
                 '/etcdserverpb.Auth/Authenticate',
                 request_serializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthenticateRequest.SerializeToString,
@@ -113,16 +108,10 @@ class AuthServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AuthStatus(self, request, context):
-        """Only etcd 3.5 and later serve this; 3.4 answers UNIMPLEMENTED.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def Authenticate(self, request, context):
-        """We never log in with it: its refusal of an empty name tells a 3.4 server's
-        auth state ("not enabled" versus "authentication failed").
+        """We never log in with it: its refusal of an empty name, answered before raft on every release,
+        tells whether auth is on ("not enabled" versus "authentication failed"). Not AuthStatus: 3.4 lacks
+        it, and 3.5 proposes it through raft, where a 3.4 member of a mixed cluster panics applying it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -212,11 +201,6 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.AuthDisable,
                     request_deserializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthDisableRequest.FromString,
                     response_serializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthDisableResponse.SerializeToString,
-            ),
-            'AuthStatus': grpc.unary_unary_rpc_method_handler(
-                    servicer.AuthStatus,
-                    request_deserializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthStatusRequest.FromString,
-                    response_serializer=etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthStatusResponse.SerializeToString,
             ),
             'Authenticate': grpc.unary_unary_rpc_method_handler(
                     servicer.Authenticate,
@@ -324,23 +308,6 @@ class Auth(object):
         return grpc.experimental.unary_unary(request, target, '/etcdserverpb.Auth/AuthDisable',
             etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthDisableRequest.SerializeToString,
             etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthDisableResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def AuthStatus(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/etcdserverpb.Auth/AuthStatus',
-            etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthStatusRequest.SerializeToString,
-            etcdforge_dot_etcd_dot_proto_dot_auth__pb2.AuthStatusResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
