@@ -47,18 +47,24 @@ def stop_all_members(directory: Path) -> None:
     """Kill every member process recorded in the workspace (ours, by PID), whatever the test did, for a
     teardown or a test that throws the data away next: SIGKILL at once, all together (etcd stopping on
     SIGTERM tries to hand over leadership to members that are stopping too, which costs seconds each)."""
-    import asyncio
+    from etcdforge.testing.pytest_plugin import kill_members
 
-    from etcdforge.runtime import supervisor
+    kill_members(directory)
 
-    members = directory / "members"
-    if not members.is_dir():
-        return
 
-    async def all_members() -> None:
-        await asyncio.gather(*(supervisor.stop(m / "etcd.pid", timeout=0) for m in members.iterdir()))
-
-    asyncio.run(all_members())
+def etcd_processes(directory: Path | str) -> list[int]:
+    """etcd processes whose command line names a path below ``directory`` (a killed run may have removed
+    their pid files)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(directory).encode() in cmdline and b"etcd" in cmdline:
+                out.append(int(entry.name))
+    return out
 
 
 def require(problem: str | None, *, env: str) -> None:

@@ -11,11 +11,14 @@ user that must keep working is in place; off first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from etcdforge import topology
 from etcdforge.certs import BACKUP_CLIENT, client_names
+from etcdforge.errors import PlanError
 from etcdforge.etcd import Permission
 from etcdforge.plan import (
     DeleteRole,
@@ -25,9 +28,49 @@ from etcdforge.plan import (
     SetAuth,
     Step,
     permission_text,
-    prefix_end,
 )
 from etcdforge.spec import ClientSpec, ClusterSpec
+
+#: the workspace's record of revoked client certificates (pki/revoked.json)
+REVOKED_FILE = "revoked.json"
+
+
+@dataclass(frozen=True)
+class Revoked:
+    name: str
+    serial: str  # hex, as openssl and cfssl print it
+    not_after: str
+    revoked_at: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "serial": self.serial,
+            "not_after": self.not_after,
+            "revoked_at": self.revoked_at,
+        }
+
+
+def parse_revoked(text: str | None) -> list[Revoked]:
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+        return [Revoked(e["name"], e["serial"], e["not_after"], e["revoked_at"]) for e in data["revoked"]]
+    except (ValueError, KeyError, TypeError):
+        raise PlanError("pki/revoked.json is not etcdforge's record of revoked certificates") from None
+
+
+def dump_revoked(entries: Sequence[Revoked]) -> bytes:
+    return (json.dumps({"revoked": [e.to_json() for e in entries]}, indent=2) + "\n").encode()
+
+
+def revoked_names(entries: Sequence[Revoked], now: datetime) -> frozenset[str]:
+    """Names whose revoked certificate is still within its validity: an etcd user of that name would
+    make it work again (etcd checks the CN, not the serial)."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frozenset(r.name for r in entries if not r.not_after or r.not_after > stamp)
+
 
 #: etcd's administrator user and role (the role is built in; the user must exist before auth is on)
 ROOT = "root"
@@ -56,22 +99,15 @@ class Wanted:
 def manages_auth(spec: ClusterSpec) -> bool:
     """Whether etcdforge manages users and roles for this spec (auth on, or clients with rules): a spec
     with neither leaves etcd's auth alone, and its verbs never read it."""
-    return spec.auth.enabled or bool(spec.clients)
+    return spec.auth.enabled is not None or bool(spec.clients)
 
 
 def permissions(client: ClientSpec) -> tuple[Permission, ...]:
-    out = {
-        Permission(
-            kind=a.mode,
-            key=a.prefix.encode(),
-            range_end=prefix_end(a.prefix.encode()),
-        )
-        for a in client.access
-    }
-    return tuple(sorted(out, key=_order))
+    out = {Permission.prefix(a.mode, a.prefix.encode()) for a in client.access}
+    return tuple(sorted(out, key=permission_order))
 
 
-def _order(p: Permission) -> tuple[bytes, bytes, str]:
+def permission_order(p: Permission) -> tuple[bytes, bytes, str]:
     return (p.key, p.range_end, p.kind)
 
 
@@ -102,7 +138,20 @@ def without_access(spec: ClusterSpec) -> tuple[str, ...]:
     return tuple(name for name in client_names(spec) if name not in users)
 
 
-def access_steps(spec: ClusterSpec, view: AuthView | None) -> tuple[list[Step], list[str]]:
+def refuse_revoked(spec: ClusterSpec, revoked: frozenset[str]) -> None:
+    """A client named like a revoked certificate still valid: its user would let that certificate in."""
+    again = [c.name for c in spec.clients if c.name in revoked]
+    if again:
+        raise PlanError(
+            f"client(s) {', '.join(again)} were revoked and their old certificates are still valid: an "
+            "etcd user of that name would let them in again; nothing was changed",
+            hint="give the client another name (or rotate the CA, which makes the old certificates void)",
+        )
+
+
+def access_steps(
+    spec: ClusterSpec, view: AuthView | None, revoked: frozenset[str] = frozenset()
+) -> tuple[list[Step], list[str]]:
     """Steps that make etcd's users, roles and auth switch match ``spec``, and warnings for the plan.
 
     ``view`` None: the cluster could not be read when planning (it is started by the same plan): every
@@ -110,20 +159,20 @@ def access_steps(spec: ClusterSpec, view: AuthView | None) -> tuple[list[Step], 
     """
     if not manages_auth(spec):  # e.g. an adopted cluster with its own users: left alone
         return [], []
+    refuse_revoked(spec, revoked)
     want = wanted(spec)
     steps: list[Step] = []
     warnings: list[str] = []
     enabled = view.enabled if view is not None else None
-    if enabled and not spec.auth.enabled:
-        steps.append(
-            Step(
-                "auth/disable",
-                HOST,
-                SetAuth(enabled=False),
-                "auth.enabled is false: every certificate the CA signed gets full access again",
-            )
+    if enabled is not False and not spec.auth.on:  # unread (None): make sure, a no-op when off
+        why = (
+            "ensure: auth is off in the spec"
+            if enabled is None
+            else "auth is off in the spec: every certificate the CA signed gets full access again"
         )
-        warnings.append("turning auth off: every client certificate signed by the CA gets full access")
+        steps.append(Step("auth/disable", HOST, SetAuth(enabled=False), why))
+        if enabled:
+            warnings.append("turning auth off: every client certificate signed by the CA gets full access")
     have_roles = view.roles if view is not None else {}
     have_users = view.users if view is not None else {}
     for role, perms in want.roles.items():
@@ -157,7 +206,7 @@ def access_steps(spec: ClusterSpec, view: AuthView | None) -> tuple[list[Step], 
         )
     for role in sorted(set(have_roles) - set(want.roles) - {ROOT}):
         steps.append(Step(f"auth/delete-role:{role}", HOST, DeleteRole(role), "not in the spec"))
-    if spec.auth.enabled and not enabled:
+    if spec.auth.on and not enabled:
         lost = without_access(spec)
         steps.append(
             Step(

@@ -408,20 +408,13 @@ class WaitClusterVersion:
 # --- access (etcd users and roles) -------------------------------------------------------------------
 
 
-def prefix_end(prefix: bytes) -> bytes:
-    """etcd's end of the range of keys starting with ``prefix``: the prefix with its last byte below 0xff
-    incremented (bytes after it dropped); ``\\0`` (every key from ``prefix`` on) when there is none."""
-    for i in range(len(prefix) - 1, -1, -1):
-        if prefix[i] < 0xFF:
-            return prefix[:i] + bytes([prefix[i] + 1])
-    return b"\0"
-
-
 def permission_text(p: Permission) -> str:
     """``readwrite /app/*`` for a prefix, ``read /k`` for one key, ``read [a, b)`` for another range."""
     key = p.key.decode(errors="backslashreplace")
     if not p.range_end:
         return f"{p.kind} {key}"
+    from etcdforge.etcd.types import prefix_end
+
     if p.range_end == prefix_end(p.key):
         return f"{p.kind} {key}*"
     if p.range_end == b"\0":

@@ -342,7 +342,14 @@ class AuthSettings(_Model):
     """etcd's authentication: users are named by their certificate's CN (no passwords); etcdforge's
     admin certificate is root. Off: every certificate the CA signed has full access."""
 
-    enabled: bool = False
+    enabled: bool | None = Field(
+        default=None,
+        description="true: on; false: off; unset: off with clients:, else etcd's auth is left as it is.",
+    )
+
+    @property
+    def on(self) -> bool:
+        return self.enabled is True
 
 
 class SshSettings(_Model):
@@ -610,9 +617,20 @@ class ClusterSpec(_Model):
             except ValueError as exc:
                 raise ValueError(f"etcd.binary: {exc}") from None
         names = [c.name for c in self.clients]
+        members = {m.name for m in self.members}
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise ValueError(f"clients[{i}].name: {name!r} is used by two clients")
+            if name in members:  # a member's certificates carry its name as CN: they would share a user
+                raise ValueError(f"clients[{i}].name: {name!r} is a member's name; pick another")
+        for i, m in enumerate(self.members):
+            if m.name in RESERVED_CLIENTS:  # its certificates' CN would be that etcd user
+                raise ValueError(f"members[{i}].name: {m.name!r} is reserved ({', '.join(RESERVED_CLIENTS)})")
+        for name in self.pki.clients:
+            if name == "root" or name in members:
+                raise ValueError(
+                    f"pki.clients: {name!r} would be etcd's root user or a member's; pick another name"
+                )
         if self.mode == "local" and self.backup.on_members is not None:
             raise ValueError(
                 "backup.on_members: local mode has no hosts; use `etcdforge backup schedule --install`"
@@ -652,11 +670,18 @@ class ClusterSpec(_Model):
             out.append(f"{n} members: etcd recommends at most 7")
         if not self.etcd.tls.cipher_suites and self.etcd.tls.min_version != "TLS1.3":
             out.append("etcd.tls.cipher_suites is empty: Go's defaults also accept CBC-SHA1 suites")
-        if self.clients and not self.auth.enabled:
+        if self.clients and not self.auth.on:
             out.append(
-                "clients have access rules but auth.enabled is false: every client certificate has "
-                "full access until auth is on"
+                "clients have access rules but auth is not on (auth.enabled: true): every client "
+                "certificate has full access until it is"
             )
+        for c in self.clients:
+            for a in c.access:
+                if not a.prefix.endswith("/"):
+                    out.append(
+                        f"clients: {c.name}'s prefix {a.prefix!r} does not end in '/': it also covers "
+                        f"{a.prefix}x… and every other key that starts with it"
+                    )
         if self.etcd.quota_backend_bytes > SUGGESTED_MAX_QUOTA:
             out.append("etcd.quota_backend_bytes above 8 GiB: etcd warns and does not recommend it")
         return tuple(out)

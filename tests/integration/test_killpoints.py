@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from etcd_binaries import candidates, require
 from killpoints import Outcome, cli, kill_and_rerun, learn_steps, matrix_line, points
+from support import etcd_processes
 
 pytestmark = pytest.mark.integration
 
@@ -75,22 +76,8 @@ def clusters(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[list[tu
     finally:
         for _, _, ws in made:
             stop_all_members(ws)
-            for proc in workspace_processes(ws):  # a killed destroy may have removed the pid files
+            for proc in etcd_processes(f"{ws}/"):  # a killed destroy may have removed the pid files
                 os.kill(proc, signal.SIGKILL)
-
-
-def workspace_processes(ws: Path) -> list[int]:
-    """etcd processes started from this workspace's configs (found by their command lines)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(ws).encode() + b"/" in cmdline and b"etcd" in cmdline:
-                out.append(int(entry.name))
-    return out
 
 
 MODE = os.environ.get("ETCDFORGE_KILLPOINTS", "sample")
@@ -200,7 +187,7 @@ def test_up_from_nothing_converges_from_every_kill_point(clusters: list[tuple[st
 def test_destroy_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
     async def gone(ws: Path) -> None:
         assert not ws.exists(), "the workspace is still there"
-        assert workspace_processes(ws) == [], "an etcd of the destroyed workspace still runs"
+        assert etcd_processes(f"{ws}/") == [], "an etcd of the destroyed workspace still runs"
 
     async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
         async def again() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from etcd_binaries import candidates, require
+from support import etcd_processes
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["pytester"]
@@ -68,21 +69,8 @@ def etcd() -> Path:
     return require(path, name)
 
 
-def processes_under(directory: str) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if directory.encode() in cmdline and b"etcd" in cmdline:
-                out.append(int(entry.name))
-    return out
-
-
 def kill_all(directory: str) -> None:
-    for pid in processes_under(directory):
+    for pid in etcd_processes(directory):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -100,7 +88,7 @@ def test_each_test_gets_a_client_confined_to_a_fresh_prefix(pytester: pytest.Pyt
         )  # fmt: skip
         result.assert_outcomes(passed=2)
     finally:
-        leftover = processes_under(str(pytester.path))
+        leftover = etcd_processes(str(pytester.path))
         kill_all(str(pytester.path))
     assert not leftover, "the session left etcd running"
 
@@ -117,17 +105,17 @@ def test_an_interrupted_session_leaves_no_etcd_behind(pytester: pytest.Pytester,
         while not marker.exists() and time.monotonic() < deadline and session.poll() is None:
             time.sleep(0.1)
         directory = marker.read_text()
-        assert processes_under(directory), "the cluster did not start"
+        assert etcd_processes(directory), "the cluster did not start"
         session.send_signal(getattr(signal, how))
         session.wait(timeout=60)
         if how == "SIGKILL":  # nothing could run: the next session stops them first
-            assert processes_under(directory)
+            assert etcd_processes(directory)
             pytester.makepyfile(test_next="def test_next(etcd_cluster):\n    pass\n")
             nxt = subprocess.run(
                 [*argv, "test_next.py"], cwd=pytester.path, env=env, timeout=180, check=False
             )
             assert nxt.returncode == 0
-        assert not processes_under(directory), f"etcd left running after {how}"
+        assert not etcd_processes(directory), f"etcd left running after {how}"
         assert not Path(directory).exists()
     finally:
         if session.poll() is None:

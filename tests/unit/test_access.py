@@ -15,7 +15,8 @@ from etcdforge.access import EMPTY, ROOT, AuthView, access_steps, permissions, w
 from etcdforge.clientconfig import CONSUMERS, ClientTarget, render_config
 from etcdforge.errors import PlanError, SpecError
 from etcdforge.etcd import EtcdServerError, Permission
-from etcdforge.plan import EnsureRole, EnsureUser, SetAuth, permission_text, prefix_end
+from etcdforge.etcd.types import prefix_end
+from etcdforge.plan import EnsureRole, EnsureUser, SetAuth, permission_text
 from etcdforge.render import ClientPaths
 from etcdforge.runtime import access_ops
 from etcdforge.spec import ClientSpec, ClusterSpec, parse_spec
@@ -184,7 +185,7 @@ def _cert(serial: str | None = "1f") -> CertFacts:
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
 
 
-def test_client_remove_deletes_the_user_first_records_the_serial_and_converges() -> None:
+def test_client_remove_records_and_drops_it_from_the_spec_first_then_deletes_the_user() -> None:
     s = spec(clients=[APP], auth={"enabled": True})
     on = AuthView(
         True, {"root": ("root",), "admin": ("root",), "billing": ("billing",)}, {"billing": (RO, RW)}
@@ -192,12 +193,12 @@ def test_client_remove_deletes_the_user_first_records_the_serial_and_converges()
     kw: dict[str, Any] = {"spec_path": "/w/cluster.yaml", "revoked_path": "/w/pki/revoked.json", "now": NOW}
     plan, new_spec = plan_remove(s, "billing", revoked_text=None, cert=_cert(), auth=on, **kw)
     ids = [st.id for st in plan.steps]
-    assert ids == [
-        "auth/delete-user:billing", "auth/delete-role:billing", "pki/revoke:billing", "workspace/write-spec",
+    assert ids == [  # from the spec write on, every convergence (up, apply) deletes the user too
+        "pki/revoke:billing", "workspace/write-spec", "auth/delete-user:billing", "auth/delete-role:billing",
         "pki/remove-cert:billing", "pki/remove-key:billing",
     ]  # fmt: skip
     assert new_spec.client("billing") is None and not plan.warnings
-    record = plan.steps[2].action
+    record = plan.steps[0].action
     revoked = parse_revoked(record.content.decode())  # type: ignore[union-attr]
     assert revoked[0].serial == "1f" and revoked[0].name == "billing"
     # after everything: the name is only in the revoked record -> nothing to do, no error
@@ -371,3 +372,68 @@ def test_each_consumer_gets_its_own_format_with_the_paths() -> None:
     assert "path /billing" in core
     compile(render_config("python", t), "<snippet>", "exec")
     assert "--etcd-prefix" not in render_config("kube-apiserver", _target(None))
+
+
+def test_a_revoked_name_still_valid_is_refused_everywhere() -> None:
+    from etcdforge.access import Revoked, refuse_revoked, revoked_names
+
+    entries = [
+        Revoked("billing", "1f", "2027-01-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+        Revoked("old", "2e", "2026-01-01T00:00:00Z", "2025-12-01T00:00:00Z"),  # expired since
+    ]
+    live = revoked_names(entries, NOW)
+    assert live == {"billing"}
+    s = spec(clients=[APP], auth={"enabled": True})
+    with pytest.raises(PlanError, match="let them in again"):
+        access_steps(s, EMPTY, live)  # up / apply
+    with pytest.raises(PlanError, match="let them in again"):
+        plan_add(
+            spec(),
+            ClientSpec.model_validate(APP),
+            spec_path="x",
+            issue=(),
+            pki_plan=None,
+            auth=EMPTY,
+            revoked=live,
+        )
+    refuse_revoked(spec(clients=[{"name": "old", "root": True}]), live)  # an expired one may come back
+
+
+def test_names_that_would_be_etcd_root_or_share_a_user_are_refused() -> None:
+    for extra, problem in (
+        ({"pki": {"clients": ["admin", "root"]}}, "root user"),
+        ({"pki": {"clients": ["admin", "etcd1"]}}, "member"),
+        ({"clients": [{"name": "etcd2", "root": True}]}, "member's name"),
+    ):
+        with pytest.raises(SpecError) as e:
+            spec(**extra)
+        assert problem in " ".join(e.value.problems), extra
+    with pytest.raises(SpecError) as e:
+        parse_spec({"name": "c", "token": "t", "members": [{"name": "admin", "address": "127.0.0.1"}]})
+    assert "reserved" in " ".join(e.value.problems)
+
+
+def test_client_add_takes_over_an_unmanaged_cluster_without_deleting_or_switching_anything() -> None:
+    new = ClientSpec.model_validate(APP)
+    theirs = AuthView(True, {"root": ("root",), "admin": ("root",), "kube": ("kube",)}, {"kube": (RW,)})
+    with pytest.raises(PlanError, match=r"users this spec does not list \(kube\)"):
+        plan_add(spec(), new, spec_path="x", issue=(), pki_plan=None, auth=theirs)
+    on = AuthView(True, {"root": ("root",), "admin": ("root",)}, {})
+    plan, new_spec = plan_add(spec(), new, spec_path="x", issue=(), pki_plan=None, auth=on)
+    assert new_spec.auth.enabled is True and "auth/disable" not in [st.id for st in plan.steps]
+
+
+def test_auth_off_in_the_spec_is_ensured_when_etcd_could_not_be_read() -> None:
+    steps, warnings = access_steps(spec(clients=[OPS], auth={"enabled": False}), None)
+    assert steps[0].id == "auth/disable" and steps[0].reason.startswith("ensure") and not warnings
+    # unset and no clients: etcd's auth is left alone; an explicit false is managed
+    assert access_steps(spec(), None) == ([], [])
+    assert next(st.id for st in access_steps(spec(auth={"enabled": False}), None)[0]) == "auth/disable"
+
+
+def test_removing_the_last_client_keeps_the_spec_managing_auth() -> None:
+    s = spec(clients=[OPS])
+    on = AuthView(True, {"root": ("root",), "admin": ("root",), "ops": ("root",)}, {})
+    kw: dict[str, Any] = {"spec_path": "/w/cluster.yaml", "revoked_path": "/w/r.json", "now": NOW}
+    _, new_spec = plan_remove(s, "ops", revoked_text=None, cert=_cert(), auth=on, **kw)
+    assert new_spec.clients == () and new_spec.auth.enabled is True

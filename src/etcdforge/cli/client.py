@@ -99,7 +99,12 @@ def client_remove(directory: Path | None, name: str, dry_run: bool, output: str)
     d = workspace_dir(directory)
     reporter = None if dry_run else StepPrinter(make_console())
     result = run_async(run.remove(d, name, dry_run=dry_run, reporter=reporter))
-    _done(result, dry_run, output, f"client {name} removed; its certificate is revoked")
+    _done(
+        result,
+        dry_run,
+        output,
+        f"client {name} removed: its etcd user is gone and its serial recorded as revoked",
+    )
 
 
 def _print_clients(report: Any) -> None:

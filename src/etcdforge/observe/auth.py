@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from etcdforge.access import ROOT, AuthView
+from etcdforge.access import REVOKED_FILE, ROOT, AuthView, Revoked, parse_revoked
 from etcdforge.errors import EtcdError
 from etcdforge.etcd import AuthStatus, EtcdServerError, Member, Permission
 from etcdforge.spec import ClusterSpec
@@ -74,3 +74,9 @@ async def _permissions_of(client: AuthPort, role: str) -> tuple[Permission, ...]
         if exc.reason == "role_not_found":
             return ()
         raise
+
+
+def read_revoked(ws: Workspace) -> list[Revoked]:
+    """The workspace's record of revoked client certificates (``pki/revoked.json``; none: empty)."""
+    path = ws.pki_dir / REVOKED_FILE
+    return parse_revoked(path.read_text() if path.is_file() else None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from etcdforge.access import ROOT
+from etcdforge.access import ROOT, permission_order
 from etcdforge.errors import PlanError
-from etcdforge.etcd import EtcdServerError, Permission
+from etcdforge.etcd import EtcdServerError
 from etcdforge.observe.auth import AuthPort
 from etcdforge.plan import DeleteRole, DeleteUser, EnsureRole, EnsureUser, SetAuth, permission_text
 
@@ -51,15 +51,11 @@ async def _ensure_role(client: AuthPort, action: EnsureRole) -> str:
     for p in granted:
         await client.role_grant_permission(action.name, p)
     if created:
-        return "created: " + ", ".join(map(permission_text, sorted(want, key=_order)))
+        return "created: " + ", ".join(map(permission_text, sorted(want, key=permission_order)))
     if not granted and not revoked:
         return "already as wanted"
     changes = [f"+{permission_text(p)}" for p in granted] + [f"-{permission_text(p)}" for p in revoked]
     return "repaired: " + ", ".join(changes)
-
-
-def _order(p: Permission) -> tuple[bytes, bytes, str]:
-    return (p.key, p.range_end, p.kind)
 
 
 async def _ensure_user(client: AuthPort, action: EnsureUser) -> str:

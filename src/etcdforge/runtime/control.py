@@ -26,6 +26,9 @@ async def perform_control_file(action: WriteFile | RemoveFile) -> str:
         path.unlink(missing_ok=True)
         return "removed" if existed else "already gone"
     if read_optional(path) == action.content:
+        if os.stat(path).st_mode & 0o7777 != action.mode:  # the content is right, the mode is not
+            os.chmod(path, action.mode)
+            return "mode fixed"
         return "unchanged"
     ensure_dir(path.parent)
     await asyncio.to_thread(atomic_write, path, action.content, action.mode)

@@ -12,7 +12,8 @@ Installed with etcdforge (entry point ``pytest11``); nothing starts unless a tes
   :class:`~etcdforge.etcd.EtcdClient`. After the test its keys are deleted and its user revoked.
 
 Every etcd process is stopped at the end of the session, also when the run is interrupted (Ctrl-C,
-SIGTERM); a session killed outright (SIGKILL) leaves them to the next session, which stops them first.
+SIGTERM); a session killed outright (SIGKILL) leaves them to the next session with the same temporary
+root, which stops them first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +35,9 @@ import pytest
 if TYPE_CHECKING:
     from etcdforge.etcd import EtcdClient
 
-#: where each session records the clusters it owns (PID, start time, workspace), for the stale sweep
-REGISTRY = Path(tempfile.gettempdir()) / f"etcdforge-pytest-{os.getuid()}"
+#: the folder (below pytest's per-user temporary root, which pytest keeps private) where each session
+#: records the cluster it owns (PID, start time, workspace), for the stale sweep
+REGISTRY_NAME = "etcdforge-sessions"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -132,38 +133,38 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def _register(directory: Path) -> Path:
-    REGISTRY.mkdir(mode=0o700, exist_ok=True)
-    record = REGISTRY / f"{os.getpid()}-{secrets.token_hex(4)}.json"
+def _register(registry: Path, directory: Path) -> Path:
+    registry.mkdir(mode=0o700, exist_ok=True)
+    record = registry / f"{os.getpid()}-{secrets.token_hex(4)}.json"
     record.write_text(
         json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid()), "workspace": str(directory)})
     )
     return record
 
 
-def sweep_stale() -> list[str]:
+def sweep_stale(registry: Path) -> list[str]:
     """Stop the clusters of sessions that are gone (killed outright) and delete their workspaces."""
     swept: list[str] = []
-    if not REGISTRY.is_dir():
+    if not registry.is_dir():
         return swept
-    for record in REGISTRY.glob("*.json"):
+    for record in registry.glob("*.json"):
         try:
             data = json.loads(record.read_text())
-        except (OSError, ValueError):
+            pid, directory = int(data["pid"]), Path(data["workspace"])
+        except (OSError, ValueError, KeyError, TypeError):
             record.unlink(missing_ok=True)
             continue
-        pid = int(data.get("pid", 0))
-        if pid and _start_time(pid) == data.get("start"):
+        if _start_time(pid) == data.get("start"):
             continue  # its session still runs
-        directory = Path(data["workspace"])
-        _stop_members(directory)
-        shutil.rmtree(directory, ignore_errors=True)
+        if (directory / "cluster.yaml").is_file():  # an etcdforge workspace, nothing else
+            kill_members(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+            swept.append(str(directory))
         record.unlink(missing_ok=True)
-        swept.append(str(directory))
     return swept
 
 
-def _stop_members(directory: Path) -> None:
+def kill_members(directory: Path) -> None:
     """SIGKILL every member process the workspace recorded (by PID, checked against its start time)."""
     from etcdforge.runtime import supervisor
 
@@ -218,15 +219,16 @@ def etcd_cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EtcdCluster]:
     """A real local etcd cluster (mutual TLS, auth on) for the whole session."""
-    sweep_stale()
+    registry = tmp_path_factory.getbasetemp().parent / REGISTRY_NAME
+    sweep_stale(registry)
     binary = _etcd_binary(request.config)
     directory = tmp_path_factory.mktemp("etcdforge") / "cluster"
-    record = _register(directory)
+    record = _register(registry, directory)
     with _sigterm_interrupts():
         try:
             yield asyncio.run(_start(directory, _members(request.config), binary))
         finally:
-            _stop_members(directory)
+            kill_members(directory)
             shutil.rmtree(directory, ignore_errors=True)
             record.unlink(missing_ok=True)
 
@@ -241,7 +243,12 @@ def etcd_client(etcd_cluster: EtcdCluster) -> Iterator[EtcdTestClient]:
     name = f"t-{secrets.token_hex(4)}"
     prefix = f"/{name}/"
     d = etcd_cluster.directory
-    asyncio.run(run.add(d, ClientSpec(name=name, access=(ClientAccess(prefix=prefix),))))
+    added = asyncio.run(run.add(d, ClientSpec(name=name, access=(ClientAccess(prefix=prefix),))))
+    if not any(step.id == f"auth/user:{name}" for step in added.plan.steps):
+        pytest.fail(
+            f"etcd_client: the session's cluster did not make {name}'s user "
+            f"({'; '.join(added.plan.warnings)})"
+        )
     paths = Workspace(d).client_paths(name)
     env = {
         "ETCDCTL_API": "3",

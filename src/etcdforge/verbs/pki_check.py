@@ -139,12 +139,24 @@ def gather_workspace(spec: ClusterSpec, ws: Workspace) -> tuple[FileFacts, bytes
     return ca, ca_key.data, items
 
 
+def _facts(
+    ws: Workspace, ca: FileFacts, ca_key: bytes | None, items: list[CertItem], members: list[MemberFiles]
+) -> PkiFacts:
+    return PkiFacts(
+        ca=ca,
+        ca_key=ca_key,
+        items=tuple(items),
+        members=tuple(members),
+        trust=_trust(ws),
+        revoked=_revoked(ws),
+    )
+
+
 def _revoked(ws: Workspace) -> dict[str, str]:
     """serial -> client name, from pki/revoked.json (``client remove``)."""
-    from etcdforge.verbs.client.plan import REVOKED_FILE, parse_revoked
+    from etcdforge.observe.auth import read_revoked
 
-    path = ws.pki_dir / REVOKED_FILE
-    return {r.serial: r.name for r in parse_revoked(path.read_text() if path.is_file() else None)}
+    return {r.serial: r.name for r in read_revoked(ws)}
 
 
 def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
@@ -160,14 +172,7 @@ def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
             read = {p: read_local(Path(p)) for p in _paths(paths)}
             items += _member_items(member.name, member, paths, read, user)
             members.append(_scan_local(member.name, ws.member_dir(member.name), Path(paths.data_dir)))
-    return PkiFacts(
-        ca=ca,
-        ca_key=ca_key,
-        items=tuple(items),
-        members=tuple(members),
-        trust=_trust(ws),
-        revoked=_revoked(ws),
-    )
+    return _facts(ws, ca, ca_key, items, members)
 
 
 def _trust(ws: Workspace) -> bytes | None:
@@ -207,14 +212,7 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     for host_items, files in results:
         items += host_items
         members.append(files)
-    return PkiFacts(
-        ca=ca,
-        ca_key=ca_key,
-        items=tuple(items),
-        members=tuple(members),
-        trust=_trust(ws),
-        revoked=_revoked(ws),
-    )
+    return _facts(ws, ca, ca_key, items, members)
 
 
 # One session per host for the whole check (a session costs a login on the host; reading file by file

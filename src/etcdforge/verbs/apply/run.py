@@ -12,15 +12,16 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etcdforge import binaries, certs, layout
-from etcdforge.access import access_steps, manages_auth
+from etcdforge.access import access_steps, manages_auth, revoked_names
 from etcdforge.errors import PlanError
 from etcdforge.executor import Reporter, execute
 from etcdforge.hosts.base import Host
-from etcdforge.observe.auth import read_auth
+from etcdforge.observe.auth import read_auth, read_revoked
 from etcdforge.observe.cluster import observe_cluster
 from etcdforge.observe.hosts import HostObserved, observe_host
 from etcdforge.plan import IssueCerts, Plan, Step
@@ -182,7 +183,7 @@ async def _plan(
         steps.append(Step("pki/issue", "local", IssueCerts(pki_items, pki_plan), why))
     # users, roles and the auth switch, once the cluster is healthy (read now when it answers)
     auth = await read_auth(spec, ws) if manages_auth(spec) and cluster.reachable else None
-    access, access_warnings = access_steps(spec, auth)
+    access, access_warnings = access_steps(spec, auth, revoked_names(read_revoked(ws), datetime.now(UTC)))
     return Plan(
         verb="apply",
         steps=(*steps, *host_plan.steps, *access),

@@ -2,60 +2,39 @@
 facts and etcd's users and roles as observed.
 
 ``client add NAME``: the certificate (CN NAME), then the users and roles as the new spec wants them,
-then the spec. ``client remove NAME``: the user first (with auth on its certificate is refused from that
-moment although still valid), its role, the certificate's serial recorded as revoked (``pki check``
-flags any copy still in use), the spec, then the certificate and key files. Each step is idempotent; a
-re-run after a kill converges, and a remove that already happened says so.
+then the spec. A name whose revoked certificate is still valid is refused (etcd matches the CN, so a
+new user of that name would let the old certificate in). On a cluster whose auth etcdforge did not
+manage yet, auth stays as etcd has it and users of its own are refused, not deleted.
+
+``client remove NAME``: the serial recorded as revoked (``pki check`` flags any copy still in use) and
+the spec without NAME first — so that from then on every convergence (``up``, ``apply``, a re-run)
+deletes the user — then the user (with auth on, its certificate is refused from that moment although
+still valid), its role, the certificate and key files. Each step is idempotent; a re-run after a kill
+converges, and a remove that already happened says so.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from etcdforge.access import AuthView, access_steps
+from etcdforge.access import (
+    AuthView,
+    Revoked,
+    access_steps,
+    dump_revoked,
+    manages_auth,
+    parse_revoked,
+    refuse_revoked,
+    wanted,
+)
 from etcdforge.errors import PlanError
 from etcdforge.plan import DeleteRole, DeleteUser, IssueCerts, Plan, RemoveFile, Step, WriteFile
 from etcdforge.spec import RESERVED_CLIENTS, ClientSpec, ClusterSpec, dump_spec
 
 if TYPE_CHECKING:
     from etcdforge.pki import PkiPlan
-
-#: the workspace's record of revoked client certificates (pki/revoked.json)
-REVOKED_FILE = "revoked.json"
-
-
-@dataclass(frozen=True)
-class Revoked:
-    name: str
-    serial: str  # hex, as openssl and cfssl print it
-    not_after: str
-    revoked_at: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "serial": self.serial,
-            "not_after": self.not_after,
-            "revoked_at": self.revoked_at,
-        }
-
-
-def parse_revoked(text: str | None) -> list[Revoked]:
-    if not text:
-        return []
-    try:
-        data = json.loads(text)
-        return [Revoked(e["name"], e["serial"], e["not_after"], e["revoked_at"]) for e in data["revoked"]]
-    except (ValueError, KeyError, TypeError):
-        raise PlanError("pki/revoked.json is not etcdforge's record of revoked certificates") from None
-
-
-def dump_revoked(entries: Sequence[Revoked]) -> bytes:
-    return (json.dumps({"revoked": [e.to_json() for e in entries]}, indent=2) + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -77,9 +56,11 @@ def plan_add(
     issue: tuple[tuple[str, str], ...],
     pki_plan: PkiPlan | None,
     auth: AuthView | None,
+    revoked: frozenset[str] = frozenset(),
 ) -> tuple[Plan, ClusterSpec]:
     """``issue``: the certificates the PKI plan (``pki_plan``) issues, with reasons (empty when the
-    client's certificate is already there and valid)."""
+    client's certificate is already there and valid); ``revoked``: names whose revoked certificate is
+    still valid."""
     existing = spec.client(new.name)
     if existing is not None and existing != new:
         raise PlanError(
@@ -87,7 +68,20 @@ def plan_add(
             hint="edit its entry under clients: in the spec and run `etcdforge apply` (or `up`)",
         )
     clients = spec.clients if existing is not None else (*spec.clients, new)
-    new_spec = ClusterSpec.model_validate({**spec.model_dump(), "clients": [c.model_dump() for c in clients]})
+    data = {**spec.model_dump(), "clients": [c.model_dump() for c in clients]}
+    if not manages_auth(spec) and auth is not None:
+        # etcdforge takes over the users and roles from now on: auth stays as etcd has it, and users it
+        # does not know are the user's to place (never deleted by this command)
+        data["auth"] = {"enabled": auth.enabled}
+        foreign = sorted(set(auth.users) - set(wanted(ClusterSpec.model_validate(data)).users))
+        if foreign:
+            raise PlanError(
+                f"etcd has users this spec does not list ({', '.join(foreign)}): once the spec has clients, "
+                "users it does not list are deleted; nothing was changed",
+                hint="add them under clients: in the spec first (or delete them), then add the client",
+            )
+    new_spec = ClusterSpec.model_validate(data)
+    refuse_revoked(new_spec, revoked)
     steps: list[Step] = []
     if issue:
         steps.append(
@@ -100,7 +94,7 @@ def plan_add(
         )
     warnings: list[str] = []
     if auth is not None:
-        access, warnings = access_steps(new_spec, auth)
+        access, warnings = access_steps(new_spec, auth, revoked)
         steps += access
     else:
         warnings.append(
@@ -147,15 +141,37 @@ def plan_remove(
             "would keep working; nothing was changed",
             hint="run it again when `etcdforge health` shows a quorum",
         )
-    new_spec = ClusterSpec.model_validate(
-        {
-            **spec.model_dump(),
-            "clients": [c.model_dump() for c in spec.clients if c.name != name],
-            "pki": {**spec.pki.model_dump(), "clients": [c for c in spec.pki.clients if c != name]},
-        }
-    )
+    data = {
+        **spec.model_dump(),
+        "clients": [c.model_dump() for c in spec.clients if c.name != name],
+        "pki": {**spec.pki.model_dump(), "clients": [c for c in spec.pki.clients if c != name]},
+    }
+    if manages_auth(spec) and spec.auth.enabled is None:
+        # the last client going must not hand etcd's auth back to nobody: the spec keeps saying what it is
+        data["auth"] = {"enabled": auth.enabled}
+    new_spec = ClusterSpec.model_validate(data)
     steps: list[Step] = []
     warnings: list[str] = []
+    # the record and the spec first: from then on every convergence deletes the user
+    if cert.serial is not None and not any(r.serial == cert.serial for r in revoked):
+        entry = Revoked(name, cert.serial, cert.not_after or "", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        steps.append(
+            Step(
+                f"pki/revoke:{name}",
+                "local",
+                WriteFile(revoked_path, dump_revoked([*revoked, entry])),
+                f"serial {cert.serial} recorded: `pki check` flags any copy still in use",
+            )
+        )
+    if in_spec or new_spec != spec:
+        steps.append(
+            Step(
+                "workspace/write-spec",
+                "local",
+                WriteFile(spec_path, dump_spec(new_spec).encode()),
+                f"clients: - {name}",
+            )
+        )
     if name in auth.users:
         steps.append(
             Step(
@@ -171,25 +187,6 @@ def plan_remove(
         warnings.append(
             f"auth is off: {name}'s certificate keeps full access until auth.enabled is true "
             "(its user is gone, so turning auth on cuts it off)"
-        )
-    if cert.serial is not None and not any(r.serial == cert.serial for r in revoked):
-        entry = Revoked(name, cert.serial, cert.not_after or "", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        steps.append(
-            Step(
-                f"pki/revoke:{name}",
-                "local",
-                WriteFile(revoked_path, dump_revoked([*revoked, entry])),
-                f"serial {cert.serial} recorded: `pki check` flags any copy still in use",
-            )
-        )
-    if in_spec:
-        steps.append(
-            Step(
-                "workspace/write-spec",
-                "local",
-                WriteFile(spec_path, dump_spec(new_spec).encode()),
-                f"clients: - {name}",
-            )
         )
     if cert.serial is not None:
         steps.append(Step(f"pki/remove-cert:{name}", "local", RemoveFile(cert.cert_path), "revoked"))

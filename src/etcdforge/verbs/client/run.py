@@ -9,13 +9,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from etcdforge import certs, topology
-from etcdforge.access import AuthView, manages_auth, permissions, wanted
+from etcdforge.access import (
+    REVOKED_FILE,
+    AuthView,
+    dump_revoked,
+    manages_auth,
+    permissions,
+    revoked_names,
+    wanted,
+)
 from etcdforge.executor import Reporter, execute
-from etcdforge.observe.auth import read_auth
+from etcdforge.observe.auth import read_auth, read_revoked
 from etcdforge.plan import Plan, permission_text
-from etcdforge.runtime.factory import make_runtime
 from etcdforge.spec import ClientSpec, ClusterSpec
-from etcdforge.verbs.client.plan import REVOKED_FILE, CertFacts, parse_revoked, plan_add, plan_remove
+from etcdforge.verbs.client.plan import CertFacts, plan_add, plan_remove
+from etcdforge.verbs.maintenance.run import run_plan
 from etcdforge.verbs.up.run import locked_workspace
 from etcdforge.workspace import Workspace
 
@@ -41,15 +49,6 @@ def cert_facts(ws: Workspace, name: str) -> CertFacts:
     return CertFacts(str(cert_path), str(key_path), serial, not_after, key_path.is_file())
 
 
-async def _execute(
-    spec: ClusterSpec, ws: Workspace, plan: Plan, reporter: Reporter | None, dry_run: bool
-) -> bool:
-    if dry_run or plan.empty:
-        return False
-    await execute(plan, make_runtime(spec, ws, {}), reporter)
-    return True
-
-
 async def add(
     directory: Path, new: ClientSpec, *, dry_run: bool = False, reporter: Reporter | None = None
 ) -> ClientResult:
@@ -68,10 +67,11 @@ async def add(
         pki_plan = plan_workspace_pki(candidate, ws, requests=requests)
         issue = tuple((c.name, c.reason) for c in pki_plan.changes)
         auth = await read_auth(candidate, ws)
+        revoked = revoked_names(read_revoked(ws), datetime.now(UTC))
         plan, new_spec = plan_add(
-            spec, new, spec_path=str(ws.spec_path), issue=issue, pki_plan=pki_plan, auth=auth
+            spec, new, spec_path=str(ws.spec_path), issue=issue, pki_plan=pki_plan, auth=auth, revoked=revoked
         )
-        executed = await _execute(new_spec, ws, plan, reporter, dry_run)
+        executed = await run_plan(new_spec, ws, plan, reporter, dry_run)
         return ClientResult(plan, executed)
 
 
@@ -87,7 +87,7 @@ async def remove(
     certificate's serial as revoked, drop it from the spec and the workspace."""
     with locked_workspace(directory) as (ws, spec):
         revoked_path = ws.pki_dir / REVOKED_FILE
-        revoked_text = revoked_path.read_text() if revoked_path.is_file() else None
+        revoked_text = dump_revoked(read_revoked(ws)).decode()
         auth = await read_auth(spec, ws)
         plan, new_spec = plan_remove(
             spec,
@@ -99,7 +99,7 @@ async def remove(
             auth=auth,
             now=now or datetime.now(UTC),
         )
-        executed = await _execute(new_spec, ws, plan, reporter, dry_run)
+        executed = await run_plan(new_spec, ws, plan, reporter, dry_run)
         return ClientResult(plan, executed)
 
 
@@ -158,12 +158,15 @@ def _info(spec: ClusterSpec, ws: Workspace, name: str, auth: AuthView | None) ->
     roles = None if auth is None or name not in auth.users else auth.users[name]
     in_sync = None
     if auth is not None and manages_auth(spec):
-        role_ok = all(
-            auth.roles.get(r) is not None and set(auth.roles[r]) == set(want.roles[r])
-            for r in want.users.get(name, ())
-            if r in want.roles
-        )
-        in_sync = roles is not None and set(roles) == set(want.users.get(name, ())) and role_ok
+        if name not in want.users:  # a certificate without rules: in line when etcd has no such user
+            in_sync = roles is None
+        else:
+            role_ok = all(
+                auth.roles.get(r) is not None and set(auth.roles[r]) == set(want.roles[r])
+                for r in want.users[name]
+                if r in want.roles
+            )
+            in_sync = roles is not None and set(roles) == set(want.users[name]) and role_ok
     return ClientInfo(name, kind, access, facts.serial, facts.not_after, roles, in_sync)
 
 
@@ -178,8 +181,7 @@ async def report(directory: Path, only: str | None = None) -> ClientsReport:
         if only not in names:
             raise PlanError(f"no client named {only!r}", hint="clients: " + ", ".join(names))
         names = [only]
-    revoked_path = ws.pki_dir / REVOKED_FILE
-    revoked = parse_revoked(revoked_path.read_text() if revoked_path.is_file() else None)
+    revoked = read_revoked(ws)
     return ClientsReport(
         auth_enabled=None if auth is None else auth.enabled,
         managed=manages_auth(spec),

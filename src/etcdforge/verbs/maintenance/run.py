@@ -40,9 +40,11 @@ class MaintenanceResult:
     executed: bool = False
 
 
-async def _run(
+async def run_plan(
     spec: ClusterSpec, ws: Workspace, plan: Plan, reporter: Reporter | None, dry_run: bool
 ) -> bool:
+    """Run a plan of cluster API steps through the one executor (not for a dry run or an empty plan);
+    whether it ran."""
     if dry_run or plan.empty:
         return False
     await execute(plan, make_runtime(spec, ws, {}), reporter)
@@ -61,7 +63,7 @@ async def defrag(
     with locked_workspace(directory) as (ws, spec):
         view = await observe(spec, ws)
         plan, skipped = plan_defrag(view, only=member, min_pct=if_fragmented)
-        executed = await _run(spec, ws, plan, reporter, dry_run)
+        executed = await run_plan(spec, ws, plan, reporter, dry_run)
         return MaintenanceResult(plan, view, tuple(f"skipped {s}" for s in skipped), executed)
 
 
@@ -87,7 +89,7 @@ async def compact(
             notes = (note,)
         assert revision is not None
         plan = plan_compact(view, revision)
-        executed = await _run(spec, ws, plan, reporter, dry_run)
+        executed = await run_plan(spec, ws, plan, reporter, dry_run)
         return MaintenanceResult(plan, view, notes, executed)
 
 
@@ -167,7 +169,7 @@ async def disarm(
                 )
             notes = (report.verdict(),)
         plan = plan_disarm(view, kinds)
-        executed = await _run(spec, ws, plan, reporter, dry_run)
+        executed = await run_plan(spec, ws, plan, reporter, dry_run)
         return MaintenanceResult(plan, view, notes, executed)
 
 
@@ -178,5 +180,5 @@ async def space_recover(
     with locked_workspace(directory) as (ws, spec):
         view = await observe(spec, ws)
         plan, warnings = plan_space_recover(view)
-        executed = await _run(spec, ws, plan, reporter, dry_run)
+        executed = await run_plan(spec, ws, plan, reporter, dry_run)
         return MaintenanceResult(plan, view, tuple(warnings), executed)

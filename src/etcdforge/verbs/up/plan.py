@@ -133,6 +133,7 @@ def plan_up(
     control_pki: Mapping[str, bytes | None],
     timeout: float = 60.0,
     auth: AuthView | None = None,
+    revoked: frozenset[str] = frozenset(),
 ) -> Plan:
     """Steps that bring the local cluster up from whatever state the workspace is in.
 
@@ -241,7 +242,9 @@ def plan_up(
         )
 
     # users, roles and the auth switch (a new cluster has none; one not read yet gets ensure steps)
-    access, access_warnings = access_steps(spec, EMPTY if bootstrap and not observed.bootstrapping else auth)
+    access, access_warnings = access_steps(
+        spec, EMPTY if bootstrap and not observed.bootstrapping else auth, revoked
+    )
     steps += access
     return Plan(verb="up", steps=tuple(steps), warnings=(*spec.warnings(), *access_warnings))
 

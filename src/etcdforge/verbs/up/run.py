@@ -14,14 +14,15 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from etcdforge import binaries, topology
-from etcdforge.access import manages_auth
+from etcdforge.access import manages_auth, revoked_names
 from etcdforge.errors import MemberStartError, PlanError, StepError, WorkspaceError
 from etcdforge.executor import Confirm, Reporter, execute
 from etcdforge.fsutil import ensure_dir, read_optional
-from etcdforge.observe.auth import read_auth
+from etcdforge.observe.auth import read_auth, read_revoked
 from etcdforge.plan import Plan
 from etcdforge.runtime import supervisor
 from etcdforge.runtime.core import Runtime
@@ -167,6 +168,7 @@ async def up(
             ws,
             observed,
             auth=auth,
+            revoked=revoked_names(read_revoked(ws), datetime.now(UTC)),
             etcd_binary=binary.path,
             pki_items=tuple((c.name, c.reason) for c in pki_plan.changes),
             pki_plan=pki_plan,
