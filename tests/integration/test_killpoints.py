@@ -15,6 +15,8 @@ How much runs is chosen by ``ETCDFORGE_KILLPOINTS``, so the whole suite stays wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import time
@@ -24,7 +26,7 @@ from typing import Any
 
 import pytest
 from etcd_binaries import candidates, require
-from killpoints import Outcome, cli, kill_and_rerun, learn_steps, matrix_line, points
+from killpoints import Outcome, check_converged, cli, kill_and_rerun, learn_steps, matrix_line, points
 from support import etcd_processes
 
 pytestmark = pytest.mark.integration
@@ -324,3 +326,53 @@ def test_recover_converges_from_every_kill_point(clusters: list[tuple[str, Path,
         return await matrix(ws, argv, lose, under_load=False, check=recovered)
 
     run_both(clusters, "recover", scenario)
+
+
+def test_client_add_and_remove_converge_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    """``client add`` killed at any step, then re-run: the client is in the spec and etcd as the spec
+    says. ``client remove`` killed at any step, then re-run: gone from the spec and etcd, its serial
+    recorded. Between points the workspace and etcd are put back by hand (a revoked name cannot be
+    added again, so the revocation record goes too)."""
+    from etcdforge.etcd import EtcdServerError
+    from etcdforge.workspace import admin_client, load_workspace
+
+    add = ("client", "add", "app", "--prefix", "/app/")
+
+    async def clients(ws: Path) -> dict[str, Any]:
+        code, out, err = await cli(ws, "client", "list", "-o", "json")
+        assert code == 0, (out, err)
+        return dict(json.loads(out))
+
+    async def added(ws: Path) -> None:
+        await check_converged(ws)
+        rows = {c["name"]: c for c in (await clients(ws))["clients"]}
+        assert rows["app"]["in_sync"] is True and rows["app"]["access"] == ["readwrite /app/*"], rows
+
+    async def removed(ws: Path) -> None:
+        await check_converged(ws)
+        data = await clients(ws)
+        assert "app" not in {c["name"] for c in data["clients"]}
+        assert "app" in {r["name"] for r in data["revoked"]}
+        assert not list(ws.glob("pki/app-client*")), "the revoked certificate's files are still there"
+
+    async def reset(ws: Path, spec_text: str, *, with_app: bool) -> None:
+        (ws / "cluster.yaml").write_text(spec_text)
+        for f in ws.glob("pki/app-client*"):
+            f.unlink()
+        (ws / "pki" / "revoked.json").unlink(missing_ok=True)
+        w, spec = load_workspace(ws)
+        async with admin_client(spec, w) as admin:
+            for call in (admin.user_delete, admin.role_delete):
+                with contextlib.suppress(EtcdServerError):
+                    await call("app")
+        if with_app:
+            await ok(ws, *add)
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        original = (ws / "cluster.yaml").read_text()
+        outcomes = await matrix(ws, add, lambda: reset(ws, original, with_app=False), check=added)
+        await reset(ws, original, with_app=True)
+        remove = ("client", "remove", "app")
+        return outcomes + await matrix(ws, remove, lambda: reset(ws, original, with_app=True), check=removed)
+
+    run_both(clusters, "client add/remove", scenario)
