@@ -127,7 +127,7 @@ def plan_remove(
         raise PlanError(f"{name} is etcdforge's own certificate; it cannot be removed")
     revoked = parse_revoked(revoked_text)
     in_spec = spec.client(name) is not None or name in spec.pki.clients
-    known = in_spec or cert.serial is not None or (auth is not None and name in auth.users)
+    known = in_spec or cert.serial is not None or cert.key_exists or (auth is not None and name in auth.users)
     if not known:
         if any(r.name == name for r in revoked):
             return Plan("client-remove", ()), spec  # done before: nothing left to do
