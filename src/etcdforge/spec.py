@@ -287,6 +287,9 @@ class PkiSettings(_Model):
         return v
 
 
+#: etcd's backend quota when --quota-backend-bytes is 0 (etcd-facts §6)
+ETCD_DEFAULT_QUOTA = 2 * 2**30
+
 #: user names etcdforge keeps for itself: etcd's ``root`` and the tool's own certificates
 RESERVED_CLIENTS = ("root", "admin", "etcdforge-backup")
 
@@ -659,6 +662,11 @@ class ClusterSpec(_Model):
 
     def client(self, name: str) -> ClientSpec | None:
         return next((c for c in self.clients if c.name == name), None)
+
+    @property
+    def quota_bytes(self) -> int:
+        """The backend quota etcd enforces: the spec's, or etcd's default (2 GiB) when it is 0."""
+        return self.etcd.quota_backend_bytes or ETCD_DEFAULT_QUOTA
 
     def warnings(self) -> tuple[str, ...]:
         """Things that are allowed but usually a mistake."""

@@ -8,6 +8,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,6 +146,25 @@ def test_nospace_alarm_then_space_recover_loses_no_acknowledged_write(
     assert "database space exceeded" in error, error
     listed = run_cli("alarms", "list", "--dir", str(workspace), "-o", "json", check=False)
     assert listed.returncode == 2
+    # status shows the alarm, the quota used up, the free pages (#14 item 4)
+    full = json.loads(run_cli("status", "--dir", str(workspace), "-o", "json").stdout)
+    assert any(r["alarms"] == ["NOSPACE"] for r in full), full
+    assert all(r["quota_bytes"] == quota and r["quota_used_pct"] >= 90 for r in full), full
+    assert all(0 <= r["fragmented_pct"] <= 100 for r in full)
+    argv = ["status", "--watch", "--interval", "0.5", "--dir", str(workspace)]
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "etcdforge", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(3)
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert watch.returncode == 0 and "Traceback" not in err, err
+    assert "quota use" in out and "NOSPACE" in out, out[-2000:]  # (off a terminal: the last view only)
     assert {a["alarm"] for a in json.loads(listed.stdout)["alarms"]} == {"NOSPACE"}
 
     dry = json.loads(run_cli("space", "recover", "--dir", str(workspace), "--dry-run", "-o", "json").stdout)
@@ -152,6 +173,8 @@ def test_nospace_alarm_then_space_recover_loses_no_acknowledged_write(
     out = run_cli("space", "recover", "--dir", str(workspace))
     assert "writes work again" in out.stdout
     assert "no alarm is active" in run_cli("alarms", "--dir", str(workspace)).stdout
+    after = json.loads(run_cli("status", "--dir", str(workspace), "-o", "json").stdout)
+    assert all(r["alarms"] == [] and r["quota_used_pct"] < 90 for r in after), after
 
     async def check() -> None:
         ws, spec = load_workspace(workspace)

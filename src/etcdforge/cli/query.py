@@ -6,10 +6,12 @@ TLS flags.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,82 +30,121 @@ def _size(n: int) -> str:
 @main.command()
 @dir_option
 @output_option
-def status(directory: Path | None, output: str) -> None:
-    """Per member: version, leader, raft term/index, DB size, learner, errors."""
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C (table output).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.5),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+def status(directory: Path | None, output: str, watch: bool, interval: float) -> None:
+    """Per member: version, leader, raft term/index, DB size, quota use, free pages, alarms, learner,
+    errors; and the last backup's age."""
     from etcdforge.verbs import query as query
     from etcdforge.workspace import load_workspace
 
     ws, spec = load_workspace(workspace_dir(directory))
+    if watch and output != "json":
+        _watch(spec, ws, interval)
+        return
     rows = run_async(query.status(spec, ws))
     if output == "json":
-        data = []
-        for r in rows:
-            s = r.status
-            data.append(
-                {
-                    "member": r.member,
-                    "endpoint": r.endpoint,
-                    "error": r.error,
-                    **(
-                        {
-                            "id": f"{s.member_id:x}",
-                            "version": s.version,
-                            "is_leader": s.leader == s.member_id,
-                            "leader": f"{s.leader:x}",
-                            "raft_term": s.raft_term,
-                            "raft_index": s.raft_index,
-                            "raft_applied_index": s.raft_applied_index,
-                            "db_size": s.db_size,
-                            "db_size_in_use": s.db_size_in_use,
-                            "is_learner": s.is_learner,
-                            "revision": s.revision,
-                            "errors": list(s.errors),
-                        }
-                        if s is not None
-                        else {}
-                    ),
-                }
-            )
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps([_row_json(r) for r in rows], indent=2))
     else:
-        from rich.table import Table
-
-        table = Table(title=f"cluster {spec.name}")
-        for col in (
-            "member",
-            "endpoint",
-            "id",
-            "version",
-            "leader",
-            "raft term",
-            "raft index",
-            "db size",
-            "learner",
-            "errors",
-        ):
-            table.add_column(col)
-        for r in rows:
-            s = r.status
-            if s is None:
-                table.add_row(r.member, r.endpoint, "", "", "", "", "", "", "", f"[red]{plain(r.error)}[/]")
-                continue
-            table.add_row(
-                r.member,
-                r.endpoint,
-                f"{s.member_id:x}",
-                plain(s.version),
-                "[bold]yes[/]" if s.leader == s.member_id else "no",
-                str(s.raft_term),
-                str(s.raft_index),
-                _size(s.db_size),
-                "yes" if s.is_learner else "no",
-                plain(", ".join(s.errors)),
-            )
         console = make_console()
-        console.print(table)
+        console.print(_table(spec.name, rows))
         console.print(_last_backup(ws.root))
     if any(r.error for r in rows):
         sys.exit(1)
+
+
+def _row_json(r: Any) -> dict[str, Any]:
+    s = r.status
+    if s is None:
+        return {"member": r.member, "endpoint": r.endpoint, "error": r.error}
+    return {
+        "member": r.member,
+        "endpoint": r.endpoint,
+        "error": r.error,
+        "id": f"{s.member_id:x}",
+        "version": s.version,
+        "is_leader": s.leader == s.member_id,
+        "leader": f"{s.leader:x}",
+        "raft_term": s.raft_term,
+        "raft_index": s.raft_index,
+        "raft_applied_index": s.raft_applied_index,
+        "db_size": s.db_size,
+        "db_size_in_use": s.db_size_in_use,
+        "quota_bytes": r.quota,
+        "quota_used_pct": _round(r.quota_used_pct),
+        "fragmented_pct": _round(r.fragmented_pct),
+        "alarms": list(r.alarms),
+        "is_learner": s.is_learner,
+        "revision": s.revision,
+        "errors": list(s.errors),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _table(name: str, rows: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"cluster {name}")
+    for col in (
+        "member", "endpoint", "id", "version", "leader", "raft term", "raft index", "db size",
+        "quota use", "free pages", "alarms", "learner", "errors",
+    ):  # fmt: skip
+        table.add_column(col)
+    for r in rows:
+        s = r.status
+        if s is None:
+            table.add_row(r.member, r.endpoint, *([""] * 10), f"[red]{plain(r.error)}[/]")
+            continue
+        used = r.quota_used_pct or 0.0
+        use_style = "red" if used >= 90 else "yellow" if used >= 75 else ""
+        quota = f"{used:.0f}% of {_size(r.quota)}"
+        table.add_row(
+            r.member,
+            r.endpoint,
+            f"{s.member_id:x}",
+            plain(s.version),
+            "[bold]yes[/]" if s.leader == s.member_id else "no",
+            str(s.raft_term),
+            str(s.raft_index),
+            _size(s.db_size),
+            f"[{use_style}]{quota}[/]" if use_style else quota,
+            f"{r.fragmented_pct or 0.0:.0f}%",
+            f"[red]{plain(', '.join(r.alarms))}[/]" if r.alarms else "",
+            "yes" if s.is_learner else "no",
+            plain(", ".join(s.errors)),
+        )
+    return table
+
+
+def _watch(spec: Any, ws: Any, interval: float) -> None:
+    """Redraw the table every ``interval`` seconds in place until Ctrl-C (a member that stops answering
+    shows as an error row, and the watch goes on)."""
+    import asyncio
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.markup import render
+
+    from etcdforge.verbs import query as query
+
+    async def loop() -> None:
+        with Live(console=make_console(), auto_refresh=False) as live:
+            while True:
+                rows = await query.status(spec, ws)
+                live.update(Group(_table(spec.name, rows), render(_last_backup(ws.root))), refresh=True)
+                await asyncio.sleep(interval)
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch, quietly
+        run_async(loop())
 
 
 def _last_backup(root: Path) -> str:

@@ -17,7 +17,8 @@ from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
 
 if TYPE_CHECKING:
-    from etcdforge.etcd import Health, Member, MemberStatus
+    from etcdforge.etcd import EtcdClient, Health, Member, MemberStatus
+    from etcdforge.etcd.types import Alarm
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,33 @@ class StatusRow:
     endpoint: str
     status: MemberStatus | None
     error: str | None
+    #: the active alarms raised by this member (NOSPACE, CORRUPT)
+    alarms: tuple[str, ...] = ()
+    quota: int = 0
+
+    @property
+    def quota_used_pct(self) -> float | None:
+        """The database file's size against the backend quota (NOSPACE at 100 %)."""
+        if self.status is None or self.quota <= 0:
+            return None
+        return self.status.db_size * 100.0 / self.quota
+
+    @property
+    def fragmented_pct(self) -> float | None:
+        """Free pages in the database file: what a defragmentation gives back."""
+        s = self.status
+        if s is None or s.db_size <= 0:
+            return None
+        return max(0.0, (s.db_size - s.db_size_in_use) * 100.0 / s.db_size)
 
 
 async def status(spec: ClusterSpec, ws: Workspace, *, timeout: float = 2.0) -> tuple[StatusRow, ...]:
     async with admin_client(spec, ws, timeout=timeout) as client:
-        results = await asyncio.gather(
-            *(client.status(topology.client_url(spec, m)) for m in spec.members), return_exceptions=True
+        results, alarms = await asyncio.gather(
+            asyncio.gather(
+                *(client.status(topology.client_url(spec, m)) for m in spec.members), return_exceptions=True
+            ),
+            _alarms(client),
         )
     rows = []
     for m, r in zip(spec.members, results, strict=True):
@@ -41,8 +63,16 @@ async def status(spec: ClusterSpec, ws: Workspace, *, timeout: float = 2.0) -> t
         elif isinstance(r, BaseException):
             raise r
         else:
-            rows.append(StatusRow(m.name, url, r, None))
+            raised = tuple(sorted(a.alarm for a in alarms if a.member_id == r.member_id))
+            rows.append(StatusRow(m.name, url, r, None, raised, spec.quota_bytes))
     return tuple(rows)
+
+
+async def _alarms(client: EtcdClient) -> tuple[Alarm, ...]:
+    try:
+        return await client.alarms()
+    except EtcdError:  # no quorum: the statuses say enough
+        return ()
 
 
 async def health(spec: ClusterSpec, ws: Workspace, *, timeout: float = 5.0) -> tuple[tuple[str, Health], ...]:
