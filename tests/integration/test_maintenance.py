@@ -155,16 +155,21 @@ def test_nospace_alarm_then_space_recover_loses_no_acknowledged_write(
     watch = subprocess.Popen(
         [sys.executable, "-m", "etcdforge", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    views, alarm = 0, False
     try:
-        time.sleep(3)
-        watch.send_signal(signal.SIGINT)
-        out, err = watch.communicate(timeout=30)
+        assert watch.stdout is not None
+        for line in iter(watch.stdout.readline, ""):  # into a pipe, each refresh is printed
+            views += "quota use" in line
+            alarm = alarm or "NOSPACE" in line
+            if views == 2:
+                break
+        watch.send_signal(signal.SIGINT)  # once it runs: the watch ends cleanly
+        _, err = watch.communicate(timeout=60)
     finally:
         if watch.poll() is None:
             watch.kill()
             watch.wait()
-    assert watch.returncode == 0 and "Traceback" not in err, err
-    assert "quota use" in out and "NOSPACE" in out, out[-2000:]  # (off a terminal: the last view only)
+    assert views == 2 and alarm and watch.returncode == 0 and "Traceback" not in err, (views, err)
     assert {a["alarm"] for a in json.loads(listed.stdout)["alarms"]} == {"NOSPACE"}
 
     dry = json.loads(run_cli("space", "recover", "--dir", str(workspace), "--dry-run", "-o", "json").stdout)

@@ -126,9 +126,11 @@ def _table(name: str, rows: Any) -> Any:
 
 
 def _watch(spec: Any, ws: Any, interval: float) -> None:
-    """Redraw the table every ``interval`` seconds in place until Ctrl-C (a member that stops answering
-    shows as an error row, and the watch goes on)."""
+    """Redraw the table every ``interval`` seconds in place until Ctrl-C or SIGTERM (a member that stops
+    answering shows as an error row, and the watch goes on). The signal only sets a flag: a status read
+    under way finishes (it has its own timeout) instead of being cancelled inside gRPC."""
     import asyncio
+    import signal
 
     from rich.console import Group
     from rich.live import Live
@@ -137,14 +139,26 @@ def _watch(spec: Any, ws: Any, interval: float) -> None:
     from etcdforge.verbs import query as query
 
     async def loop() -> None:
-        with Live(console=make_console(), auto_refresh=False) as live:
-            while True:
+        stop = asyncio.Event()
+        running = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            running.add_signal_handler(sig, stop.set)
+        console = make_console()
+        # on a terminal the view is redrawn in place; into a pipe or file, each refresh is printed
+        live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+        with live or contextlib.nullcontext():
+            while not stop.is_set():
                 rows = await query.status(spec, ws)
-                live.update(Group(_table(spec.name, rows), render(_last_backup(ws.root))), refresh=True)
-                await asyncio.sleep(interval)
+                view = Group(_table(spec.name, rows), render(_last_backup(ws.root)))
+                if live is not None:
+                    live.update(view, refresh=True)
+                else:
+                    console.print(view)
+                    sys.stdout.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch, quietly
-        run_async(loop())
+    run_async(loop())
 
 
 def _last_backup(root: Path) -> str:
