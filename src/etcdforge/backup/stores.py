@@ -330,7 +330,7 @@ class SftpStore:
             raise self._fail("cannot upload", key, exc) from None
 
     async def get_file(self, key: str, local: Path) -> None:
-        import asyncssh
+        from etcdforge.hosts.sshlib import asyncssh
 
         try:
             await self._sftp.get(self._path(key), str(local), block_size=256 * 1024)
@@ -351,12 +351,12 @@ class SftpStore:
 
     @staticmethod
     def _attrs() -> Any:
-        import asyncssh
+        from etcdforge.hosts.sshlib import asyncssh
 
         return asyncssh.SFTPAttrs(permissions=0o600)
 
     async def get_bytes(self, key: str) -> bytes | None:
-        import asyncssh
+        from etcdforge.hosts.sshlib import asyncssh
 
         try:
             async with self._sftp.open(self._path(key), "rb") as f:
@@ -368,7 +368,7 @@ class SftpStore:
             raise self._fail("cannot download", key, exc) from None
 
     async def list(self) -> list[Entry]:
-        import asyncssh
+        from etcdforge.hosts.sshlib import asyncssh
 
         try:
             names = await self._sftp.readdir(self._root)
@@ -388,7 +388,7 @@ class SftpStore:
         )
 
     async def delete(self, key: str) -> None:
-        import asyncssh
+        from etcdforge.hosts.sshlib import asyncssh
 
         try:
             await self._sftp.remove(self._path(key))

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-import asyncssh
-
 from etcdforge.fsutil import atomic_write
+from etcdforge.hosts.sshlib import asyncssh
 
 DEFAULT_SSH_PORT = 22
 

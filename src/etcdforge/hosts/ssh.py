@@ -29,8 +29,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import asyncssh
-
 from etcdforge.hosts.base import (
     REMOTE_KILL_AFTER,
     REMOTE_TIMEOUT_STATUSES,
@@ -64,6 +62,7 @@ from etcdforge.hosts.known_hosts import (
     preferred_algorithms,
 )
 from etcdforge.hosts.scripts import ABSENT, READ_SCRIPT, SHA256_SCRIPT, WRITE_SCRIPT
+from etcdforge.hosts.sshlib import asyncssh
 
 #: ``route_check(address) -> allowed``: called with each resolved IP address before connecting
 RouteCheck = Callable[[str], bool]

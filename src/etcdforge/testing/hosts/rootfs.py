@@ -37,6 +37,8 @@ MASKED_UNITS = (
     "systemd-timesyncd.service",
     "systemd-pstore.service",
 )
+#: services a test host keeps enabled from this machine's multi-user.target
+KEPT_SERVICES = frozenset({"ssh.service"})
 SSHD_DROPIN = "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n"
 
 
@@ -81,7 +83,11 @@ def prepare_root(host: TestHost, peers: Sequence[TestHost], client_key: Path) ->
     run_local(["mount", "-t", "overlay", "overlay", "-o", options, str(host.root)])
     root = host.root
     etc = root / "etc"
-    (etc / "systemd/system/multi-user.target.wants/etcd.service").unlink(missing_ok=True)
+    # a test host runs sshd and what the tests start, not the services this machine has enabled (etcd,
+    # Prometheus, PostgreSQL, ...): each would start in every host
+    for wanted in (etc / "systemd/system/multi-user.target.wants").glob("*.service"):
+        if wanted.name not in KEPT_SERVICES:
+            wanted.unlink()
     for unit in MASKED_UNITS:
         target = etc / "systemd/system" / unit
         target.unlink(missing_ok=True)
