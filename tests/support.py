@@ -198,3 +198,16 @@ def under_load(directory: Path, *args: str, prefix: str, pause: float = 0.005) -
         return out.stdout, monitor.worst
 
     return asyncio.run(go())
+
+
+def need_promtool() -> str:
+    """promtool (Debian's prometheus package) for the alert-rule tests (ETCDFORGE_REQUIRE_MONITORING)."""
+    import shutil
+
+    found = shutil.which("promtool")
+    require(
+        None if found else "promtool is not installed (apt-get install prometheus)",
+        env="ETCDFORGE_REQUIRE_MONITORING",
+    )
+    assert found is not None
+    return found

@@ -738,6 +738,7 @@ Verb = Literal[
     "client-add",
     "client-remove",
     "client-bundle",
+    "monitoring",
 ]
 
 

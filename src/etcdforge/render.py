@@ -88,6 +88,11 @@ def etcd_config(
         "heartbeat-interval": e.heartbeat_interval_ms,
         "election-timeout": e.election_timeout_ms,
     }
+    metrics = topology.metrics_url(spec, member)
+    if metrics is not None:
+        config["listen-metrics-urls"] = metrics
+    if e.initial_corrupt_check:
+        config["experimental-initial-corrupt-check"] = True
     if e.snapshot_count is not None:
         config["snapshot-count"] = e.snapshot_count
     if e.quota_backend_bytes:

@@ -128,6 +128,17 @@ class EtcdSettings(_Model):
     install_dir: str = Field(default="/usr/local/bin", description="Where upload/download put the binaries.")
     client_port: Port = 2379
     peer_port: Port = 2380
+    metrics_port: Port | None = Field(
+        default=2381,
+        description="Plain-http /metrics and /health on loopback (127.0.0.1 on hosts, the member's own "
+        "127.0.0.x in local mode), so a node-local Prometheus agent scrapes without client certificates; "
+        "null: none",
+    )
+    initial_corrupt_check: bool = Field(
+        default=True,
+        description="A member compares its data's hash with its peers' when it starts and refuses to run "
+        "on a mismatch (etcd's --experimental-initial-corrupt-check).",
+    )
     data_dir: str | None = Field(default=None, description="Remote hosts: /var/lib/etcd by default.")
     heartbeat_interval_ms: int = Field(default=100, ge=1)
     election_timeout_ms: int = Field(default=1000, ge=1)
@@ -186,6 +197,8 @@ class EtcdSettings(_Model):
                 )
         if self.client_port == self.peer_port:
             raise ValueError(f"client_port and peer_port are both {self.client_port}; use two ports")
+        if self.metrics_port in (self.client_port, self.peer_port):
+            raise ValueError(f"metrics_port {self.metrics_port} is also the client or peer port; use another")
         if self.election_timeout_ms < 5 * self.heartbeat_interval_ms:
             raise ValueError(
                 f"election_timeout_ms ({self.election_timeout_ms}) must be at least 5 × "

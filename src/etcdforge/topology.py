@@ -52,6 +52,21 @@ def listen_client_urls(spec: ClusterSpec, member: MemberSpec) -> tuple[str, ...]
     return tuple(urls)
 
 
+def metrics_url(spec: ClusterSpec, member: MemberSpec) -> str | None:
+    """The plain-http metrics listener, seen from the member's own machine (None: the spec has none).
+
+    Loopback only, never the network: on a real host 127.0.0.1; in local mode the member's own
+    127.0.0.x (127.0.0.1 belongs to one of the members), so every member can use the same port.
+    """
+    port = spec.etcd.metrics_port
+    if port is None:
+        return None
+    address = member.address
+    if spec.on_own_hosts and not ipaddress.ip_address(address).is_loopback:
+        address = "127.0.0.1"
+    return f"http://{_host(address)}:{port}"
+
+
 def initial_cluster(spec: ClusterSpec, members: Sequence[MemberSpec] | None = None) -> str:
     chosen = spec.members if members is None else members
     return ",".join(f"{m.name}={peer_url(spec, m)}" for m in chosen)

@@ -13,13 +13,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "etcdforge"
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "fsutil", "hostpaths", "progress"}),
-    frozenset({"durations", "yamlio", "binaries", "etcd", "hosts", "versions"}),
+    frozenset({"durations", "yamlio", "binaries", "etcd", "hosts", "versions", "exposition"}),
     frozenset({"spec", "pki"}),
     frozenset({"topology", "plan"}),
-    frozenset({"render", "certs"}),
+    frozenset({"render", "certs", "monitoring"}),
     frozenset({"workspace", "layout", "access", "clientconfig"}),
     frozenset({"workspace_pki", "observe", "backup"}),
-    frozenset({"executor", "runtime"}),
+    frozenset({"executor", "runtime", "diagnosis"}),
     frozenset({"verbs"}),
     frozenset({"cli", "testing"}),
     frozenset({"__main__", "__init__"}),

@@ -9,7 +9,7 @@ start fast.
 from __future__ import annotations
 
 # Imported for their side effect: each module registers its commands on ``main``.
-from etcdforge.cli import adopt, backup, client, hosts, kv, local, maintenance, member, pki, query  # noqa: F401
+from etcdforge.cli import adopt, backup, client, hosts, kv, local, maintenance, member, monitor, pki, query  # noqa: F401
 from etcdforge.cli.app import main
 
 

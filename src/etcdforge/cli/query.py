@@ -18,7 +18,7 @@ import click
 from etcdforge.cli.app import dir_option, main, make_console, output_option, plain, run_async, workspace_dir
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     value = float(n)
     for unit in ("B", "kB", "MB", "GB"):
         if value < 1000 or unit == "GB":
@@ -106,7 +106,7 @@ def _table(name: str, rows: Any) -> Any:
             continue
         used = r.quota_used_pct or 0.0
         use_style = "red" if used >= 90 else "yellow" if used >= 75 else ""
-        quota = f"{used:.0f}% of {_size(r.quota)}"
+        quota = f"{used:.0f}% of {size_text(r.quota)}"
         table.add_row(
             r.member,
             r.endpoint,
@@ -115,7 +115,7 @@ def _table(name: str, rows: Any) -> Any:
             "[bold]yes[/]" if s.leader == s.member_id else "no",
             str(s.raft_term),
             str(s.raft_index),
-            _size(s.db_size),
+            size_text(s.db_size),
             f"[{use_style}]{quota}[/]" if use_style else quota,
             f"{r.fragmented_pct or 0.0:.0f}%",
             f"[red]{plain(', '.join(r.alarms))}[/]" if r.alarms else "",

@@ -316,12 +316,18 @@ def check_members(hosts: Sequence[HostFacts]) -> AdoptedSettings:
             same(f"--{flag}", {h.member: h.flags.get(flag) for h in hosts})
             tuning[key] = next(iter(values.values()))
     tls, tls_notes = _tls_flags(hosts, same)
+    metrics = {h.member: _loopback_metrics_port(h.flags.get("listen-metrics-urls", "")) for h in hosts}
+    carried = set()
+    if all(port is not None for port in metrics.values()):
+        same("the metrics port", metrics)
+        tuning["metrics_port"] = str(next(iter(metrics.values())))
+        carried.add("listen-metrics-urls")
     ignored = sorted(
         {
             f
             for h in hosts
             for f in h.flags
-            if f not in LAYOUT_FLAGS and f not in TUNING_FLAGS and f not in TLS_FLAGS
+            if f not in LAYOUT_FLAGS and f not in TUNING_FLAGS and f not in TLS_FLAGS and f not in carried
         }
     )
     first = hosts[0]
@@ -338,6 +344,24 @@ def check_members(hosts: Sequence[HostFacts]) -> AdoptedSettings:
         tls=tls,
         tls_notes=tls_notes,
     )
+
+
+def _loopback_metrics_port(urls: str) -> int | None:
+    """The port of a plain-http loopback ``--listen-metrics-urls`` (what the spec's metrics_port renders);
+    None for anything else (https, a routable address, several URLs: reported as not carried)."""
+    from urllib.parse import urlsplit
+
+    parts = [u.strip() for u in urls.split(",") if u.strip()]
+    if len(parts) != 1:
+        return None
+    url = urlsplit(parts[0])
+    try:
+        port = url.port
+    except ValueError:
+        return None
+    if url.scheme != "http" or port is None or not (url.hostname or "").startswith("127."):
+        return None
+    return port
 
 
 def check_cluster(

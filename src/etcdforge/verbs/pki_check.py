@@ -130,7 +130,7 @@ def gather_workspace(spec: ClusterSpec, ws: Workspace) -> tuple[FileFacts, bytes
         )
     # a revoked client's files left behind (a `client remove` killed before it removed them)
     listed = {i.subject for i in items}
-    for name in set(_revoked(ws).values()):
+    for name in set(revoked_serials(ws).values()):
         stem = topology.client_cert_name(name)
         if stem not in listed and ws.cert_path(stem).is_file():
             items.append(
@@ -139,7 +139,7 @@ def gather_workspace(spec: ClusterSpec, ws: Workspace) -> tuple[FileFacts, bytes
     return ca, ca_key.data, items
 
 
-def _facts(
+def pki_facts(
     ws: Workspace, ca: FileFacts, ca_key: bytes | None, items: list[CertItem], members: list[MemberFiles]
 ) -> PkiFacts:
     return PkiFacts(
@@ -148,11 +148,11 @@ def _facts(
         items=tuple(items),
         members=tuple(members),
         trust=_trust(ws),
-        revoked=_revoked(ws),
+        revoked=revoked_serials(ws),
     )
 
 
-def _revoked(ws: Workspace) -> dict[str, str]:
+def revoked_serials(ws: Workspace) -> dict[str, str]:
     """serial -> client name, from pki/revoked.json (``client remove``)."""
     from etcdforge.observe.auth import read_revoked
 
@@ -172,7 +172,7 @@ def gather_local(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
             read = {p: read_local(Path(p)) for p in _paths(paths)}
             items += _member_items(member.name, member, paths, read, user)
             members.append(_scan_local(member.name, ws.member_dir(member.name), Path(paths.data_dir)))
-    return _facts(ws, ca, ca_key, items, members)
+    return pki_facts(ws, ca, ca_key, items, members)
 
 
 def _trust(ws: Workspace) -> bytes | None:
@@ -212,7 +212,7 @@ async def gather_hosts(spec: ClusterSpec, ws: Workspace) -> PkiFacts:
     for host_items, files in results:
         items += host_items
         members.append(files)
-    return _facts(ws, ca, ca_key, items, members)
+    return pki_facts(ws, ca, ca_key, items, members)
 
 
 # One session per host for the whole check (a session costs a login on the host; reading file by file

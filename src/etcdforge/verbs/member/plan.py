@@ -207,6 +207,7 @@ def next_local_address(spec: ClusterSpec, taken: Sequence[str], is_free: Callabl
         ip = str(ipaddress.ip_address(candidate))
         if ip in used:
             continue
-        if all(is_free(ip, p) for p in (spec.etcd.client_port, spec.etcd.peer_port)):
+        ports = (spec.etcd.client_port, spec.etcd.peer_port, spec.etcd.metrics_port)
+        if all(is_free(ip, p) for p in ports if p is not None):
             return ip
     raise PlanError("no free 127.0.0.x address for a new member", hint="pass --address")

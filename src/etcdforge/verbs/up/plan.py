@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 MAX_LOCAL_MEMBERS = 9
 DEFAULT_CLIENT_PORT = 2379
 DEFAULT_PEER_PORT = 2380
+DEFAULT_METRICS_PORT = 2381
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,13 @@ def new_local_spec(
     start = 0
     while start + members <= 254:
         ips = [str(ipaddress.ip_address(base + start + i)) for i in range(members)]
-        if all(is_free(ip, p) for ip in ips for p in (DEFAULT_CLIENT_PORT, DEFAULT_PEER_PORT)):
+        ports = (DEFAULT_CLIENT_PORT, DEFAULT_PEER_PORT, DEFAULT_METRICS_PORT)
+        if all(is_free(ip, p) for ip in ips for p in ports):
             break
         start += members
     else:
         raise PlanError(
-            "no free block of 127.0.0.x addresses with ports 2379/2380",
+            "no free block of 127.0.0.x addresses with ports 2379/2380/2381",
             hint="stop another workspace (`etcdforge down --dir …`) or free the ports",
         )
     return ClusterSpec(

@@ -1,0 +1,61 @@
+"""``etcdforge monitoring --prometheus DIR``: one plan of file writes (the rendering is
+:mod:`etcdforge.monitoring`), shown by ``--dry-run`` and run by the one executor."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from etcdforge import monitoring
+from etcdforge.executor import Reporter
+from etcdforge.plan import Plan, Step, WriteFile
+from etcdforge.spec import ClusterSpec
+from etcdforge.workspace import Workspace
+
+RULES_FILE = "etcdforge-rules.yml"
+
+
+def etcdforge_executable() -> str:
+    """The etcdforge command the exporter's unit runs: the one on PATH, else this interpreter's module."""
+    found = shutil.which("etcdforge")
+    return str(Path(found).resolve()) if found else f"{sys.executable} -m etcdforge"
+
+
+def plan_monitoring(
+    spec: ClusterSpec,
+    ws: Workspace,
+    out: Path,
+    *,
+    exporter: str,
+    remote_write: str | None,
+    etcdforge: str,
+) -> Plan:
+    out = out.resolve()
+    files: list[tuple[str, bytes, str]] = [
+        ("prometheus.yml", monitoring.scrape_config(spec, exporter, rules_file=RULES_FILE), "scrape config"),
+        (RULES_FILE, monitoring.alert_rules(), "alert rules"),
+        (
+            "etcdforge-exporter.service",
+            monitoring.exporter_unit(etcdforge, str(ws.root.resolve()), exporter),
+            "the exporter's systemd unit",
+        ),
+    ]
+    if spec.on_own_hosts:
+        files += [
+            (f"agent-{m.name}.yml", monitoring.agent_config(spec, m, remote_write), f"agent on {m.name}")
+            for m in spec.members
+        ]
+    steps = tuple(
+        Step(f"monitoring/{name}", "local", WriteFile(str(out / name), data, 0o644), why)
+        for name, data, why in files
+    )
+    return Plan("monitoring", steps)
+
+
+async def write(
+    spec: ClusterSpec, ws: Workspace, plan: Plan, reporter: Reporter | None, dry_run: bool
+) -> bool:
+    from etcdforge.verbs.maintenance.run import run_plan
+
+    return await run_plan(spec, ws, plan, reporter, dry_run)
