@@ -12,6 +12,7 @@ import base64
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,15 +131,11 @@ def _local_member(
     paths = ws.member_paths(m.name)
     config, problem = _parse_config(_read(Path(paths.config)), paths.config)
     log_lines, log_error = _local_log(ws.member_log(m.name), now)
-    base = _metrics_only(m.name, scrape)
-    return MemberFacts(
-        m.name,
+    return replace(
+        _metrics_only(m.name, scrape),
         config=config,
         config_error=problem if Path(ws.member_dir(m.name)).is_dir() else None,
         wanted_config=_wanted(spec, m, paths),
-        metrics=base.metrics,
-        figures=base.figures,
-        metrics_error=base.metrics_error,
         log=log_lines,
         log_error=log_error,
         peer_cert=_read(Path(paths.peer_cert)),
@@ -226,7 +223,7 @@ async def _host_member(
             raise ValueError("the host's answer was cut short")
     except (EtcdforgeError, ValueError, OSError) as exc:
         failed = HostFacts(data_dir, error=f"cannot read {m.name}'s host: {exc}")
-        return [], None, MemberFacts(m.name, metrics=base.metrics, figures=base.figures, host=failed)
+        return [], None, replace(base, host=failed)
     peer_cert = next((i.cert.data for i in items if i.role == "peer"), None)
     return (
         items,
@@ -276,14 +273,11 @@ def member_from_host(
         uncertainty,
         routes,
     )
-    return MemberFacts(
-        m.name,
+    return replace(
+        base,
         config=config,
         config_error=problem,
         wanted_config=_wanted(spec, m, paths),
-        metrics=base.metrics,
-        figures=base.figures,
-        metrics_error=base.metrics_error,
         log=lines,
         peer_cert=peer_cert,
         host=host,
