@@ -85,6 +85,8 @@ def test_confined_and_read_only_clients_then_revocation_and_every_config(
 
     # every consumer's config: parses as its format and names the files; etcdctl's works as given
     bundle = tmp_path / "bundle"
+    dry = run_cli("client", "config", "app", "--bundle", str(bundle), "--dry-run", "--dir", d).stdout
+    assert "bundle/app-key.pem" in dry and not bundle.exists()
     run_cli("client", "config", "app", "--for", "env", "--bundle", str(bundle), "--dir", d)
     assert (bundle / "app-key.pem").stat().st_mode & 0o777 == 0o600
     out = {c: run_cli("client", "config", "app", "--for", c, "--dir", d).stdout for c in (

@@ -202,12 +202,22 @@ def client_show(directory: Path | None, name: str, output: str) -> None:
     default=None,
     help="Write the certificate, key (0600) and CA into this directory; the output names those copies.",
 )
-def client_config(directory: Path | None, name: str, consumer: str, bundle: Path | None) -> None:
+@click.option("--dry-run", is_flag=True, help="With --bundle: show the plan; write nothing.")
+def client_config(
+    directory: Path | None, name: str, consumer: str, bundle: Path | None, dry_run: bool
+) -> None:
     """Print what CONSUMER needs to connect as NAME: flags, environment or a YAML block with the paths."""
     from etcdforge.verbs.client import run
 
-    reporter = StepPrinter(make_console(stderr=True)) if bundle is not None else None
-    text, _ = run_async(
-        run.config(workspace_dir(directory), name, consumer, bundle=bundle, reporter=reporter)
+    if dry_run and bundle is None:
+        fail("--dry-run goes with --bundle (without it nothing is written)")
+    reporter = StepPrinter(make_console(stderr=True)) if bundle is not None and not dry_run else None
+    text, plan = run_async(
+        run.config(
+            workspace_dir(directory), name, consumer, bundle=bundle, reporter=reporter, dry_run=dry_run
+        )
     )
+    if dry_run and plan is not None:
+        print_plan(plan, "table")
+        return
     click.echo(text, nl=False)

@@ -225,7 +225,7 @@ def monitoring(
         if dry_run:
             return
     reporter = None if output == "json" else StepPrinter(make_console())
-    run_async(mon.write(spec, ws, plan, reporter, dry_run))
+    run_async(mon.write(plan, reporter, dry_run))
     if output != "json":
         make_console().print(
             f"wrote {len(plan.steps)} files to {plain(out_dir)}: check them with "

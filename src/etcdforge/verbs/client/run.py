@@ -191,10 +191,26 @@ async def report(directory: Path, only: str | None = None) -> ClientsReport:
 
 
 async def config(
-    directory: Path, name: str, consumer: str, *, bundle: Path | None = None, reporter: Reporter | None = None
+    directory: Path,
+    name: str,
+    consumer: str,
+    *,
+    bundle: Path | None = None,
+    reporter: Reporter | None = None,
+    dry_run: bool = False,
 ) -> tuple[str, Plan | None]:
     """What ``consumer`` needs to connect as ``name``; with ``bundle``, the certificate, key and CA are
-    first written there (key 0600) through one plan, and the output names those copies."""
+    first written there (key 0600) through one plan — under the workspace lock, so a ``client remove``
+    cannot take the files away half-way; ``dry_run``: the plan only, nothing written."""
+    if bundle is None:
+        return await _config(directory, name, consumer, None, reporter, dry_run)
+    with locked_workspace(directory):
+        return await _config(directory, name, consumer, bundle, reporter, dry_run)
+
+
+async def _config(
+    directory: Path, name: str, consumer: str, bundle: Path | None, reporter: Reporter | None, dry_run: bool
+) -> tuple[str, Plan | None]:
     from etcdforge.clientconfig import ClientTarget, render_config
     from etcdforge.errors import PlanError
     from etcdforge.plan import Step, WriteFile
@@ -230,7 +246,8 @@ async def config(
             )
         ]
         plan = Plan("client-bundle", tuple(steps))
-        await execute(plan, ControlFiles(), reporter)
+        if not dry_run:
+            await execute(plan, ControlFiles(), reporter)
         paths = copies
     own = spec.client(name)
     prefix = own.access[0].prefix if own is not None and len(own.access) == 1 else None

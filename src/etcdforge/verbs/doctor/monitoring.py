@@ -53,9 +53,12 @@ def plan_monitoring(
     return Plan("monitoring", steps)
 
 
-async def write(
-    spec: ClusterSpec, ws: Workspace, plan: Plan, reporter: Reporter | None, dry_run: bool
-) -> bool:
-    from etcdforge.verbs.maintenance.run import run_plan
+async def write(plan: Plan, reporter: Reporter | None, dry_run: bool) -> bool:
+    """Run the plan (files on this machine only) through the one executor; whether it ran."""
+    from etcdforge.executor import execute
+    from etcdforge.runtime.control import ControlFiles
 
-    return await run_plan(spec, ws, plan, reporter, dry_run)
+    if dry_run or plan.empty:
+        return False
+    await execute(plan, ControlFiles(), reporter)
+    return True
