@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -187,3 +188,16 @@ def test_auth_on_under_a_writer_then_every_verb_keeps_working(workspace: Path, e
             assert await refused(svc.put("/elsewhere", "v")) == "permission_denied"
 
     asyncio.run(svc_still_confined())
+
+    # degraded is normal: with one member of three down, clients come and go (a quorum is all it takes)
+    from etcdforge.runtime import supervisor
+
+    down = supervisor.running_pid(workspace / "members/etcd3/etcd.pid")
+    assert down is not None
+    os.kill(down, signal.SIGKILL)
+    run_cli("client", "add", "late", "--prefix", "/late/", "--dir", d)
+    run_cli("client", "remove", "svc", "--dir", d)
+    users = run_cli("client", "list", "--dir", d).stdout
+    listed = {line.split()[0] for line in users.splitlines()[2:] if line and not line.startswith("revoked")}
+    assert "late" in listed and "svc" not in listed and "revoked: svc" in users, users
+    run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))

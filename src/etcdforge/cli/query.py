@@ -120,9 +120,15 @@ def _table(name: str, rows: Any) -> Any:
             f"{r.fragmented_pct or 0.0:.0f}%",
             f"[red]{plain(', '.join(r.alarms))}[/]" if r.alarms else "",
             "yes" if s.is_learner else "no",
-            plain(", ".join(s.errors)),
+            plain(", ".join(_own_errors(s.errors))),
         )
     return table
+
+
+def _own_errors(errors: Any) -> list[str]:
+    """etcd's status errors without its echo of active alarms ("memberID:… alarm:NOSPACE"): the alarms
+    column already shows them."""
+    return [e for e in errors if "alarm:" not in e]
 
 
 def _watch(spec: Any, ws: Any, interval: float) -> None:
