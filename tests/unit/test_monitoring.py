@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -84,9 +85,19 @@ def test_no_metrics_port_no_etcd_targets() -> None:
     assert agent["scrape_configs"][0]["static_configs"] == []
 
 
-def test_exporter_unit() -> None:
-    unit = monitoring.exporter_unit("/usr/local/bin/etcdforge", "/srv/etcd 100%", "127.0.0.1:9479").decode()
-    assert (
-        'ExecStart=/usr/local/bin/etcdforge exporter --dir "/srv/etcd 100%%" --listen 127.0.0.1:9479' in unit
-    )
+def test_exporter_unit(tmp_path: Path) -> None:
+    unit = monitoring.exporter_unit(
+        ("/usr/local/bin/etcdforge",), "/srv/etcd 100%", "127.0.0.1:9479"
+    ).decode()
+    want = 'ExecStart=/usr/local/bin/etcdforge exporter --dir "/srv/etcd 100%%" --listen 127.0.0.1:9479'
+    assert want in unit
     assert "ProtectSystem=strict" in unit and "\nRestart=on-failure\n" in unit
+    # without etcdforge on PATH: the interpreter and -m etcdforge, each its own argument; systemd agrees
+    module = monitoring.exporter_unit((sys.executable, "-m", "etcdforge"), str(tmp_path), "127.0.0.1:9479")
+    assert f"ExecStart={sys.executable} -m etcdforge exporter --dir {tmp_path} " in module.decode()
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    path = write(tmp_path, "etcdforge-exporter.service", module)
+    done = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    assert "etcdforge-exporter.service" not in done.stderr, done.stderr

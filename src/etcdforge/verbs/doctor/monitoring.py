@@ -16,10 +16,10 @@ from etcdforge.workspace import Workspace
 RULES_FILE = "etcdforge-rules.yml"
 
 
-def etcdforge_executable() -> str:
+def etcdforge_executable() -> tuple[str, ...]:
     """The etcdforge command the exporter's unit runs: the one on PATH, else this interpreter's module."""
     found = shutil.which("etcdforge")
-    return str(Path(found).resolve()) if found else f"{sys.executable} -m etcdforge"
+    return (str(Path(found).resolve()),) if found else (sys.executable, "-m", "etcdforge")
 
 
 def plan_monitoring(
@@ -29,7 +29,7 @@ def plan_monitoring(
     *,
     exporter: str,
     remote_write: str | None,
-    etcdforge: str,
+    etcdforge: tuple[str, ...],
 ) -> Plan:
     out = out.resolve()
     files: list[tuple[str, bytes, str]] = [
