@@ -32,7 +32,7 @@ class ExpositionError(ValueError):
 
 def parse(text: str) -> tuple[Sample, ...]:
     out = []
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -45,13 +45,14 @@ def parse(text: str) -> tuple[Sample, ...]:
 
 def _sample(line: str) -> Sample:
     brace = line.find("{")
-    space = line.find(" ")
+    space = min((i for i in (line.find(" "), line.find("\t")) if i != -1), default=-1)
     if brace != -1 and (space == -1 or brace < space):
-        name = line[:brace]
+        name = line[:brace].strip()
         labels, rest = _labels(line, brace + 1)
     else:
         name, rest = line[:space], line[space:]
         labels = ()
+    rest = rest.split(" # ", 1)[0]  # an exemplar (OpenMetrics) after the value
     if not name:
         raise ValueError("no metric name")
     fields = rest.split()
@@ -69,6 +70,8 @@ def _labels(line: str, i: int) -> tuple[Labels, str]:
             return tuple(labels), line[i + 1 :]
         eq = line.index("=", i)
         key = line[i:eq].strip()
+        while line[eq + 1] == " ":
+            eq += 1
         if line[eq + 1] != '"':
             raise ValueError(f"label {key} has no quoted value")
         j, value = eq + 2, []

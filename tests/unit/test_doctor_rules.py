@@ -223,6 +223,11 @@ def test_hosts_and_clock() -> None:
     assert {"hosts.data-dir-owner", "hosts.data-dir-mode", "hosts.swap", "hosts.clock"} <= set(found)
     assert [f.severity for f in found["hosts.data-dir-fs"]] == ["problem", "warning"]
     assert [f.subject for f in found["hosts.clock"]] == ["etcd2"]
+    # a reading whose SSH round trip could explain the offset is not flagged
+    slow = (member("etcd1", host=host()), member("etcd2", host=host(clock_offset=1.8, clock_uncertainty=1.0)))
+    assert "hosts.clock" not in rules_of(facts(members=slow))
+    gone = (member("etcd1", host=HostFacts("/var/lib/etcd", error="cannot connect to etcd1's host")),)
+    assert rules_of(facts(members=gone))["hosts.unreadable"][0].message == "cannot connect to etcd1's host"
 
 
 def test_backups() -> None:

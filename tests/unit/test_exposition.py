@@ -74,6 +74,15 @@ def test_figures() -> None:
     assert f.backend_commit_p99 is None and f.is_learner is None
 
 
+def test_exemplars_tabs_and_spaces_are_read() -> None:
+    page = 'a_bucket{le="0.1"} 5 # {trace_id="x"} 0.05 1.6e9\nb\t7\nc{x = "1", y="2"} 3\n# EOF\n'
+    assert [(s.name, s.labels, s.value) for s in exposition.parse(page)] == [
+        ("a_bucket", (("le", "0.1"),), 5.0),
+        ("b", (), 7.0),
+        ("c", (("x", "1"), ("y", "2")), 3.0),
+    ]
+
+
 @pytest.mark.parametrize("line", ["no_value", "x{a=1} 2", 'x{a="1"} one', "x 1 2 3"])
 def test_malformed_lines_are_refused(line: str) -> None:
     with pytest.raises(exposition.ExpositionError, match="line 1"):

@@ -35,7 +35,7 @@ def write(directory: Path, name: str, data: bytes) -> Path:
 def test_rules_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     write(tmp_path, "etcdforge-rules.yml", monitoring.alert_rules())
     out = promtool("check", "rules", "etcdforge-rules.yml", cwd=tmp_path)
-    assert "SUCCESS: 20 rules found" in out
+    assert "SUCCESS: 23 rules found" in out
     shutil.copy(DATA / "etcdforge-rules.test.yml", tmp_path)
     promtool("test", "rules", "etcdforge-rules.test.yml", cwd=tmp_path)
 

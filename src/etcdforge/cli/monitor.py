@@ -44,6 +44,8 @@ def _bytes(value: float | None) -> str:
 def metrics(directory: Path | None, output: str, member_name: str | None, raw: bool) -> None:
     """Each member's key figures from its /metrics: leader, proposals, disk latency (p99 since the member
     started), database size, peers' round trip, file descriptors."""
+    import http.client
+
     from etcdforge.observe import metrics as scraping
     from etcdforge.workspace import load_workspace
 
@@ -59,7 +61,7 @@ def metrics(directory: Path | None, output: str, member_name: str | None, raw: b
         url = scraping.metrics_source(spec, chosen[0])
         try:
             sys.stdout.write(run_async(scraping.fetch_text(url, ws)))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             fail(f"cannot read {url}: {getattr(exc, 'reason', None) or exc}")
         return
     scrapes = run_async(scraping.scrape_all(spec, ws, chosen))
@@ -137,6 +139,8 @@ def doctor(directory: Path | None, output: str, read_hosts: bool, thresholds: tu
     """What is wrong with the cluster and the command that fixes it: certificates, configuration,
     membership, space, disk latency, leader changes, hosts (--hosts), backups. Exit 0 fine, 1 warnings,
     2 problems."""
+    import shlex
+
     from etcdforge.diagnosis.findings import Thresholds, exit_code
     from etcdforge.diagnosis.rules import diagnose
     from etcdforge.verbs.doctor.gather import gather
@@ -154,7 +158,7 @@ def doctor(directory: Path | None, output: str, read_hosts: bool, thresholds: tu
     except ValueError as exc:
         fail(str(exc))
     ws, spec = load_workspace(root)
-    dir_arg = "" if directory is None else f" --dir {directory}"
+    dir_arg = "" if directory is None else f" --dir {shlex.quote(str(directory))}"
     facts = run_async(gather(spec, ws, hosts=read_hosts, dir_arg=dir_arg))
     findings = diagnose(facts, limits)
     code = exit_code(findings)

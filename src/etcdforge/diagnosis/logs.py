@@ -48,7 +48,7 @@ def parse_line(text: str) -> LogLine:
 
 
 def parse(text: str) -> tuple[LogLine, ...]:
-    return tuple(parse_line(line) for line in text.splitlines() if line.strip())
+    return tuple(parse_line(line) for line in text.split("\n") if line.strip())
 
 
 def since(lines: Iterable[LogLine], start: float) -> tuple[LogLine, ...]:

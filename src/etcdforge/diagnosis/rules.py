@@ -515,6 +515,7 @@ def leader_changes(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
 def hosts(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
     out = []
     offsets: dict[str, float] = {}
+    slack: dict[str, float] = {}
     for m in facts.members:
         h = m.host
         if h is None:
@@ -580,6 +581,7 @@ def hosts(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
             )
         if h.clock_offset is not None:
             offsets[m.name] = h.clock_offset
+            slack[m.name] = h.clock_uncertainty
     if len(offsets) >= 2:
         # the hosts against each other: whoever is far from the median (this machine's clock does not vote)
         ordered = sorted(offsets.values())
@@ -587,7 +589,8 @@ def hosts(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
         median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
         for name, offset in offsets.items():
             drift = offset - median
-            if abs(drift) > t.clock_drift_s:
+            # a reading is only as good as half its SSH round trip: never flag what that could explain
+            if abs(drift) - slack[name] > t.clock_drift_s:
                 out.append(
                     Finding(
                         "hosts.clock",

@@ -9,6 +9,7 @@ too). Proxies from the environment are never used: the addresses are the spec's 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import ssl
 from dataclasses import dataclass
 
@@ -75,7 +76,7 @@ async def scrape_member(
         return Scrape(member.name, url, exposition.parse(text))
     except exposition.ExpositionError as exc:
         return Scrape(member.name, url, error=f"not a metrics page: {exc}")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         return Scrape(member.name, url, error=f"cannot read {url}: {reason}")
 

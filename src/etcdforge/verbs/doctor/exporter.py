@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 from etcdforge.diagnosis.facts import DoctorFacts
 from etcdforge.diagnosis.findings import Finding
-from etcdforge.errors import EtcdforgeError, SpecError
+from etcdforge.errors import SpecError
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace
 
@@ -93,7 +94,8 @@ class _Latest:
 
     def collect(self) -> Iterator[Any]:
         with self._lock:
-            yield from self._families
+            families = list(self._families)
+        return iter(families)
 
 
 def parse_listen(listen: str, *, any_port: bool = False) -> tuple[str, int]:
@@ -142,8 +144,9 @@ async def serve(
                 break
             try:
                 latest.set(await refresh(spec, ws))
-            except EtcdforgeError:
-                continue  # keep serving the last figures; etcdforge_last_refresh_timestamp_seconds ages
+            except Exception as exc:
+                # the last figures stay; etcdforge_last_refresh_timestamp_seconds ages (an alert says so)
+                print(f"etcdforge exporter: refresh failed: {exc}", file=sys.stderr, flush=True)
     finally:
         server.shutdown()
         server.server_close()

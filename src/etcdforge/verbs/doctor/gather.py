@@ -186,14 +186,15 @@ echo @end
 async def _from_hosts(
     spec: ClusterSpec, ws: Workspace, scrapes: Mapping[str, Scrape], now: datetime
 ) -> tuple[PkiFacts, list[MemberFacts]]:
-    from etcdforge.runtime.factory import connected
+    from etcdforge.runtime.factory import connect_hosts
     from etcdforge.verbs import pki_check
 
     ca, ca_key, items = pki_check.gather_workspace(spec, ws)
     paths = layout.member_paths(spec)
-    async with connected(spec, ws) as hosts:
+    # a host that cannot be reached is a finding about that host, not the end of the diagnosis
+    async with connect_hosts(spec, ws, required=False) as hosts:
         results = await asyncio.gather(
-            *(_host_member(spec, hosts[m.name], m, paths, scrapes[m.name], now) for m in spec.members)
+            *(_host_member(spec, hosts.get(m.name), m, paths, scrapes[m.name], now) for m in spec.members)
         )
     members = []
     files = []
@@ -206,30 +207,36 @@ async def _from_hosts(
 
 
 async def _host_member(
-    spec: ClusterSpec, host: Host, m: MemberSpec, paths: render.MemberPaths, scrape: Scrape, now: datetime
+    spec: ClusterSpec,
+    host: Host | None,
+    m: MemberSpec,
+    paths: render.MemberPaths,
+    scrape: Scrape,
+    now: datetime,
 ) -> tuple[list[CertItem], Any, MemberFacts]:
     from etcdforge.verbs import pki_check
 
     base = _metrics_only(m.name, scrape)
     data_dir = layout.data_dir(spec)
+    if host is None:
+        return [], None, replace(base, host=HostFacts(data_dir, error=f"cannot connect to {m.name}'s host"))
     peers = [p.address for p in spec.members if p.name != m.name]
+    stderr = b""
     try:
         items, scanned = await pki_check.gather_host(host, m, paths)
         offset, uncertainty = await _clock(host)
         argv = ["sh", "-c", HOST_SCRIPT, "sh", paths.config, data_dir, layout.UNIT_NAME, *peers]
         result = await host.run(argv, timeout=60, check=False)
+        stderr = result.stderr
         sections = parse_observation(result.stdout.decode(errors="replace"))
-        if "end" not in sections:
-            raise ValueError("the host's answer was cut short")
-    except (EtcdforgeError, ValueError, OSError) as exc:
-        failed = HostFacts(data_dir, error=f"cannot read {m.name}'s host: {exc}")
+        peer_cert = next((i.cert.data for i in items if i.role == "peer"), None)
+        member = member_from_host(spec, m, paths, sections, offset, uncertainty, base, peer_cert, now)
+    except (EtcdforgeError, ValueError, OSError) as exc:  # binascii.Error is a ValueError
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        tail = f" ({lines[-1][:200]})" if lines else ""
+        failed = HostFacts(data_dir, error=f"cannot read {m.name}'s host: {exc}{tail}")
         return [], None, replace(base, host=failed)
-    peer_cert = next((i.cert.data for i in items if i.role == "peer"), None)
-    return (
-        items,
-        scanned,
-        member_from_host(spec, m, paths, sections, offset, uncertainty, base, peer_cert, now),
-    )
+    return items, scanned, member
 
 
 def member_from_host(

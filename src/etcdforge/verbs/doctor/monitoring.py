@@ -22,6 +22,15 @@ def etcdforge_executable() -> tuple[str, ...]:
     return (str(Path(found).resolve()),) if found else (sys.executable, "-m", "etcdforge")
 
 
+def _owner(path: Path) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (KeyError, OSError):
+        return "root"
+
+
 def plan_monitoring(
     spec: ClusterSpec,
     ws: Workspace,
@@ -37,7 +46,7 @@ def plan_monitoring(
         (RULES_FILE, monitoring.alert_rules(), "alert rules"),
         (
             "etcdforge-exporter.service",
-            monitoring.exporter_unit(etcdforge, str(ws.root.resolve()), exporter),
+            monitoring.exporter_unit(etcdforge, str(ws.root.resolve()), exporter, _owner(ws.root)),
             "the exporter's systemd unit",
         ),
     ]
