@@ -28,7 +28,6 @@ import signal
 import ssl
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -40,18 +39,9 @@ IPS = ("127.0.0.41", "127.0.0.42", "127.0.0.43")
 
 
 def etcdforge(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "etcdforge", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"etcdforge {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
-        )
-    return proc
+    from bench_defrag import etcdforge as timed  # the same CLI runner (raises on a non-zero exit)
+
+    return timed(*args, timeout=timeout)[0]
 
 
 def make_cluster(work: Path, old: Path) -> Path:
