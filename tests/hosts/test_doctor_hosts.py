@@ -57,6 +57,14 @@ def test_doctor_reads_the_hosts_and_finds_what_was_broken(hosts: TestHosts, tmp_
     assert all(f["url"].startswith("https://") and f["figures"]["has_leader"] for f in figures), figures
     assert figures[0]["figures"]["max_fds"] == min(65536, HARD_NOFILE)  # the unit's LimitNOFILE
 
+    # the leader stopped (SIGSTOP) past an election timeout: its journal says it sent heartbeats late
+    rows = json.loads(run_cli("status", "--dir", str(ws), "-o", "json").stdout)
+    lead = next(r["member"] for r in rows if r["is_leader"])
+    pause = "p=$(systemctl show -p MainPID --value etcd) && kill -STOP $p && sleep 2.5 && kill -CONT $p"
+    hosts.run(hosts.hosts[int(lead[-1]) - 1], ["sh", "-c", pause])
+    code, found = doctor(ws, "--hosts")
+    assert [f["subject"] for f in found["disk.heartbeat"]] == [lead], found
+
     h2 = hosts.hosts[1]
     conf = "/etc/etcd/etcd.conf.yml"
     # every command run over SSH on etcd2's host goes through root's ~/.bashrc: from now on, with the
@@ -83,4 +91,4 @@ def test_doctor_reads_the_hosts_and_finds_what_was_broken(hosts: TestHosts, tmp_
         hosts.run(h2, ["sh", "-c", "[ -f ~/.bashrc.orig ] && mv -f ~/.bashrc.orig ~/.bashrc"], check=False)
     run_cli("apply", "--dir", str(ws), "--yes")
     code, found = doctor(ws, "--hosts")
-    assert (code, set(found)) == (1, KNOWN), found
+    assert (code, set(found) - {"disk.heartbeat"}) == (1, KNOWN), found  # the paused leader's lines stay

@@ -128,6 +128,9 @@ def test_confined_and_read_only_clients_then_revocation_and_every_config(
     asyncio.run(gone())
     check = run_cli("pki", "check", "--dir", d, "-o", "json", check=False)
     assert check.returncode == 2 and "revoked certificate" in check.stdout
+    doctor = json.loads(run_cli("doctor", "--dir", d, "-o", "json", check=False).stdout)
+    (revoked,) = [f for f in doctor["findings"] if f["rule"] == "certificates.revoked"]
+    assert revoked["severity"] == "problem" and revoked["subject"] == "app-client", revoked
     run_cli("client", "remove", "app", "--dir", d)
     assert run_cli("client", "remove", "app", "--dir", d).stdout.strip() == "nothing to do"
     # the name cannot come back while its old certificate is valid (etcd matches the CN, not the serial)

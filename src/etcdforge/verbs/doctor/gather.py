@@ -159,7 +159,8 @@ def _local_log(path: Path, now: datetime) -> tuple[tuple[logs.LogLine, ...] | No
 # --- hosts ----------------------------------------------------------------------------------------------
 
 # One session per host: the member's config (base64), its data dir's owner, mode and filesystem, swap in
-# use, the source address of the route to each peer, and the last hour of etcd's journal. Arguments: the
+# use, the source address of the route to each peer, and the last hour of the running etcd's journal (its
+# current invocation only: lines of an earlier cluster on the same host must not count). Arguments: the
 # config path, the data dir, the unit, then the peers' addresses.
 HOST_SCRIPT = """\
 conf=$1 data=$2 unit=$3
@@ -177,7 +178,11 @@ for a do
   echo "$a ${src:--}"
 done
 echo @log
-journalctl -u "$unit" --since "-1h" -o cat --no-pager 2>/dev/null | tail -n 50000 | base64 -w 0
+inv=$(systemctl show -p InvocationID --value "$unit" 2>/dev/null)
+if [ -n "$inv" ]; then
+  journalctl "_SYSTEMD_INVOCATION_ID=$inv" --since "-1h" -o cat --no-pager 2>/dev/null | tail -n 50000 |
+    base64 -w 0
+fi
 echo
 echo @end
 """
