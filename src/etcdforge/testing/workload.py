@@ -427,12 +427,19 @@ class QuorumMonitor:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            async with self.connect() as client:
-                answers = await asyncio.gather(*(client.status(u) for u in self.urls), return_exceptions=True)
-            self.samples.append(
-                tuple(u for u, a in zip(self.urls, answers, strict=True) if isinstance(a, EtcdError))
-            )
+            down = await self._poll(self.urls)
+            if down:
+                # a poll is not an instant: a member that was starting when its call went out and another
+                # that stopped before its answer came back were not down together. Those still down when
+                # asked again at once are the ones down at the same moment.
+                down = await self._poll(down)
+            self.samples.append(down)
             await asyncio.sleep(self.interval)
+
+    async def _poll(self, urls: Sequence[str]) -> tuple[str, ...]:
+        async with self.connect() as client:
+            answers = await asyncio.gather(*(client.status(u) for u in urls), return_exceptions=True)
+        return tuple(u for u, a in zip(urls, answers, strict=True) if isinstance(a, EtcdError))
 
     @property
     def worst(self) -> int:
