@@ -10,7 +10,7 @@ The counts are since the member started (``process_start_time_seconds``), not a 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 Labels = tuple[tuple[str, str], ...]
@@ -186,10 +186,3 @@ def figures(samples: Sequence[Sample]) -> Figures:
         max_fds=total(samples, "process_max_fds"),
         started_at=total(samples, "process_start_time_seconds"),
     )
-
-
-def by_name(samples: Iterable[Sample]) -> Mapping[str, list[Sample]]:
-    out: dict[str, list[Sample]] = {}
-    for s in samples:
-        out.setdefault(s.name, []).append(s)
-    return out

@@ -256,3 +256,14 @@ def test_thresholds_refuse_unknown_names_and_non_numbers() -> None:
         Thresholds().override({"nope": "1"})
     with pytest.raises(ValueError, match="not a number"):
         Thresholds().override({"clock_drift_s": "soon"})
+
+
+def test_unreadable_metrics_and_logs_are_said() -> None:
+    members = (
+        member("etcd1", metrics=None, metrics_error="cannot read http://127.0.0.1:2381/metrics: refused"),
+        member("etcd2", log=None, log_error="cannot read etcd.log: permission denied"),
+        member("etcd3"),
+    )
+    found = rules_of(facts(members=members))
+    assert found["disk.metrics-unreadable"][0].subject == "etcd1"
+    assert found["disk.log-unreadable"][0].evidence == "cannot read etcd.log: permission denied"

@@ -270,6 +270,9 @@ def exporter(directory: Path | None, listen: str, interval: float) -> None:
             make_console().print(f"serving http://{address}:{port}/metrics (cluster {plain(spec.name)})")
             sys.stdout.flush()
 
-        await serve(spec, ws, listen, interval=interval, stop=stop, on_ready=ready)
+        def failed(exc: Exception) -> None:
+            make_console(stderr=True).print(f"[yellow]refresh failed:[/] {plain(exc)}")
+
+        await serve(spec, ws, listen, interval=interval, stop=stop, on_ready=ready, on_error=failed)
 
     run_async(main_loop())

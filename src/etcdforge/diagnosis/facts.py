@@ -73,8 +73,6 @@ class DoctorFacts:
     peer_capable: tuple[tuple[str, str], ...] = ()
     members: tuple[MemberFacts, ...] = ()
     backups: BackupFacts = BackupFacts()
-    #: whether the hosts were read over SSH (host rules, configs and logs on hosts)
-    hosts_checked: bool = False
     #: the command that starts stopped members: `etcdforge up` (local) or `etcdforge apply` (hosts)
     reconcile: str = "etcdforge up"
     #: the command that makes members run the spec's configuration: local members are restarted by

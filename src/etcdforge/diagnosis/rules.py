@@ -417,6 +417,7 @@ def space(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
 
 def disk(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
     out = []
+    serving = {m.name for m in facts.cluster.members if m.serving}
     for m in facts.members:
         f = m.figures
         if f is not None:
@@ -464,6 +465,28 @@ def disk(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
                         facts.reconfigure,
                     )
                 )
+        if m.metrics_error is not None and m.name in serving:
+            out.append(
+                Finding(
+                    "disk.metrics-unreadable",
+                    "warning",
+                    m.name,
+                    "the member answers but its metrics cannot be read: the disk rules cannot judge it",
+                    m.metrics_error,
+                    f"{_cmd(facts, f'metrics --member {m.name} --raw')} shows the error",
+                )
+            )
+        if m.log_error is not None:
+            out.append(
+                Finding(
+                    "disk.log-unreadable",
+                    "warning",
+                    m.name,
+                    "the member's log cannot be read: the log rules cannot judge it",
+                    m.log_error,
+                    "give the user running etcdforge read access to it",
+                )
+            )
         if m.log is None:
             continue
         for rule, needles, what in (

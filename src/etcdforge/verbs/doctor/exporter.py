@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -124,8 +123,10 @@ async def serve(
     interval: float,
     stop: asyncio.Event,
     on_ready: Any = None,
+    on_error: Any = None,
 ) -> None:
-    """Serve until ``stop`` is set; ``on_ready(address, port)`` once the first figures are in."""
+    """Serve until ``stop`` is set; ``on_ready(address, port)`` once the first figures are in,
+    ``on_error(exc)`` when a later refresh fails (the last figures stay served)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     address, port = parse_listen(listen, any_port=True)
@@ -146,7 +147,8 @@ async def serve(
                 latest.set(await refresh(spec, ws))
             except Exception as exc:
                 # the last figures stay; etcdforge_last_refresh_timestamp_seconds ages (an alert says so)
-                print(f"etcdforge exporter: refresh failed: {exc}", file=sys.stderr, flush=True)
+                if on_error is not None:
+                    on_error(exc)
     finally:
         server.shutdown()
         server.server_close()

@@ -73,7 +73,6 @@ async def gather(
         peer_capable=peer_capable(spec, ws),
         members=tuple(members),
         backups=read_backups(ws),
-        hosts_checked=hosts and not local,
         reconcile=reconcile,
         reconfigure=reconfigure,
         dir_arg=dir_arg,
