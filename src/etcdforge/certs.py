@@ -8,6 +8,7 @@ profiles (``etcd``/``client`` by default, as in the guide) replace ours, exactly
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from etcdforge import topology
@@ -59,6 +60,11 @@ def ca_settings(spec: ClusterSpec, *, base_dir: Path | None = None) -> CaSetting
         key=KeySpec(algo=spec.pki.key.algo, size=spec.pki.key.size),
         expiry=expiry(spec.pki.ca_expiry),
     )
+
+
+def peer_ca_settings(ca: CaSettings) -> CaSettings:
+    """The peers' CA: the CA's settings under its own name (a CA of its own, made once)."""
+    return replace(ca, cn=f"{ca.cn} (peers)")
 
 
 def _resolve(path: str, base_dir: Path | None) -> Path:

@@ -3,7 +3,8 @@
 Layout on each host::
 
     /etc/etcd/etcd.conf.yml            config (root:root 0644; no secrets in it)
-    /etc/etcd/pki/ca.pem               the CA certificate (never the CA key)
+    /etc/etcd/pki/ca.pem               the CA certificate (never the CA key): clients and the client port
+    /etc/etcd/pki/peer-ca.pem          the peers' CA certificate: all the peer port trusts
     /etc/etcd/pki/{server,peer}.pem    this member's certificates (root:etcd 0644)
     /etc/etcd/pki/{server,peer}-key.pem  this member's keys (etcd:etcd 0600)
     /etc/systemd/system/etcd.service   the unit (overrides a distribution's etcd.service)
@@ -68,6 +69,7 @@ def member_paths(spec: ClusterSpec) -> MemberPaths:
         server_key=f"{PKI_DIR}/server-key.pem",
         peer_cert=f"{PKI_DIR}/peer.pem",
         peer_key=f"{PKI_DIR}/peer-key.pem",
+        peer_ca_cert=f"{PKI_DIR}/peer-ca.pem",
     )
 
 
@@ -79,7 +81,10 @@ def managed_paths(spec: ClusterSpec) -> tuple[str, ...]:
         if spec.backup.on_members is not None
         else ()
     )
-    return (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key, CONFIG, UNIT, *backups)
+    return (
+        p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key, p.peer_ca_cert, CONFIG, UNIT,
+        *backups,
+    )  # fmt: skip
 
 
 def backup_pki(spec: ClusterSpec) -> dict[str, str]:
@@ -184,6 +189,7 @@ def _member_files(
         DesiredFile(paths.server_key, pki[f"{server}-key.pem"], 0o600, u, u, True, "none"),
         DesiredFile(paths.peer_cert, pki[f"{peer}.pem"], 0o644, "root", u, False, "none"),
         DesiredFile(paths.peer_key, pki[f"{peer}-key.pem"], 0o600, u, u, True, "none"),
+        DesiredFile(paths.peer_ca_cert, pki["peer-ca.pem"], 0o644, "root", "root", False, "restart"),
         DesiredFile(
             CONFIG,
             render.etcd_config(spec, member, paths, state=state, initial_members=initial_members),
@@ -208,12 +214,15 @@ def _member_files(
 def pki_destinations(spec: ClusterSpec, member: str) -> dict[str, str]:
     """Control-PKI file name -> where that file goes on the member's host."""
     p = member_paths(spec)
-    dests = (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key)
+    dests = (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key, p.peer_ca_cert)
     return dict(zip(pki_names(member), dests, strict=True))
 
 
 def pki_names(member: str) -> tuple[str, ...]:
-    """Control-PKI file names a member's files are made from (the CA key is not among them)."""
+    """Control-PKI file names a member's files are made from (no CA key among them). ``ca.pem`` and
+    ``peer-ca.pem`` stand for what clients and peers trust (:meth:`Workspace.trusted_source`)."""
     server = topology.server_cert_name(member)
     peer = topology.peer_cert_name(member)
-    return ("ca.pem", f"{server}.pem", f"{server}-key.pem", f"{peer}.pem", f"{peer}-key.pem")
+    return (
+        "ca.pem", f"{server}.pem", f"{server}-key.pem", f"{peer}.pem", f"{peer}-key.pem", "peer-ca.pem"
+    )  # fmt: skip

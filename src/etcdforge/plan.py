@@ -263,6 +263,8 @@ class VerifyPresented:
     url: str
     cert: str
     required: bool = True
+    #: the member's peer port (a handshake with the member's own peer certificate)
+    peer: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "verify-presented", "member": self.member, "url": self.url, "cert": self.cert}

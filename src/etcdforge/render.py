@@ -38,6 +38,8 @@ class MemberPaths:
     server_key: str
     peer_cert: str
     peer_key: str
+    #: the CA(s) the peer listener trusts: the peers' own CA, so no client or server certificate is a peer
+    peer_ca_cert: str
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def etcd_config(
             "peer-transport-security": {
                 "cert-file": paths.peer_cert,
                 "key-file": paths.peer_key,
-                "trusted-ca-file": paths.ca_cert,
+                "trusted-ca-file": paths.peer_ca_cert,
                 "client-cert-auth": True,
             },
         }

@@ -4,13 +4,15 @@ Layout::
 
     DIR/cluster.yaml                 the spec
     DIR/pki/                         the control machine's PKI: ca.pem, ca-key.pem, NAME.pem, NAME-key.pem
+        peer-ca.pem, peer-ca-key.pem the peers' own CA: signs NAME-peer.pem, the only CA peer listeners trust
         trust.pem                    after a CA rotation started: the CAs members and clients trust
+        peer-trust.pem               after a rotation of the peers' CA started: what peer listeners trust
         rotation/                    during a CA rotation only: its state and the old and new CA
         retired/                     CAs replaced by a rotation (kept, trusted by nobody)
     DIR/etcdctl.env                  shell exports for plain etcdctl (admin client)
     DIR/members/NAME/                local mode only: one directory per member
         etcd.conf.yml                its etcd config
-        pki/                         its own key pairs and the CA certificate — never the CA key
+        pki/                         its own key pairs and the CA certificates — never a CA key
         data/                        its data dir (never wiped by `up`/`down`)
         etcd.log, etcd.pid           supervisor files
 
@@ -93,6 +95,7 @@ class Workspace:
             server_key=str(p / "server-key.pem"),
             peer_cert=str(p / "peer.pem"),
             peer_key=str(p / "peer-key.pem"),
+            peer_ca_cert=str(p / "peer-ca.pem"),
         )
 
     def cert_path(self, stem: str) -> Path:
@@ -118,6 +121,51 @@ class Workspace:
         if self.trust_bundle.is_file() and _bundle_holds(self.trust_bundle, self.ca_cert):
             return self.trust_bundle
         return self.ca_cert  # no bundle, or a stale one (the CA was replaced some other way): ignore it
+
+    @property
+    def peer_ca_cert(self) -> Path:
+        """The peers' CA (its key is ``peer-ca-key.pem``): it signs the peer certificates and is all
+        the peer listeners trust. Absent in a workspace made before it, until ``pki rotate-ca --peer``."""
+        return self.pki_dir / "peer-ca.pem"
+
+    @property
+    def peer_trust_bundle(self) -> Path:
+        """What the peer listeners trust once a rotation of the peers' CA has started (old + new during
+        it, the new one after)."""
+        return self.pki_dir / "peer-trust.pem"
+
+    @property
+    def separate_peers(self) -> bool:
+        """Whether peers have their own CA: yes in every workspace etcdforge makes now (a new one has no
+        CA yet); no in one whose CA was made before the peers' CA existed, until it migrates."""
+        d = self.pki_dir
+        if (d / "peer-ca.pem").exists() or (d / "peer-ca-key.pem").exists():
+            return True
+        return not (d / "ca.pem").exists() and not (d / "ca-key.pem").exists()
+
+    @property
+    def peer_signing_ca(self) -> Path:
+        """The CA that signs the peer certificates now: the peers' CA, or the CA in a workspace without."""
+        return self.peer_ca_cert if self.peer_ca_cert.is_file() else self.ca_cert
+
+    @property
+    def peer_trusted_ca(self) -> Path:
+        """What the members' peer listeners trust: a rotation's peer bundle, else the peers' CA, else (a
+        workspace without one) what clients trust."""
+        if self.peer_trust_bundle.is_file() and _bundle_holds(self.peer_trust_bundle, self.peer_signing_ca):
+            return self.peer_trust_bundle
+        if self.separate_peers:  # (in a new workspace: the file the PKI step is about to create)
+            return self.peer_ca_cert
+        return self.trusted_ca
+
+    def trusted_source(self, name: str) -> Path:
+        """The workspace file a member's trusted-CA file is made from (``ca.pem``: clients and the client
+        listener; ``peer-ca.pem``: the peer listener); another name is a plain PKI file."""
+        if name == "ca.pem":
+            return self.trusted_ca
+        if name == "peer-ca.pem":
+            return self.peer_trusted_ca
+        return self.pki_dir / name
 
     @property
     def rotation_dir(self) -> Path:

@@ -7,10 +7,12 @@ so the same settings (the spec's CA, an external CA, the renewal window) decide 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from etcdforge import certs
 from etcdforge.pki import CertRequest, PkiPlan, observe_pki, plan_pki
+from etcdforge.pki.observe import PEER_CA_STEM
 from etcdforge.spec import ClusterSpec, expiry
 from etcdforge.workspace import Workspace
 
@@ -24,21 +26,42 @@ def plan_workspace_pki(
     renew_before: timedelta | None = None,
     force: frozenset[str] = frozenset(),
     new_keys: bool = False,
-    use_external_ca: bool = True,
 ) -> PkiPlan:
     """The PKI plan for ``spec`` in ``ws`` (``requests``: a subset of the spec's certificates).
 
-    ``use_external_ca`` False plans from the workspace's own CA files only (a CA rotation signs with
-    the CA it put there, whatever the spec names).
+    When the workspace keeps peers apart
+    (:attr:`Workspace.separate_peers`) the peer certificates are planned against the peers' CA, in the
+    plan's ``peer`` part; otherwise the CA signs them too (a workspace made before the peers' CA, until
+    ``pki rotate-ca --peer`` moves it over).
     """
-    external = certs.external_ca(spec, base_dir=ws.root) if use_external_ca else None
-    return plan_pki(
-        certs.ca_settings(spec, base_dir=ws.root),
-        certs.cert_requests(spec, base_dir=ws.root) if requests is None else requests,
+    external = certs.external_ca(spec, base_dir=ws.root)
+    wanted = certs.cert_requests(spec, base_dir=ws.root) if requests is None else requests
+    separate = ws.separate_peers
+    now = now or datetime.now(UTC)
+    settings = certs.ca_settings(spec, base_dir=ws.root)
+    window = expiry(spec.pki.renew_before) if renew_before is None else renew_before
+    peer = None
+    if separate:
+        peers = [r for r in wanted if r.profile == "peer"]
+        wanted = [r for r in wanted if r.profile != "peer"]
+        if peers or requests is None:
+            peer = plan_pki(
+                certs.peer_ca_settings(settings),
+                peers,
+                observe_pki(ws.pki_dir, ca_stem=PEER_CA_STEM),
+                now,
+                renew_before=window,
+                force=force,
+                new_keys=new_keys,
+            )
+    main = plan_pki(
+        settings,
+        wanted,
         observe_pki(ws.pki_dir, external),
-        now or datetime.now(UTC),
+        now,
         external_ca=external,
-        renew_before=expiry(spec.pki.renew_before) if renew_before is None else renew_before,
+        renew_before=window,
         force=force,
         new_keys=new_keys,
     )
+    return replace(main, peer=peer)

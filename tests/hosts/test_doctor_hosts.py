@@ -14,9 +14,8 @@ from support import init_hosts_workspace, require, run_cli
 
 from etcdforge.testing.hosts import TestHosts
 
-#: the test hosts' root is an overlay of this machine's: etcd's data dir is on overlayfs there; and
-#: until peers get a CA of their own, every client certificate of the CA is accepted as a peer
-KNOWN = {"certificates.peer-capable", "hosts.data-dir-fs"}
+#: the test hosts' root is an overlay of this machine's: etcd's data dir is on overlayfs there
+KNOWN = {"hosts.data-dir-fs"}
 #: the hosts share this machine's kernel and limits: systemd cannot raise etcd's open files (the unit's
 #: LimitNOFILE=65536) above this machine's hard limit (20000 in this sandbox), and doctor says so
 HARD_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

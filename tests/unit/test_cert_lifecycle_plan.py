@@ -131,7 +131,7 @@ def test_verify_steps_check_client_and_peer_of_running_members() -> None:
     actions = [s.action for s in steps]
     assert actions == [
         VerifyPresented("etcd1", "https://10.213.77.1:2379", "etcd1-server", True),
-        VerifyPresented("etcd1", "https://10.213.77.1:2380", "etcd1-peer", False),
+        VerifyPresented("etcd1", "https://10.213.77.1:2380", "etcd1-peer", False, peer=True),
     ]
 
 

@@ -41,14 +41,20 @@ def _write_pair(directory: Path, stem: str, pair: KeyPair, key_mode: int = 0o600
 class Pki:
     """A one-member local workspace with its PKI and the member's installed copies."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, separate_peers: bool = True) -> None:
         self.ws = Workspace(root)
         atomic_write(self.ws.spec_path, dump_spec(SPEC).encode())
         self.ca = create_ca(CaSettings("etcdforge CA"), NOW - timedelta(days=10))
+        self.peer_ca = create_ca(CaSettings("etcdforge CA (peers)"), NOW - timedelta(days=10))
+        if not separate_peers:
+            self.peer_ca = self.ca
         self.requests = {r.name: r for r in certs.cert_requests(SPEC, base_dir=root)}
         _write_pair(self.ws.pki_dir, "ca", self.ca)
+        if separate_peers:
+            _write_pair(self.ws.pki_dir, "peer-ca", self.peer_ca)
         self.pairs = {
-            name: issue(self.ca, req, NOW - timedelta(days=1)) for name, req in self.requests.items()
+            name: issue(self.peer_ca if req.profile == "peer" else self.ca, req, NOW - timedelta(days=1))
+            for name, req in self.requests.items()
         }
         for name, pair in self.pairs.items():
             _write_pair(self.ws.pki_dir, name, pair)
@@ -57,6 +63,7 @@ class Pki:
     def install(self) -> None:
         p = self.ws.member_paths("etcd1")
         atomic_write(Path(p.ca_cert), self.ca.cert_pem(), 0o644)
+        atomic_write(Path(p.peer_ca_cert), self.peer_ca.cert_pem(), 0o644)
         for role, cert, key in (("server", p.server_cert, p.server_key), ("peer", p.peer_cert, p.peer_key)):
             pair = self.pairs[f"etcd1-{role}"]
             atomic_write(Path(cert), pair.cert_pem(), 0o644)
@@ -68,7 +75,8 @@ class Pki:
         from dataclasses import replace
 
         req = replace(self.requests[name], **changes)  # type: ignore[arg-type]
-        _write_pair(self.ws.pki_dir, name, issue(ca or self.ca, req, now))
+        signer = ca or (self.peer_ca if req.profile == "peer" else self.ca)
+        _write_pair(self.ws.pki_dir, name, issue(signer, req, now))
 
     def findings(self, thresholds: Thresholds | None = None) -> tuple[Finding, ...]:
         return check_pki(gather_local(SPEC, self.ws), NOW, thresholds or Thresholds())
@@ -88,6 +96,24 @@ def test_all_good(tmp_path: Path) -> None:
             assert (subject, check) in checks
     assert ("etcd1", "ca-key-absent") in checks
     assert ("etcd1:ca", "chain") in checks
+    assert ("etcd1:peer-ca", "chain") in checks
+    assert ("peers", "peer-trust", "ok") in {(f.subject, f.check, f.severity) for f in findings}
+
+
+def test_peers_without_a_ca_of_their_own_are_a_warning(tmp_path: Path) -> None:
+    findings = Pki(tmp_path, separate_peers=False).findings()
+    assert _not_ok(findings) == {("peers", "peer-trust", "warning")}
+    (warning,) = [f for f in findings if f.check == "peer-trust"]
+    assert "pki rotate-ca --peer" in warning.message
+
+
+def test_a_peer_certificate_signed_by_the_ca_is_broken_when_peers_have_their_own(tmp_path: Path) -> None:
+    p = Pki(tmp_path)
+    p.reissue("etcd1-peer", ca=p.ca)
+    assert ("etcd1-peer", "chain", "broken") in _not_ok(p.findings())
+    # and the peers' CA key copied to a member is found like the CA key
+    atomic_write(p.ws.member_dir("etcd1") / "pki" / "stray.pem", p.peer_ca.key_pem(), 0o600)
+    assert ("etcd1", "ca-key-absent", "broken") in _not_ok(p.findings())
 
 
 def _expired(p: Pki) -> None:
@@ -318,8 +344,10 @@ def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> N
         server_key=str(pki / "server-key.pem"),
         peer_cert=str(pki / "peer.pem"),
         peer_key=str(pki / "peer-key.pem"),
+        peer_ca_cert=str(pki / "peer-ca.pem"),
     )
     atomic_write(Path(paths.ca_cert), p.ca.cert_pem(), 0o644)
+    atomic_write(Path(paths.peer_ca_cert), p.peer_ca.cert_pem(), 0o644)
     for role in ("server", "peer"):
         pair = p.pairs[f"etcd1-{role}"]
         atomic_write(pki / f"{role}.pem", pair.cert_pem(), 0o644)
@@ -332,7 +360,9 @@ def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> N
         gather_host(LocalHost("etcd1"), SPEC.members[0], paths, etc_dir=str(etc), key_owner=getpass.getuser())
     )
     ca_facts = gather_local(SPEC, p.ws)
-    facts = PkiFacts(ca=ca_facts.ca, ca_key=ca_facts.ca_key, items=tuple(items), members=(files,))
+    facts = PkiFacts(
+        peer_ca=ca_facts.peer_ca, ca=ca_facts.ca, ca_key=ca_facts.ca_key, items=tuple(items), members=(files,)
+    )
     findings = check_pki(facts, NOW)
     assert _not_ok(findings) == {("etcd1:peer", "key-mode", "warning"), ("etcd1", "ca-key-absent", "broken")}
     (leak,) = [f for f in findings if f.check == "ca-key-absent"]
@@ -341,13 +371,17 @@ def test_gather_host_reads_files_modes_and_finds_the_ca_key(tmp_path: Path) -> N
     # a key that is not the certificate's: found from the public half the host computed
     atomic_write(Path(paths.server_key), p.pairs["etcd1-peer"].key_pem(), 0o600)
     items, _ = asyncio.run(gather_host(LocalHost("etcd1"), SPEC.members[0], paths, etc_dir=str(etc)))
-    findings = check_pki(PkiFacts(ca=ca_facts.ca, ca_key=None, items=tuple(items)), NOW)
+    findings = check_pki(
+        PkiFacts(peer_ca=ca_facts.peer_ca, ca=ca_facts.ca, ca_key=None, items=tuple(items)), NOW
+    )
     assert ("etcd1:server", "key-match", "broken") in _not_ok(findings)
     assert ("etcd1:peer", "key-match", "broken") not in _not_ok(findings)
 
     Path(paths.peer_cert).unlink()
     items, _ = asyncio.run(gather_host(LocalHost("etcd1"), SPEC.members[0], paths, etc_dir=str(etc)))
-    findings = check_pki(PkiFacts(ca=ca_facts.ca, ca_key=None, items=tuple(items)), NOW)
+    findings = check_pki(
+        PkiFacts(peer_ca=ca_facts.peer_ca, ca=ca_facts.ca, ca_key=None, items=tuple(items)), NOW
+    )
     assert ("etcd1:peer", "read", "broken") in _not_ok(findings)
 
 
@@ -388,6 +422,7 @@ def _host_layout(tmp_path: Path) -> tuple[Path, object]:
         server_key=str(pki / "server-key.pem"),
         peer_cert=str(pki / "peer.pem"),
         peer_key=str(pki / "peer-key.pem"),
+        peer_ca_cert=str(pki / "peer-ca.pem"),
     )
 
 
@@ -401,6 +436,7 @@ def test_gather_host_is_one_command_and_judges_a_symlinked_key_by_its_target(tmp
     etc, paths = _host_layout(tmp_path)
     pki = etc / "pki"
     atomic_write(pki / "ca.pem", p.ca.cert_pem(), 0o644)
+    atomic_write(pki / "peer-ca.pem", p.peer_ca.cert_pem(), 0o644)
     for role in ("server", "peer"):
         pair = p.pairs[f"etcd1-{role}"]
         atomic_write(pki / f"{role}.pem", pair.cert_pem(), 0o644)
@@ -426,7 +462,9 @@ def test_gather_host_is_one_command_and_judges_a_symlinked_key_by_its_target(tmp
         body = b"".join(line for line in key.splitlines() if not line.startswith(b"-----"))
         assert body[:40] not in host.output and base64.b64encode(key)[:40] not in host.output
     ca = gather_local(SPEC, p.ws)
-    findings = check_pki(PkiFacts(ca=ca.ca, ca_key=ca.ca_key, items=tuple(items), members=(files,)), NOW)
+    findings = check_pki(
+        PkiFacts(ca=ca.ca, ca_key=ca.ca_key, items=tuple(items), members=(files,), peer_ca=ca.peer_ca), NOW
+    )
     # a symlink's own mode is 0777: the key is judged by the file etcd reads through it (0600)
     assert _not_ok(findings) == {("etcd1", "ca-key-absent", "broken")}
     (leak,) = [f for f in findings if f.check == "ca-key-absent"]
@@ -505,9 +543,10 @@ def test_during_a_ca_rotation_the_bundle_and_the_previous_ca_are_understood(tmp_
     # phase reissue, half done: the new CA signs, the member's copies are still from the old CA
     _write_pair(p.ws.pki_dir, "ca", new)
     for name in p.requests:
-        p.reissue(name, ca=new)
+        if p.requests[name].profile != "peer":
+            p.reissue(name, ca=new)
     findings = p.findings()
-    assert _not_ok(findings) == {("etcd1:server", "chain", "warning"), ("etcd1:peer", "chain", "warning")}
+    assert _not_ok(findings) == {("etcd1:server", "chain", "warning")}  # (peers have their own CA)
     assert "rotation is in progress" in next(f.message for f in findings if f.subject == "etcd1:server"
                                              and f.check == "chain")  # fmt: skip
     assert exit_code(findings) == 1

@@ -103,7 +103,7 @@ def test_fresh_hosts_get_everything_then_start_together() -> None:
     prepare = [s for s in plan.steps if s.group == "prepare"]
     assert len(prepare) == len(plan.steps) - 2
     etcd1 = [s.id.split("/", 1)[1].split(":")[0] for s in prepare if s.host == "etcd1"]
-    assert etcd1 == ["dir"] * 4 + ["file"] * 7 + ["daemon-reload", "enable"]
+    assert etcd1 == ["dir"] * 4 + ["file"] * 8 + ["daemon-reload", "enable"]
     # keys are 0600 etcd:etcd and marked secret; the CA key is nowhere
     for s in plan.steps:
         if isinstance(s.action, PutFile) and s.action.path.endswith("-key.pem"):

@@ -45,6 +45,7 @@ PATHS = MemberPaths(
     server_key="/etc/etcd/pki/server-key.pem",
     peer_cert="/etc/etcd/pki/peer.pem",
     peer_key="/etc/etcd/pki/peer-key.pem",
+    peer_ca_cert="/etc/etcd/pki/peer-ca.pem",
 )
 
 

@@ -60,6 +60,7 @@ def certificates(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
             "usages": _cmd(facts, "pki renew"),
             "chain": _cmd(facts, "pki renew"),
             "revoked": f"{_cmd(facts, 'pki check')} names the file; delete it",
+            "peer-trust": _cmd(facts, "pki rotate-ca --peer"),
         }.get(
             f.check,
             f"{_cmd(facts, 'pki check')} shows the details; {facts.reconfigure} rewrites members' files",
@@ -82,9 +83,8 @@ def certificates(facts: DoctorFacts, t: Thresholds) -> list[Finding]:
                 name,
                 f"{name} is accepted by the members' peer listeners",
                 why,
-                "give peers their own CA so that no client certificate is ever a peer "
-                "(a separate peer CA is not in etcdforge yet); meanwhile keep client keys as safe as "
-                "peer keys",
+                f"{_cmd(facts, 'pki rotate-ca --peer')} gives peers their own CA (no downtime), so that no "
+                "client certificate is ever a peer",
             )
         )
     out += _peer_sources(facts)

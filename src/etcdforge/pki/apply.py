@@ -24,7 +24,7 @@ from etcdforge.errors import PkiError
 from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.pki.issue import create_ca, issue
 from etcdforge.pki.keys import KeyPair, load_cert, load_key
-from etcdforge.pki.observe import CA_CERT, CA_KEY
+from etcdforge.pki.observe import CA_CERT
 from etcdforge.pki.plan import Action, PkiPlan, PkiStep
 
 CERT_MODE = 0o644
@@ -49,7 +49,7 @@ def apply_pki(pki_dir: Path, plan: PkiPlan, now: datetime) -> tuple[PkiEvent, ..
             f"the plan was made for {plan.pki_dir}, not {pki_dir}", hint="plan again for this directory"
         )
     ensure_dir(pki_dir, 0o700)
-    events: list[PkiEvent] = []
+    events: list[PkiEvent] = list(apply_pki(pki_dir, plan.peer, now)) if plan.peer is not None else []
     ca: KeyPair | None = None
     for step in plan.steps:
         if step.action == "keep":
@@ -73,7 +73,9 @@ def apply_pki(pki_dir: Path, plan: PkiPlan, now: datetime) -> tuple[PkiEvent, ..
 def _create_ca(
     pki_dir: Path, plan: PkiPlan, step: PkiStep, now: datetime
 ) -> tuple[KeyPair, tuple[Path, ...]]:
-    cert_path, key_path = pki_dir / CA_CERT, pki_dir / CA_KEY
+    cert_path, key_path = plan.ca_cert_path, plan.ca_key_path
+    if cert_path.parent != pki_dir:  # an external CA is never created here (a malformed plan)
+        raise PkiError(f"{cert_path} is not in {pki_dir}; not creating a CA there")
     if cert_path.exists():
         raise PkiError(
             f"{cert_path} appeared after planning; not replacing a CA", hint="run the command again"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -33,10 +33,12 @@ from etcdforge.pki.keys import PrivateKey, key_matches, parse_cert, parse_key
 from etcdforge.pki.plan import signed_by
 
 Severity = Literal["ok", "warning", "broken"]
-Role = Literal["ca", "server", "peer", "client"]
+#: ``peer-ca``: the peers' CA, or a member's copy of what its peer listener trusts
+Role = Literal["ca", "peer-ca", "server", "peer", "client"]
 CheckName = Literal[
-    "read", "expiry", "chain", "key-match", "usages", "sans", "key-mode", "owner", "ca-key-absent", "revoked"
-]
+    "read", "expiry", "chain", "key-match", "usages", "sans", "key-mode", "owner", "ca-key-absent", "revoked",
+    "peer-trust",
+]  # fmt: skip
 
 _RANK: dict[Severity, int] = {"ok": 0, "warning": 1, "broken": 2}
 
@@ -44,6 +46,7 @@ _RANK: dict[Severity, int] = {"ok": 0, "warning": 1, "broken": 2}
 #: gRPC gateway dials its own client port with the server certificate; peers are clients of each other.
 REQUIRED_EKUS: dict[Role, tuple[x509.ObjectIdentifier, ...]] = {
     "ca": (),
+    "peer-ca": (),
     "server": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
     "peer": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
     "client": (ExtendedKeyUsageOID.CLIENT_AUTH,),
@@ -143,12 +146,17 @@ class PkiFacts:
     items: tuple[CertItem, ...]
     members: tuple[MemberFiles, ...] = ()
     #: file names that must never appear in a member's directory, whatever their content
-    forbidden_names: tuple[str, ...] = ("ca-key.pem",)
+    forbidden_names: tuple[str, ...] = ("ca-key.pem", "peer-ca-key.pem")
     #: the workspace's trust bundle (pki/trust.pem) once a CA rotation started: during a rotation members
     #: trust old + new CA, and leaves signed by the other CA of the bundle are expected
     trust: bytes | None = None
     #: revoked client certificates (``client remove``): serial (hex) -> client name
     revoked: Mapping[str, str] = field(default_factory=dict)
+    #: the peers' CA (None: the workspace has none, the CA signs peer certificates too) and its key
+    peer_ca: FileFacts | None = None
+    peer_ca_key: bytes | None = None
+    #: pki/peer-trust.pem once a rotation of the peers' CA started (like ``trust`` for the CA)
+    peer_trust: bytes | None = None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -170,11 +178,54 @@ def check_pki(facts: PkiFacts, now: datetime, thresholds: Thresholds = Threshold
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     out: list[Finding] = []
     ca_cert = _parse_cert(facts.ca, "ca", out)
-    trusted = _bundle(facts.trust)
+    peers = ("peer", "peer-ca")
+    out += _judge([i for i in facts.items if i.role not in peers], ca_cert, facts.trust, now, thresholds)
+    peer_items = [replace(i, role="ca") if i.role == "peer-ca" else i for i in facts.items if i.role in peers]
+    if facts.peer_ca is None:  # peers trust what clients trust: the CA signs them, and any client certificate
+        out += _judge(peer_items, ca_cert, facts.trust, now, thresholds)
+        if peer_items:
+            out.append(
+                Finding(
+                    "peers",
+                    "peer-trust",
+                    "warning",
+                    "the peer listeners trust the CA that signs client and server certificates, so any "
+                    "client certificate of it is accepted as a peer; `etcdforge pki rotate-ca --peer` gives "
+                    "peers a CA of their own (no downtime)",
+                )
+            )
+    else:
+        peer_ca = _parse_cert(facts.peer_ca, "peer-ca", out)
+        out += _judge(peer_items, peer_ca, facts.peer_trust, now, thresholds)
+        if peer_ca is not None and ca_cert is not None and peer_ca != ca_cert:
+            out.append(Finding("peers", "peer-trust", "ok", "peers have a CA of their own"))
+    out += check_revoked(facts.items, facts.revoked)
+    keys = [(facts.ca_key, _quiet_key(facts.ca_key) if facts.ca_key is not None else None)]
+    if facts.peer_ca_key is not None:
+        keys.append((facts.peer_ca_key, _quiet_key(facts.peer_ca_key)))
+    for member in facts.members:
+        found = [
+            f for raw, parsed in keys for f in check_member_files(member, raw, parsed, facts.forbidden_names)
+        ]
+        bad = [f for f in found if f.severity != "ok"]
+        out += bad if bad else found[:1]
+    return tuple(out)
+
+
+def _judge(
+    items: Sequence[CertItem],
+    ca_cert: x509.Certificate | None,
+    trust: bytes | None,
+    now: datetime,
+    thresholds: Thresholds,
+) -> list[Finding]:
+    """Judge ``items`` against the CA that signs them and the rotation bundle (``trust``) beside it."""
+    out: list[Finding] = []
+    trusted = _bundle(trust)
     if ca_cert is not None and trusted and ca_cert not in trusted:
-        trusted = ()  # a stale pki/trust.pem: the workspace ignores it too (Workspace.trusted_ca)
-    for item in facts.items:
-        is_bundle = item.role == "ca" and facts.trust is not None and item.cert.data == facts.trust
+        trusted = ()  # a stale trust bundle: the workspace ignores it too (Workspace.trusted_ca)
+    for item in items:
+        is_bundle = item.role == "ca" and trust is not None and item.cert.data == trust
         if is_bundle and ca_cert is not None and ca_cert not in trusted:
             stale = f"{item.cert.path}: a stale trust bundle without the configured CA"
             out.append(Finding(item.subject, "chain", "broken", stale))
@@ -185,11 +236,7 @@ def check_pki(facts: PkiFacts, now: datetime, thresholds: Thresholds = Threshold
             continue
         found = check_item(item, ca_cert, now, thresholds)
         out += [_other_trusted(f, item, trusted, ca_cert) for f in found]
-    out += check_revoked(facts.items, facts.revoked)
-    ca_key = _quiet_key(facts.ca_key) if facts.ca_key is not None else None
-    for member in facts.members:
-        out += check_member_files(member, facts.ca_key, ca_key, facts.forbidden_names)
-    return tuple(out)
+    return out
 
 
 def check_revoked(items: Sequence[CertItem], revoked: Mapping[str, str]) -> list[Finding]:

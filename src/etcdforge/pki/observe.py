@@ -25,6 +25,13 @@ _T = TypeVar("_T")
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
+#: the peers' own CA: it signs the members' peer certificates and is the only CA their peer listeners
+#: trust, so no client or server certificate can ever act as a peer
+PEER_CA_STEM = "peer-ca"
+PEER_CA_CERT = f"{PEER_CA_STEM}.pem"
+PEER_CA_KEY = f"{PEER_CA_STEM}-key.pem"
+#: files of the PKI directory that are CAs or trust bundles, never leaves
+NOT_LEAVES = frozenset({"ca", "peer-ca", "trust", "peer-trust"})
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,11 @@ class PkiObserved:
     installed_ca: ObservedPair | None = None
 
 
-def observe_pki(pki_dir: Path, external_ca: ExternalCa | None = None) -> PkiObserved:
-    """Read the PKI directory (and the external CA, if given). Never writes, never raises on content."""
-    installed = _read_pair("ca", pki_dir / CA_CERT, pki_dir / CA_KEY)
+def observe_pki(pki_dir: Path, external_ca: ExternalCa | None = None, *, ca_stem: str = "ca") -> PkiObserved:
+    """Read the PKI directory (and the external CA, if given). Never writes, never raises on content.
+
+    ``ca_stem`` names the signing CA's files (``peer-ca`` for the peers' CA)."""
+    installed = _read_pair(ca_stem, pki_dir / f"{ca_stem}.pem", pki_dir / f"{ca_stem}-key.pem")
     if external_ca is None:
         ca, installed_ca = installed, None
     else:
@@ -86,13 +95,13 @@ def observe_pki(pki_dir: Path, external_ca: ExternalCa | None = None) -> PkiObse
     if pki_dir.is_dir():
         for path in sorted(pki_dir.glob("*.pem")):
             stem = path.name[: -len(".pem")]
-            if stem in ("ca", "ca-key") or stem.endswith("-key"):
+            if stem in NOT_LEAVES or stem.endswith("-key"):
                 continue
             leaves[stem] = _read_pair(stem, path, pki_dir / f"{stem}-key.pem")
         # A key left without its certificate (e.g. an interrupted write) is still worth reporting.
         for path in sorted(pki_dir.glob("*-key.pem")):
             stem = path.name[: -len("-key.pem")]
-            if stem != "ca" and stem not in leaves:
+            if stem not in NOT_LEAVES and stem not in leaves:
                 leaves[stem] = _read_pair(stem, pki_dir / f"{stem}.pem", path)
     return PkiObserved(
         pki_dir=pki_dir, ca=ca, leaves=leaves, external_ca=external_ca, installed_ca=installed_ca

@@ -27,7 +27,7 @@ from etcdforge.pki.inspect import eku_label, is_ca, san_sets
 from etcdforge.pki.issue import subject_name, usage_extensions
 from etcdforge.pki.keys import KeyPair, describe_key, key_matches, key_spec_of
 from etcdforge.pki.model import CaSettings, CertRequest
-from etcdforge.pki.observe import CA_CERT, CA_KEY, ExternalCa, ObservedPair, PkiObserved
+from etcdforge.pki.observe import ExternalCa, ObservedPair, PkiObserved
 
 Action = Literal["create-ca", "install-ca-cert", "issue", "reissue", "keep"]
 
@@ -57,10 +57,22 @@ class PkiPlan:
     ca_cert_path: Path
     ca_key_path: Path
     warnings: tuple[str, ...] = ()
+    #: the peers' CA and the peer certificates it signs, when the workspace keeps peers apart
+    #: (applied first: a new workspace gets its peer CA before its CA, so an interrupted first run
+    #: never leaves a CA without the peer CA it would have had)
+    peer: PkiPlan | None = None
+
+    @property
+    def all_steps(self) -> tuple[PkiStep, ...]:
+        return (*(self.peer.steps if self.peer else ()), *self.steps)
 
     @property
     def changes(self) -> tuple[PkiStep, ...]:
-        return tuple(s for s in self.steps if s.action != "keep")
+        return tuple(s for s in self.all_steps if s.action != "keep")
+
+    @property
+    def all_warnings(self) -> tuple[str, ...]:
+        return (*(self.peer.warnings if self.peer else ()), *self.warnings)
 
 
 def needs_reissue(
@@ -145,15 +157,16 @@ def plan_pki(
     steps: list[PkiStep] = []
     warnings: list[str] = []
     if external_ca is None:
-        ca_step, ca_cert = _plan_own_ca(observed)
+        ca_step, ca_cert = _plan_own_ca(observed, observed.ca.name)
     else:
         ca_step, ca_cert = _plan_external_ca(observed, external_ca)
     steps.append(ca_step)
     if ca_cert is not None:
         left = ca_cert.not_valid_after_utc - now
         if left < renew_before:
+            what = "the peers' CA" if observed.ca.name == "peer-ca" else "the CA"
             warnings.append(
-                f"the CA expires on {ca_cert.not_valid_after_utc:%Y-%m-%d}; "
+                f"{what} expires on {ca_cert.not_valid_after_utc:%Y-%m-%d}; "
                 "etcdforge does not replace a CA on its own, plan a CA rotation"
             )
     for req in requests:
@@ -177,25 +190,26 @@ def plan_pki(
     ca_paths = (
         (external_ca.cert_path, external_ca.key_path)
         if external_ca
-        else (pki_dir / CA_CERT, pki_dir / CA_KEY)
+        else (observed.ca.cert_path, observed.ca.key_path)
     )
     return PkiPlan(pki_dir, tuple(steps), ca, ca_paths[0], ca_paths[1], tuple(warnings))
 
 
-def _plan_own_ca(observed: PkiObserved) -> tuple[PkiStep, x509.Certificate | None]:
+def _plan_own_ca(observed: PkiObserved, stem: str = "ca") -> tuple[PkiStep, x509.Certificate | None]:
     ca = observed.ca
+    sid = f"pki/{stem}"
     if ca.cert is None and ca.cert_problem == "missing":
         if ca.key is not None:
             # An interrupted first run writes the key before the certificate; finish that CA.
-            return PkiStep("pki/ca", "create-ca", "ca", "ca.pem missing; made from the existing ca-key.pem",
-                           reuse_key=True), None  # fmt: skip
+            return PkiStep(sid, "create-ca", stem, f"{stem}.pem missing; made from the existing "
+                           f"{stem}-key.pem", reuse_key=True), None  # fmt: skip
         if ca.key_problem != "missing":
             raise PkiError(
                 f"{ca.key_path} is {ca.key_problem} and {ca.cert_path} is missing",
-                hint="restore the CA files, or move ca-key.pem away to create a new CA",
+                hint=f"restore the CA files, or move {stem}-key.pem away to create a new CA",
             )
-        return PkiStep("pki/ca", "create-ca", "ca", "missing"), None
-    return _existing_ca_step(ca, "pki/ca"), ca.cert
+        return PkiStep(sid, "create-ca", stem, "missing"), None
+    return _existing_ca_step(ca, sid, stem), ca.cert
 
 
 def _plan_external_ca(observed: PkiObserved, ext: ExternalCa) -> tuple[PkiStep, x509.Certificate]:
@@ -218,7 +232,7 @@ def _plan_external_ca(observed: PkiObserved, ext: ExternalCa) -> tuple[PkiStep, 
     return PkiStep("pki/ca", "keep", "ca", f"valid (external CA {ext.cert_path})"), ca.cert
 
 
-def _existing_ca_step(ca: ObservedPair, step_id: str) -> PkiStep:
+def _existing_ca_step(ca: ObservedPair, step_id: str, stem: str = "ca") -> PkiStep:
     if ca.cert is None:
         raise PkiError(f"{ca.cert_path} is {ca.cert_problem}",
                        hint="etcdforge never replaces a CA; restore the file from a backup")  # fmt: skip
@@ -235,7 +249,7 @@ def _existing_ca_step(ca: ObservedPair, step_id: str) -> PkiStep:
     if not is_ca(ca.cert):
         raise PkiError(f"{ca.cert_path} is not a CA certificate (no CA:TRUE basic constraint)",
                        hint="point etcdforge at the CA certificate, not a leaf")  # fmt: skip
-    return PkiStep(step_id, "keep", "ca", "valid")
+    return PkiStep(step_id, "keep", stem, "valid")
 
 
 def _san_diff(cert: x509.Certificate, req: CertRequest) -> str:

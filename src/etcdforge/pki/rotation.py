@@ -25,6 +25,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from etcdforge.errors import PkiError
 
 Phase = Literal["trust-both", "reissue", "trust-new", "finish"]
+#: which CA rotates: ``ca`` (clients, the client port, server and client certificates — and peers too in
+#: a workspace without a peers' CA) or ``peer`` (the peers' CA; from a workspace without one, this makes
+#: it: peers then trust only it, so no client or server certificate is ever accepted as a peer)
+Target = Literal["ca", "peer"]
 PHASES: tuple[Phase, ...] = ("trust-both", "reissue", "trust-new", "finish")
 
 STATE_FILE = "state.json"
@@ -54,6 +58,7 @@ class RotationState:
     restarted: tuple[str, ...] = ()
     #: the member being restarted right now: the only one a resumed run may find stopped
     restarting: str | None = None
+    target: Target = "ca"
 
     def with_restarting(self, member: str) -> RotationState:
         return replace(self, restarting=member)
@@ -76,6 +81,7 @@ class RotationState:
             "started": self.started,
             "restarted": list(self.restarted),
             "restarting": self.restarting,
+            "target": self.target,
         }
         return (json.dumps(doc, indent=2) + "\n").encode()
 
@@ -92,6 +98,9 @@ class RotationState:
             restarting = doc.get("restarting")
             if restarting is not None and not isinstance(restarting, str):
                 raise ValueError("restarting must be a member name or null")
+            target = doc.get("target", "ca")
+            if target not in ("ca", "peer"):
+                raise ValueError(f"unknown target {target!r}")
             return RotationState(
                 phase=cast(Phase, phase),
                 old_ca=str(doc["old_ca_sha256"]),
@@ -99,6 +108,7 @@ class RotationState:
                 started=str(doc["started"]),
                 restarted=tuple(restarted),
                 restarting=restarting,
+                target=cast(Target, target),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise PkiError(

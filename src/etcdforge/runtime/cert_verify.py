@@ -29,6 +29,18 @@ def admin_tls(ws: Workspace) -> TlsFiles:
     return TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
 
 
+def endpoint_tls(ws: Workspace, member: str, *, peer: bool) -> TlsFiles:
+    """How this machine opens a handshake with a member's client port (the admin client certificate,
+    trusting what clients trust) or peer port (the member's own peer certificate, trusting what peers
+    trust: a peer port accepts nothing else)."""
+    if not peer:
+        return admin_tls(ws)
+    from etcdforge import topology
+
+    stem = topology.peer_cert_name(member)
+    return TlsFiles(ca=ws.peer_trusted_ca, cert=ws.cert_path(stem), key=ws.key_path(stem))
+
+
 async def verify_presented(
     ws: Workspace,
     action: VerifyPresented,
@@ -41,7 +53,7 @@ async def verify_presented(
     deadline = clock() + seconds
     while True:
         try:
-            got = await presented_certificate(action.url, admin_tls(ws))
+            got = await presented_certificate(action.url, endpoint_tls(ws, action.member, peer=action.peer))
         except (EtcdUnavailable, EtcdTLSError) as exc:
             if clock() >= deadline:
                 if not action.required and isinstance(exc, EtcdUnavailable):

@@ -47,10 +47,8 @@ async def issue_certs(spec: ClusterSpec, ws: Workspace, action: IssueCerts, now:
             from etcdforge import certs
 
             requests = [r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name in action.only]
-        plan = plan_workspace_pki(
-            spec, ws, requests=requests, now=now, new_keys=action.new_keys, use_external_ca=False
-        )
-        if any(s.action == "create-ca" for s in plan.steps):
+        plan = plan_workspace_pki(spec, ws, requests=requests, now=now, new_keys=action.new_keys)
+        if any(s.action == "create-ca" for s in plan.all_steps):
             # a deferred plan signs with the CA an earlier step put there: never a new one
             raise PkiError(f"{ws.ca_cert} is missing; not creating a new CA here", hint="restore it")
     ensure_dir(ws.pki_dir)

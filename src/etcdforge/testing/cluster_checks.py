@@ -266,23 +266,24 @@ async def presented_cert_problems(directory: Path) -> list[str]:
     from etcdforge.etcd.presented import presented_certificate
     from etcdforge.etcd.types import TlsFiles
     from etcdforge.pki.keys import load_cert
+    from etcdforge.runtime.cert_verify import endpoint_tls
     from etcdforge.workspace import load_workspace
 
     ws, spec = load_workspace(directory)
-    paths = ws.client_paths()
-    tls = TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
     expected: dict[str, CertFacts] = {}
+    tls: dict[str, TlsFiles] = {}
     for m in spec.members:
-        for url, stem in (
-            (topology.client_url(spec, m), topology.server_cert_name(m.name)),
-            (topology.peer_url(spec, m), topology.peer_cert_name(m.name)),
+        for url, stem, peer in (
+            (topology.client_url(spec, m), topology.server_cert_name(m.name), False),
+            (topology.peer_url(spec, m), topology.peer_cert_name(m.name), True),
         ):
             cert = load_cert(ws.cert_path(stem))
             expected[url] = CertFacts(cert.serial_number, cert.not_valid_after_utc.isoformat())
+            tls[url] = endpoint_tls(ws, m.name, peer=peer)
 
     async def probe(url: str) -> CertFacts | str:
         try:
-            got = (await presented_certificate(url, tls)).cert
+            got = (await presented_certificate(url, tls[url])).cert
         except EtcdError as exc:
             return str(exc)
         return CertFacts(got.serial_number, got.not_valid_after_utc.isoformat())

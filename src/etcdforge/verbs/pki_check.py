@@ -27,6 +27,7 @@ from etcdforge.hosts.base import Host
 from etcdforge.hosts.errors import HostError
 from etcdforge.observe.hosts import parse_observation
 from etcdforge.pki.check import CertItem, FileFacts, MemberFiles, PkiFacts, sha256_hex
+from etcdforge.pki.observe import PEER_CA_KEY
 from etcdforge.render import MemberPaths
 from etcdforge.runtime.factory import placement
 from etcdforge.spec import ClusterSpec, MemberSpec
@@ -77,6 +78,7 @@ def _member_items(
     sans = topology.member_sans(member)
     return [
         CertItem(f"{prefix}:ca", "ca", read[paths.ca_cert]),
+        CertItem(f"{prefix}:peer-ca", "peer-ca", read[paths.peer_ca_cert]),
         CertItem(
             f"{prefix}:server",
             "server",
@@ -99,7 +101,8 @@ def _member_items(
 
 
 def _paths(paths: MemberPaths) -> tuple[str, ...]:
-    return (paths.ca_cert, paths.server_cert, paths.server_key, paths.peer_cert, paths.peer_key)
+    p = paths
+    return (p.ca_cert, p.server_cert, p.server_key, p.peer_cert, p.peer_key, p.peer_ca_cert)
 
 
 def gather_workspace(spec: ClusterSpec, ws: Workspace) -> tuple[FileFacts, bytes | None, list[CertItem]]:
@@ -111,6 +114,11 @@ def gather_workspace(spec: ClusterSpec, ws: Workspace) -> tuple[FileFacts, bytes
     ca = read_local(ca_cert_path)
     ca_key = read_local(ca_key_path)
     items = [CertItem("ca", "ca", ca, ca_key, key_owner=user)]
+    if ws.separate_peers:
+        peer_key = ws.pki_dir / PEER_CA_KEY
+        items.append(
+            CertItem("peer-ca", "peer-ca", read_local(ws.peer_ca_cert), read_local(peer_key), key_owner=user)
+        )
     if ext is not None:
         items.append(CertItem("pki/ca.pem", "ca", read_local(ws.ca_cert)))
     by_name = {m.name: m for m in spec.members}
@@ -142,6 +150,7 @@ def gather_workspace(spec: ClusterSpec, ws: Workspace) -> tuple[FileFacts, bytes
 def pki_facts(
     ws: Workspace, ca: FileFacts, ca_key: bytes | None, items: list[CertItem], members: list[MemberFiles]
 ) -> PkiFacts:
+    separate = ws.separate_peers
     return PkiFacts(
         ca=ca,
         ca_key=ca_key,
@@ -149,6 +158,9 @@ def pki_facts(
         members=tuple(members),
         trust=_trust(ws),
         revoked=revoked_serials(ws),
+        peer_ca=read_local(ws.peer_ca_cert) if separate else None,
+        peer_ca_key=read_local(ws.pki_dir / PEER_CA_KEY).data if separate else None,
+        peer_trust=ws.peer_trust_bundle.read_bytes() if ws.peer_trust_bundle.is_file() else None,
     )
 
 

@@ -144,8 +144,8 @@ def desired_host_files(
         backup = layout.backup_pki(spec)
         for name in (*layout.pki_names(member.name), *backup):
             stem = name.removesuffix(".pem").removesuffix("-key")
-            # the CA file members trust is the rotation's bundle while a CA rotation runs
-            path = ws.trusted_ca if name == "ca.pem" else ws.pki_dir / name
+            # the CA files members trust are a rotation's bundle while a CA rotation runs
+            path = ws.trusted_source(name)
             pki[name] = path.read_bytes() if path.is_file() else b""
             if stem in pending or not path.is_file():
                 sources[name] = str(path)

@@ -318,7 +318,7 @@ def peer_capable(spec: ClusterSpec, ws: Workspace) -> tuple[tuple[str, str], ...
     from cryptography.exceptions import InvalidSignature
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    trusted = _read(ws.trusted_ca)
+    trusted = _read(ws.peer_trusted_ca)
     if trusted is None:
         return ()
     try:

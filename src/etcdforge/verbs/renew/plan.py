@@ -80,7 +80,8 @@ def local_install_steps(
     """Copy renewed (or out-of-date) leaf files into local members' directories; never the CA file."""
     steps: list[Step] = []
     for member in members:
-        leaf = tuple(f for f in member_pki_files(ws, member) if Path(f[0]) != ws.trusted_ca)
+        trust = {ws.trusted_ca, ws.peer_trusted_ca}
+        leaf = tuple(f for f in member_pki_files(ws, member) if Path(f[0]) not in trust)
         stale = [
             Path(dst).name
             for src, dst, _ in leaf
@@ -151,7 +152,7 @@ def verify_steps(
                 Step(
                     f"{name}/verify-{role}",
                     name,
-                    VerifyPresented(name, url, cert, required),
+                    VerifyPresented(name, url, cert, required, peer=role == "peer"),
                     f"a new handshake with {url} must present the new {cert} certificate",
                 )
             )

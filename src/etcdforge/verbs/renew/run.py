@@ -90,8 +90,24 @@ async def observe_members(spec: ClusterSpec, ws: Workspace, hosts: Mapping[str, 
 
 
 def require_our_layout(spec: ClusterSpec, ws: Workspace, now: MembersNow, members: Sequence[str]) -> None:
-    """Hosts mode: refuse when a member's etcd would not read what we write (see
-    :func:`renew_plan.layout_problems`) — e.g. an adopted cluster before its first `apply`."""
+    """Refuse when a member's etcd would not read what we write (see :func:`renew_plan.layout_problems`)
+    — e.g. an adopted cluster before its first `apply`, or a local member whose config is older than
+    the spec's (one made before the peers' CA file existed)."""
+    if now.local is not None:
+        stale = [
+            n
+            for n in members
+            if (config := now.local.members[n].config) is not None
+            and config != (want := render.etcd_config(spec, spec.member(n), ws.member_paths(n)))
+            and not render.differs_only_in_initial_keys(config, want)
+        ]
+        if stale:
+            raise PlanError(
+                f"the config of {', '.join(stale)} differs from what the spec renders, so etcd would not "
+                "read the files this writes",
+                hint="run `etcdforge down` and `etcdforge up` (it writes the config), then try again",
+            )
+        return
     if now.hosts is None:
         return
     from etcdforge.verbs.apply import run as deploy

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from etcdforge import render, topology
 from etcdforge.errors import PlanError
 from etcdforge.observe.cluster import ClusterView
-from etcdforge.pki.rotation import STATE_FILE, RotationState
+from etcdforge.pki.rotation import STATE_FILE, RotationState, Target
 from etcdforge.plan import (
     MoveLeader,
     PutFile,
@@ -102,10 +103,26 @@ def state_step(ws: Workspace, state: RotationState, why: str) -> Step:
     )
 
 
-def trust_file(spec: ClusterSpec, ws: Workspace, name: str) -> tuple[str, str | None]:
-    """Where member ``name`` reads its trusted CA file, and the file's owner (None: this user's)."""
+def trust_files(
+    spec: ClusterSpec, ws: Workspace, name: str, target: Target
+) -> tuple[tuple[str, ...], str | None]:
+    """Where member ``name`` reads the trusted-CA files a rotation of ``target`` changes, and their owner
+    (None: this user's). The CA's rotation changes the peers' file too while peers have no CA of their
+    own (they trust what clients trust then)."""
     where = placement(spec, ws)
-    return where.member_paths(name).ca_cert, where.file_owner
+    paths = where.member_paths(name)
+    if target == "peer":
+        files: tuple[str, ...] = (paths.peer_ca_cert,)
+    elif ws.separate_peers:
+        files = (paths.ca_cert,)
+    else:
+        files = (paths.ca_cert, paths.peer_ca_cert)
+    return files, where.file_owner
+
+
+def bundle_path(ws: Workspace, target: Target) -> Path:
+    """The workspace file that holds what the rotating listeners trust (old + new CA, then the new)."""
+    return ws.peer_trust_bundle if target == "peer" else ws.trust_bundle
 
 
 def trust_phase_steps(
@@ -129,6 +146,7 @@ def trust_phase_steps(
     names = tuple(m.name for m in spec.members)
     up = tuple(n for n in names if n not in down)
     what = "old and new CA" if state.phase == "trust-both" else "only the new CA"
+    who = "peers trust" if state.target == "peer" else "members and clients trust"
     steps = [
         Step(
             "cluster/healthy",
@@ -140,8 +158,8 @@ def trust_phase_steps(
         Step(
             "workspace/trust",
             "local",
-            WriteFile(str(ws.trust_bundle), trusted_pem),
-            f"members and clients trust {what}",
+            WriteFile(str(bundle_path(ws, state.target)), trusted_pem),
+            f"{who} {what}",
         ),
     ]
     restarted = [n for n in state.restarted if healthy is None or n in healthy]
@@ -149,15 +167,16 @@ def trust_phase_steps(
     for name in restart_order(spec, state.restarted, leader, down):
         current = current.with_restarting(name)
         steps.append(state_step(ws, current, f"{name} is about to be restarted (phase {state.phase})"))
-        ca_dst, owner = trust_file(spec, ws, name)
-        steps.append(
+        dsts, owner = trust_files(spec, ws, name, state.target)
+        steps += [
             Step(
-                f"{name}/file:{ca_dst}",
+                f"{name}/file:{dst}",
                 name,
-                PutFile(name, ca_dst, trusted_pem, 0o644, owner, owner, False),
-                f"trust {what}",
+                PutFile(name, dst, trusted_pem, 0o644, owner, owner, False),
+                f"{'peers ' if dst.endswith('peer-ca.pem') else ''}trust {what}",
             )
-        )
+            for dst in dsts
+        ]
         if name == leader and restarted and name not in down:
             steps.append(
                 Step(
@@ -176,23 +195,24 @@ def trust_phase_steps(
 
 
 def swap_ca_steps(
-    ws: Workspace, new_cert_pem: bytes, new_key_pem: bytes, current_pem: bytes | None
+    ws: Workspace, new_cert_pem: bytes, new_key_pem: bytes, current_pem: bytes | None, target: Target = "ca"
 ) -> list[Step]:
     """Make the new CA the signing CA of the workspace (key first: a crash leaves a state the record
-    explains and the next run repeats)."""
+    explains and the next run repeats). ``current_pem`` is what the target's CA file holds now."""
     if current_pem == new_cert_pem:
         return []
+    stem = "peer-ca" if target == "peer" else "ca"
+    why = (
+        "the new peers' CA signs peer certificates from now on"
+        if target == "peer"
+        else ("the new CA signs from now on")
+    )
     return [
         Step(
-            "workspace/ca-key",
+            f"workspace/{stem}-key",
             "local",
-            WriteFile(str(ws.pki_dir / "ca-key.pem"), new_key_pem, 0o600, secret=True),
-            "the new CA signs from now on",
+            WriteFile(str(ws.pki_dir / f"{stem}-key.pem"), new_key_pem, 0o600, secret=True),
+            why,
         ),
-        Step(
-            "workspace/ca",
-            "local",
-            WriteFile(str(ws.ca_cert), new_cert_pem),
-            "the new CA signs from now on",
-        ),
+        Step(f"workspace/{stem}", "local", WriteFile(str(ws.pki_dir / f"{stem}.pem"), new_cert_pem), why),
     ]

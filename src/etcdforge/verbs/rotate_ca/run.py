@@ -18,6 +18,8 @@ from etcdforge import certs
 from etcdforge.errors import PkiError, PlanError
 from etcdforge.executor import Reporter, Runtime, execute
 from etcdforge.hosts.base import Host
+from etcdforge.pki.model import CertRequest
+from etcdforge.pki.observe import PEER_CA_KEY
 from etcdforge.pki.rotation import (
     FINISHED_DIR,
     NEW_CA,
@@ -28,6 +30,7 @@ from etcdforge.pki.rotation import (
     STATE_FILE,
     Phase,
     RotationState,
+    Target,
     bundle,
     fingerprint,
 )
@@ -100,20 +103,31 @@ def _read_cas(ws: Workspace, state: RotationState) -> _Cas:
     return cas
 
 
-def _prepare(spec: ClusterSpec, ws: Workspace) -> tuple[RotationState, _Cas, list[Step]]:
+def _signing_files(spec: ClusterSpec, ws: Workspace, target: Target) -> tuple[Path, Path]:
+    """The files of the CA that signs ``target``'s certificates now (a workspace without a peers' CA:
+    the CA, whose key may live outside when the spec names an external CA)."""
+    if target == "peer" and ws.peer_ca_cert.is_file():
+        return ws.peer_ca_cert, ws.pki_dir / PEER_CA_KEY
+    external = certs.external_ca(spec, base_dir=ws.root)
+    return ws.ca_cert, external.key_path if external is not None else ws.pki_dir / "ca-key.pem"
+
+
+def _prepare(spec: ClusterSpec, ws: Workspace, target: Target) -> tuple[RotationState, _Cas, list[Step]]:
     """A new CA (same settings as the spec's CA), the record of a rotation about to start, and the
     steps that keep both in the workspace (the record last: from there on, the rotation exists)."""
     from etcdforge.pki import create_ca, key_matches, load_cert, load_key
 
-    old_cert, old_key = load_cert(ws.ca_cert), load_key(ws.pki_dir / "ca-key.pem")
+    cert_path, key_path = _signing_files(spec, ws, target)
+    old_cert, old_key = load_cert(cert_path), load_key(key_path)
     if not key_matches(old_cert, old_key):
-        raise PkiError(f"{ws.pki_dir / 'ca-key.pem'} does not match {ws.ca_cert}")
+        raise PkiError(f"{key_path} does not match {cert_path}")
     now = datetime.now(UTC)
-    new = create_ca(certs.ca_settings(spec, base_dir=ws.root), now)
-    cas = _Cas(
-        ws.ca_cert.read_bytes(), (ws.pki_dir / "ca-key.pem").read_bytes(), new.cert_pem(), new.key_pem()
+    settings = certs.ca_settings(spec, base_dir=ws.root)
+    new = create_ca(certs.peer_ca_settings(settings) if target == "peer" else settings, now)
+    cas = _Cas(cert_path.read_bytes(), key_path.read_bytes(), new.cert_pem(), new.key_pem())
+    state = RotationState(
+        "trust-both", fingerprint(old_cert), fingerprint(new.cert), now.isoformat(), target=target
     )
-    state = RotationState("trust-both", fingerprint(old_cert), fingerprint(new.cert), now.isoformat())
     d = ws.rotation_dir
     files = ((OLD_CA, cas.old_cert, 0o644), (OLD_CA_KEY, cas.old_key, 0o600),
              (NEW_CA, cas.new_cert, 0o644), (NEW_CA_KEY, cas.new_key, 0o600))  # fmt: skip
@@ -138,6 +152,7 @@ def _bundle_of(*pems: bytes) -> bytes:
 async def rotate_ca(
     directory: Path,
     *,
+    peer: bool = False,
     stop_after: Phase | None = None,
     new_keys: bool = False,
     dry_run: bool = False,
@@ -147,8 +162,9 @@ async def rotate_ca(
     on_phase: Callable[[Phase], None] | None = None,
     no_snapshot: bool = False,
 ) -> RotateResult:
+    target: Target = "peer" if peer else "ca"
     with locked_workspace(directory) as (ws, spec):
-        if spec.pki.ca is not None:
+        if spec.pki.ca is not None and not peer:
             raise PkiError(
                 "rotate-ca replaces the workspace's own CA; this spec signs with an external CA (pki.ca)",
                 hint="rotate that CA where it lives, or remove pki.ca so etcdforge manages the CA",
@@ -160,6 +176,12 @@ async def rotate_ca(
                 await execute(Plan("rotate-ca", (_clean_up(leftover),)), ControlFiles(), reporter)
             return RotateResult((), None, executed=not dry_run, note="the previous CA rotation had finished")
         state = load_state(ws)
+        if state is not None and state.target != target:
+            doing, flag = ("the peers' CA", " --peer") if state.target == "peer" else ("the CA", "")
+            raise PkiError(
+                f"a rotation of {doing} is in progress (phase {state.phase}); one rotation at a time",
+                hint=f"finish it first: `etcdforge pki rotate-ca{flag}` resumes it",
+            )
         if (
             state is not None
             and stop_after is not None
@@ -176,7 +198,7 @@ async def rotate_ca(
             if state is None:
                 rplan.check_ready(spec, await observe_view(spec, ws))
                 require_our_layout(spec, ws, await observe_members(spec, ws, hosts), names)
-                state, cas, prelude = _prepare(spec, ws)
+                state, cas, prelude = _prepare(spec, ws, target)
                 # a safety snapshot before the rotation begins (not when resuming one)
                 safety, _ = await safety_steps(spec, ws, skip=no_snapshot)
                 prelude = [*safety, *prelude]
@@ -218,7 +240,7 @@ async def _phase(
     rotation's preparation); returns the plan and the next record."""
     if state.phase == "finish":
         # (a dry run has not put the new CA in the trust file: nothing to check yet)
-        plan = Plan("rotate-ca", (*prelude, *_finish_steps(ws, cas, check=not dry_run)))
+        plan = Plan("rotate-ca", (*prelude, *_finish_steps(ws, cas, state.target, check=not dry_run)))
         if not dry_run:
             await execute(plan, runtime, reporter)
         return plan, None
@@ -241,10 +263,9 @@ async def _phase(
             spec, ws, state, trusted_pem=trusted, leader=leader, timeout=timeout, down=down,
             healthy=healthy,
         )  # fmt: skip
-        steps += [
-            rplan.env_step(spec, ws, str(ws.trust_bundle.resolve())),
-            rplan.state_step(ws, nxt, f"phase {state.phase} done"),
-        ]
+        if state.target == "ca":
+            steps.append(rplan.env_step(spec, ws, str(ws.trust_bundle.resolve())))
+        steps.append(rplan.state_step(ws, nxt, f"phase {state.phase} done"))
         plan = Plan("rotate-ca", (*prelude, *steps))
         if not dry_run:
             await execute(plan, runtime, reporter)
@@ -252,14 +273,19 @@ async def _phase(
     # reissue: the new CA signs; every leaf is reissued and installed hot; trust does not change.
     # One plan: the PKI plan and the installed files' bytes are deferred values (made when they run,
     # from the CA the swap put there).
-    swap = rplan.swap_ca_steps(ws, cas.new_cert, cas.new_key, ws.ca_cert.read_bytes())
-    requests = certs.cert_requests(spec, base_dir=ws.root)
+    target = state.target
+    current = ws.peer_ca_cert if target == "peer" else ws.ca_cert
+    swap = rplan.swap_ca_steps(
+        ws, cas.new_cert, cas.new_key, current.read_bytes() if current.is_file() else None, target
+    )
+    requests = _signed_by(spec, ws, target, separate=ws.separate_peers)
     items = tuple((r.name, "signed by the old CA") for r in requests)
     issue = Step(
         "pki/issue",
         "local",
-        IssueCerts(items, None, new_keys=new_keys),
-        "reissue every certificate from the new CA (those it has not signed yet)",
+        IssueCerts(items, None, new_keys=new_keys, only=tuple(r.name for r in requests)),
+        f"reissue every {'peer ' if target == 'peer' else ''}certificate from the new CA "
+        "(those it has not signed yet)",
     )
     names = _names(spec)
     seen = await observe_members(spec, ws, hosts)
@@ -283,7 +309,16 @@ def _names(spec: ClusterSpec) -> tuple[str, ...]:
     return tuple(m.name for m in spec.members)
 
 
-def _finish_steps(ws: Workspace, cas: _Cas, *, check: bool = True) -> list[Step]:
+def _signed_by(spec: ClusterSpec, ws: Workspace, target: Target, *, separate: bool) -> list[CertRequest]:
+    """The certificates the rotating CA signs: the peers' with ``peer``; with ``ca`` the server and
+    client certificates — and the peers' too while peers have no CA of their own."""
+    requests = certs.cert_requests(spec, base_dir=ws.root)
+    if target == "peer":
+        return [r for r in requests if r.profile == "peer"]
+    return [r for r in requests if r.profile != "peer" or not separate]
+
+
+def _finish_steps(ws: Workspace, cas: _Cas, target: Target = "ca", *, check: bool = True) -> list[Step]:
     """Archive the old CA under pki/retired/, then end the rotation with one atomic rename of its
     directory (a kill after it leaves only the clean-up, which the next run does) and remove that.
 
@@ -292,21 +327,33 @@ def _finish_steps(ws: Workspace, cas: _Cas, *, check: bool = True) -> list[Step]
     """
     from cryptography import x509
 
-    if check and ws.trust_bundle.read_bytes() != cas.new_cert:
-        raise PkiError(f"{ws.trust_bundle} should hold only the new CA now", hint="run rotate-ca again")
+    trust = rplan.bundle_path(ws, target)
+    if check and trust.read_bytes() != cas.new_cert:
+        raise PkiError(f"{trust} should hold only the new CA now", hint="run rotate-ca again")
     old = x509.load_pem_x509_certificate(cas.old_cert)
-    retired = ws.pki_dir / "retired" / f"ca-{old.not_valid_before_utc:%Y%m%d}-{old.serial_number:x}"[:64]
+    stem = "peer-ca" if target == "peer" else "ca"
+    retired = ws.pki_dir / "retired" / f"{stem}-{old.not_valid_before_utc:%Y%m%d}-{old.serial_number:x}"[:64]
     done = ws.pki_dir / FINISHED_DIR
-    return [
-        Step("retired/ca", "local", WriteFile(str(retired / "ca.pem"), cas.old_cert), "keep the old CA"),
-        Step(
-            "retired/ca-key",
-            "local",
-            WriteFile(str(retired / "ca-key.pem"), cas.old_key, 0o600, secret=True),
-            "and its key (certificates it signed can still be checked)",
-        ),
+    end = [
         Step("rotation/end", "local", MovePath(str(ws.rotation_dir), str(done)), "the rotation is over"),
         _clean_up(done),
+    ]
+    if target == "peer" and ws.ca_cert.is_file() and ws.ca_cert.read_bytes() == cas.old_cert:
+        return end  # peers got a CA of their own: the old one is still the CA of clients and servers
+    return [
+        Step(
+            f"retired/{stem}",
+            "local",
+            WriteFile(str(retired / f"{stem}.pem"), cas.old_cert),
+            "keep the old CA",
+        ),
+        Step(
+            f"retired/{stem}-key",
+            "local",
+            WriteFile(str(retired / f"{stem}-key.pem"), cas.old_key, 0o600, secret=True),
+            "and its key (certificates it signed can still be checked)",
+        ),
+        *end,
     ]
 
 

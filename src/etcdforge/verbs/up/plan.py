@@ -111,7 +111,7 @@ def new_local_spec(
 
 
 def member_pki_files(ws: Workspace, member: str) -> tuple[tuple[str, str, int], ...]:
-    """(source in the control PKI, destination in the member dir, mode) — the CA key is not among them."""
+    """(source in the control PKI, destination in the member dir, mode) — no CA key among them."""
     paths = ws.member_paths(member)
     server = topology.server_cert_name(member)
     peer = topology.peer_cert_name(member)
@@ -121,6 +121,7 @@ def member_pki_files(ws: Workspace, member: str) -> tuple[tuple[str, str, int], 
         (str(ws.key_path(server)), paths.server_key, 0o600),
         (str(ws.cert_path(peer)), paths.peer_cert, 0o644),
         (str(ws.key_path(peer)), paths.peer_key, 0o600),
+        (str(ws.peer_trusted_ca), paths.peer_ca_cert, 0o644),
     )
 
 
