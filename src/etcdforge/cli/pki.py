@@ -295,6 +295,12 @@ _PHASE_HELP = {
     "trust-new": "members trust only the new CA (rolling restart); old-CA certificates are refused",
     "finish": "the old CA is archived under pki/retired/, the rotation files are removed",
 }
+_PEER_PHASE_HELP = {
+    "trust-both": "peer listeners trust the old and the new peers' CA (rolling restart)",
+    "reissue": "every peer certificate is reissued from the new peers' CA and installed without restart",
+    "trust-new": "peer listeners trust only the new peers' CA (rolling restart); nothing else is a peer",
+    "finish": "a replaced peers' CA is archived under pki/retired/, the rotation files are removed",
+}
 
 
 @pki.command("rotate-ca")
@@ -305,6 +311,11 @@ _PHASE_HELP = {
     default=None,
     help="Stop after this phase (e.g. to give your own clients the bundle); run again to resume.",
 )
+@click.option(
+    "--peer",
+    is_flag=True,
+    help="Rotate the peers' CA instead (in a workspace without one: give peers a CA of their own).",
+)
 @click.option("--new-key", "new_keys", is_flag=True, help="Also give every leaf a new private key.")
 @click.option("--yes", "-y", is_flag=True, help="Rotate without asking.")
 @click.option("--dry-run", is_flag=True, help="Show the phases still to run; change nothing.")
@@ -314,6 +325,7 @@ _PHASE_HELP = {
 def pki_rotate_ca(
     directory: Path | None,
     stop_after: str | None,
+    peer: bool,
     new_keys: bool,
     yes: bool,
     dry_run: bool,
@@ -331,6 +343,10 @@ def pki_rotate_ca(
 
     Clients of your own: after phase 1, give them DIR/pki/trust.pem as their CA file; after phase 2,
     their new certificates (pki.clients); before phase 3 both must be in place.
+
+    --peer rotates the peers' CA the same way (only peer listeners and peer certificates change; clients
+    see nothing). In a workspace made before peers had a CA of their own, it gives them one: afterwards
+    the peer listeners accept no client or server certificate.
     """
     import sys
 
@@ -344,6 +360,7 @@ def pki_rotate_ca(
         preview = run_async(
             op.rotate_ca(
                 d,
+                peer=peer,
                 dry_run=True,
                 stop_after=until,
                 accept_new_host_keys=accept_new_host_keys,
@@ -352,22 +369,24 @@ def pki_rotate_ca(
         )
         if preview.note:
             console.print(plain(preview.note))
+        phases = _PEER_PHASE_HELP if peer else _PHASE_HELP
         for run in preview.runs:
-            console.print(f"[bold]phase {run.phase}[/]: {_PHASE_HELP[run.phase]}")
+            console.print(f"[bold]phase {run.phase}[/]: {phases[run.phase]}")
             for line in run.plan.lines():
                 console.print("  " + line, markup=False)
         if dry_run or not preview.runs:
             return
         if not sys.stdin.isatty():
             fail("rotate-ca restarts members one at a time; pass --yes to confirm")
-        click.confirm("Rotate the CA?", abort=True)
+        click.confirm("Rotate the peers' CA?" if peer else "Rotate the CA?", abort=True)
 
     def announce(phase: str) -> None:
-        console.print(f"[bold]phase {phase}[/]: {_PHASE_HELP[phase]}")
+        console.print(f"[bold]phase {phase}[/]: {(_PEER_PHASE_HELP if peer else _PHASE_HELP)[phase]}")
 
     result = run_async(
         op.rotate_ca(
             d,
+            peer=peer,
             stop_after=until,
             new_keys=new_keys,
             timeout=timeout,
@@ -379,10 +398,15 @@ def pki_rotate_ca(
     )
     if result.note:
         console.print(plain(result.note))
+    elif result.state is None and peer:
+        console.print(
+            "[bold green]peers' CA rotated[/]: every peer listener trusts only the peers' CA, and every "
+            "member presents a peer certificate it signed"
+        )
     elif result.state is None:
         console.print("[bold green]CA rotated[/]: every member trusts and presents only the new CA")
     else:
         console.print(
             f"stopped before phase [bold]{result.state.phase}[/]; "
-            "run `etcdforge pki rotate-ca` again to go on"
+            f"run `etcdforge pki rotate-ca{' --peer' if peer else ''}` again to go on"
         )

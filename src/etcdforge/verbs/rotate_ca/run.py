@@ -298,6 +298,11 @@ async def _phase(
         )
     installs = install_steps(spec, ws, seen, names, frozenset(r.name for r in requests))
     verify = renew_plan.verify_steps(spec, names, running, peer_required=placement(spec, ws).peer_reachable)
+    # only the ports whose certificates this CA signs
+    if target == "peer":
+        verify = [s for s in verify if s.id.endswith("/verify-peer")]
+    elif ws.separate_peers:
+        verify = [s for s in verify if s.id.endswith("/verify-client")]
     last = rplan.state_step(ws, nxt, "phase reissue done")
     plan = Plan("rotate-ca", (*prelude, *swap, issue, *installs, *verify, last))
     if not dry_run:
