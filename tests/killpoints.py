@@ -104,25 +104,28 @@ async def check_converged(directory: Path) -> None:
 
 async def presented_matches_workspace(directory: Path) -> None:
     """Every member's client and peer endpoints present, on a new handshake, the certificate the
-    workspace holds for them, and each is signed by the workspace's CA (no half-renewed member)."""
+    workspace holds for them, and each is signed by the CA that signs its kind (the peers' CA for peer
+    certificates): no half-renewed member."""
     from cryptography import x509
 
     from etcdforge import topology
     from etcdforge.etcd.presented import presented_certificate
     from etcdforge.pki.keys import load_cert
-    from etcdforge.runtime.cert_verify import admin_tls
+    from etcdforge.runtime.cert_verify import endpoint_tls
 
     ws, spec = load_workspace(directory)
     ca = x509.load_pem_x509_certificate(ws.ca_cert.read_bytes())
+    peer_ca = x509.load_pem_x509_certificate(ws.peer_signing_ca.read_bytes())
     for m in spec.members:
-        for url, name in (
-            (topology.client_url(spec, m), topology.server_cert_name(m.name)),
-            (topology.peer_url(spec, m), topology.peer_cert_name(m.name)),
+        for url, name, peer in (
+            (topology.client_url(spec, m), topology.server_cert_name(m.name), False),
+            (topology.peer_url(spec, m), topology.peer_cert_name(m.name), True),
         ):
             want = load_cert(ws.cert_path(name))
-            got = await presented_certificate(url, admin_tls(ws))
+            got = await presented_certificate(url, endpoint_tls(ws, m.name, peer=peer))
             assert got.serial == want.serial_number, f"{url} presents {got.serial:x}, not {name}'s"
-            assert want.issuer == ca.subject, f"{name} is not signed by the workspace's CA"
+            signer = peer_ca if peer else ca
+            assert want.issuer == signer.subject, f"{name} is not signed by the workspace's CA for it"
 
 
 async def others_never_crash(directory: Path, probes: Sequence[Sequence[str]]) -> None:

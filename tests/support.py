@@ -211,3 +211,39 @@ def need_promtool() -> str:
     )
     assert found is not None
     return found
+
+
+def peer_port_answers(url: str, ca: Path, cert: Path, key: Path) -> bool:
+    """Whether a member's peer port serves this certificate: ``GET /members`` (etcd's peer API) over a
+    new TLS connection presenting ``cert``. False when the handshake or the request is refused; the
+    server's certificate is checked against ``ca`` (what peers trust), so only the client side decides."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(cert), str(key))
+    conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", "/members")
+        return conn.getresponse().status == 200
+    except (ssl.SSLError, ConnectionError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def tls12_handshake(url: str, ca: Path, cert: Path, key: Path) -> tuple[bool, str]:
+    """A TLS 1.2 handshake with the real ``openssl s_client`` presenting ``cert``: in TLS 1.2 a server that
+    refuses the client certificate fails the handshake itself (in 1.3 it says so after it)."""
+    import subprocess
+
+    proc = subprocess.run(
+        ["openssl", "s_client", "-connect", url.removeprefix("https://"), "-CAfile", str(ca), "-cert",
+         str(cert), "-key", str(key), "-tls1_2", "-brief", "-verify_return_error"],
+        input="", capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    text = proc.stdout + proc.stderr
+    return proc.returncode == 0 and "CONNECTION ESTABLISHED" in text, text

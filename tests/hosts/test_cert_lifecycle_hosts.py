@@ -73,7 +73,10 @@ def test_renew_is_hot_and_rotate_ca_rolls_on_hosts(hosts: TestHosts, tmp_path: P
     assert main_pids(hosts) == pids, "renewal must not restart etcd"
 
     async def serials() -> list[int]:
-        return [(await presented_certificate(u, admin_tls(ws))).serial for u in urls + peers]
+        from etcdforge.runtime.cert_verify import endpoint_tls
+
+        tls = [admin_tls(ws)] * len(urls) + [endpoint_tls(ws, m.name, peer=True) for m in spec.members]
+        return [(await presented_certificate(u, t)).serial for u, t in zip(urls + peers, tls, strict=True)]
 
     expected = [
         load_cert(ws.cert_path(f"{m.name}-{role}")).serial_number

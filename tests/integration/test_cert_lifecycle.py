@@ -102,11 +102,18 @@ async def under_load(
 
 
 def presented_serials(ws: Workspace, urls: list[str]) -> list[int]:
-    paths = ws.client_paths()
-    tls = TlsFiles(ca=Path(paths.ca_cert), cert=Path(paths.cert), key=Path(paths.key))
+    """What each URL presents; a peer port (2380) is asked with its member's own peer certificate."""
+    from etcdforge.runtime.cert_verify import endpoint_tls
+
+    spec = load_workspace(ws.root)[1]
+    by_address = {m.address: m.name for m in spec.members}
+
+    def tls(url: str) -> TlsFiles:
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        return endpoint_tls(ws, by_address[host], peer=int(port) == spec.etcd.peer_port)
 
     async def all_() -> list[int]:
-        return [(await presented_certificate(u, tls)).serial for u in urls]
+        return [(await presented_certificate(u, tls(u))).serial for u in urls]
 
     return asyncio.run(all_())
 

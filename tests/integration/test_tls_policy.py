@@ -45,13 +45,18 @@ def test_every_listener_refuses_old_protocols_and_cbc_suites(workspace: Path, et
     for member in spec.members:
         paths = ws.member_paths(member.name)
         listeners = {
-            "client": (topology.client_url(spec, member), Path(admin.cert), Path(admin.key)),
-            # a member's own peer certificate is what a peer presents
-            "peer": (topology.peer_url(spec, member), Path(paths.peer_cert), Path(paths.peer_key)),
+            "client": (topology.client_url(spec, member), Path(admin.cert), Path(admin.key), paths.ca_cert),
+            # a member's own peer certificate is what a peer presents (signed by the peers' CA)
+            "peer": (
+                topology.peer_url(spec, member),
+                Path(paths.peer_cert),
+                Path(paths.peer_key),
+                paths.peer_ca_cert,
+            ),
         }
-        for listener, (url, cert, key) in listeners.items():
+        for listener, (url, cert, key, ca) in listeners.items():
             for case, (args, expected) in CASES.items():
-                ok, text = handshake(url.removeprefix("https://"), Path(paths.ca_cert), cert, key, args)
+                ok, text = handshake(url.removeprefix("https://"), Path(ca), cert, key, args)
                 assert ok is expected, (member.name, listener, case, text)
     # the cluster itself works with the policy (members talk to each other; our gRPC client too)
     status = json.loads(run_cli("status", "--dir", d, "-o", "json").stdout)
