@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from support import GUIDE_CA_CONFIG, GUIDE_CA_CSR, need_interop_binaries, run_cli
+from etcd_binaries import one_version
+from support import GUIDE_CA_CONFIG, GUIDE_CA_CSR, need_interop_binaries, peer_port_answers, run_cli
 
 pytestmark = pytest.mark.integration
 NAMES = [{"C": "CN", "ST": "ShangHai", "L": "ShangHai", "O": "ETCD"}]
@@ -50,6 +51,7 @@ def test_import_the_guides_cfssl_pki_and_run_a_cluster_on_it(workspace: Path, et
     out = run_cli("pki", "import-cfssl", str(src), "--dir", str(workspace)).stdout
     assert "server certificate etcd-server.pem" in out and "lacks client auth" in out, out
     assert "updated" in out
+    assert "pki rotate-ca --peer" in out  # one CA for everything: its client certificates are peers
     assert stat.S_IMODE((workspace / "pki" / "ca-key.pem").stat().st_mode) == 0o600
 
     run_cli("up", "--dir", str(workspace), "--etcd-bin", str(etcd_bin))
@@ -64,3 +66,38 @@ def test_import_the_guides_cfssl_pki_and_run_a_cluster_on_it(workspace: Path, et
     server = x509.load_pem_x509_certificate((workspace / "pki" / "etcd1-server.pem").read_bytes())
     eku = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert {u._name for u in eku} == {"serverAuth", "clientAuth"}  # the `etcd` profile, not `server`
+
+
+@one_version()
+def test_import_a_cfssl_pki_with_a_peers_ca(workspace: Path, etcd_bin: Path) -> None:
+    """A cfssl directory with the peers' own CA (``peer-ca.pem``, as `pki export-cfssl` names it, made by
+    the real `cfssl gencert -initca`): both CAs are imported; peers are signed by and trust only theirs."""
+    need_interop_binaries("cfssl", "cfssljson")
+    src = workspace.parent / "cfssl-two-cas"
+    src.mkdir()
+    (src / "ca-config.json").write_text(json.dumps(GUIDE_CA_CONFIG))
+    (src / "ca-csr.json").write_text(json.dumps(GUIDE_CA_CSR))
+    (src / "peer-ca-csr.json").write_text(json.dumps({**GUIDE_CA_CSR, "CN": "etcd peers"}))
+    cfssl(src, "-initca", "ca-csr.json", bare="ca")
+    cfssl(src, "-initca", "peer-ca-csr.json", bare="peer-ca")
+    workspace.mkdir()
+    hosts = ["127.0.0.54", "127.0.0.55", "127.0.0.56"]
+    (workspace / "cluster.yaml").write_text(
+        "name: two\ntoken: two-token\nmembers:\n"
+        + "".join(f"  - {{name: etcd{i}, address: {ip}}}\n" for i, ip in enumerate(hosts, 1))
+    )
+    out = run_cli("pki", "import-cfssl", str(src), "--dir", str(workspace)).stdout
+    assert "peers' CA: peer-ca.pem -> pki/peer-ca.pem" in out, out
+    assert (workspace / "pki" / "peer-ca.pem").read_bytes() == (src / "peer-ca.pem").read_bytes()
+    assert stat.S_IMODE((workspace / "pki" / "peer-ca-key.pem").stat().st_mode) == 0o600
+    run_cli("up", "--dir", str(workspace), "--etcd-bin", str(etcd_bin))
+    ca = x509.load_pem_x509_certificate((src / "ca.pem").read_bytes())
+    peer_ca = x509.load_pem_x509_certificate((src / "peer-ca.pem").read_bytes())
+    pki = workspace / "pki"
+    x509.load_pem_x509_certificate((pki / "etcd1-server.pem").read_bytes()).verify_directly_issued_by(ca)
+    x509.load_pem_x509_certificate((pki / "etcd2-peer.pem").read_bytes()).verify_directly_issued_by(peer_ca)
+    url = f"https://{hosts[0]}:2380"
+    assert peer_port_answers(url, pki / "peer-ca.pem", pki / "etcd1-peer.pem", pki / "etcd1-peer-key.pem")
+    assert not peer_port_answers(
+        url, pki / "peer-ca.pem", pki / "admin-client.pem", pki / "admin-client-key.pem"
+    )

@@ -20,11 +20,12 @@ from support import run_cli
 
 from etcdforge import certs
 from etcdforge.fsutil import atomic_write
-from etcdforge.pki import apply_pki, load_cert, observe_pki, plan_pki
+from etcdforge.pki import apply_pki, load_cert
 from etcdforge.pki.inspect import eku_names, key_usage_names, san_sets
 from etcdforge.pki.keys import describe_key
 from etcdforge.spec import ClusterSpec, dump_spec, parse_spec
 from etcdforge.workspace import Workspace
+from etcdforge.workspace_pki import plan_workspace_pki
 
 pytestmark = pytest.mark.interop
 Run = Callable[..., subprocess.CompletedProcess[bytes]]
@@ -61,11 +62,7 @@ def _workspace(root: Path, raw: dict[str, object]) -> tuple[Workspace, ClusterSp
     ws = Workspace(root)
     atomic_write(ws.spec_path, dump_spec(spec).encode())
     now = datetime.now(UTC)
-    observed = observe_pki(ws.pki_dir)
-    plan = plan_pki(
-        certs.ca_settings(spec, base_dir=root), certs.cert_requests(spec, base_dir=root), observed, now
-    )
-    apply_pki(ws.pki_dir, plan, now)
+    apply_pki(ws.pki_dir, plan_workspace_pki(spec, ws, now=now), now)  # what `up` does: peers' CA too
     return ws, spec
 
 
@@ -90,7 +87,9 @@ def test_cfssl_reproduces_our_certificates(tmp_path: Path, run: Run, raw: dict[s
     proc = run_cli("pki", "export-cfssl", "--dir", str(ws.root), "--out", str(out))
     written = {Path(line).name for line in proc.stdout.split()}
     requests = certs.cert_requests(spec, base_dir=ws.root)
-    assert written == {"ca-config.json", "ca-csr.json", *(f"{r.name}-csr.json" for r in requests)}
+    assert written == {
+        "ca-config.json", "ca-csr.json", "peer-ca-csr.json", *(f"{r.name}-csr.json" for r in requests)
+    }  # fmt: skip
     config = json.loads((out / "ca-config.json").read_text())
     assert set(config["signing"]["profiles"]) == {"server", "peer", "client"}
 
@@ -98,12 +97,18 @@ def test_cfssl_reproduces_our_certificates(tmp_path: Path, run: Run, raw: dict[s
     initca = run(["cfssl", "gencert", "-initca", "ca-csr.json"], cwd=out)
     run(["cfssljson", "-bare", "cfssl-ca"], cwd=out, stdin=initca.stdout)
     assert _shape(load_cert(out / "cfssl-ca.pem")) == _shape(load_cert(ws.ca_cert))
+    # the peers' CA likewise, from peer-ca-csr.json
+    initca = run(["cfssl", "gencert", "-initca", "peer-ca-csr.json"], cwd=out)
+    run(["cfssljson", "-bare", "cfssl-peer-ca"], cwd=out, stdin=initca.stdout)
+    assert _shape(load_cert(out / "cfssl-peer-ca.pem")) == _shape(load_cert(ws.peer_ca_cert))
 
-    # Every leaf, signed by our CA with the exported profile.
+    # Every leaf, signed by our CA (peer certificates: by the peers' CA) with the exported profile.
     for req in requests:
+        stem = "peer-ca" if req.profile == "peer" else "ca"
         gen = run(
-            ["cfssl", "gencert", "-ca", str(ws.ca_cert), "-ca-key", str(ws.pki_dir / "ca-key.pem"),
-             "-config", "ca-config.json", "-profile", req.profile, f"{req.name}-csr.json"],
+            ["cfssl", "gencert", "-ca", str(ws.pki_dir / f"{stem}.pem"), "-ca-key",
+             str(ws.pki_dir / f"{stem}-key.pem"), "-config", "ca-config.json", "-profile", req.profile,
+             f"{req.name}-csr.json"],
             cwd=out,
         )  # fmt: skip
         run(["cfssljson", "-bare", f"cfssl-{req.name}"], cwd=out, stdin=gen.stdout)

@@ -211,3 +211,36 @@ def test_cli_import_points_the_spec_at_the_imported_files(tmp_path: Path) -> Non
         (other / name).write_bytes(data)
     refused = run_cli("pki", "import-cfssl", str(other), "--dir", str(ws), check=False)
     assert refused.returncode != 0 and "different CA" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_peers_ca_beside_the_ca_is_imported_and_judges_the_peer_leaves(tmp_path: Path) -> None:
+    """``peer-ca.pem`` (what `pki export-cfssl` names the peers' CA) is found beside the CA, checked like
+    it, and imported as pki/peer-ca.pem; peer leaves are judged against it, not the CA."""
+    main, peers = ca(), ca("ETCD peers")
+    files = guide_dir(main)
+    files.update(pair("peer-ca", peers))
+    files.update(pair("etcd-member", leaf(peers, "etcd", "peer", BOTH)))
+    imp = analyze(files, NOW)
+    assert imp.ca_file == "etcd-ca.pem"
+    assert imp.peer_ca is not None and imp.peer_ca[0] == "peer-ca.pem"
+    member = next(lf for lf in imp.leaves if lf.file == "etcd-member.pem")
+    assert member.problems == ()
+    assert any("peers' CA: peer-ca.pem" in line for line in imp.report())
+    steps = import_steps(tmp_path, imp)
+    asyncio.run(execute(Plan("pki-import", tuple(steps)), ControlFiles()))
+    assert (tmp_path / "pki" / "peer-ca.pem").read_bytes() == peers.cert_pem()
+    assert stat.S_IMODE((tmp_path / "pki" / "peer-ca-key.pem").stat().st_mode) == 0o600
+    assert import_steps(tmp_path, imp) == []  # again: nothing to write
+    # a peers' CA whose key is not its own, or that is the CA itself, is refused
+    broken = {**files, "peer-ca-key.pem": main.key_pem()}
+    with pytest.raises(PkiError, match=r"not the key of peer-ca\.pem"):
+        analyze(broken, NOW)
+    same = {**files, **pair("peer-ca", main)}
+    with pytest.raises(PkiError, match="the peers' CA must be a CA of its own"):
+        analyze(same, NOW)
+
+
+def test_without_a_peers_ca_the_report_says_how_to_get_one() -> None:
+    imp = analyze(guide_dir(), NOW)
+    assert imp.peer_ca is None
+    assert any("pki rotate-ca --peer" in line for line in imp.report())

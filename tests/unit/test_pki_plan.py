@@ -203,3 +203,70 @@ def test_ca_expiry_warning(tmp_path: Path) -> None:
     plan = plan_pki(short, (), observe_pki(pki), NOW)
     assert plan.changes == ()
     assert any("plan a CA rotation" in w for w in plan.warnings)
+
+
+def _spec_ws(root: Path) -> tuple[object, object]:
+    from etcdforge.spec import dump_spec, parse_spec
+    from etcdforge.workspace import Workspace
+
+    spec = parse_spec({"name": "t", "token": "tok", "mode": "local",
+                       "members": [{"name": "etcd1", "address": "127.0.0.2"}]})  # fmt: skip
+    ws = Workspace(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cluster.yaml").write_text(dump_spec(spec))
+    return spec, ws
+
+
+def test_a_new_workspace_gets_a_peers_ca_that_signs_only_peer_certificates(tmp_path: Path) -> None:
+    from etcdforge.pki import load_cert
+    from etcdforge.pki.plan import signed_by
+    from etcdforge.workspace_pki import plan_workspace_pki
+
+    spec, ws = _spec_ws(tmp_path)
+    assert ws.separate_peers  # nothing yet: a new workspace keeps peers apart
+    now = datetime.now(UTC)
+    plan = plan_workspace_pki(spec, ws, now=now)  # type: ignore[arg-type]
+    assert plan.peer is not None
+    assert [(s.action, s.name) for s in plan.peer.steps] == [
+        ("create-ca", "peer-ca"),
+        ("issue", "etcd1-peer"),
+    ]
+    assert {s.name for s in plan.steps} == {"ca", "etcd1-server", "admin-client"}
+    assert plan.all_steps[0].name == "peer-ca"  # the peers' CA is made first
+    apply_pki(ws.pki_dir, plan, now)
+    peer_ca, main = load_cert(ws.peer_ca_cert), load_cert(ws.ca_cert)
+    assert signed_by(load_cert(ws.cert_path("etcd1-peer")), peer_ca)
+    assert not signed_by(load_cert(ws.cert_path("etcd1-peer")), main)
+    assert signed_by(load_cert(ws.cert_path("etcd1-server")), main)
+    assert ws.peer_trusted_ca == ws.peer_ca_cert and ws.trusted_source("peer-ca.pem") == ws.peer_ca_cert
+    assert plan_workspace_pki(spec, ws, now=now).changes == ()  # type: ignore[arg-type]
+
+
+def test_a_workspace_made_before_the_peers_ca_keeps_one_ca_until_it_migrates(tmp_path: Path) -> None:
+    from etcdforge.fsutil import atomic_write
+    from etcdforge.workspace_pki import plan_workspace_pki
+
+    spec, ws = _spec_ws(tmp_path)
+    old = create_ca(CaSettings("etcdforge CA"), datetime.now(UTC))
+    atomic_write(ws.pki_dir / "ca-key.pem", old.key_pem(), 0o600)
+    atomic_write(ws.ca_cert, old.cert_pem(), 0o644)
+    assert not ws.separate_peers
+    plan = plan_workspace_pki(spec, ws)  # type: ignore[arg-type]
+    assert plan.peer is None and "etcd1-peer" in {s.name for s in plan.steps}
+    assert ws.peer_trusted_ca == ws.trusted_ca == ws.ca_cert
+    # an interrupted first run that wrote only the peers' CA key still finishes that CA
+    atomic_write(ws.pki_dir / "peer-ca-key.pem", old.key_pem(), 0o600)
+    assert ws.separate_peers
+    plan = plan_workspace_pki(spec, ws)  # type: ignore[arg-type]
+    assert plan.peer is not None and plan.peer.steps[0].reuse_key and plan.peer.steps[0].action == "create-ca"
+
+
+def test_the_rotation_record_names_its_target(tmp_path: Path) -> None:
+    from etcdforge.pki.rotation import RotationState
+
+    state = RotationState("trust-both", "a", "b", "now", target="peer")
+    assert RotationState.from_json(state.to_json(), "x") == state
+    legacy = b'{"phase": "reissue", "old_ca_sha256": "a", "new_ca_sha256": "b", "started": "t"}'
+    assert RotationState.from_json(legacy, "x").target == "ca"  # a record written before --peer
+    with pytest.raises(PkiError, match="unknown target"):
+        RotationState.from_json(legacy.replace(b"}", b', "target": "x"}'), "x")

@@ -153,16 +153,18 @@ def pki_export_cfssl(directory: Path | None, out_dir: Path | None) -> None:
     """Write ca-config.json, ca-csr.json and one NAME-csr.json per certificate, so cfssl can reproduce them.
 
     Then e.g. `cfssl gencert -ca pki/ca.pem -ca-key pki/ca-key.pem -config ca-config.json
-    -profile server etcd1-server-csr.json | cfssljson -bare etcd1-server`.
+    -profile server etcd1-server-csr.json | cfssljson -bare etcd1-server`. Peers have a CA of their own
+    (peer-ca-csr.json): `cfssl gencert -ca pki/peer-ca.pem -ca-key pki/peer-ca-key.pem -config
+    ca-config.json -profile peer etcd1-peer-csr.json | cfssljson -bare etcd1-peer`.
     """
     from etcdforge import certs
     from etcdforge.pki.export import cfssl_files, write_cfssl_files
     from etcdforge.workspace import load_workspace
 
     ws, spec = load_workspace(workspace_dir(directory))
-    files = cfssl_files(
-        certs.ca_settings(spec, base_dir=ws.root), certs.cert_requests(spec, base_dir=ws.root)
-    )
+    settings = certs.ca_settings(spec, base_dir=ws.root)
+    peer_ca = certs.peer_ca_settings(settings) if ws.separate_peers else None
+    files = cfssl_files(settings, certs.cert_requests(spec, base_dir=ws.root), peer_ca)
     target = out_dir if out_dir is not None else ws.root / "cfssl"
     for path in write_cfssl_files(files, target):
         click.echo(str(path))

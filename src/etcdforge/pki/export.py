@@ -40,13 +40,19 @@ def cfssl_profiles(requests: Sequence[CertRequest]) -> dict[str, CfsslProfile]:
     return out
 
 
-def cfssl_files(ca: CaSettings, requests: Sequence[CertRequest]) -> dict[str, bytes]:
-    """File name -> content of everything cfssl needs to reproduce the CA and every leaf."""
+def cfssl_files(
+    ca: CaSettings, requests: Sequence[CertRequest], peer_ca: CaSettings | None = None
+) -> dict[str, bytes]:
+    """File name -> content of everything cfssl needs to reproduce the CA and every leaf; with
+    ``peer_ca`` also ``peer-ca-csr.json`` (the peers' own CA, which signs the ``peer`` profile's
+    certificates: ``-ca peer-ca.pem -ca-key peer-ca-key.pem``)."""
     profiles = cfssl_profiles(requests)
     files = {
         "ca-config.json": ca_config_json(profiles, default=profiles.get("server")),
         "ca-csr.json": ca_csr_json(ca),
     }
+    if peer_ca is not None:
+        files["peer-ca-csr.json"] = ca_csr_json(peer_ca)
     for req in requests:
         files[f"{req.name}-csr.json"] = csr_json(req)
     return files

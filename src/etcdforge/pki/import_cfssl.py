@@ -4,6 +4,9 @@ Input is a set of files by name (read from a directory, or fetched from hosts by
 analysis is pure. Names recognised (cfssljson ``-bare`` output and the guide's JSON, shared/seed):
 
     etcd-ca.pem  etcd-ca-key.pem         the CA (any ``*ca.pem`` + ``*ca-key.pem`` pair)
+    peer-ca.pem  peer-ca-key.pem         optional: the peers' own CA (``*peer-ca.pem``, what
+                                         ``pki export-cfssl`` names it); without one, the CA signs peers
+                                         too until ``pki rotate-ca --peer``
     etcd-ca-config.json                  the signing config (``*ca-config.json``)
     etcd-ca-csr.json                     the CA's CSR (``*ca-csr.json``)
     etcd-server-csr.json …               leaf CSRs (``*-csr.json``): the key and names of new leaves
@@ -79,6 +82,8 @@ class CfsslImport:
     leaf_subject: SubjectNames | None
     leaves: tuple[ImportedLeaf, ...]
     warnings: tuple[str, ...]
+    #: the peers' own CA, when the directory has one (file name, certificate PEM, key PEM)
+    peer_ca: tuple[str, bytes, bytes] | None = None
 
     def cfssl_settings(self) -> dict[str, str]:
         """The spec's ``pki.cfssl`` section (paths relative to the workspace)."""
@@ -98,6 +103,13 @@ class CfsslImport:
             f"CA: {self.ca_file} ({subject}, {describe_key(self.ca_cert.public_key())}, "
             f"valid until {self.ca_cert.not_valid_after_utc:%Y-%m-%d}) -> pki/{CA_CERT}, pki/{CA_KEY} (0600)"
         ]
+        if self.peer_ca is not None:
+            lines.append(f"peers' CA: {self.peer_ca[0]} -> pki/peer-ca.pem, pki/peer-ca-key.pem (0600)")
+        else:
+            lines.append(
+                "no peers' CA: this CA keeps signing peer certificates, so its client certificates are "
+                "accepted as peers; `etcdforge pki rotate-ca --peer` gives peers their own (no downtime)"
+            )
         for name in sorted(self.configs):
             lines.append(f"cfssl JSON: {name} -> {CFSSL_SUBDIR}/{name}")
         if self.ca_config is not None:
@@ -135,17 +147,18 @@ def read_source_dir(directory: Path) -> dict[str, bytes]:
 
 def analyze(files: Mapping[str, bytes], now: datetime) -> CfsslImport:
     """Recognise and validate a cfssl PKI; raise :class:`PkiError` if there is no usable CA."""
-    ca_file, ca_key_file = _find_ca(files)
-    ca_cert = parse_cert(files[ca_file], origin=ca_file)
-    if not is_ca(ca_cert):
-        raise PkiError(f"{ca_file} is not a CA certificate (no CA:TRUE)", hint="point at the CA, not a leaf")
-    ca_key = parse_key(files[ca_key_file], origin=ca_key_file)
-    if not key_matches(ca_cert, ca_key):
-        raise PkiError(f"{ca_key_file} is not the key of {ca_file}", hint="import the matching pair")
+    peer_files = {n: b for n, b in files.items() if _is_peer_ca(n)}
+    ca_file, ca_key_file = _find_ca({n: b for n, b in files.items() if n not in peer_files})
+    ca_cert = _ca_pair(files, ca_file, ca_key_file, now)
+    peer_ca = None
+    peer_cert = None
+    if peer_files:
+        peer_file, peer_key_file = _find_ca(peer_files)
+        peer_cert = _ca_pair(files, peer_file, peer_key_file, now)
+        if peer_cert == ca_cert:
+            raise PkiError(f"{peer_file} is {ca_file}", hint="the peers' CA must be a CA of its own")
+        peer_ca = (peer_file, files[peer_file], files[peer_key_file])
     warnings: list[str] = []
-    if ca_cert.not_valid_after_utc <= now:
-        raise PkiError(f"{ca_file} expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}",
-                       hint="a cluster cannot be secured with an expired CA; rotate it first")  # fmt: skip
 
     configs = {n: b for n, b in files.items() if n.endswith(".json")}
     ca_config_name = _one(configs, "ca-config.json", "signing config")
@@ -162,8 +175,9 @@ def analyze(files: Mapping[str, bytes], now: datetime) -> CfsslImport:
     profiles = _profiles(config, warnings) if config is not None else {}
 
     leaves = tuple(
-        _leaf(name, role, files, ca_cert, now)
+        _leaf(name, role, files, peer_cert if role == "peer" and peer_cert is not None else ca_cert, now)
         for name, role in _leaf_files(files, ca_file)
+        if not _is_peer_ca(name)
     )  # fmt: skip
     leaf_key: KeySpec | None = None
     leaf_subject: SubjectNames | None = None
@@ -189,10 +203,31 @@ def analyze(files: Mapping[str, bytes], now: datetime) -> CfsslImport:
         leaf_subject=leaf_subject,
         leaves=leaves,
         warnings=tuple(warnings),
+        peer_ca=peer_ca,
     )
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+
+def _is_peer_ca(name: str) -> bool:
+    return name.endswith(("peer-ca.pem", "peer-ca-key.pem"))
+
+
+def _ca_pair(files: Mapping[str, bytes], cert_file: str, key_file: str, now: datetime) -> x509.Certificate:
+    """A CA certificate and its key, checked: a CA, the key matches, not expired."""
+    cert = parse_cert(files[cert_file], origin=cert_file)
+    if not is_ca(cert):
+        raise PkiError(
+            f"{cert_file} is not a CA certificate (no CA:TRUE)", hint="point at the CA, not a leaf"
+        )
+    key = parse_key(files[key_file], origin=key_file)
+    if not key_matches(cert, key):
+        raise PkiError(f"{key_file} is not the key of {cert_file}", hint="import the matching pair")
+    if cert.not_valid_after_utc <= now:
+        raise PkiError(f"{cert_file} expired on {cert.not_valid_after_utc:%Y-%m-%d}",
+                       hint="a cluster cannot be secured with an expired CA; rotate it first")  # fmt: skip
+    return cert
 
 
 def _find_ca(files: Mapping[str, bytes]) -> tuple[str, str]:

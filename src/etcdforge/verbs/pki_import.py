@@ -16,7 +16,7 @@ from etcdforge.errors import PkiError, SpecError
 from etcdforge.executor import execute
 from etcdforge.pki.import_cfssl import CFSSL_SUBDIR, CfsslImport, analyze, read_source_dir
 from etcdforge.pki.keys import key_matches, parse_cert, parse_key
-from etcdforge.pki.observe import CA_CERT, CA_KEY
+from etcdforge.pki.observe import CA_CERT, CA_KEY, PEER_CA_CERT, PEER_CA_KEY
 from etcdforge.plan import Plan, Step, WriteFile
 from etcdforge.runtime.control import ControlFiles
 from etcdforge.spec import ClusterSpec, dump_spec, load_spec, load_spec_text, parse_spec
@@ -50,12 +50,35 @@ def import_steps(workspace: Path, imp: CfsslImport) -> list[Step]:
         steps.append(Step("pki/ca-key", "local", write, "the CA's key (it never leaves the workspace)"))
     if have_cert is None:
         steps.append(Step("pki/ca", "local", WriteFile(str(cert_path), imp.ca_cert_pem), "the CA"))
+    steps += _peer_ca_steps(pki, imp)
     cfssl_dir = workspace / CFSSL_SUBDIR
     for name, data in sorted(imp.configs.items()):
         path = cfssl_dir / name
         if not path.is_file() or path.read_bytes() != data:
             steps.append(Step(f"pki/cfssl:{name}", "local", WriteFile(str(path), data), "cfssl settings"))
     return steps
+
+
+def _peer_ca_steps(pki: Path, imp: CfsslImport) -> list[Step]:
+    """The peers' CA of the import, if it has one (refused when the workspace holds another)."""
+    if imp.peer_ca is None:
+        return []
+    name, cert_pem, key_pem = imp.peer_ca
+    cert_path, key_path = pki / PEER_CA_CERT, pki / PEER_CA_KEY
+    have = parse_cert(cert_path.read_bytes(), origin=str(cert_path)) if cert_path.is_file() else None
+    if have is not None and have != parse_cert(cert_pem, origin=name):
+        raise PkiError(f"{pki} already holds a different peers' CA", hint="use a new --dir")
+    if have is not None:
+        return []
+    return [
+        Step(
+            "pki/peer-ca-key",
+            "local",
+            WriteFile(str(key_path), key_pem, 0o600, secret=True),
+            "the peers' CA key",
+        ),
+        Step("pki/peer-ca", "local", WriteFile(str(cert_path), cert_pem), "the peers' CA"),
+    ]
 
 
 def pki_settings(imp: CfsslImport) -> dict[str, Any]:
