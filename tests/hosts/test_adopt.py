@@ -20,7 +20,7 @@ from support import GUIDE_CA_CONFIG, GUIDE_CA_CSR, run_cli
 from etcdforge.etcd import EtcdClient, TlsFiles
 from etcdforge.testing.hosts import TestHosts
 from etcdforge.testing.workload import Writer, check_history
-from etcdforge.workspace import admin_client, load_workspace
+from etcdforge.workspace import Workspace, admin_client, load_workspace
 
 SUBNETS = ("10.213.76.0/24", "10.213.86.0/24", "10.213.96.0/24")
 KEYS = 100
@@ -327,6 +327,50 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
         async with guide_client(harness, local) as client:
             return await all_keys(client)
 
+    assert asyncio.run(guide_view()) == written
+
+    # the guide's one CA signed everything, so its client certificate reads the peer API; `pki rotate-ca
+    # --peer` gives peers a CA of their own — under a writer, no acknowledged write lost — and then only
+    # peer certificates are peers (security item 4); the guide's client keeps working on the client port
+    from support import peer_port_answers
+
+    wsp = Workspace(ws)
+    peer_url = f"https://{h1.address}:2380"
+    guide_cert = (local / "etcd-client.pem", local / "etcd-client-key.pem")
+    assert peer_port_answers(peer_url, local / "etcd-ca.pem", *guide_cert)
+
+    async def migrate_under_load() -> None:
+        async with guide_client(harness, local) as client:
+            writer = Writer(client, prefix="/peer-ca-load")
+            stop = asyncio.Event()
+            task = asyncio.create_task(writer.run(stop))
+            await asyncio.sleep(0.5)
+            try:
+                t0 = time.monotonic()
+                out = await asyncio.to_thread(
+                    run_cli, "pki", "rotate-ca", "--peer", "--dir", str(ws), "--yes"
+                )
+                print(f"peers' CA migration took {time.monotonic() - t0:.1f}s")
+                assert "peers' CA rotated" in out.stdout, out.stdout
+            finally:
+                await asyncio.sleep(0.5)
+                stop.set()
+                await task
+            result = await check_history(client, writer.history)
+            assert result.ok, result.problems
+            assert result.acknowledged > 20, result
+
+    asyncio.run(migrate_under_load())
+    assert not peer_port_answers(peer_url, wsp.peer_ca_cert, *guide_cert)
+    assert not peer_port_answers(peer_url, wsp.peer_ca_cert, wsp.cert_path("admin-client"),
+                                 wsp.key_path("admin-client"))  # fmt: skip
+    assert peer_port_answers(
+        peer_url, wsp.peer_ca_cert, wsp.cert_path("etcd2-peer"), wsp.key_path("etcd2-peer")
+    )
+    assert (
+        harness.run(h1, ["cat", "/etc/etcd/pki/peer-ca.pem"]).stdout.encode() == wsp.peer_ca_cert.read_bytes()
+    )
+    assert step_ids(ws) == []  # converged: apply has nothing to do
     assert asyncio.run(guide_view()) == written
 
     # scale out and back in with etcdforge; the data stays
