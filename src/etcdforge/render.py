@@ -129,6 +129,8 @@ def etcd_config(
         config["cipher-suites"] = list(e.tls.cipher_suites)  # a top-level list (not under *-security)
     if e.tls.min_version is not None:
         config["tls-min-version"] = e.tls.min_version
+    if e.auth_token is not None:
+        config["auth-token"] = e.auth_token
     if for_version is None and e.version:
         from etcdforge.versions import parse
 

@@ -147,7 +147,25 @@ class EtcdSettings(_Model):
     max_request_bytes: int | None = Field(default=None, ge=1)
     auto_compaction_mode: Literal["periodic", "revision"] = "periodic"
     auto_compaction_retention: str = Field(default="0", description="0 disables auto compaction.")
+    auth_token: str | None = Field(
+        default=None,
+        description="etcd's --auth-token when etcd auth is on, e.g. jwt,pub-key=/etc/etcd/jwt.pub,"
+        "priv-key=/etc/etcd/jwt.key,sign-method=RS256 (the key files are yours to put on the hosts); "
+        "null: etcd's default (simple)",
+    )
     tls: TlsSettings = TlsSettings()
+
+    @field_validator("auth_token")
+    @classmethod
+    def _auth_token(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.fullmatch(r"(simple|jwt)(,[A-Za-z-]+=[A-Za-z0-9._/:+-]+)*", v):
+            raise ValueError(
+                f"{v!r} is not an auth token setting: simple, or jwt,KEY=VALUE,… "
+                "(letters, digits, . _ / : + - in values)"
+            )
+        return v
 
     @field_validator("version")
     @classmethod

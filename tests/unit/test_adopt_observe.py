@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from etcdforge.errors import PlanError
+from etcdforge.errors import PlanError, SpecError
 from etcdforge.observe.adopted import (
     HostFacts,
     check_cluster,
@@ -19,6 +19,7 @@ from etcdforge.observe.adopted import (
     parse_unit_output,
 )
 from etcdforge.verbs.adopt.run import merge_pki
+from etcdforge.workspace import Workspace
 
 IPS = ("192.168.10.80", "192.168.10.81", "192.168.10.82")
 UNIT_PATH = "/usr/lib/systemd/system/etcd.service"
@@ -225,3 +226,28 @@ def test_tls_hardening_is_carried_over_and_weak_suites_are_named() -> None:
     with pytest.raises(PlanError, match="differ in --cipher-suites"):
         check_members([facts(1, suites), facts(2)])
     assert check_members([facts(1), facts(2)]).tls == {}
+
+
+def test_auth_token_is_carried_over_and_a_peer_filter_is_replaced_by_the_peers_ca() -> None:
+    """Security item 3: --auth-token goes into the spec (etcd.auth_token, rendered as etcd's auth-token);
+    --peer-cert-allowed-cn is not dropped silently: the note names what replaces it."""
+    jwt = "--auth-token=jwt,pub-key=/etc/etcd/jwt.pub,priv-key=/etc/etcd/jwt.key,sign-method=RS256"
+    adopted = check_members([facts(i, jwt, "--peer-cert-allowed-cn=etcd") for i in (1, 2, 3)])
+    assert adopted.tuning["auth_token"] == jwt.removeprefix("--auth-token=")
+    assert adopted.ignored_flags == ()
+    (note,) = adopted.tls_notes
+    assert "--peer-cert-allowed-cn=etcd" in note and "pki rotate-ca --peer" in note
+    with pytest.raises(PlanError, match="differ in --auth-token"):
+        check_members([facts(1, jwt), facts(2)])
+    from etcdforge import render
+    from etcdforge.spec import parse_spec
+
+    token = adopted.tuning["auth_token"]
+    spec = parse_spec({"name": "t", "token": "t", "mode": "local", "etcd": {"auth_token": token},
+                       "members": [{"name": "etcd1", "address": "127.0.0.2"}]})  # fmt: skip
+    config = render.etcd_config(spec, spec.members[0], Workspace(Path("/w")).member_paths("etcd1"))
+    assert b"auth-token: jwt,pub-key=/etc/etcd/jwt.pub," in config
+    for bad in ("jwt\nUser=root", "jwt,priv-key=/x y", "other", "jwt,pub-key=$HOME"):
+        with pytest.raises(SpecError):
+            parse_spec({"name": "t", "token": "t", "mode": "local", "etcd": {"auth_token": bad},
+                        "members": [{"name": "etcd1", "address": "127.0.0.2"}]})  # fmt: skip

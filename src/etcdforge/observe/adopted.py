@@ -72,9 +72,12 @@ TUNING_FLAGS = {
     "max-request-bytes": "max_request_bytes",
     "auto-compaction-mode": "auto_compaction_mode",
     "auto-compaction-retention": "auto_compaction_retention",
+    "auth-token": "auth_token",
 }
-#: hardening flags carried into the spec's etcd.tls
-TLS_FLAGS = frozenset({"cipher-suites", "tls-min-version"})
+#: hardening flags carried into the spec's etcd.tls (or, for the peer filters, replaced: see _tls_flags)
+TLS_FLAGS = frozenset(
+    {"cipher-suites", "tls-min-version", "peer-cert-allowed-cn", "peer-cert-allowed-hostname"}
+)
 #: flags etcdforge's layout and config decide itself (read, checked, replaced)
 LAYOUT_FLAGS = frozenset({
     "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls",
@@ -288,6 +291,17 @@ def _tls_flags(
     if any("tls-min-version" in h.flags for h in hosts):
         same("--tls-min-version", {h.member: h.flags.get("tls-min-version") for h in hosts})
         out["min_version"] = hosts[0].flags.get("tls-min-version", "TLS1.2")
+    for flag in ("peer-cert-allowed-cn", "peer-cert-allowed-hostname"):
+        values = sorted({h.flags[flag] for h in hosts if flag in h.flags})
+        if values:
+            # what the filter is for — only peers are peers — the peers' own CA does for every version;
+            # the filter itself cannot stay: etcdforge gives each member its own peer certificate (CN the
+            # member's name) and etcd reads these keys from a config file only from 3.5.14 on
+            notes.append(
+                f"--{flag}={','.join(values)} is replaced by a CA of the peers' own: run `etcdforge pki "
+                "rotate-ca --peer` right after the first apply (until then any client certificate of the "
+                "CA is accepted as a peer)"
+            )
     return out, tuple(notes)
 
 
