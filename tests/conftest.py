@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 _GROUPS = {"integration": "loopback", "hosts": "test-hosts"}
 _OWN_GROUP = {"test_backup.py": "backup"}
 #: the kill-point tests of the second half (the rest are the first)
-_KILLPOINTS_B = ("replace", "up_from", "destroy", "restore", "recover")
+_KILLPOINTS_B = ("replace", "up_from", "destroy", "restore", "recover", "peer_ca")
 #: the order streams are handed out in (measured: hosts ~13 min, loopback ~12, backup ~6, each half of
 #: the kill points ~3.5)
 _ORDER = ("test-hosts", "loopback", "backup", "killpoints-a", "killpoints-b")

@@ -49,10 +49,16 @@ members:
     run_cli("health", "--dir", str(workspace))
 
     ca = x509.load_pem_x509_certificate((cfssl_dir / "etcd-ca.pem").read_bytes())
-    for name in ("etcd1-server", "etcd2-peer", "admin-client"):
+    for name in ("etcd1-server", "admin-client"):
         leaf = x509.load_pem_x509_certificate((workspace / "pki" / f"{name}.pem").read_bytes())
         assert leaf.issuer == ca.subject
         leaf.verify_directly_issued_by(ca)
+    # peers have a CA of their own, the workspace's (the user's CA signs what clients see)
+    peer_ca = x509.load_pem_x509_certificate((workspace / "pki" / "peer-ca.pem").read_bytes())
+    x509.load_pem_x509_certificate(
+        (workspace / "pki" / "etcd2-peer.pem").read_bytes()
+    ).verify_directly_issued_by(peer_ca)
+    assert peer_ca.subject != ca.subject
     # the guide's profiles: 10-year leaves; client cert without server auth
     client = x509.load_pem_x509_certificate((workspace / "pki" / "admin-client.pem").read_bytes())
     eku = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value

@@ -230,6 +230,34 @@ def test_pki_rotate_ca_converges_from_every_kill_point(clusters: list[tuple[str,
     run_both(clusters, "pki rotate-ca", scenario)
 
 
+def test_peer_ca_migration_converges_from_every_kill_point(clusters: list[tuple[str, Path, Path]]) -> None:
+    """`pki rotate-ca --peer` on a cluster whose one CA signs its peers too (the migration to a peers' CA):
+    each point starts from such a cluster again (destroyed and made anew with a one-CA workspace)."""
+
+    async def scenario(name: str, binary: Path, ws: Path) -> list[Outcome]:
+        async def one_ca_cluster() -> None:
+            from datetime import UTC, datetime
+
+            from etcdforge.fsutil import atomic_write
+            from etcdforge.pki import CaSettings, create_ca
+
+            await ok(ws, "destroy", "--yes")
+            write_spec(ws, name, binary)
+            ca = create_ca(CaSettings("etcdforge CA"), datetime.now(UTC))
+            atomic_write(ws / "pki" / "ca-key.pem", ca.key_pem(), 0o600)
+            atomic_write(ws / "pki" / "ca.pem", ca.cert_pem(), 0o644)
+            await ok(ws, "up", "--etcd-bin", str(binary))
+
+        async def migrated(directory: Path) -> None:
+            await rotated(directory)
+            assert (directory / "pki" / "peer-ca.pem").is_file(), "peers have no CA of their own"
+
+        await one_ca_cluster()
+        return await matrix(ws, ("pki", "rotate-ca", "--peer", "--yes"), one_ca_cluster, check=migrated)
+
+    run_both(clusters, "pki rotate-ca --peer", scenario)
+
+
 async def rotated(ws: Path) -> None:
     """Converged, the rotation finished (no record left), members trust only the new CA."""
     from killpoints import check_converged, presented_matches_workspace

@@ -162,7 +162,8 @@ def analyze(files: Mapping[str, bytes], now: datetime) -> CfsslImport:
 
     configs = {n: b for n, b in files.items() if n.endswith(".json")}
     ca_config_name = _one(configs, "ca-config.json", "signing config")
-    ca_csr_name = _one(configs, "ca-csr.json", "CA CSR")
+    # (the peers' CA's CSR, peer-ca-csr.json from `pki export-cfssl`, is neither the CA's nor a leaf's)
+    ca_csr_name = _one({n: b for n, b in configs.items() if not _is_peer_ca(n)}, "ca-csr.json", "CA CSR")
     config: CfsslConfig | None = None
     if ca_config_name is not None:
         config = load_ca_config(configs[ca_config_name], origin=ca_config_name)
@@ -211,7 +212,7 @@ def analyze(files: Mapping[str, bytes], now: datetime) -> CfsslImport:
 
 
 def _is_peer_ca(name: str) -> bool:
-    return name.endswith(("peer-ca.pem", "peer-ca-key.pem"))
+    return name.endswith(("peer-ca.pem", "peer-ca-key.pem", "peer-ca-csr.json"))
 
 
 def _ca_pair(files: Mapping[str, bytes], cert_file: str, key_file: str, now: datetime) -> x509.Certificate:
@@ -258,7 +259,7 @@ def _one(configs: Mapping[str, bytes], suffix: str, what: str) -> str | None:
 
 def _leaf_template(configs: Mapping[str, bytes], ca_csr: str | None) -> tuple[str | None, CsrSpec | None]:
     """The leaf CSR whose key and names new leaves take: the server's, else a peer's, else a client's."""
-    csrs = sorted(n for n in configs if n.endswith("-csr.json") and n != ca_csr)
+    csrs = sorted(n for n in configs if n.endswith("-csr.json") and n != ca_csr and not _is_peer_ca(n))
     for word, _ in _ROLE_WORDS:
         for name in csrs:
             if word in name:

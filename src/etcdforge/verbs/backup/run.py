@@ -193,7 +193,10 @@ def backup_request(
             "db_size": source.db_size,
             "raw_sha256": "",
             "spec": ws.spec_path.read_text(),
-            "ca_certs": ca.read_text() if ca.is_file() else "",
+            # what clients trust, then what peers trust when that is another CA (never a key)
+            "ca_certs": "".join(
+                dict.fromkeys(p.read_text() for p in (ca, ws.peer_trusted_ca) if p.is_file())
+            ),
             "etcdforge_version": __version__,
         },
         last_record=str(ws.root / LAST_BACKUP) if encrypt else "",

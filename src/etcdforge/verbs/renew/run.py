@@ -170,7 +170,7 @@ async def renew(
             force=frozenset(r.name for r in selected) if force else frozenset(),
             new_keys=new_keys,
         )
-        if any(s.action == "create-ca" for s in pki_plan.steps):
+        if any(s.action == "create-ca" for s in pki_plan.all_steps):
             raise PkiError(
                 f"there is no CA in {ws.pki_dir} to renew from",
                 hint="`etcdforge up` (local) or `etcdforge apply` (hosts) creates the PKI",
@@ -178,8 +178,8 @@ async def renew(
         changes = [s for s in pki_plan.changes if s.action in ("issue", "reissue")]
         reissued = frozenset(s.name for s in changes)
         rows = []
-        for step in pki_plan.steps:
-            if step.name == "ca":
+        for step in pki_plan.all_steps:
+            if step.name in ("ca", "peer-ca"):
                 continue
             leaf = observed.leaves.get(step.name)
             cert = leaf.cert if leaf is not None else None
