@@ -1,6 +1,6 @@
 """``python -m etcdforge``: the same entry point as the ``etcdforge`` console script."""
 
-from etcdforge.cli import entry
+from etcdforge.fastpath import entry
 
 if __name__ == "__main__":
     entry()

@@ -67,3 +67,12 @@ def read_optional(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+
+
+def default_workspace_dir() -> Path:
+    """``$ETCDFORGE_DIR``, else ``$XDG_DATA_HOME/etcdforge/local`` (``~/.local/share`` by default)."""
+    env = os.environ.get("ETCDFORGE_DIR")
+    if env:
+        return Path(env)
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "etcdforge" / "local"

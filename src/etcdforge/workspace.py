@@ -21,7 +21,6 @@ The default workspace is ``$ETCDFORGE_DIR`` or ``~/.local/share/etcdforge/local`
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,11 +35,9 @@ if TYPE_CHECKING:
 
 
 def default_dir() -> Path:
-    env = os.environ.get("ETCDFORGE_DIR")
-    if env:
-        return Path(env)
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "etcdforge" / "local"
+    from etcdforge.fsutil import default_workspace_dir
+
+    return default_workspace_dir()
 
 
 @dataclass(frozen=True)

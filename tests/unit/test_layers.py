@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "etcdforge"
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "fsutil", "hostpaths", "progress"}),
-    frozenset({"durations", "yamlio", "binaries", "etcd", "hosts", "versions", "exposition"}),
+    frozenset({"durations", "statuscache", "yamlio", "binaries", "etcd", "hosts", "versions", "exposition"}),
     frozenset({"spec", "pki"}),
     frozenset({"topology", "plan"}),
     frozenset({"render", "certs"}),
@@ -22,6 +22,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"executor", "runtime", "diagnosis"}),
     frozenset({"verbs"}),
     frozenset({"cli", "testing"}),
+    frozenset({"fastpath"}),  # the entry point: the quick status path, else the CLI
     frozenset({"__main__", "__init__"}),
 )
 RANK = {group: i for i, layer in enumerate(LAYERS) for group in layer}

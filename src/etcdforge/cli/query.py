@@ -44,7 +44,15 @@ def status(directory: Path | None, output: str, watch: bool, interval: float) ->
     from etcdforge.verbs import query as query
     from etcdforge.workspace import load_workspace
 
-    ws, spec = load_workspace(workspace_dir(directory))
+    root = workspace_dir(directory)
+    before = _spec_bytes(root)
+    ws, spec = load_workspace(root)
+    if before is not None and before == _spec_bytes(root):  # what `status -o json`'s quick path reads
+        from etcdforge import statuscache, topology
+
+        members = tuple((m.name, topology.client_url(spec, m)) for m in spec.members)
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs speed
+            statuscache.remember(root, before, statuscache.StatusInputs(members, spec.quota_bytes))
     if watch and output != "json":
         _watch(spec, ws, interval)
         return
@@ -57,6 +65,13 @@ def status(directory: Path | None, output: str, watch: bool, interval: float) ->
         console.print(_last_backup(ws.root))
     if any(r.error for r in rows):
         sys.exit(1)
+
+
+def _spec_bytes(root: Path) -> bytes | None:
+    try:
+        return (root / "cluster.yaml").read_bytes()
+    except OSError:
+        return None
 
 
 def _row_json(r: Any) -> dict[str, Any]:

@@ -1,0 +1,160 @@
+"""The ``etcdforge`` entry point, with a quick path for ``status -o json`` (monitoring scripts run it in a
+loop, and an interpreter that first loads the CLI, the spec's models and gRPC spends ~0.4 s on imports).
+
+The quick path uses the standard library only: the spec's status inputs from :mod:`etcdforge.statuscache`
+(valid only for the exact bytes of ``cluster.yaml``), and etcd's own JSON gateway (``POST
+/v3/maintenance/status`` and ``/alarm``, the same Maintenance RPCs our gRPC client calls) over mutual TLS
+with the admin certificate, one thread per member. It answers only the plain case: every member answers,
+no alarm is raised, no CA rotation is in flight. Anything else — a member down, an alarm, a stale or
+missing cache, a flag it does not know — runs the full CLI, which words errors, alarms and exit codes, so
+both paths print the same thing for the same cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from etcdforge.statuscache import StatusInputs, recall
+
+#: seconds per request, as the full path's status
+TIMEOUT = 2.0
+
+
+def entry() -> None:
+    """``status -o json`` on the quick path when it can answer, else the full command line."""
+    directory = status_json_dir(sys.argv[1:])
+    if directory is not None:
+        out = quick_status(directory)
+        if out is not None:
+            sys.stdout.write(out)
+            sys.stdout.flush()
+            os._exit(0)
+    from etcdforge.cli import entry as full
+
+    full()
+
+
+def status_json_dir(argv: list[str]) -> Path | None:
+    """The workspace of a ``status -o json [--dir DIR]`` command line; None for any other."""
+    if not argv or argv[0] != "status":
+        return None
+    rest = argv[1:]
+    output = directory = None
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-o", "--output", "--dir") and rest:
+            value = rest.pop(0)
+        elif arg.startswith("--output=") or arg.startswith("--dir="):
+            arg, _, value = arg.partition("=")
+        elif arg.startswith("-o") and len(arg) > 2:
+            arg, value = "-o", arg[2:]
+        else:
+            return None
+        if arg == "--dir":
+            directory = value
+        else:
+            output = value
+    if output != "json":
+        return None
+    if directory:
+        return Path(directory)
+    from etcdforge.fsutil import default_workspace_dir
+
+    return default_workspace_dir()
+
+
+def quick_status(directory: Path) -> str | None:
+    """The JSON ``etcdforge status -o json`` prints, or None when the full path must answer."""
+    pki = directory / "pki"
+    try:
+        spec_bytes = (directory / "cluster.yaml").read_bytes()
+    except OSError:
+        return None
+    inputs = recall(directory, spec_bytes)
+    if inputs is None or (pki / "trust.pem").exists() or (pki / "rotation").exists():
+        return None  # (during a CA rotation clients trust a bundle the full path chooses)
+    tls = (pki / "ca.pem", pki / "admin-client.pem", pki / "admin-client-key.pem")
+    if not all(p.is_file() for p in tls):
+        return None
+    try:
+        return _status(inputs, tls)
+    except Exception:  # whatever went wrong here, the full path answers (and words it)
+        return None
+
+
+def _status(inputs: StatusInputs, tls: tuple[Path, Path, Path]) -> str | None:
+    import ssl
+    import threading
+
+    ctx = ssl.create_default_context(cafile=str(tls[0]))
+    ctx.load_cert_chain(str(tls[1]), str(tls[2]))
+    results: dict[int, dict[str, Any]] = {}
+
+    def ask(i: int, url: str) -> None:
+        with contextlib.suppress(Exception):  # a member that does not answer is missing from results
+            results[i] = _post(url, "/v3/maintenance/status", {}, ctx)
+
+    threads = [threading.Thread(target=ask, args=(i, url)) for i, (_, url) in enumerate(inputs.members)]
+    for t in threads:
+        t.start()
+    alarms = _post(inputs.members[0][1], "/v3/maintenance/alarm", {"action": "GET"}, ctx)
+    for t in threads:
+        t.join()
+    if len(results) != len(inputs.members) or alarms.get("alarms"):
+        return None  # a member did not answer, or an alarm is raised: the full path says which
+    rows = [_row(name, url, results[i], inputs.quota) for i, (name, url) in enumerate(inputs.members)]
+    return json.dumps(rows, indent=2) + "\n"
+
+
+def _post(url: str, path: str, body: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    import http.client
+
+    host, _, port = url.removeprefix("https://").rpartition(":")
+    conn = http.client.HTTPSConnection(host.strip("[]"), int(port), context=ctx, timeout=TIMEOUT)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise OSError(f"{url}{path}: HTTP {response.status}")
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{url}{path}: not an object")
+        return doc
+    finally:
+        conn.close()
+
+
+def _row(name: str, url: str, s: dict[str, Any], quota: int) -> dict[str, Any]:
+    """One member as the full path's ``status -o json`` shows it (the gateway writes 64-bit numbers as
+    strings and leaves out fields at their default)."""
+    header = s.get("header", {})
+    member_id = int(header.get("member_id", 0))
+    leader = int(s.get("leader", 0))
+    db_size, in_use = int(s.get("dbSize", 0)), int(s.get("dbSizeInUse", 0))
+    return {
+        "member": name,
+        "endpoint": url,
+        "error": None,
+        "id": f"{member_id:x}",
+        "version": s.get("version", ""),
+        "is_leader": leader == member_id,
+        "leader": f"{leader:x}",
+        "raft_term": int(s.get("raftTerm", 0)),
+        "raft_index": int(s.get("raftIndex", 0)),
+        "raft_applied_index": int(s.get("raftAppliedIndex", 0)),
+        "db_size": db_size,
+        "db_size_in_use": in_use,
+        "quota_bytes": quota,
+        "quota_used_pct": round(db_size * 100.0 / quota, 1) if quota > 0 else None,
+        "fragmented_pct": round(max(0.0, (db_size - in_use) * 100.0 / db_size), 1) if db_size > 0 else None,
+        "alarms": [],
+        "is_learner": bool(s.get("isLearner", False)),
+        "revision": int(header.get("revision", 0)),
+        "errors": list(s.get("errors", [])),
+    }
