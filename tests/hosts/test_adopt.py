@@ -372,6 +372,7 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
         [
             "curl",
             "-s",
+            "--http1.1",
             "-o",
             "/dev/null",
             "-w",

@@ -117,14 +117,29 @@ def test_renew_is_hot_and_rotate_ca_rolls_on_hosts(hosts: TestHosts, tmp_path: P
     assert all(a != b for a, b in zip(pids, new_pids, strict=True)), "each member restarted"
     new_ca = load_cert(ws.ca_cert)
     assert new_ca != old_ca
+    peer_ca = load_cert(ws.peer_ca_cert)  # peers have their own CA: the CA's rotation leaves it alone
     for i in range(len(spec.members)):
         assert host_file(hosts, i, "/etc/etcd/pki/ca.pem") == ws.ca_cert.read_bytes()
-        assert signed_by(load_cert_bytes(host_file(hosts, i, "/etc/etcd/pki/peer.pem")), new_ca)
+        assert signed_by(load_cert_bytes(host_file(hosts, i, "/etc/etcd/pki/server.pem")), new_ca)
+        assert signed_by(load_cert_bytes(host_file(hosts, i, "/etc/etcd/pki/peer.pem")), peer_ca)
         listing = hosts.run(hosts.hosts[i], ["ls", "/etc/etcd/pki"]).stdout
         assert "key" not in listing.replace("server-key.pem", "").replace("peer-key.pem", "")
     assert "kept" in run_cli("kv", "get", "--dir", str(directory), "/before-rotation").stdout
 
     assert not asyncio.run(_answers(urls, old_bundle)), "an old-CA client must be refused at the end"
+
+    # --- the peers' CA rotated the same way: only peer listeners and peer certificates change ------------
+    out = run_cli("pki", "rotate-ca", "--peer", "--dir", str(directory), "--yes")
+    assert "peers' CA rotated" in out.stdout
+    new_peer_ca = load_cert(ws.peer_ca_cert)
+    assert new_peer_ca != peer_ca and load_cert(ws.ca_cert) == new_ca
+    for i in range(len(spec.members)):
+        assert host_file(hosts, i, "/etc/etcd/pki/peer-ca.pem") == ws.peer_ca_cert.read_bytes()
+        assert signed_by(load_cert_bytes(host_file(hosts, i, "/etc/etcd/pki/peer.pem")), new_peer_ca)
+    assert [p.parent.name.split("-")[0] for p in (ws.pki_dir / "retired").glob("*/*-key.pem")].count(
+        "peer"
+    ) == 1
+    assert "kept" in run_cli("kv", "get", "--dir", str(directory), "/before-rotation").stdout
     # the hosts match the spec: nothing for apply to do, no restart pending
     plan = run_cli("plan", "--dir", str(directory), "--detailed-exitcode", check=False)
     assert plan.returncode == 0, plan.stdout + plan.stderr

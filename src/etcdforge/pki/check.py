@@ -200,15 +200,10 @@ def check_pki(facts: PkiFacts, now: datetime, thresholds: Thresholds = Threshold
         if peer_ca is not None and ca_cert is not None and peer_ca != ca_cert:
             out.append(Finding("peers", "peer-trust", "ok", "peers have a CA of their own"))
     out += check_revoked(facts.items, facts.revoked)
-    keys = [(facts.ca_key, _quiet_key(facts.ca_key) if facts.ca_key is not None else None)]
-    if facts.peer_ca_key is not None:
-        keys.append((facts.peer_ca_key, _quiet_key(facts.peer_ca_key)))
+    ca_key = _quiet_key(facts.ca_key) if facts.ca_key is not None else None
+    peer_key = [(facts.peer_ca_key, _quiet_key(facts.peer_ca_key))] if facts.peer_ca_key is not None else []
     for member in facts.members:
-        found = [
-            f for raw, parsed in keys for f in check_member_files(member, raw, parsed, facts.forbidden_names)
-        ]
-        bad = [f for f in found if f.severity != "ok"]
-        out += bad if bad else found[:1]
+        out += check_member_files(member, facts.ca_key, ca_key, facts.forbidden_names, peer_key)
     return tuple(out)
 
 
@@ -467,26 +462,33 @@ def check_key_file(
 
 
 def check_member_files(
-    member: MemberFiles, ca_key_bytes: bytes | None, ca_key: PrivateKey | None, forbidden: tuple[str, ...]
+    member: MemberFiles,
+    ca_key_bytes: bytes | None,
+    ca_key: PrivateKey | None,
+    forbidden: tuple[str, ...],
+    others: Sequence[tuple[bytes, PrivateKey | None]] = (),
 ) -> list[Finding]:
-    """The CA private key must not be anywhere in a member's directory, under any name or encoding.
+    """The CA private key (and ``others``: the peers' CA key) must not be anywhere in a member's
+    directory, under any name or encoding.
 
     A copy found is ``broken``; an incomplete scan that found none is a ``warning`` (not a false ``ok``).
     """
     subject = member.member
     bad: list[str] = []
-    digest = sha256_hex(ca_key_bytes) if ca_key_bytes is not None else None
+    keys = [(ca_key_bytes, ca_key), *others]
+    digests = {sha256_hex(raw) for raw, _ in keys if raw is not None}
+    parsed = [k for _, k in keys if k is not None]
     for path, file_digest in sorted(member.digests.items()):
         name = path.rsplit("/", 1)[-1]
-        if name in forbidden or (digest is not None and file_digest == digest):
+        if name in forbidden or file_digest in digests:
             bad.append(path)
-    if ca_key is not None:
+    for key in parsed:
         for path, data in sorted(member.pem_keys.items()):
             other = _quiet_key(data)
-            if path not in bad and other is not None and _same_key(other, ca_key):
+            if path not in bad and other is not None and _same_key(other, key):
                 bad.append(path)
-        ca_public = public_sha256(ca_key.public_key())
-        bad += [p for p, fp in sorted(member.public_keys.items()) if fp == ca_public and p not in bad]
+        public = public_sha256(key.public_key())
+        bad += [p for p, fp in sorted(member.public_keys.items()) if fp == public and p not in bad]
     if bad:
         return [
             Finding(
