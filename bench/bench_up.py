@@ -79,7 +79,7 @@ def raw_once(etcd: Path, certs: Path, work: Path, ips: list[str]) -> float:
                 "--peer-client-cert-auth",
                 f"--peer-cert-file={certs / (name + '-peer.pem')}",
                 f"--peer-key-file={certs / (name + '-peer-key.pem')}",
-                f"--peer-trusted-ca-file={certs / 'ca.pem'}",
+                f"--peer-trusted-ca-file={certs / 'peer-ca.pem'}",
                 "--logger=zap",
                 "--log-outputs=stderr",
             ]
@@ -172,7 +172,10 @@ def main() -> None:
             for line in env_text.splitlines():
                 key, _, value = line.removeprefix("export ").partition("=")
                 env[key] = value.strip("'")
-            status_argv = [sys.executable, "-m", "etcdforge", "status", "--dir", str(seed), "-o", "json"]
+            # the console script, as a user types it (python -m when it is not installed next to python)
+            script = Path(sys.executable).parent / "etcdforge"
+            entry = [str(script)] if script.is_file() else [sys.executable, "-m", "etcdforge"]
+            status_argv = [*entry, "status", "--dir", str(seed), "-o", "json"]
             # the first call after a spec change runs the full path (and caches the spec's status
             # inputs); every later one takes the quick path: timed apart
             first_status = timed(status_argv)
