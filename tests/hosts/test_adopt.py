@@ -177,6 +177,32 @@ def keys_in(ws: Path) -> dict[str, str]:
     return asyncio.run(read())
 
 
+def cli_under_writer(harness: TestHosts, local: Path, prefix: str, *argv: str) -> str:
+    """Run an etcdforge command while the guide's client writes under ``prefix``: no acknowledged write
+    may be lost (history checker); returns what the command printed."""
+
+    async def run() -> str:
+        async with guide_client(harness, local) as client:
+            writer = Writer(client, prefix=prefix)
+            stop = asyncio.Event()
+            task = asyncio.create_task(writer.run(stop))
+            await asyncio.sleep(0.5)
+            try:
+                t0 = time.monotonic()
+                out = (await asyncio.to_thread(run_cli, *argv)).stdout
+                print(f"{' '.join(argv[:3])} took {time.monotonic() - t0:.1f}s")
+            finally:
+                await asyncio.sleep(0.5)
+                stop.set()
+                await task
+            result = await check_history(client, writer.history)
+            assert result.ok, result.problems
+            assert result.acknowledged > 20, result
+            return out
+
+    return asyncio.run(run())
+
+
 def step_ids(ws: Path) -> list[str]:
     plan = json.loads(run_cli("plan", "--dir", str(ws), "-o", "json").stdout)
     return [s["id"] for s in plan["steps"]]
@@ -273,26 +299,8 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
     assert keys_in(ws) == written
 
     # apply under a writer: rolling restarts keep quorum; no acknowledged write is lost
-    async def apply_under_load() -> None:
-        async with guide_client(harness, local) as client:
-            writer = Writer(client, prefix="/adopt-load")
-            stop = asyncio.Event()
-            task = asyncio.create_task(writer.run(stop))
-            await asyncio.sleep(0.5)
-            try:
-                t0 = time.monotonic()
-                applied = await asyncio.to_thread(run_cli, "apply", "--dir", str(ws), "--yes")
-                print(f"apply (adoption) took {time.monotonic() - t0:.1f}s")
-                assert "cluster healthy" in applied.stdout
-            finally:
-                await asyncio.sleep(0.5)
-                stop.set()
-                await task
-            result = await check_history(client, writer.history)
-            assert result.ok, result.problems
-            assert result.acknowledged > 20, result
-
-    asyncio.run(apply_under_load())
+    applied = cli_under_writer(harness, local, "/adopt-load", "apply", "--dir", str(ws), "--yes")
+    assert "cluster healthy" in applied
     run_cli("health", "--dir", str(ws))
     assert keys_in(ws) == written
     for h in (h1, h2, h3):
@@ -339,28 +347,10 @@ def run_scenario(harness: TestHosts, tmp_path: Path) -> None:
     guide_cert = (local / "etcd-client.pem", local / "etcd-client-key.pem")
     assert peer_port_answers(peer_url, local / "etcd-ca.pem", *guide_cert)
 
-    async def migrate_under_load() -> None:
-        async with guide_client(harness, local) as client:
-            writer = Writer(client, prefix="/peer-ca-load")
-            stop = asyncio.Event()
-            task = asyncio.create_task(writer.run(stop))
-            await asyncio.sleep(0.5)
-            try:
-                t0 = time.monotonic()
-                out = await asyncio.to_thread(
-                    run_cli, "pki", "rotate-ca", "--peer", "--dir", str(ws), "--yes"
-                )
-                print(f"peers' CA migration took {time.monotonic() - t0:.1f}s")
-                assert "peers' CA rotated" in out.stdout, out.stdout
-            finally:
-                await asyncio.sleep(0.5)
-                stop.set()
-                await task
-            result = await check_history(client, writer.history)
-            assert result.ok, result.problems
-            assert result.acknowledged > 20, result
-
-    asyncio.run(migrate_under_load())
+    migrated = cli_under_writer(
+        harness, local, "/peer-ca-load", "pki", "rotate-ca", "--peer", "--dir", str(ws), "--yes"
+    )
+    assert "peers' CA rotated" in migrated, migrated
     assert not peer_port_answers(peer_url, wsp.peer_ca_cert, *guide_cert)
     assert not peer_port_answers(peer_url, wsp.peer_ca_cert, wsp.cert_path("admin-client"),
                                  wsp.key_path("admin-client"))  # fmt: skip

@@ -67,4 +67,4 @@ def test_the_cache_holds_only_for_the_exact_spec_bytes(tmp_path: Path) -> None:
 def test_a_chunked_gateway_answer_is_read_whole() -> None:
     from etcdforge.fastpath import _unchunk
 
-    assert _unchunk(b"3\r\n{\"a\r\n4;ext=1\r\n\": 1\r\n1\r\n}\r\n0\r\n\r\n") == b'{"a": 1}'
+    assert _unchunk(b'3\r\n{"a\r\n4;ext=1\r\n": 1\r\n1\r\n}\r\n0\r\n\r\n') == b'{"a": 1}'
