@@ -70,10 +70,6 @@ class PkiPlan:
     def changes(self) -> tuple[PkiStep, ...]:
         return tuple(s for s in self.all_steps if s.action != "keep")
 
-    @property
-    def all_warnings(self) -> tuple[str, ...]:
-        return (*(self.peer.warnings if self.peer else ()), *self.warnings)
-
 
 def needs_reissue(
     existing: ObservedPair | KeyPair | None,
@@ -157,7 +153,7 @@ def plan_pki(
     steps: list[PkiStep] = []
     warnings: list[str] = []
     if external_ca is None:
-        ca_step, ca_cert = _plan_own_ca(observed, observed.ca.name)
+        ca_step, ca_cert = _plan_own_ca(observed)
     else:
         ca_step, ca_cert = _plan_external_ca(observed, external_ca)
     steps.append(ca_step)
@@ -195,8 +191,9 @@ def plan_pki(
     return PkiPlan(pki_dir, tuple(steps), ca, ca_paths[0], ca_paths[1], tuple(warnings))
 
 
-def _plan_own_ca(observed: PkiObserved, stem: str = "ca") -> tuple[PkiStep, x509.Certificate | None]:
+def _plan_own_ca(observed: PkiObserved) -> tuple[PkiStep, x509.Certificate | None]:
     ca = observed.ca
+    stem = ca.name  # "ca", or "peer-ca" for the peers' CA
     sid = f"pki/{stem}"
     if ca.cert is None and ca.cert_problem == "missing":
         if ca.key is not None:

@@ -40,6 +40,11 @@ OLD_CA = "old-ca.pem"
 OLD_CA_KEY = "old-ca-key.pem"
 
 
+def ca_stem(target: Target) -> str:
+    """The workspace file stem of the rotating CA (``ca.pem`` / ``peer-ca.pem``)."""
+    return "peer-ca" if target == "peer" else "ca"
+
+
 def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 

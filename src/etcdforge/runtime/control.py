@@ -48,9 +48,11 @@ async def issue_certs(spec: ClusterSpec, ws: Workspace, action: IssueCerts, now:
 
             requests = [r for r in certs.cert_requests(spec, base_dir=ws.root) if r.name in action.only]
         plan = plan_workspace_pki(spec, ws, requests=requests, now=now, new_keys=action.new_keys)
-        if any(s.action == "create-ca" for s in plan.all_steps):
+        missing = [s.name for s in plan.all_steps if s.action == "create-ca"]
+        if missing:
             # a deferred plan signs with the CA an earlier step put there: never a new one
-            raise PkiError(f"{ws.ca_cert} is missing; not creating a new CA here", hint="restore it")
+            raise PkiError(f"{ws.pki_dir / missing[0]}.pem is missing; not creating a new CA here",
+                           hint="restore it")  # fmt: skip
     ensure_dir(ws.pki_dir)
     events = await asyncio.to_thread(apply_pki, ws.pki_dir, plan, now)
     return f"{sum(1 for e in events if e.paths)} issued"

@@ -136,9 +136,15 @@ def host_install_steps(
 
 
 def verify_steps(
-    spec: ClusterSpec, members: Sequence[str], running: Mapping[str, bool], *, peer_required: bool
+    spec: ClusterSpec,
+    members: Sequence[str],
+    running: Mapping[str, bool],
+    *,
+    peer_required: bool,
+    ports: tuple[str, ...] = ("client", "peer"),
 ) -> list[Step]:
-    """A new handshake per running member's client and peer endpoint must show the new serial."""
+    """A new handshake per running member's endpoint in ``ports`` (client, peer) must show the new
+    serial."""
     steps: list[Step] = []
     for name in members:
         if not running.get(name, False):
@@ -148,6 +154,8 @@ def verify_steps(
             ("client", topology.client_url(spec, member), topology.server_cert_name(name), True),
             ("peer", topology.peer_url(spec, member), topology.peer_cert_name(name), peer_required),
         ):
+            if role not in ports:
+                continue
             steps.append(
                 Step(
                     f"{name}/verify-{role}",

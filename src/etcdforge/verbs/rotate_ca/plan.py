@@ -22,7 +22,7 @@ from pathlib import Path
 from etcdforge import render, topology
 from etcdforge.errors import PlanError
 from etcdforge.observe.cluster import ClusterView
-from etcdforge.pki.rotation import STATE_FILE, RotationState, Target
+from etcdforge.pki.rotation import STATE_FILE, RotationState, Target, ca_stem
 from etcdforge.plan import (
     MoveLeader,
     PutFile,
@@ -201,11 +201,11 @@ def swap_ca_steps(
     explains and the next run repeats). ``current_pem`` is what the target's CA file holds now."""
     if current_pem == new_cert_pem:
         return []
-    stem = "peer-ca" if target == "peer" else "ca"
+    stem = ca_stem(target)
     why = (
         "the new peers' CA signs peer certificates from now on"
         if target == "peer"
-        else ("the new CA signs from now on")
+        else "the new CA signs from now on"
     )
     return [
         Step(

@@ -32,6 +32,7 @@ from etcdforge.pki.rotation import (
     RotationState,
     Target,
     bundle,
+    ca_stem,
     fingerprint,
 )
 from etcdforge.plan import IssueCerts, MovePath, Plan, RemoveTree, Step, WriteFile
@@ -274,7 +275,7 @@ async def _phase(
     # One plan: the PKI plan and the installed files' bytes are deferred values (made when they run,
     # from the CA the swap put there).
     target = state.target
-    current = ws.peer_ca_cert if target == "peer" else ws.ca_cert
+    current = ws.pki_dir / f"{ca_stem(target)}.pem"
     swap = rplan.swap_ca_steps(
         ws, cas.new_cert, cas.new_key, current.read_bytes() if current.is_file() else None, target
     )
@@ -297,12 +298,11 @@ async def _phase(
             f"{stopped} stopped during the CA rotation", hint="start it, then run rotate-ca again"
         )
     installs = install_steps(spec, ws, seen, names, frozenset(r.name for r in requests))
-    verify = renew_plan.verify_steps(spec, names, running, peer_required=placement(spec, ws).peer_reachable)
     # only the ports whose certificates this CA signs
-    if target == "peer":
-        verify = [s for s in verify if s.id.endswith("/verify-peer")]
-    elif ws.separate_peers:
-        verify = [s for s in verify if s.id.endswith("/verify-client")]
+    ports = ("peer",) if target == "peer" else ("client",) if ws.separate_peers else ("client", "peer")
+    verify = renew_plan.verify_steps(
+        spec, names, running, peer_required=placement(spec, ws).peer_reachable, ports=ports
+    )
     last = rplan.state_step(ws, nxt, "phase reissue done")
     plan = Plan("rotate-ca", (*prelude, *swap, issue, *installs, *verify, last))
     if not dry_run:
@@ -336,7 +336,7 @@ def _finish_steps(ws: Workspace, cas: _Cas, target: Target = "ca", *, check: boo
     if check and trust.read_bytes() != cas.new_cert:
         raise PkiError(f"{trust} should hold only the new CA now", hint="run rotate-ca again")
     old = x509.load_pem_x509_certificate(cas.old_cert)
-    stem = "peer-ca" if target == "peer" else "ca"
+    stem = ca_stem(target)
     retired = ws.pki_dir / "retired" / f"{stem}-{old.not_valid_before_utc:%Y%m%d}-{old.serial_number:x}"[:64]
     done = ws.pki_dir / FINISHED_DIR
     end = [
