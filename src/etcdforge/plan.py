@@ -89,6 +89,22 @@ class StopMember:
 
 
 @dataclass(frozen=True)
+class WaitPeerServing:
+    """Wait until ``member``'s peer listener at ``url`` answers a TLS handshake (at most ``timeout``; a
+    member that does not serve by then, or has exited, is left to the health wait). Between the starts
+    of a new cluster's members: etcd binds its peer port at once but serves it only once its own start
+    is done, and a new member first asks every other one whether it is already bootstrapped, waiting a
+    second for each that is bound but not serving yet, so members started all at once often stall."""
+
+    member: str
+    url: str
+    timeout: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "wait-peer-serving", "member": self.member, "url": self.url, "timeout": self.timeout}
+
+
+@dataclass(frozen=True)
 class WaitHealthy:
     """Wait until the members answer a linearizable read: all of them, or ``need`` of them (a quorum
     gate: members known to be down do not hold up a change that does not need them)."""
@@ -654,6 +670,7 @@ Action = (
     | StartMembers
     | StopMember
     | WaitHealthy
+    | WaitPeerServing
     | RemoveTree
     | MovePath
     | RemoveFile

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,15 @@ def _client(directory: Path, *, cert: bool = True) -> EtcdClient:
     )
 
 
+def _log_times(directory: Path, member: str) -> tuple[datetime, datetime]:
+    """When the member's etcd logged its first line, and when it began serving its peer port."""
+    lines = [
+        json.loads(line) for line in (directory / "members" / member / "etcd.log").read_text().splitlines()
+    ]
+    serving = next(e["ts"] for e in lines if e.get("msg") == "serving peer traffic")
+    return datetime.fromisoformat(lines[0]["ts"]), datetime.fromisoformat(serving)
+
+
 def _env(directory: Path) -> dict[str, str]:
     text = run_cli("env", "--dir", str(directory)).stdout
     out = {}
@@ -56,6 +66,11 @@ def test_up_then_the_guides_operations_then_down_up_destroy(workspace: Path, etc
     up = run_cli("up", "--dir", d, "--etcd-bin", str(etcd_bin))
     assert "3-member cluster" in up.stdout and "is healthy" in up.stdout
     assert len(_pids(workspace)) == 3
+    # a new member starts once the one before serves its peer port: etcd's bootstrap check asks every
+    # other member, and one bound but not serving yet costs it a second (all started at once: often 2 s)
+    assert "etcd1/peer-serving" in up.stdout and "serving after" in up.stdout
+    for before, after in (("etcd1", "etcd2"), ("etcd2", "etcd3")):
+        assert _log_times(workspace, before)[1] <= _log_times(workspace, after)[0]
 
     # health and status through the tool
     run_cli("health", "--dir", d)

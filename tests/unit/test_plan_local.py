@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etcdforge import render
+from etcdforge import render, topology
 from etcdforge.errors import MemberStartError, PlanError, StepError, WorkspaceError
 from etcdforge.executor import execute
 from etcdforge.plan import (
@@ -23,6 +23,7 @@ from etcdforge.plan import (
     Step,
     StopMember,
     WaitHealthy,
+    WaitPeerServing,
     WriteFile,
 )
 from etcdforge.runtime import supervisor
@@ -93,10 +94,17 @@ def test_new_workspace_plans_everything_in_order() -> None:
         "workspace/write-env",  # before the starts: a degraded start still leaves a usable environment
         "workspace/record-bootstrap",
         "etcd1/start",
+        "etcd1/peer-serving",  # the next member's bootstrap check then finds etcd1 serving
         "etcd2/start",
-        "etcd3/start",
+        "etcd2/peer-serving",
+        "etcd3/start",  # (nothing starts after the last)
         "cluster/wait-healthy",
         "workspace/clear-bootstrap",
+    ]
+    waits = [s.action for s in plan.steps if isinstance(s.action, WaitPeerServing)]
+    assert [(w.member, w.url) for w in waits] == [
+        ("etcd1", topology.peer_url(spec, spec.members[0])),
+        ("etcd2", topology.peer_url(spec, spec.members[1])),
     ]
     # the CA key is never among a member's files
     for step in plan.steps:
@@ -179,7 +187,13 @@ def test_an_interrupted_first_start_resumes_as_a_bootstrap() -> None:
     plan = plan_up(
         spec, WS, resumed, etcd_binary=BIN, pki_items=(), pki_plan=None, control_pki=control_pki(spec)
     )
-    assert ids(plan) == ["etcd2/start", "etcd3/start", "cluster/wait-healthy", "workspace/clear-bootstrap"]
+    assert ids(plan) == [
+        "etcd2/start",
+        "etcd2/peer-serving",
+        "etcd3/start",
+        "cluster/wait-healthy",
+        "workspace/clear-bootstrap",
+    ]
     # killed while waiting, every member started: the re-run still waits for health before it clears
     members = {
         n: MemberObserved(running=True, has_data=True, config=m.config, pki=m.pki) for n, m in members.items()

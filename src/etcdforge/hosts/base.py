@@ -61,6 +61,11 @@ class Host(Protocol):
         """The content of ``path``, or None if it does not exist."""
         ...
 
+    async def make_private_dirs(self, paths: Sequence[str]) -> None:
+        """Create each missing directory of ``paths`` (and its parents) as ``mkdir -p -m 0700`` does: a
+        created leaf is 0700; one that exists is left as it is."""
+        ...
+
     async def sha256(self, paths: Sequence[str]) -> dict[str, str | None]:
         """Hex SHA-256 of each regular file in ``paths`` (None if absent), in one round trip."""
         ...

@@ -17,7 +17,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from etcdforge.fsutil import atomic_write
+from etcdforge.fsutil import atomic_write, ensure_dir
 from etcdforge.hosts.base import (
     BatchOp,
     RunResult,
@@ -115,6 +115,15 @@ class LocalHost:
             return grp.getgrnam(group).gr_gid
         except KeyError:
             raise HostError(f"no group {group!r} on {self.name}", host=self.name) from None
+
+    async def make_private_dirs(self, paths: Sequence[str]) -> None:
+        # in-process: a mkdir command costs a fork of this (large) process per call
+        for p in paths:
+            validate_path(p)
+            try:
+                ensure_dir(Path(p))
+            except OSError as exc:
+                raise HostError(f"cannot create {p} on {self.name}: {exc.strerror}", host=self.name) from None
 
     async def read_file(self, path: str) -> bytes | None:
         validate_path(path)

@@ -139,6 +139,9 @@ class SshHost:
         result = await self._exec(argv, data, 120)
         check_result(self.name, result, display=f"write {path} (mode {mode:04o})")
 
+    async def make_private_dirs(self, paths: Sequence[str]) -> None:
+        await self.run(["mkdir", "-p", "-m", "0700", "--", *(validate_path(p) for p in paths)])
+
     async def read_file(self, path: str) -> bytes | None:
         validate_path(path)
         argv = ("sh", "-c", READ_SCRIPT, "sh", path)

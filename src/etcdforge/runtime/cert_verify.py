@@ -1,4 +1,5 @@
-"""Carry out :class:`~etcdforge.plan.VerifyPresented` (the same in every mode).
+"""Carry out :class:`~etcdforge.plan.VerifyPresented` and :class:`~etcdforge.plan.WaitPeerServing`:
+handshakes with members' ports (the same in every mode).
 
 The expected serial is read from the control PKI when the step runs, not when it is planned: the plan is
 made before the certificate is (re)issued.
@@ -15,13 +16,15 @@ from etcdforge.errors import EtcdTLSError, EtcdUnavailable, PkiError
 from etcdforge.etcd.presented import presented_certificate
 from etcdforge.etcd.types import TlsFiles
 from etcdforge.pki.keys import load_cert
-from etcdforge.plan import VerifyPresented
+from etcdforge.plan import VerifyPresented, WaitPeerServing
 from etcdforge.workspace import Workspace
 
 #: etcd serves the new file from the next handshake on; a short retry covers a handshake that raced
 #: the rename and a member that is still coming back from a restart
 VERIFY_SECONDS = 10.0
 VERIFY_INTERVAL = 0.2
+#: between attempts to reach a peer port that is not bound yet (etcd binds it milliseconds after start)
+SERVING_INTERVAL = 0.01
 
 
 def admin_tls(ws: Workspace) -> TlsFiles:
@@ -71,3 +74,31 @@ async def verify_presented(
                     hint="check that the member's certificate files were replaced and that etcd is ≥ 3.2",
                 )
         await sleep(VERIFY_INTERVAL)
+
+
+async def wait_peer_serving(
+    ws: Workspace,
+    action: WaitPeerServing,
+    *,
+    running: Callable[[], Awaitable[bool]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Wait until the member's peer port completes a handshake with the member's own peer certificate
+    (a port that is bound but not served yet holds the handshake until it is). Never fails: a member
+    that does not serve in time, has exited, or answers with a TLS problem is the health wait's to judge."""
+    tls = endpoint_tls(ws, action.member, peer=True)
+    start = clock()
+    while True:
+        remaining = start + action.timeout - clock()
+        if remaining <= 0:
+            return f"not serving after {action.timeout:.0f}s (left to the health wait)"
+        try:
+            await presented_certificate(action.url, tls, timeout=remaining)
+            return f"serving after {clock() - start:.2f}s"
+        except EtcdTLSError as exc:
+            return f"answers, but {exc} (left to the health wait)"
+        except EtcdUnavailable:
+            if not await running():
+                return "not running (left to the health wait)"
+            await sleep(SERVING_INTERVAL)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -60,6 +61,7 @@ from etcdforge.plan import (
     VerifyPresented,
     WaitClusterVersion,
     WaitHealthy,
+    WaitPeerServing,
     WipeData,
     WriteFile,
     WriteManifest,
@@ -182,6 +184,16 @@ class Runtime:
         if isinstance(action, access_ops.ACCESS_ACTIONS):
             async with self.cluster(10.0) as client:
                 return await access_ops.perform(cast(AuthPort, client), action)
+        if isinstance(action, WaitPeerServing):
+            from etcdforge.runtime.cert_verify import wait_peer_serving
+
+            return await wait_peer_serving(
+                self.ws,
+                action,
+                running=partial(self._running, action.member),
+                sleep=self.sleep,
+                clock=self.clock,
+            )
         if isinstance(action, VerifyPresented):
             from etcdforge.runtime.cert_verify import verify_presented
 
@@ -249,7 +261,7 @@ class Runtime:
         host = self.host(action.member)
         # a member's PKI directory is its own: created 0700 when missing (an existing one is left as is)
         parents = sorted({str(Path(dst).parent) for _, dst, _ in action.files})
-        await host.run(["mkdir", "-p", "-m", "0700", "--", *parents])
+        await host.make_private_dirs(parents)
         changed = 0
         for src, dst, mode in action.files:
             data = read_optional(Path(src))
@@ -281,6 +293,13 @@ class Runtime:
             return "already there"
         await host.write_file(action.path, data, mode=action.mode, owner="root", group="root")
         return f"{len(data) // 1024} KiB uploaded"
+
+    async def _running(self, member: str) -> bool:
+        try:
+            await self.services.alive(member)
+        except MemberStartError:
+            return False
+        return True
 
     async def restart(self, action: RestartMember) -> str:
         """Restart one member, then gate on the health of the whole cluster before the next step."""

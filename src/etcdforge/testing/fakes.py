@@ -102,6 +102,9 @@ class FakeHost:
     ) -> None:
         self.files[path] = FakeFile(bytes(data), mode, owner, group)
 
+    async def make_private_dirs(self, paths: Sequence[str]) -> None:
+        await self.run(["mkdir", "-p", "-m", "0700", "--", *paths])
+
     async def read_file(self, path: str) -> bytes | None:
         f = self.files.get(path)
         return None if f is None else f.data

@@ -5,8 +5,10 @@ write, which members to start and why. Safety rules here:
 
 - ``up`` never wipes a data dir and never starts a cluster that would lose data: if some members have
   data and others have none (a wiped member), it refuses instead of bootstrapping that member afresh;
-- a member already running is left alone; only stopped members are started, all together (a new
-  cluster's first member cannot become ready before a quorum is up);
+- a member already running is left alone; only stopped members are started, without waiting for each
+  to become ready (a new cluster's first member cannot be ready before a quorum is up); in a new cluster
+  each waits only until the one started before it serves its peer port (etcd's bootstrap check would
+  otherwise stall a second on each member that is bound but not serving yet);
 - the CA key is never copied into a member's directory.
 """
 
@@ -32,6 +34,7 @@ from etcdforge.plan import (
     Step,
     StopMember,
     WaitHealthy,
+    WaitPeerServing,
     WriteFile,
 )
 from etcdforge.runtime.factory import placement
@@ -42,6 +45,9 @@ if TYPE_CHECKING:
     from etcdforge.pki import PkiPlan
 
 MAX_LOCAL_MEMBERS = 9
+#: how long a new member's peer listener is awaited before the next one starts (it serves within tens of
+#: milliseconds; one that does not is left to the health wait)
+PEER_SERVING_SECONDS = 2.0
 DEFAULT_CLIENT_PORT = 2379
 DEFAULT_PEER_PORT = 2380
 DEFAULT_METRICS_PORT = 2381
@@ -226,10 +232,19 @@ def plan_up(
                 "a new cluster: an interrupted first start resumes as a bootstrap",
             )
         )
-    for member in to_start:
-        why = "not running" if observed.members[member.name].has_data else "new member"
-        why += f" (etcd {etcd_binary})"
+    for i, member in enumerate(to_start):
+        new = not observed.members[member.name].has_data
+        why = ("new member" if new else "not running") + f" (etcd {etcd_binary})"
         steps.append(Step(f"{member.name}/start", member.name, StartMembers((member.name,)), why))
+        if new and i < len(to_start) - 1:
+            steps.append(
+                Step(
+                    f"{member.name}/peer-serving",
+                    member.name,
+                    WaitPeerServing(member.name, topology.peer_url(spec, member), PEER_SERVING_SECONDS),
+                    "the next new member's bootstrap check asks this one: let it find the port serving",
+                )
+            )
     if to_start or observed.bootstrapping:  # (a resumed bootstrap was never seen healthy)
         steps.append(
             Step(
