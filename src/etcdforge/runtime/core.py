@@ -66,7 +66,9 @@ from etcdforge.plan import (
     WriteFile,
     WriteManifest,
 )
-from etcdforge.runtime import access_ops, backup_ops, cluster_ops, maintenance_ops, releases, upgrade_ops
+
+# (backup, release, upgrade and maintenance operations load with their first action: not on `up`'s path)
+from etcdforge.runtime import access_ops, cluster_ops
 from etcdforge.runtime.cluster_ops import ClusterPort
 from etcdforge.runtime.control import issue_certs, move_path, perform_control_file, remove_tree
 from etcdforge.runtime.services import ServiceManager
@@ -145,6 +147,8 @@ class Runtime:
             await self.host(action.host).run(list(action.argv), timeout=120)
             return "done"
         if isinstance(action, FetchRelease):
+            from etcdforge.runtime import releases
+
             path = await asyncio.to_thread(
                 releases.fetch, action.url, action.sha256, Path(action.cache_dir), action.version
             )
@@ -171,12 +175,18 @@ class Runtime:
             members = tuple(m.name for m in self.spec.members)
             waited = await self.wait_healthy(members, action.timeout, watch=(action.member,))
             return f"{note}; {waited}"
-        if isinstance(action, CheckMember):
+        if isinstance(action, CheckMember | WaitClusterVersion):
+            from etcdforge.runtime import upgrade_ops
+
+            if isinstance(action, WaitClusterVersion):
+                return await upgrade_ops.wait_cluster_version(
+                    self.ws, action, sleep=self.sleep, clock=self.clock
+                )
             async with self.cluster(10.0) as client:
                 return await upgrade_ops.check_member(client, action)
-        if isinstance(action, WaitClusterVersion):
-            return await upgrade_ops.wait_cluster_version(self.ws, action, sleep=self.sleep, clock=self.clock)
         if isinstance(action, Defragment | Compact | DisarmAlarms | ProbeWrite):
+            from etcdforge.runtime import maintenance_ops
+
             # a defragmentation blocks its member for as long as it takes: the call's own deadline
             timeout = action.timeout + 5 if isinstance(action, Defragment) else 30.0
             async with self.cluster(timeout) as client:
@@ -208,6 +218,8 @@ class Runtime:
             await LocalHost().run(list(action.argv), timeout=120)
             return "done"
         if isinstance(action, BACKUP_ACTIONS):
+            from etcdforge.runtime import backup_ops
+
             return await backup_ops.perform(self, action)
         raise TypeError(f"no runtime action for {type(action).__name__}")
 
@@ -281,6 +293,8 @@ class Runtime:
         data = await asyncio.to_thread(source.read_bytes)
         digest = hashlib.sha256(data).hexdigest()
         want = action.sha256
+        from etcdforge.runtime import releases
+
         if want is None and (source.parent / releases.MANIFEST).is_file():
             # fetched by an earlier step of this plan: the manifest of its verified download vouches
             want = releases.manifest(source.parent).get(source.name)
