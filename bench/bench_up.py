@@ -60,7 +60,8 @@ def peer_serving(ip: str, certs: Path, name: str, deadline: float) -> None:
     ctx.load_cert_chain(certs / f"{name}-peer.pem", certs / f"{name}-peer-key.pem")
     while time.perf_counter() < deadline:
         try:
-            with socket.create_connection((ip, 2380), timeout=2) as sock, ctx.wrap_socket(sock, server_hostname=ip):
+            with socket.create_connection((ip, 2380), timeout=2) as sock:
+                ctx.wrap_socket(sock, server_hostname=ip).close()
                 return
         except OSError:
             time.sleep(0.01)
@@ -157,12 +158,11 @@ def main() -> None:
 
     import compileall
 
-    import etcdforge
     from etcdforge import binaries
 
     # as a regular install has it: etcdforge's bytecode compiled (an editable checkout where
     # PYTHONDONTWRITEBYTECODE is set would compile every module in every run and time that instead)
-    compileall.compile_dir(Path(etcdforge.__file__).parent, quiet=1)
+    compileall.compile_dir(Path(binaries.__file__).parent, quiet=1)
     etcd = binaries.find_tool("etcd", args.etcd_bin)
     version = binaries.probe(etcd).version_str
     etcdctl = binaries.sibling_tool(etcd, "etcdctl")
