@@ -83,6 +83,14 @@ async def find_by_peer_url(client: ClusterPort, peer_url: str) -> Member | None:
     return next((m for m in await client.member_list() if peer_url in m.peer_urls), None)
 
 
+# Every change below lists the members (a linearizable read on 3.5) right before it proposes: besides
+# making a retry idempotent, that read is a barrier. raft drops a configuration change proposed before
+# it has advanced past the previous one, and the proposer then waits out its whole deadline; etcd
+# answers a change once applied, which on a leader can come before raft advances (it applies while
+# still syncing the same entries). A linearizable read is answered from a later raft batch, so after
+# it the previous change is behind raft. Measured on 3.5.1, one member, 120 back-to-back changes: 5
+# timed out without the read, none with it (3.4.23: none either way).
+
 #: etcd refuses membership changes until the leader has been connected to a quorum for its health
 #: interval (5 s) — right after a start or a restart that is a wait, not an error
 RECONFIG_RETRY_SECONDS = 30.0
