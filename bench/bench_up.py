@@ -207,10 +207,13 @@ def main() -> None:
             # the first call after a spec change runs the full path (and caches the spec's status
             # inputs); every later one takes the quick path: timed apart
             first_status = timed(status_argv)
-            forge_status, ctl_status = [], []
+            forge_status, ctl_status, bare = [], [], []
             for _ in range(args.runs):  # paired, alternating
                 forge_status.append(timed(status_argv))
                 ctl_status.append(timed([str(etcdctl), "endpoint", "status", "-w", "json"], env))
+                # the floor of any Python command here: the interpreter starting (with this machine's
+                # site-packages .pth files) and exiting
+                bare.append(timed([sys.executable, "-c", "pass"]))
         finally:
             etcdforge("destroy", "--yes", "--dir", str(seed))
 
@@ -239,6 +242,7 @@ def main() -> None:
         "status_etcdctl_median_s": round(med(ctl_status), 3),
         "status_first_call_s": round(first_status, 3),
         "status_ratio_median": round(med(forge_status) / med(ctl_status), 2),
+        "python_pass_median_s": round(med(bare), 3),
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
@@ -254,7 +258,8 @@ def main() -> None:
     )
     print(
         f"status: etcdforge {med(forge_status):.3f}s, etcdctl {med(ctl_status):.3f}s"
-        f" -> ratio {result['status_ratio_median']} (first call after a spec change {first_status:.3f}s)"
+        f" -> ratio {result['status_ratio_median']} (first call after a spec change {first_status:.3f}s;"
+        f" `python -c pass` alone {med(bare):.3f}s)"
     )
 
 
