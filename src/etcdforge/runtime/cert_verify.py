@@ -98,6 +98,8 @@ async def wait_peer_serving(
             return f"serving after {clock() - start:.2f}s"
         except EtcdTLSError as exc:
             return f"answers, but {exc} (left to the health wait)"
+        except OSError as exc:  # the member's peer certificate or its CA cannot be loaded here
+            return f"not checked: {exc} (left to the health wait)"
         except EtcdUnavailable:
             if not await running():
                 return "not running (left to the health wait)"
