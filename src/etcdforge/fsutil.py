@@ -55,10 +55,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def ensure_dir(path: Path, mode: int = 0o700) -> None:
-    """Create ``path`` (and parents) if missing; a newly created leaf directory gets ``mode``."""
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, mode)
+    """Create ``path`` (and parents) if missing, as ``mkdir -p -m MODE`` does: the leaf is created with
+    ``mode`` (never more open, not even for a moment); an existing directory is left as it is."""
+    if path.is_dir():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        if path.is_dir():
+            return  # made meanwhile by someone else: theirs, left as it is
+        raise
+    os.chmod(path, mode)  # the umask may have taken bits away from a directory only we have seen
 
 
 def read_optional(path: Path) -> bytes | None:

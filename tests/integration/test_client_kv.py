@@ -153,8 +153,8 @@ def test_member_add_learner_then_remove(cluster: Cluster) -> None:
 
     async def body(c: EtcdClient) -> None:
         added, members = await c.member_add([url], learner=True)
-        await conf_change_settled(c)
         try:
+            await conf_change_settled(c)
             assert added.is_learner and added.peer_urls == (url,) and not added.started
             assert added in members and len(members) == 2
             # A learner that never started cannot be promoted: etcd's answer is typed.

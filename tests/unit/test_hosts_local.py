@@ -150,3 +150,38 @@ def test_read_file_and_sha256(tmp_path: Path) -> None:
         await host.close()
 
     run(body)
+
+
+def test_make_private_dirs_is_mkdir_p_m_0700_in_process(tmp_path: Path) -> None:
+    """The same outcome as ``mkdir -p -m 0700``, checked side by side: a new leaf 0700 (parents as the
+    umask makes them), an existing directory and a symlink to one left alone, every path tried and the
+    failures reported together as one HostError."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+
+    def layout(root: Path) -> list[str]:
+        root.mkdir()
+        (root / "kept").mkdir(mode=0o755)
+        (root / "target").mkdir(mode=0o750)
+        (root / "link").symlink_to(root / "target")
+        (root / "file").write_text("x")
+        return [str(root / p) for p in ("a/b/new", "kept", "link", "file", "file/sub", "c/new")]
+
+    want = layout(theirs)
+    mkdir = asyncio.run(LocalHost().run(["mkdir", "-p", "-m", "0700", "--", *want], check=False))
+    assert mkdir.exit_status != 0  # the regular file and a path under it fail there too
+    with pytest.raises(HostError) as failed:
+        run(lambda: LocalHost().make_private_dirs(layout(ours)))
+    assert str(ours / "file") in str(failed.value) and str(ours / "file/sub") in str(failed.value)
+
+    def modes(root: Path) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for p in ("a", "a/b", "a/b/new", "kept", "target", "file", "c/new"):
+            path = root / p
+            out[p] = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+        return out
+
+    assert modes(ours) == modes(theirs)
+    assert modes(ours)["a/b/new"] == 0o700 and modes(ours)["c/new"] == 0o700  # tried after the failures
+    assert (ours / "link").is_symlink() and modes(ours)["target"] == 0o750
+    with pytest.raises(ValueError):
+        run(lambda: LocalHost().make_private_dirs(["relative/path"]))

@@ -194,6 +194,20 @@ def test_an_interrupted_first_start_resumes_as_a_bootstrap() -> None:
         "cluster/wait-healthy",
         "workspace/clear-bootstrap",
     ]
+    # interrupted and stopped (Ctrl-C stops what the run started): etcd1 has data and starts first; the
+    # new members after it still wait for the one before to serve (etcd1 binds its peer port before it
+    # serves it too, while it reads its WAL)
+    members["etcd1"] = MemberObserved(running=False, has_data=True, config=members["etcd1"].config,
+                                      pki=members["etcd1"].pki)  # fmt: skip
+    plan = plan_up(spec, WS, LocalObserved(obs.spec_text, members, obs.env_file, bootstrapping=True),
+                   etcd_binary=BIN, pki_items=(), pki_plan=None, control_pki=control_pki(spec))  # fmt: skip
+    assert ids(plan)[:5] == [
+        "etcd1/start",
+        "etcd1/peer-serving",
+        "etcd2/start",
+        "etcd2/peer-serving",
+        "etcd3/start",
+    ]
     # killed while waiting, every member started: the re-run still waits for health before it clears
     members = {
         n: MemberObserved(running=True, has_data=True, config=m.config, pki=m.pki) for n, m in members.items()

@@ -1,7 +1,7 @@
 """WaitPeerServing: wait (briefly) until a new member's peer port completes a handshake; never fail.
 
 The handshake itself is :func:`etcdforge.etcd.presented.presented_certificate` (real TLS, covered by the
-integration tests); here it is replaced to play each answer a port can give, on a fake clock.
+integration tests); here the injected handshake plays each answer a port can give, on a fake clock.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ URL = "https://127.0.0.1:2380"
 
 
 def wait(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answers: list[object], *, running: bool = True
+    tmp_path: Path, answers: list[object], *, running: bool = True
 ) -> tuple[str, list[tuple[str, Path | None]], FakeClock]:
     clock = FakeClock()
     calls: list[tuple[str, Path | None]] = []
@@ -36,7 +36,6 @@ def wait(
     async def alive() -> bool:
         return running
 
-    monkeypatch.setattr(cert_verify, "presented_certificate", presented)
     note = asyncio.run(
         cert_verify.wait_peer_serving(
             Workspace(tmp_path),
@@ -44,16 +43,17 @@ def wait(
             running=alive,
             sleep=clock.sleep,
             clock=clock,
+            handshake=presented,
         )
     )
     return note, calls, clock
 
 
 def test_a_port_not_bound_yet_is_tried_again_until_it_serves(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     refused = EtcdUnavailable("connection refused")
-    note, calls, clock = wait(tmp_path, monkeypatch, [refused, refused, object()])
+    note, calls, clock = wait(tmp_path, [refused, refused, object()])
     assert note.startswith("serving after") and len(calls) == 3
     # the member's own peer certificate: a peer port accepts nothing else
     assert {c for _, c in calls} == {Workspace(tmp_path).cert_path("etcd1-peer")}
@@ -61,22 +61,22 @@ def test_a_port_not_bound_yet_is_tried_again_until_it_serves(
 
 
 def test_a_port_that_never_serves_is_left_to_the_health_wait(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    note, calls, clock = wait(tmp_path, monkeypatch, [])
+    note, calls, clock = wait(tmp_path, [])
     assert note == "not serving after 2s (left to the health wait)"
     assert clock() >= 2.0 and len(calls) > 100
 
 
-def test_a_member_that_exited_is_not_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    note, calls, _ = wait(tmp_path, monkeypatch, [], running=False)
+def test_a_member_that_exited_is_not_waited_for(tmp_path: Path) -> None:
+    note, calls, _ = wait(tmp_path, [], running=False)
     assert note == "not running (left to the health wait)" and len(calls) == 1
 
 
 def test_a_tls_problem_or_unreadable_certificate_does_not_fail_the_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    note, _, _ = wait(tmp_path, monkeypatch, [EtcdTLSError("certificate verify failed")])
+    note, _, _ = wait(tmp_path, [EtcdTLSError("certificate verify failed")])
     assert note.startswith("answers, but certificate verify failed")
-    note, _, _ = wait(tmp_path, monkeypatch, [FileNotFoundError(2, "No such file or directory")])
+    note, _, _ = wait(tmp_path, [FileNotFoundError(2, "No such file or directory")])
     assert note.startswith("not checked:")

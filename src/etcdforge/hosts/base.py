@@ -1,9 +1,10 @@
 """The host port: the one small Protocol through which etcdforge touches a machine.
 
-Every implementation (:mod:`.local`, :mod:`.ssh`, test fakes) offers the same five coroutines: run an
-argv, write a file atomically with its final mode/owner from creation, read a file, hash many files in
-one round trip, close. Commands are always argv lists; :func:`shell_join` is the ONE place where an
-argv becomes shell text (the remote command line of an SSH channel, and the display form in errors).
+Every implementation (:mod:`.local`, :mod:`.ssh`, test fakes) offers the same coroutines: run an argv,
+write a file atomically with its final mode/owner from creation, read a file, make private directories,
+hash many files in one round trip, run a batch of those in one round trip, close. Commands are always
+argv lists; :func:`shell_join` is the ONE place where an argv becomes shell text (the remote command
+line of an SSH channel, and the display form in errors).
 """
 
 from __future__ import annotations

@@ -118,12 +118,20 @@ class LocalHost:
 
     async def make_private_dirs(self, paths: Sequence[str]) -> None:
         # in-process: a mkdir command costs a fork of this (large) process per call
-        for p in paths:
-            validate_path(p)
+        wanted = [validate_path(p) for p in paths]
+        failed = await asyncio.to_thread(self._make_dirs, wanted)
+        if failed:
+            raise HostError(f"cannot create {'; '.join(failed)} on {self.name}", host=self.name)
+
+    @staticmethod
+    def _make_dirs(paths: Sequence[str]) -> list[str]:
+        failed = []
+        for p in paths:  # like mkdir -p: every path is tried, the failures are reported together
             try:
                 ensure_dir(Path(p))
             except OSError as exc:
-                raise HostError(f"cannot create {p} on {self.name}: {exc.strerror}", host=self.name) from None
+                failed.append(f"{p} ({exc.strerror})")
+        return failed
 
     async def read_file(self, path: str) -> bytes | None:
         validate_path(path)

@@ -140,6 +140,8 @@ class SshHost:
         check_result(self.name, result, display=f"write {path} (mode {mode:04o})")
 
     async def make_private_dirs(self, paths: Sequence[str]) -> None:
+        if not paths:
+            return
         await self.run(["mkdir", "-p", "-m", "0700", "--", *(validate_path(p) for p in paths)])
 
     async def read_file(self, path: str) -> bytes | None:

@@ -83,10 +83,12 @@ async def wait_peer_serving(
     running: Callable[[], Awaitable[bool]],
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
+    handshake: Callable[..., Awaitable[object]] = presented_certificate,
 ) -> str:
     """Wait until the member's peer port completes a handshake with the member's own peer certificate
     (a port that is bound but not served yet holds the handshake until it is). Never fails: a member
-    that does not serve in time, has exited, or answers with a TLS problem is the health wait's to judge."""
+    that does not serve in time, has exited, or answers with a TLS problem is the health wait's to judge.
+    ``handshake`` is :func:`presented_certificate` (tests play a port's answers)."""
     tls = endpoint_tls(ws, action.member, peer=True)
     start = clock()
     while True:
@@ -94,7 +96,7 @@ async def wait_peer_serving(
         if remaining <= 0:
             return f"not serving after {action.timeout:.0f}s (left to the health wait)"
         try:
-            await presented_certificate(action.url, tls, timeout=remaining)
+            await handshake(action.url, tls, timeout=remaining)
             return f"serving after {clock() - start:.2f}s"
         except EtcdTLSError as exc:
             return f"answers, but {exc} (left to the health wait)"

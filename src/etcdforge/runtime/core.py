@@ -313,6 +313,8 @@ class Runtime:
             await self.services.alive(member)
         except MemberStartError:
             return False
+        except HostError:
+            return True  # cannot tell from here: the wait's own deadline bounds it
         return True
 
     async def restart(self, action: RestartMember) -> str:

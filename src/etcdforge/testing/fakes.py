@@ -103,6 +103,8 @@ class FakeHost:
         self.files[path] = FakeFile(bytes(data), mode, owner, group)
 
     async def make_private_dirs(self, paths: Sequence[str]) -> None:
+        if not paths:
+            return
         await self.run(["mkdir", "-p", "-m", "0700", "--", *paths])
 
     async def read_file(self, path: str) -> bytes | None:

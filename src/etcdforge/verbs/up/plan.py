@@ -6,8 +6,8 @@ write, which members to start and why. Safety rules here:
 - ``up`` never wipes a data dir and never starts a cluster that would lose data: if some members have
   data and others have none (a wiped member), it refuses instead of bootstrapping that member afresh;
 - a member already running is left alone; only stopped members are started, without waiting for each
-  to become ready (a new cluster's first member cannot be ready before a quorum is up); in a new cluster
-  each waits only until the one started before it serves its peer port (etcd's bootstrap check would
+  to become ready (a new cluster's first member cannot be ready before a quorum is up); a new member
+  starts only once the one started before it serves its peer port (etcd's bootstrap check would
   otherwise stall a second on each member that is bound but not serving yet);
 - the CA key is never copied into a member's directory.
 """
@@ -232,17 +232,17 @@ def plan_up(
                 "a new cluster: an interrupted first start resumes as a bootstrap",
             )
         )
+    new = [not observed.members[m.name].has_data for m in to_start]
     for i, member in enumerate(to_start):
-        new = not observed.members[member.name].has_data
-        why = ("new member" if new else "not running") + f" (etcd {etcd_binary})"
+        why = ("new member" if new[i] else "not running") + f" (etcd {etcd_binary})"
         steps.append(Step(f"{member.name}/start", member.name, StartMembers((member.name,)), why))
-        if new and i < len(to_start) - 1:
+        if i + 1 < len(to_start) and new[i + 1]:  # the next one runs etcd's bootstrap check
             steps.append(
                 Step(
                     f"{member.name}/peer-serving",
                     member.name,
                     WaitPeerServing(member.name, topology.peer_url(spec, member), PEER_SERVING_SECONDS),
-                    "the next new member's bootstrap check asks this one: let it find the port serving",
+                    "the next member's bootstrap check asks this one: let it find the port serving",
                 )
             )
     if to_start or observed.bootstrapping:  # (a resumed bootstrap was never seen healthy)
