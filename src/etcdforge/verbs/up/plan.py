@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from etcdforge.pki import PkiPlan
 
 MAX_LOCAL_MEMBERS = 9
-#: how long a new member's peer listener is awaited before the next one starts (it serves within tens of
-#: milliseconds; one that does not is left to the health wait)
+#: how long a started member's peer listener is awaited before a new member starts (it serves within tens
+#: of milliseconds, or once its WAL is read; one that does not is left to the health wait)
 PEER_SERVING_SECONDS = 2.0
 DEFAULT_CLIENT_PORT = 2379
 DEFAULT_PEER_PORT = 2380
