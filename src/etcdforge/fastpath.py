@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from etcdforge.statuscache import StatusInputs, recall
+from etcdforge.statuscache import StatusInputs, json_row, recall
 
 #: seconds per request, as the full path's status
 TIMEOUT = 2.0
@@ -157,31 +157,24 @@ def _unchunk(data: bytes) -> bytes:
         data = rest[size + 2 :]
 
 
-def _row(name: str, url: str, s: dict[str, Any], quota: int) -> dict[str, Any]:
-    """One member as the full path's ``status -o json`` shows it (the gateway writes 64-bit numbers as
-    strings and leaves out fields at their default)."""
+def _row(name: str, url: str, s: dict[str, Any], quota: int) -> dict[str, object]:
+    """One member from the gateway's answer (it writes 64-bit numbers as strings and leaves out fields at
+    their default), as the full path's ``status -o json`` shows it."""
     header = s.get("header", {})
-    member_id = int(header.get("member_id", 0))
-    leader = int(s.get("leader", 0))
-    db_size, in_use = int(s.get("dbSize", 0)), int(s.get("dbSizeInUse", 0))
-    return {
-        "member": name,
-        "endpoint": url,
-        "error": None,
-        "id": f"{member_id:x}",
-        "version": s.get("version", ""),
-        "is_leader": leader == member_id,
-        "leader": f"{leader:x}",
-        "raft_term": int(s.get("raftTerm", 0)),
-        "raft_index": int(s.get("raftIndex", 0)),
-        "raft_applied_index": int(s.get("raftAppliedIndex", 0)),
-        "db_size": db_size,
-        "db_size_in_use": in_use,
-        "quota_bytes": quota,
-        "quota_used_pct": round(db_size * 100.0 / quota, 1) if quota > 0 else None,
-        "fragmented_pct": round(max(0.0, (db_size - in_use) * 100.0 / db_size), 1) if db_size > 0 else None,
-        "alarms": [],
-        "is_learner": bool(s.get("isLearner", False)),
-        "revision": int(header.get("revision", 0)),
-        "errors": list(s.get("errors", [])),
-    }
+    return json_row(
+        name,
+        url,
+        member_id=int(header.get("member_id", 0)),
+        version=s.get("version", ""),
+        leader=int(s.get("leader", 0)),
+        raft_term=int(s.get("raftTerm", 0)),
+        raft_index=int(s.get("raftIndex", 0)),
+        raft_applied_index=int(s.get("raftAppliedIndex", 0)),
+        db_size=int(s.get("dbSize", 0)),
+        db_size_in_use=int(s.get("dbSizeInUse", 0)),
+        quota=quota,
+        alarms=[],
+        is_learner=bool(s.get("isLearner", False)),
+        revision=int(header.get("revision", 0)),
+        errors=list(s.get("errors", [])),
+    )

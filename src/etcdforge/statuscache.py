@@ -1,5 +1,6 @@
 """What ``status`` needs of a spec, kept beside it so the quick path (:mod:`etcdforge.fastpath`) can answer
-without loading the spec's models (stdlib only: this module is on that path).
+without loading the spec's models (stdlib only: this module is on that path); and the one definition of
+the row ``status -o json`` prints, which the full path and the quick path both build.
 
 The file is derived data, keyed by ``cluster.yaml``'s bytes (kept in it whole: comparing them is cheaper
 than importing hashlib on the quick path; a spec is small, at most 1 MiB): a spec edited since it was
@@ -55,3 +56,59 @@ def recall(root: Path, spec_bytes: bytes) -> StatusInputs | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return StatusInputs(members, quota) if members else None
+
+
+def quota_used_pct(db_size: int, quota: int) -> float | None:
+    """The database file's size against the backend quota (NOSPACE at 100 %); None without a quota."""
+    return db_size * 100.0 / quota if quota > 0 else None
+
+
+def fragmented_pct(db_size: int, in_use: int) -> float | None:
+    """Free pages in the database file: what a defragmentation gives back; None for an empty file."""
+    return max(0.0, (db_size - in_use) * 100.0 / db_size) if db_size > 0 else None
+
+
+def json_row(
+    member: str,
+    endpoint: str,
+    *,
+    member_id: int,
+    version: str,
+    leader: int,
+    raft_term: int,
+    raft_index: int,
+    raft_applied_index: int,
+    db_size: int,
+    db_size_in_use: int,
+    quota: int,
+    alarms: list[str],
+    is_learner: bool,
+    revision: int,
+    errors: list[str],
+) -> dict[str, object]:
+    """One answering member as ``status -o json`` prints it."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 1)
+
+    return {
+        "member": member,
+        "endpoint": endpoint,
+        "error": None,
+        "id": f"{member_id:x}",
+        "version": version,
+        "is_leader": leader == member_id,
+        "leader": f"{leader:x}",
+        "raft_term": raft_term,
+        "raft_index": raft_index,
+        "raft_applied_index": raft_applied_index,
+        "db_size": db_size,
+        "db_size_in_use": db_size_in_use,
+        "quota_bytes": quota,
+        "quota_used_pct": rounded(quota_used_pct(db_size, quota)),
+        "fragmented_pct": rounded(fragmented_pct(db_size, db_size_in_use)),
+        "alarms": alarms,
+        "is_learner": is_learner,
+        "revision": revision,
+        "errors": errors,
+    }

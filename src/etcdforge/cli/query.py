@@ -75,34 +75,28 @@ def _spec_bytes(root: Path) -> bytes | None:
 
 
 def _row_json(r: Any) -> dict[str, Any]:
+    from etcdforge.statuscache import json_row
+
     s = r.status
     if s is None:
         return {"member": r.member, "endpoint": r.endpoint, "error": r.error}
-    return {
-        "member": r.member,
-        "endpoint": r.endpoint,
-        "error": r.error,
-        "id": f"{s.member_id:x}",
-        "version": s.version,
-        "is_leader": s.leader == s.member_id,
-        "leader": f"{s.leader:x}",
-        "raft_term": s.raft_term,
-        "raft_index": s.raft_index,
-        "raft_applied_index": s.raft_applied_index,
-        "db_size": s.db_size,
-        "db_size_in_use": s.db_size_in_use,
-        "quota_bytes": r.quota,
-        "quota_used_pct": _round(r.quota_used_pct),
-        "fragmented_pct": _round(r.fragmented_pct),
-        "alarms": list(r.alarms),
-        "is_learner": s.is_learner,
-        "revision": s.revision,
-        "errors": list(s.errors),
-    }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+    return json_row(
+        r.member,
+        r.endpoint,
+        member_id=s.member_id,
+        version=s.version,
+        leader=s.leader,
+        raft_term=s.raft_term,
+        raft_index=s.raft_index,
+        raft_applied_index=s.raft_applied_index,
+        db_size=s.db_size,
+        db_size_in_use=s.db_size_in_use,
+        quota=r.quota,
+        alarms=list(r.alarms),
+        is_learner=s.is_learner,
+        revision=s.revision,
+        errors=list(s.errors),
+    )
 
 
 def _table(name: str, rows: Any) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from etcdforge import topology
+from etcdforge import statuscache, topology
 from etcdforge.errors import EtcdError, PlanError
 from etcdforge.etcd import EtcdServerError
 from etcdforge.spec import ClusterSpec
@@ -40,9 +40,7 @@ class MemberView:
     @property
     def fragmented_pct(self) -> float:
         """How much of the database file is free pages (what a defragmentation gives back)."""
-        if self.db_size <= 0:
-            return 0.0
-        return max(0.0, (self.db_size - self.db_in_use) * 100.0 / self.db_size)
+        return statuscache.fragmented_pct(self.db_size, self.db_in_use) or 0.0
 
 
 @dataclass(frozen=True)

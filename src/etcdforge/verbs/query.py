@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from etcdforge import topology
+from etcdforge import statuscache, topology
 from etcdforge.errors import EtcdError
 from etcdforge.spec import ClusterSpec
 from etcdforge.workspace import Workspace, admin_client
@@ -34,17 +34,13 @@ class StatusRow:
     @property
     def quota_used_pct(self) -> float | None:
         """The database file's size against the backend quota (NOSPACE at 100 %)."""
-        if self.status is None or self.quota <= 0:
-            return None
-        return self.status.db_size * 100.0 / self.quota
+        return None if self.status is None else statuscache.quota_used_pct(self.status.db_size, self.quota)
 
     @property
     def fragmented_pct(self) -> float | None:
         """Free pages in the database file: what a defragmentation gives back."""
         s = self.status
-        if s is None or s.db_size <= 0:
-            return None
-        return max(0.0, (s.db_size - s.db_size_in_use) * 100.0 / s.db_size)
+        return None if s is None else statuscache.fragmented_pct(s.db_size, s.db_size_in_use)
 
 
 async def status(spec: ClusterSpec, ws: Workspace, *, timeout: float = 2.0) -> tuple[StatusRow, ...]:
